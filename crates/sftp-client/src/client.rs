@@ -1,0 +1,841 @@
+//! The pipelined SFTP session: request ids, in-flight budget, reply dispatch and the typed calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sftp_proto::{
+    encode_init, Attrs, ClientExtensions, FrameDecoder, Limits, NameEntry, OpenFlags, ProtoError,
+    Request, Response, StatVfs, Status, StatusCode, Version, DEFAULT_MAX_PACKET,
+};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::SftpError;
+use crate::transport::{StderrLog, Transport};
+
+/// Reads and writes are this size when the server does not say (`limits@openssh.com`):
+/// the draft's guaranteed minimum.
+const FALLBACK_IO_SIZE: u32 = 32 * 1024;
+
+/// How much we pipeline on one channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// Requests sent and not yet answered.
+    pub max_requests_in_flight: usize,
+    /// READ lengths asked for plus WRITE payloads sent, not yet answered.
+    pub max_bytes_in_flight: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            max_requests_in_flight: 256,
+            max_bytes_in_flight: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// An open file or directory handle on the server: opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle(pub Vec<u8>);
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Response, SftpError>>,
+    // Released the moment the reply arrives, not when the caller gets round to reading it, so a
+    // caller blocked on the budget can never starve the replies it is waiting for.
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+}
+
+struct State {
+    next_id: u32,
+    waiters: HashMap<u32, Waiter>,
+    closed: Option<SftpError>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    outgoing: mpsc::UnboundedSender<Vec<u8>>,
+    request_budget: Arc<Semaphore>,
+    byte_budget: Arc<Semaphore>,
+    max_bytes_in_flight: usize,
+    version: Version,
+    extensions: ClientExtensions,
+    read_size: AtomicU32,
+    write_size: AtomicU32,
+    max_open_handles: AtomicU64,
+    description: String,
+    stderr: StderrLog,
+    child: Mutex<Option<Child>>,
+}
+
+/// A connected SFTP v3 session. Cheap to clone; all clones share one channel. Any number of
+/// calls may be in flight at once, from any number of tasks.
+#[derive(Clone)]
+pub struct SftpClient {
+    shared: Arc<Shared>,
+}
+
+/// A request that has been sent; await it for the reply.
+pub struct PendingReply {
+    rx: oneshot::Receiver<Result<Response, SftpError>>,
+    op: &'static str,
+    shared: Arc<Shared>,
+}
+
+impl PendingReply {
+    pub async fn response(self) -> Result<Response, SftpError> {
+        match self.rx.await {
+            Ok(r) => r,
+            Err(_) => Err(closed_error(&self.shared, self.op)),
+        }
+    }
+
+    /// Waits for a reply that must be a plain SSH_FX_OK status.
+    pub async fn ok(self) -> Result<(), SftpError> {
+        let op = self.op;
+        expect_ok(op, self.response().await?)
+    }
+
+    /// Waits for the reply to a READ: data, or `None` at end of file.
+    pub async fn data(self) -> Result<Option<Bytes>, SftpError> {
+        let op = self.op;
+        match self.response().await? {
+            Response::Data(d) => Ok(Some(d)),
+            Response::Status(Status {
+                code: StatusCode::Eof,
+                ..
+            }) => Ok(None),
+            other => Err(unexpected(op, other)),
+        }
+    }
+}
+
+fn closed_error(shared: &Shared, op: &'static str) -> SftpError {
+    let st = shared.state.lock().unwrap();
+    st.closed.clone().unwrap_or(SftpError::Closed {
+        op,
+        peer: shared.description.clone(),
+        detail: "the session ended".into(),
+    })
+}
+
+fn status_error(op: &'static str, status: Status) -> SftpError {
+    SftpError::Status {
+        op,
+        code: status.code,
+        message: String::from_utf8_lossy(&status.message).into_owned(),
+    }
+}
+
+fn unexpected(op: &'static str, resp: Response) -> SftpError {
+    match resp {
+        Response::Status(s) => status_error(op, s),
+        other => SftpError::UnexpectedReply {
+            op,
+            got: response_name(&other),
+        },
+    }
+}
+
+fn expect_ok(op: &'static str, resp: Response) -> Result<(), SftpError> {
+    match resp {
+        Response::Status(Status {
+            code: StatusCode::Ok,
+            ..
+        }) => Ok(()),
+        other => Err(unexpected(op, other)),
+    }
+}
+
+fn response_name(r: &Response) -> &'static str {
+    match r {
+        Response::Status(_) => "status",
+        Response::Handle(_) => "handle",
+        Response::Data(_) => "data",
+        Response::Name(_) => "name",
+        Response::Attrs(_) => "attrs",
+        Response::ExtendedReply(_) => "extended-reply",
+    }
+}
+
+impl SftpClient {
+    /// Performs the INIT/VERSION handshake over `transport` and reads the server's limits.
+    pub async fn connect(
+        transport: Transport,
+        config: ClientConfig,
+    ) -> Result<SftpClient, SftpError> {
+        let Transport {
+            mut reader,
+            mut writer,
+            child,
+            stderr,
+            description,
+        } = transport;
+
+        let handshake = async {
+            writer.write_all(&encode_init()).await?;
+            writer.flush().await?;
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_PACKET);
+            loop {
+                if let Some(p) = decoder.next_packet()? {
+                    return Ok::<_, HandshakeError>((p, decoder));
+                }
+                let n = reader.read_buf(decoder.buffer_mut()).await?;
+                if n == 0 {
+                    return Err(HandshakeError::Eof);
+                }
+            }
+        };
+        let (packet, decoder) = match handshake.await {
+            Ok(x) => x,
+            Err(e) => {
+                let mut child = child;
+                if let (HandshakeError::Proto(_), Some(c)) = (&e, child.as_mut()) {
+                    // Whatever is talking is not an SFTP server and may never exit by itself.
+                    let _ = c.start_kill();
+                }
+                stderr.settle(Duration::from_secs(2)).await;
+                let exit = match child.as_mut() {
+                    Some(c) => tokio::time::timeout(Duration::from_secs(2), c.wait())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .and_then(|s| s.code()),
+                    None => None,
+                };
+                let said = stderr.text();
+                let detail = match e {
+                    HandshakeError::Eof => "connection closed before the SFTP handshake".into(),
+                    HandshakeError::Io(e) => format!("I/O error during the SFTP handshake: {e}"),
+                    HandshakeError::Proto(e) => format!(
+                        "the server did not answer as an SFTP server ({e}); is something \
+                         printing text before the SFTP stream?"
+                    ),
+                };
+                return Err(SftpError::Handshake {
+                    peer: description,
+                    detail,
+                    stderr: said,
+                    exit_code: exit,
+                });
+            }
+        };
+        let version = Version::decode(&packet).map_err(|e| SftpError::Handshake {
+            peer: description.clone(),
+            detail: format!("malformed VERSION packet: {e}"),
+            stderr: stderr.text(),
+            exit_code: None,
+        })?;
+        if version.version < 3 {
+            return Err(SftpError::Handshake {
+                peer: description,
+                detail: format!(
+                    "server speaks SFTP version {}, sftpsync needs version 3",
+                    version.version
+                ),
+                stderr: String::new(),
+                exit_code: None,
+            });
+        }
+        let extensions = version.client_extensions();
+
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let max_bytes = config.max_bytes_in_flight.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_id: 1,
+                waiters: HashMap::new(),
+                closed: None,
+            }),
+            outgoing: out_tx,
+            request_budget: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
+            byte_budget: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes_in_flight: max_bytes,
+            version,
+            extensions,
+            read_size: AtomicU32::new(FALLBACK_IO_SIZE),
+            write_size: AtomicU32::new(FALLBACK_IO_SIZE),
+            max_open_handles: AtomicU64::new(0),
+            description,
+            stderr,
+            child: Mutex::new(child),
+        });
+        tokio::spawn(write_loop(writer, out_rx, Arc::downgrade(&shared)));
+        tokio::spawn(read_loop(reader, decoder, shared.clone()));
+        let client = SftpClient { shared };
+        if extensions.limits {
+            let limits = client.limits().await?;
+            apply_limits(&client.shared, &limits);
+        }
+        Ok(client)
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.shared.version
+    }
+
+    pub fn extensions(&self) -> ClientExtensions {
+        self.shared.extensions
+    }
+
+    /// Largest READ we ask for.
+    pub fn read_size(&self) -> u32 {
+        self.shared.read_size.load(Ordering::Relaxed)
+    }
+
+    /// Largest WRITE payload we send.
+    pub fn write_size(&self) -> u32 {
+        self.shared.write_size.load(Ordering::Relaxed)
+    }
+
+    pub fn max_open_handles(&self) -> Option<u64> {
+        match self.shared.max_open_handles.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.shared.description
+    }
+
+    /// What the transport process printed on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.shared.stderr.text()
+    }
+
+    /// Sends a request once the budget allows and returns without waiting for the reply.
+    /// `cost` is the bytes this request will hold in flight (READ length or WRITE payload).
+    pub async fn send(&self, req: &Request<'_>, cost: usize) -> Result<PendingReply, SftpError> {
+        let op = req.name();
+        let request_permit = self
+            .shared
+            .request_budget
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("budget semaphores are never closed");
+        let byte_permit = if cost > 0 {
+            let n = cost.min(self.shared.max_bytes_in_flight) as u32;
+            Some(
+                self.shared
+                    .byte_budget
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .expect("budget semaphores are never closed"),
+            )
+        } else {
+            None
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut packet = Vec::with_capacity(64 + cost);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if let Some(e) = &st.closed {
+                return Err(e.clone());
+            }
+            let id = st.next_id;
+            st.next_id = st.next_id.wrapping_add(1);
+            req.encode(id, &mut packet);
+            st.waiters.insert(
+                id,
+                Waiter {
+                    reply: tx,
+                    _permits: (request_permit, byte_permit),
+                },
+            );
+            // Sent under the lock so the server sees requests in the order ids were given.
+            if self.shared.outgoing.send(packet).is_err() {
+                st.waiters.remove(&id);
+                drop(st);
+                return Err(closed_error(&self.shared, op));
+            }
+        }
+        Ok(PendingReply {
+            rx,
+            op,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Sends a request and waits for its reply.
+    pub async fn call(&self, req: &Request<'_>) -> Result<Response, SftpError> {
+        self.send(req, 0).await?.response().await
+    }
+
+    async fn call_ok(&self, req: &Request<'_>) -> Result<(), SftpError> {
+        self.send(req, 0).await?.ok().await
+    }
+
+    async fn call_handle(&self, req: &Request<'_>) -> Result<Handle, SftpError> {
+        match self.call(req).await? {
+            Response::Handle(h) => Ok(Handle(h)),
+            other => Err(unexpected(req.name(), other)),
+        }
+    }
+
+    async fn call_attrs(&self, req: &Request<'_>) -> Result<Attrs, SftpError> {
+        match self.call(req).await? {
+            Response::Attrs(a) => Ok(a),
+            other => Err(unexpected(req.name(), other)),
+        }
+    }
+
+    async fn call_one_name(&self, req: &Request<'_>) -> Result<NameEntry, SftpError> {
+        match self.call(req).await? {
+            Response::Name(mut names) if names.len() == 1 => Ok(names.remove(0)),
+            Response::Name(_) => Err(SftpError::UnexpectedReply {
+                op: req.name(),
+                got: "name list without exactly one entry",
+            }),
+            other => Err(unexpected(req.name(), other)),
+        }
+    }
+
+    async fn call_extended(&self, req: &Request<'_>) -> Result<Bytes, SftpError> {
+        match self.call(req).await? {
+            Response::ExtendedReply(b) => Ok(b),
+            other => Err(unexpected(req.name(), other)),
+        }
+    }
+
+    fn require(&self, offered: bool, ext: &'static str) -> Result<(), SftpError> {
+        if offered {
+            Ok(())
+        } else {
+            Err(SftpError::Unsupported { ext })
+        }
+    }
+
+    pub async fn open(
+        &self,
+        path: &[u8],
+        flags: OpenFlags,
+        attrs: &Attrs,
+    ) -> Result<Handle, SftpError> {
+        self.call_handle(&Request::Open { path, flags, attrs })
+            .await
+    }
+
+    pub async fn close(&self, handle: &Handle) -> Result<(), SftpError> {
+        self.call_ok(&Request::Close { handle: &handle.0 }).await
+    }
+
+    /// Sends a READ without waiting; see [`PendingReply::data`].
+    pub async fn send_read(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        len: u32,
+    ) -> Result<PendingReply, SftpError> {
+        let req = Request::Read {
+            handle: &handle.0,
+            offset,
+            len,
+        };
+        self.send(&req, len as usize).await
+    }
+
+    pub async fn read(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Bytes>, SftpError> {
+        self.send_read(handle, offset, len).await?.data().await
+    }
+
+    /// Sends a WRITE without waiting; see [`PendingReply::ok`].
+    pub async fn send_write(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<PendingReply, SftpError> {
+        let req = Request::Write {
+            handle: &handle.0,
+            offset,
+            data,
+        };
+        self.send(&req, data.len()).await
+    }
+
+    pub async fn write(&self, handle: &Handle, offset: u64, data: &[u8]) -> Result<(), SftpError> {
+        self.send_write(handle, offset, data).await?.ok().await
+    }
+
+    pub async fn lstat(&self, path: &[u8]) -> Result<Attrs, SftpError> {
+        self.call_attrs(&Request::Lstat { path }).await
+    }
+
+    pub async fn stat(&self, path: &[u8]) -> Result<Attrs, SftpError> {
+        self.call_attrs(&Request::Stat { path }).await
+    }
+
+    pub async fn fstat(&self, handle: &Handle) -> Result<Attrs, SftpError> {
+        self.call_attrs(&Request::Fstat { handle: &handle.0 }).await
+    }
+
+    pub async fn setstat(&self, path: &[u8], attrs: &Attrs) -> Result<(), SftpError> {
+        self.call_ok(&Request::Setstat { path, attrs }).await
+    }
+
+    pub async fn fsetstat(&self, handle: &Handle, attrs: &Attrs) -> Result<(), SftpError> {
+        self.call_ok(&Request::Fsetstat {
+            handle: &handle.0,
+            attrs,
+        })
+        .await
+    }
+
+    /// SETSTAT that does not follow a final symlink (`lsetstat@openssh.com`).
+    pub async fn lsetstat(&self, path: &[u8], attrs: &Attrs) -> Result<(), SftpError> {
+        self.require(self.shared.extensions.lsetstat, sftp_proto::ext::LSETSTAT)?;
+        self.call_ok(&Request::Lsetstat { path, attrs }).await
+    }
+
+    pub async fn opendir(&self, path: &[u8]) -> Result<Handle, SftpError> {
+        self.call_handle(&Request::Opendir { path }).await
+    }
+
+    /// One READDIR: a batch of entries, or `None` at the end of the directory.
+    pub async fn readdir(&self, handle: &Handle) -> Result<Option<Vec<NameEntry>>, SftpError> {
+        match self.call(&Request::Readdir { handle: &handle.0 }).await? {
+            Response::Name(names) => Ok(Some(names)),
+            Response::Status(Status {
+                code: StatusCode::Eof,
+                ..
+            }) => Ok(None),
+            other => Err(unexpected("readdir", other)),
+        }
+    }
+
+    /// Lists a whole directory, `.` and `..` included if the server sends them.
+    pub async fn read_dir(&self, path: &[u8]) -> Result<Vec<NameEntry>, SftpError> {
+        let handle = self.opendir(path).await?;
+        let mut all = Vec::new();
+        let result = loop {
+            match self.readdir(&handle).await {
+                Ok(Some(batch)) => all.extend(batch),
+                Ok(None) => break Ok(all),
+                Err(e) => break Err(e),
+            }
+        };
+        let closed = self.close(&handle).await;
+        let all = result?;
+        closed?;
+        Ok(all)
+    }
+
+    pub async fn remove(&self, path: &[u8]) -> Result<(), SftpError> {
+        self.call_ok(&Request::Remove { path }).await
+    }
+
+    pub async fn mkdir(&self, path: &[u8], attrs: &Attrs) -> Result<(), SftpError> {
+        self.call_ok(&Request::Mkdir { path, attrs }).await
+    }
+
+    pub async fn rmdir(&self, path: &[u8]) -> Result<(), SftpError> {
+        self.call_ok(&Request::Rmdir { path }).await
+    }
+
+    pub async fn realpath(&self, path: &[u8]) -> Result<Vec<u8>, SftpError> {
+        Ok(self
+            .call_one_name(&Request::Realpath { path })
+            .await?
+            .filename)
+    }
+
+    /// Plain SSH_FXP_RENAME: fails on most servers when `to` exists.
+    pub async fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), SftpError> {
+        self.call_ok(&Request::Rename { from, to }).await
+    }
+
+    /// Atomic rename that replaces `to` (`posix-rename@openssh.com`).
+    pub async fn posix_rename(&self, from: &[u8], to: &[u8]) -> Result<(), SftpError> {
+        self.require(
+            self.shared.extensions.posix_rename,
+            sftp_proto::ext::POSIX_RENAME,
+        )?;
+        self.call_ok(&Request::PosixRename { from, to }).await
+    }
+
+    pub async fn readlink(&self, path: &[u8]) -> Result<Vec<u8>, SftpError> {
+        Ok(self
+            .call_one_name(&Request::Readlink { path })
+            .await?
+            .filename)
+    }
+
+    /// Creates `link_path` pointing at `target`, in the argument order this server reads.
+    pub async fn symlink(&self, target: &[u8], link_path: &[u8]) -> Result<(), SftpError> {
+        // OpenSSH (and most servers copying it) read the target first, against the draft.
+        let (first, second) = if self.shared.extensions.symlink_draft_order {
+            (link_path, target)
+        } else {
+            (target, link_path)
+        };
+        self.call_ok(&Request::Symlink { first, second }).await
+    }
+
+    pub async fn hardlink(&self, existing: &[u8], new: &[u8]) -> Result<(), SftpError> {
+        self.require(self.shared.extensions.hardlink, sftp_proto::ext::HARDLINK)?;
+        self.call_ok(&Request::Hardlink { existing, new }).await
+    }
+
+    pub async fn fsync(&self, handle: &Handle) -> Result<(), SftpError> {
+        self.require(self.shared.extensions.fsync, sftp_proto::ext::FSYNC)?;
+        self.call_ok(&Request::Fsync { handle: &handle.0 }).await
+    }
+
+    pub async fn limits(&self) -> Result<Limits, SftpError> {
+        self.require(self.shared.extensions.limits, sftp_proto::ext::LIMITS)?;
+        let data = self.call_extended(&Request::Limits).await?;
+        Limits::decode(&data).map_err(|e| SftpError::Malformed {
+            op: "limits",
+            error: e,
+        })
+    }
+
+    pub async fn statvfs(&self, path: &[u8]) -> Result<StatVfs, SftpError> {
+        self.require(self.shared.extensions.statvfs, sftp_proto::ext::STATVFS)?;
+        let data = self.call_extended(&Request::Statvfs { path }).await?;
+        StatVfs::decode(&data).map_err(|e| SftpError::Malformed {
+            op: "statvfs",
+            error: e,
+        })
+    }
+
+    pub async fn expand_path(&self, path: &[u8]) -> Result<Vec<u8>, SftpError> {
+        self.require(
+            self.shared.extensions.expand_path,
+            sftp_proto::ext::EXPAND_PATH,
+        )?;
+        Ok(self
+            .call_one_name(&Request::ExpandPath { path })
+            .await?
+            .filename)
+    }
+
+    /// Server-side copy between two open handles (`copy-data`); `len` 0 copies to EOF.
+    pub async fn copy_data(
+        &self,
+        from: &Handle,
+        from_offset: u64,
+        len: u64,
+        to: &Handle,
+        to_offset: u64,
+    ) -> Result<(), SftpError> {
+        self.require(self.shared.extensions.copy_data, sftp_proto::ext::COPY_DATA)?;
+        self.call_ok(&Request::CopyData {
+            read_handle: &from.0,
+            read_offset: from_offset,
+            len,
+            write_handle: &to.0,
+            write_offset: to_offset,
+        })
+        .await
+    }
+
+    pub async fn home_directory(&self, user: &[u8]) -> Result<Vec<u8>, SftpError> {
+        self.require(
+            self.shared.extensions.home_directory,
+            sftp_proto::ext::HOME_DIRECTORY,
+        )?;
+        Ok(self
+            .call_one_name(&Request::HomeDirectory { user })
+            .await?
+            .filename)
+    }
+
+    /// Any SSH_FXP_EXTENDED request; returns the raw reply.
+    pub async fn extended(&self, name: &[u8], data: &[u8]) -> Result<Response, SftpError> {
+        self.call(&Request::Extended { name, data }).await
+    }
+
+    /// Ends the session: closes our side of the stream and waits for the server process.
+    pub async fn shutdown(&self) {
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if st.closed.is_none() {
+                st.closed = Some(SftpError::Closed {
+                    op: "shutdown",
+                    peer: self.shared.description.clone(),
+                    detail: "the session was shut down".into(),
+                });
+            }
+        }
+        let _ = self.shared.outgoing.send(Vec::new());
+        let child = self.shared.child.lock().unwrap().take();
+        if let Some(mut child) = child {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+fn apply_limits(shared: &Shared, limits: &Limits) {
+    let clamp = |v: u64| -> u32 {
+        if v == 0 {
+            FALLBACK_IO_SIZE
+        } else {
+            v.min(4 * 1024 * 1024) as u32
+        }
+    };
+    let mut read_size = clamp(limits.max_read_length);
+    let mut write_size = clamp(limits.max_write_length);
+    // A write packet carries the payload plus handle and header; keep under the server's cap.
+    if limits.max_packet_length > 0 {
+        let cap = limits.max_packet_length.saturating_sub(1024).max(1024) as u32;
+        write_size = write_size.min(cap);
+        read_size = read_size.min(cap);
+    }
+    shared.read_size.store(read_size, Ordering::Relaxed);
+    shared.write_size.store(write_size, Ordering::Relaxed);
+    shared
+        .max_open_handles
+        .store(limits.max_open_handles, Ordering::Relaxed);
+}
+
+enum HandshakeError {
+    Eof,
+    Io(std::io::Error),
+    Proto(ProtoError),
+}
+
+impl From<std::io::Error> for HandshakeError {
+    fn from(e: std::io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+impl From<ProtoError> for HandshakeError {
+    fn from(e: ProtoError) -> Self {
+        HandshakeError::Proto(e)
+    }
+}
+
+async fn write_loop(
+    mut writer: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: std::sync::Weak<Shared>,
+) {
+    let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
+    while let Some(first) = rx.recv().await {
+        if first.is_empty() {
+            break;
+        }
+        batch.clear();
+        batch.extend_from_slice(&first);
+        // Coalesce whatever else is queued into one write: many small requests, one syscall.
+        while batch.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(p) if p.is_empty() => {
+                    let _ = writer.write_all(&batch).await;
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+                Ok(p) => batch.extend_from_slice(&p),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = writer.write_all(&batch).await {
+            if let Some(shared) = shared.upgrade() {
+                fail_all(&shared, format!("write to server failed: {e}")).await;
+            }
+            return;
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(
+    mut reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    mut decoder: FrameDecoder,
+    shared: Arc<Shared>,
+) {
+    let detail = loop {
+        // Replies can be as large as our biggest READ plus header, and no larger.
+        let max = (shared.read_size.load(Ordering::Relaxed) + 1024).max(DEFAULT_MAX_PACKET);
+        decoder.set_max_packet(max);
+        loop {
+            match decoder.next_packet() {
+                Ok(Some(packet)) => match Response::decode(packet) {
+                    Ok((id, resp)) => {
+                        let waiter = shared.state.lock().unwrap().waiters.remove(&id);
+                        match waiter {
+                            Some(w) => {
+                                let _ = w.reply.send(Ok(resp));
+                            }
+                            None => {
+                                fail_all(
+                                    &shared,
+                                    format!("server sent a reply to unknown request id {id}"),
+                                )
+                                .await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        fail_all(&shared, format!("server sent a malformed packet: {e}")).await;
+                        return;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    fail_all(&shared, format!("server sent a malformed packet: {e}")).await;
+                    return;
+                }
+            }
+        }
+        match reader.read_buf(decoder.buffer_mut()).await {
+            Ok(0) => break "connection closed by the server".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read from server failed: {e}"),
+        }
+    };
+    fail_all(&shared, detail).await;
+}
+
+/// Marks the session dead and fails every waiting request with one error that carries what
+/// the transport printed on its way out.
+async fn fail_all(shared: &Arc<Shared>, detail: String) {
+    let already = shared.state.lock().unwrap().closed.is_some();
+    if !already {
+        shared.stderr.settle(Duration::from_millis(500)).await;
+    }
+    let said = shared.stderr.text();
+    let detail = if said.is_empty() {
+        detail
+    } else {
+        format!("{detail} ({said})")
+    };
+    let waiters: Vec<Waiter> = {
+        let mut st = shared.state.lock().unwrap();
+        if st.closed.is_none() {
+            st.closed = Some(SftpError::Closed {
+                op: "request",
+                peer: shared.description.clone(),
+                detail,
+            });
+        }
+        st.waiters.drain().map(|(_, w)| w).collect()
+    };
+    let err = shared.state.lock().unwrap().closed.clone().unwrap();
+    for w in waiters {
+        let _ = w.reply.send(Err(err.clone()));
+    }
+}

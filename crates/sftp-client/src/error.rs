@@ -1,0 +1,85 @@
+//! Errors of the SFTP client: server refusals, dead connections, protocol violations.
+
+use sftp_proto::{ProtoError, StatusCode};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SftpError {
+    /// The server answered the request with an error status.
+    #[error("{}", status_text(*code, message))]
+    Status {
+        op: &'static str,
+        code: StatusCode,
+        message: String,
+    },
+    /// The connection could not be set up.
+    #[error("{}", handshake_text(peer, detail, stderr, *exit_code))]
+    Handshake {
+        peer: String,
+        detail: String,
+        stderr: String,
+        exit_code: Option<i32>,
+    },
+    /// The connection ended or broke while requests were outstanding.
+    #[error("{peer}: {detail}")]
+    Closed {
+        op: &'static str,
+        peer: String,
+        detail: String,
+    },
+    #[error("server sent a {got} reply to {op}")]
+    UnexpectedReply { op: &'static str, got: &'static str },
+    #[error("malformed reply to {op}: {error}")]
+    Malformed { op: &'static str, error: ProtoError },
+    #[error("the server does not offer the {ext} extension")]
+    Unsupported { ext: &'static str },
+}
+
+fn status_text(code: StatusCode, message: &str) -> String {
+    let words = code.describe();
+    let m = message.trim();
+    if m.is_empty() || m.eq_ignore_ascii_case(words) {
+        words.to_string()
+    } else {
+        // Server messages are the server's words: keep them but never let them carry control
+        // characters to the terminal.
+        let clean: String = m
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        format!("{words} ({clean})")
+    }
+}
+
+fn handshake_text(peer: &str, detail: &str, stderr: &str, exit: Option<i32>) -> String {
+    let mut s = format!("cannot start SFTP session with {peer}: {detail}");
+    if !stderr.is_empty() {
+        s.push_str(": ");
+        s.push_str(stderr);
+    }
+    if let Some(code) = exit {
+        s.push_str(&format!(" (exit status {code})"));
+    }
+    s
+}
+
+impl SftpError {
+    /// The status code, when the server refused the request.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            SftpError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NoSuchFile)
+    }
+
+    /// True when the session is gone and no further request can succeed.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            SftpError::Closed { .. } | SftpError::Handshake { .. } | SftpError::Malformed { .. }
+        )
+    }
+}
