@@ -70,6 +70,14 @@ struct Shared {
     description: String,
     stderr: StderrLog,
     child: Mutex<Option<Child>>,
+    wire: Arc<WireCounters>,
+}
+
+/// Bytes that crossed the transport, each way.
+#[derive(Default)]
+struct WireCounters {
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 /// A connected SFTP v3 session. Cheap to clone; all clones share one channel. Any number of
@@ -263,8 +271,20 @@ impl SftpClient {
             description,
             stderr,
             child: Mutex::new(child),
+            wire: Arc::new(WireCounters::default()),
         });
-        tokio::spawn(write_loop(writer, out_rx, Arc::downgrade(&shared)));
+        // The handshake itself: INIT out, VERSION in.
+        shared.wire.sent.fetch_add(9, Ordering::Relaxed);
+        shared
+            .wire
+            .received
+            .fetch_add(4 + packet.len() as u64, Ordering::Relaxed);
+        tokio::spawn(write_loop(
+            writer,
+            out_rx,
+            Arc::downgrade(&shared),
+            shared.wire.clone(),
+        ));
         tokio::spawn(read_loop(reader, decoder, shared.clone()));
         let client = SftpClient { shared };
         if extensions.limits {
@@ -297,6 +317,14 @@ impl SftpClient {
             0 => None,
             n => Some(n),
         }
+    }
+
+    /// Bytes sent to and received from the server so far, SFTP framing included.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        (
+            self.shared.wire.sent.load(Ordering::Relaxed),
+            self.shared.wire.received.load(Ordering::Relaxed),
+        )
     }
 
     pub fn peer(&self) -> &str {
@@ -728,6 +756,7 @@ async fn write_loop(
     mut writer: Box<dyn AsyncWrite + Send + Unpin>,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: std::sync::Weak<Shared>,
+    wire: Arc<WireCounters>,
 ) {
     let mut batch: Vec<u8> = Vec::with_capacity(256 * 1024);
     while let Some(first) = rx.recv().await {
@@ -748,6 +777,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        wire.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = writer.write_all(&batch).await {
             if let Some(shared) = shared.upgrade() {
                 fail_all(&shared, format!("write to server failed: {e}")).await;
@@ -803,7 +833,9 @@ async fn read_loop(
         }
         match reader.read_buf(decoder.buffer_mut()).await {
             Ok(0) => break "connection closed by the server".to_string(),
-            Ok(_) => {}
+            Ok(n) => {
+                shared.wire.received.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) => break format!("read from server failed: {e}"),
         }
     };

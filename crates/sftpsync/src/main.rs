@@ -1,1 +1,427 @@
-fn main() {}
+//! The `sftpsync` binary: rsync's command line turned into a sync over SFTP, with rsync's
+//! output and exit codes. The only place that prints or exits.
+
+mod args;
+mod output;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use args::{CliArgs, FilterArg, Location, Parsed};
+use sftp_client::{split_command, ClientConfig, SftpClient, SftpError, Transport};
+use sync_engine::filter::ListKind;
+use sync_engine::{
+    ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree, SourceContent, SourceRoot,
+    SyncJob, SyncOptions, Tree,
+};
+
+use output::{TerminalReporter, Verbosity};
+
+/// rsync's exit codes, by the names its man page gives them.
+mod exit {
+    pub const SYNTAX: u8 = 1;
+    pub const FILE_SELECT: u8 = 3;
+    pub const FILE_IO: u8 = 11;
+    pub const STREAM: u8 = 12;
+    pub const PARTIAL: u8 = 23;
+    pub const VANISHED: u8 = 24;
+    pub const MAX_DELETE: u8 = 25;
+    pub const SSH_FAILED: u8 = 255;
+}
+
+fn describe_code(code: u8) -> &'static str {
+    match code {
+        exit::SYNTAX => "syntax or usage error",
+        exit::FILE_SELECT => "errors selecting input/output files, dirs",
+        exit::FILE_IO => "error in file IO",
+        exit::STREAM => "error in SFTP protocol data stream",
+        exit::PARTIAL => "some files/attrs were not transferred (see previous errors)",
+        exit::VANISHED => "some files vanished before they could be transferred",
+        exit::MAX_DELETE => "the --max-delete limit stopped deletions",
+        _ => "unexplained error",
+    }
+}
+
+/// Prints rsync's closing error line and gives the exit code.
+fn fail(code: u8) -> ExitCode {
+    eprintln!("sftpsync error: {} (code {code})", describe_code(code));
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let parsed = match args::parse(std::env::args_os()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sftpsync: {}", e.message());
+            return fail(args::ArgsError::EXIT_CODE as u8);
+        }
+    };
+    let cli = match parsed {
+        Parsed::Help(text) | Parsed::Version(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Run(cli) => cli,
+    };
+    sync_engine::path::set_utf8_output(locale_is_utf8());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sftpsync: cannot start the async runtime: {e}");
+            return fail(exit::FILE_IO);
+        }
+    };
+    runtime.block_on(run(*cli))
+}
+
+/// rsync decides from the locale whether bytes above 0x7f may be printed as they are.
+fn locale_is_utf8() -> bool {
+    for var in ["LC_ALL", "LC_CTYPE", "LANG"] {
+        if let Some(v) = std::env::var_os(var) {
+            if !v.is_empty() {
+                let v = v.to_string_lossy().to_ascii_lowercase();
+                return v.contains("utf-8") || v.contains("utf8");
+            }
+        }
+    }
+    false
+}
+
+fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
+    let mut filters = FilterRules::new();
+    for f in &cli.filters {
+        match f {
+            FilterArg::Exclude(p) => filters.add_exclude(p),
+            FilterArg::Include(p) => filters.add_include(p),
+            FilterArg::Rule(r) => filters
+                .add_filter_rule(r)
+                .with_context(|| format!("bad filter rule {:?}", String::from_utf8_lossy(r)))?,
+            FilterArg::ExcludeFrom(path) => filters
+                .add_from_file(ListKind::Exclude, path, cli.from0)
+                .with_context(|| format!("failed to read exclude file {}", path.display()))?,
+            FilterArg::IncludeFrom(path) => filters
+                .add_from_file(ListKind::Include, path, cli.from0)
+                .with_context(|| format!("failed to read include file {}", path.display()))?,
+        }
+    }
+    if cli.delete_excluded {
+        filters = filters.without_receiver_excludes();
+    }
+    Ok(SyncOptions {
+        recursive: cli.recursive,
+        links: cli.links,
+        perms: cli.perms,
+        times: cli.times,
+        owner: cli.owner,
+        group: cli.group,
+        devices: cli.devices,
+        specials: cli.specials,
+        hard_links: cli.hard_links,
+        dry_run: cli.dry_run,
+        delete: cli.delete,
+        delete_excluded: cli.delete_excluded,
+        ignore_errors: cli.ignore_errors,
+        max_delete: cli.max_delete.map(u64::from),
+        checksum: cli.checksum,
+        size_only: cli.size_only,
+        update: cli.update,
+        ignore_existing: cli.ignore_existing,
+        existing: cli.existing,
+        modify_window: cli.modify_window.unwrap_or(0).max(0) as i64,
+        filters,
+    })
+}
+
+/// Connects to the server named in the remote operands.
+async fn connect(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<SftpClient, SftpError> {
+    let transport = if let Some(server) = &cli.sftp_server {
+        Transport::sftp_server(server.as_os_str(), &[])
+    } else {
+        let rsh = cli
+            .rsh
+            .clone()
+            .or_else(|| std::env::var_os("RSYNC_RSH"))
+            .unwrap_or_else(|| OsString::from("ssh"));
+        let words = match split_command(rsh.as_bytes()) {
+            Ok(w) => w,
+            Err(e) => {
+                return Err(SftpError::Handshake {
+                    peer: String::from_utf8_lossy(host).into_owned(),
+                    detail: format!("bad --rsh command: {e}"),
+                    stderr: String::new(),
+                    exit_code: None,
+                })
+            }
+        };
+        Transport::ssh(&words, user, host)
+    };
+    let transport = transport.map_err(|e| SftpError::Handshake {
+        peer: String::from_utf8_lossy(host).into_owned(),
+        detail: format!("cannot start the transport command: {e}"),
+        stderr: String::new(),
+        exit_code: None,
+    })?;
+    SftpClient::connect(transport, ClientConfig::default()).await
+}
+
+/// Splits an operand path into (directory the tree is rooted at, what is sent from it).
+fn split_source(path: &[u8]) -> (Vec<u8>, SourceContent) {
+    let trimmed_dot = path == b"." || path.ends_with(b"/.");
+    if path.is_empty() || path.ends_with(b"/") || trimmed_dot {
+        return (path.to_vec(), SourceContent::Contents);
+    }
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/".to_vec(), SourceContent::Named(path[1..].to_vec())),
+        Some(i) => (
+            path[..i].to_vec(),
+            SourceContent::Named(path[i + 1..].to_vec()),
+        ),
+        None => (Vec::new(), SourceContent::Named(path.to_vec())),
+    }
+}
+
+fn local_root(dir: &[u8]) -> PathBuf {
+    if dir.is_empty() {
+        PathBuf::from(".")
+    } else {
+        PathBuf::from(OsString::from_vec(dir.to_vec()))
+    }
+}
+
+fn location_path(loc: &Location) -> Vec<u8> {
+    match loc {
+        Location::Local(p) => p.as_os_str().as_bytes().to_vec(),
+        Location::Remote { path, .. } => path.clone(),
+    }
+}
+
+async fn run(cli: CliArgs) -> ExitCode {
+    let started = Instant::now();
+    let opts = match build_options(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sftpsync: {e:#}");
+            return fail(exit::FILE_IO);
+        }
+    };
+    let Some(dest_loc) = cli.dest.clone() else {
+        eprintln!(
+            "sftpsync: listing a directory (one operand or --list-only) is not supported yet"
+        );
+        return fail(exit::SYNTAX);
+    };
+    if cli.list_only {
+        eprintln!("sftpsync: --list-only is not supported yet");
+        return fail(exit::SYNTAX);
+    }
+
+    let verbosity = Verbosity {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+        itemize: cli.itemize_changes,
+        progress: cli.progress,
+    };
+    let reporter = Arc::new(TerminalReporter::new(verbosity));
+
+    // One remote side at most; connect to it.
+    let remote = cli
+        .sources
+        .iter()
+        .chain(std::iter::once(&dest_loc))
+        .find_map(|l| match l {
+            Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
+            Location::Local(_) => None,
+        });
+    let client = match &remote {
+        Some((user, host)) => match connect(&cli, user.as_deref(), host).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("sftpsync: {e}");
+                let code = match &e {
+                    SftpError::Handshake {
+                        exit_code: Some(255),
+                        ..
+                    } => exit::SSH_FAILED,
+                    _ => exit::STREAM,
+                };
+                return fail(code);
+            }
+        },
+        None => None,
+    };
+    let quirks = Arc::new(ServerQuirks::default());
+    let warn_reporter = reporter.clone();
+    let warnings: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |m: String| {
+        sync_engine::Reporter::warning(&*warn_reporter, &m);
+    });
+    let remote_label = |path: &[u8]| -> String {
+        let (user, host) = remote.clone().unwrap_or_default();
+        let mut s = String::new();
+        if let Some(u) = user {
+            s.push_str(&String::from_utf8_lossy(&u));
+            s.push('@');
+        }
+        s.push_str(&String::from_utf8_lossy(&host));
+        s.push(':');
+        let trimmed = match path.strip_suffix(b"/") {
+            Some(t) if !t.is_empty() => t,
+            _ => path,
+        };
+        s.push_str(&sync_engine::path::escape_name(trimmed));
+        s
+    };
+    let make_tree = |loc: &Location, dir: &[u8]| -> Arc<dyn Tree> {
+        match loc {
+            Location::Local(_) => Arc::new(LocalTree::new(local_root(dir))),
+            Location::Remote { .. } => Arc::new(SftpTree::new(
+                client
+                    .clone()
+                    .expect("connected when a remote operand exists"),
+                dir.to_vec(),
+                remote_label(dir),
+                quirks.clone(),
+                warnings.clone(),
+            )),
+        }
+    };
+
+    let mut sources = Vec::new();
+    for loc in &cli.sources {
+        let (dir, content) = split_source(&location_path(loc));
+        sources.push(SourceRoot {
+            tree: make_tree(loc, &dir),
+            content,
+        });
+    }
+
+    // rsync's rule: one non-directory source and a destination that is not an existing
+    // directory (and has no trailing slash) means "copy to this name".
+    let dest_path = location_path(&dest_loc);
+    let mut dest_file_name = None;
+    let mut dest_tree = make_tree(&dest_loc, &dest_path);
+    if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
+        if let SourceContent::Named(name) = &sources[0].content {
+            let src_kind = sources[0]
+                .tree
+                .lstat(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.kind);
+            let dest_kind = dest_tree
+                .lstat(&Vec::new())
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.kind);
+            if src_kind.is_some_and(|k| k != Kind::Dir) && dest_kind != Some(Kind::Dir) {
+                let (dir, content) = split_source(&dest_path);
+                if let SourceContent::Named(dest_name) = content {
+                    dest_tree = make_tree(&dest_loc, &dir);
+                    dest_file_name = Some(dest_name);
+                }
+            }
+        }
+    }
+    if cli.verbose > 0 && !cli.quiet {
+        if cli.direction() == args::Direction::Pull {
+            println!("receiving incremental file list");
+        } else {
+            println!("sending incremental file list");
+        }
+    }
+
+    let job = SyncJob {
+        sources,
+        dest: dest_tree,
+        dest_file_name,
+    };
+    let outcome = sync_engine::run(&job, &opts, &*reporter).await;
+    let (sent, received) = client.as_ref().map(|c| c.wire_bytes()).unwrap_or((0, 0));
+    if let Some(c) = &client {
+        c.shutdown().await;
+    }
+
+    if let Some(e) = &outcome.fatal {
+        eprintln!("sftpsync: {e}");
+        let code = if e.kind == ErrorKind::Connection {
+            exit::STREAM
+        } else {
+            exit::FILE_IO
+        };
+        return fail(code);
+    }
+    if opts.delete && outcome.source_io_error && !opts.ignore_errors {
+        eprintln!("sftpsync: IO error encountered -- skipping file deletion");
+    }
+    if outcome.max_delete_reached {
+        eprintln!("sftpsync: deletions stopped due to --max-delete limit");
+    }
+    if !cli.quiet {
+        if cli.stats {
+            println!();
+            print!(
+                "{}",
+                output::stats_text(&outcome.stats, sent, received, cli.human_readable)
+            );
+        }
+        if cli.stats || cli.verbose > 0 {
+            println!();
+            println!(
+                "{}",
+                output::summary_text(
+                    &outcome.stats,
+                    sent,
+                    received,
+                    started.elapsed().as_secs_f64(),
+                    cli.human_readable
+                )
+            );
+        }
+    }
+    if outcome.errors > 0 {
+        fail(exit::PARTIAL)
+    } else if outcome.vanished > 0 {
+        fail(exit::VANISHED)
+    } else if outcome.max_delete_reached {
+        fail(exit::MAX_DELETE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_operands_split_like_rsync() {
+        assert_eq!(
+            split_source(b"dir/"),
+            (b"dir/".to_vec(), SourceContent::Contents)
+        );
+        assert_eq!(split_source(b"."), (b".".to_vec(), SourceContent::Contents));
+        assert_eq!(split_source(b""), (b"".to_vec(), SourceContent::Contents));
+        assert_eq!(
+            split_source(b"a/b/c"),
+            (b"a/b".to_vec(), SourceContent::Named(b"c".to_vec()))
+        );
+        assert_eq!(
+            split_source(b"/top"),
+            (b"/".to_vec(), SourceContent::Named(b"top".to_vec()))
+        );
+        assert_eq!(
+            split_source(b"file"),
+            (b"".to_vec(), SourceContent::Named(b"file".to_vec()))
+        );
+    }
+}

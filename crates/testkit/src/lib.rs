@@ -1,1 +1,62 @@
-//! placeholder
+//! Test support for sftpsync: a throwaway SFTP-only OpenSSH server, the local sftp-server for
+//! the pipe tier, builders for test trees, and local rsync as the oracle that judges results.
+//!
+//! Everything here is test fixture code: setup helpers panic with a message saying what failed
+//! (a test cannot do anything useful without its fixture), while the few calls a test may want
+//! to recover from return `std::io::Result`.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub mod oracle;
+pub mod prng;
+pub mod server;
+pub mod tree;
+
+pub use oracle::{
+    assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, copy_tree,
+    rsync_diff, rsync_itemize,
+};
+pub use prng::XorShift;
+pub use server::{SftpOnlyServer, TEST_USER};
+pub use tree::{
+    chown_tree, generate_mixed_tree, mutate_tree, set_mtime_nofollow, truncate_mtimes, TreeBuilder,
+    TreeStats,
+};
+
+/// Re-exported so tests use the same version the fixtures were built against.
+pub use tempfile;
+
+/// Where Debian's openssh-sftp-server puts the binary.
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// Path of OpenSSH's `sftp-server`, for the fast tier that speaks SFTP over its stdin/stdout
+/// without sshd in between.
+///
+/// Panics if it is missing, naming the package that provides it.
+pub fn sftp_server_path() -> PathBuf {
+    let path = PathBuf::from(SFTP_SERVER);
+    assert!(
+        path.is_file(),
+        "{SFTP_SERVER} not found: install it with `apt-get install -y openssh-sftp-server` \
+         (pulled in by openssh-server)"
+    );
+    path
+}
+
+/// Runs a command to completion and turns a non-zero exit into an error carrying its stderr,
+/// so fixture failures say which tool failed and why.
+pub(crate) fn run_checked(cmd: &mut Command) -> io::Result<Output> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,1903 @@
+//! Turns an rsync-style command line into a typed [`CliArgs`], following rsync 3.x's option rules.
+//!
+//! A small table-driven parser is used instead of clap's derive: rsync's semantics depend on
+//! the exact order of options across different names (first-match-wins filters, `-a` versus
+//! `--no-o`, whichever comes last), on popt quirks (`-e=ssh`, `strtol` numbers, `-h` alone
+//! meaning help) and on byte-string arguments, none of which a derive model expresses well.
+//!
+//! Nothing here prints or exits: the caller gets [`Parsed`] or an [`ArgsError`] (a usage
+//! error, rsync's exit code 1).
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Boxed because the arguments dwarf the other variants.
+    Run(Box<CliArgs>),
+    /// `--help` (or `-h` as the only argument): the text to print on stdout, exit 0.
+    Help(String),
+    /// `--version` / `-V`: the text to print on stdout, exit 0.
+    Version(String),
+}
+
+/// The parsed command line. Every field holds rsync's final value after all options were
+/// applied in order, so the glue never has to know which spelling set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliArgs {
+    /// `-v` count; `--no-v` resets it.
+    pub verbose: u8,
+    pub quiet: bool,
+    pub recursive: bool,
+    pub links: bool,
+    pub perms: bool,
+    pub times: bool,
+    pub group: bool,
+    pub owner: bool,
+    pub devices: bool,
+    pub specials: bool,
+    pub hard_links: bool,
+    pub dry_run: bool,
+    /// `-i` count: 2 (`-ii`) also reports unchanged items.
+    pub itemize_changes: u8,
+    /// Also true when only `--delete-excluded` was given, as rsync implies it.
+    pub delete: bool,
+    pub delete_excluded: bool,
+    pub ignore_errors: bool,
+    pub checksum: bool,
+    pub size_only: bool,
+    pub update: bool,
+    pub ignore_existing: bool,
+    /// `--existing` (alias `--ignore-non-existing`): never create files on the receiver.
+    pub existing: bool,
+    /// Every filter-type option in command-line order; rsync's first match wins.
+    pub filters: Vec<FilterArg>,
+    /// `--from0`: the `*-from` files are NUL-separated.
+    pub from0: bool,
+    pub stats: bool,
+    pub progress: bool,
+    pub partial: bool,
+    /// rsync's level, not a plain count: 1 by default, +1 per `-h`, 0 after `--no-h`.
+    pub human_readable: u8,
+    /// `-e COMMAND` exactly as given (not yet split into words). `None`: the glue falls back
+    /// to `$RSYNC_RSH`, then `ssh`, like rsync.
+    pub rsh: Option<OsString>,
+    /// Ours, not rsync's: run this local sftp-server binary over pipes instead of ssh.
+    pub sftp_server: Option<PathBuf>,
+    /// `None` when not given (rsync's default 0). Negative asks for nanosecond comparison.
+    pub modify_window: Option<i32>,
+    /// I/O timeout in seconds; `None` for none (rsync's 0).
+    pub timeout: Option<u32>,
+    /// Connect timeout in seconds; `None` for none (rsync's 0).
+    pub contimeout: Option<u32>,
+    /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
+    pub whole_file: Option<bool>,
+    pub numeric_ids: bool,
+    /// `None`: unlimited. A negative NUM becomes `Some(0)`, as in rsync.
+    pub max_delete: Option<u32>,
+    /// `-x` count: 2 (`-xx`) also skips the mount-point directories themselves.
+    pub one_file_system: u8,
+    pub out_format: Option<Vec<u8>>,
+    pub log_file: Option<PathBuf>,
+    pub eight_bit_output: bool,
+    /// `--list-only`, or only one operand was given (rsync then lists it).
+    pub list_only: bool,
+    /// At least one; all local, or all on one host.
+    pub sources: Vec<Location>,
+    /// `None` when the command only lists its single source (or `host:a :b` sources).
+    pub dest: Option<Location>,
+}
+
+impl Default for CliArgs {
+    fn default() -> Self {
+        CliArgs {
+            verbose: 0,
+            quiet: false,
+            recursive: false,
+            links: false,
+            perms: false,
+            times: false,
+            group: false,
+            owner: false,
+            devices: false,
+            specials: false,
+            hard_links: false,
+            dry_run: false,
+            itemize_changes: 0,
+            delete: false,
+            delete_excluded: false,
+            ignore_errors: false,
+            checksum: false,
+            size_only: false,
+            update: false,
+            ignore_existing: false,
+            existing: false,
+            filters: Vec::new(),
+            from0: false,
+            stats: false,
+            progress: false,
+            partial: false,
+            human_readable: 1,
+            rsh: None,
+            sftp_server: None,
+            modify_window: None,
+            timeout: None,
+            contimeout: None,
+            whole_file: None,
+            numeric_ids: false,
+            max_delete: None,
+            one_file_system: 0,
+            out_format: None,
+            log_file: None,
+            eight_bit_output: false,
+            list_only: false,
+            sources: Vec::new(),
+            dest: None,
+        }
+    }
+}
+
+impl CliArgs {
+    /// Which way the bytes flow; a listing of a remote source counts as a pull.
+    pub fn direction(&self) -> Direction {
+        if self.dest.as_ref().is_some_and(Location::is_remote) {
+            Direction::Push
+        } else if self.sources.iter().any(Location::is_remote) {
+            Direction::Pull
+        } else {
+            Direction::Local
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Local sources, remote destination.
+    Push,
+    /// Remote sources, local destination (or none: a remote listing).
+    Pull,
+    /// Everything local.
+    Local,
+}
+
+/// One filter-type option, kept raw: the filter engine parses rules, because `--exclude`
+/// patterns still honour rsync's old `"- "`/`"+ "` prefixes and `*-from` files need `from0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterArg {
+    Exclude(Vec<u8>),
+    Include(Vec<u8>),
+    ExcludeFrom(PathBuf),
+    IncludeFrom(PathBuf),
+    /// `--filter`/`-f` text, or the rule a `-F` stands for.
+    Rule(Vec<u8>),
+}
+
+/// A SRC or DEST operand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Bytes exactly as given, trailing slash included.
+    Local(PathBuf),
+    /// `[USER@]HOST:PATH`. `host` has IPv6 brackets removed. `path` keeps its trailing slash
+    /// and may be empty (`host:`), which means the login directory (rsync sends `.`).
+    Remote {
+        user: Option<Vec<u8>>,
+        host: Vec<u8>,
+        path: Vec<u8>,
+    },
+}
+
+impl Location {
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Remote { .. })
+    }
+}
+
+/// A usage error: print `message()` (rsync prefixes it with the program name) and exit
+/// with [`ArgsError::EXIT_CODE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsError {
+    kind: ArgsErrorKind,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgsErrorKind {
+    /// Not an rsync option at all.
+    UnknownOption,
+    /// An rsync option sftpsync does not implement yet.
+    NotSupported,
+    /// A missing, unexpected or malformed option value.
+    BadValue,
+    /// Wrong number or combination of SRC/DEST operands, or conflicting options.
+    BadOperands,
+    /// `host::module` or `rsync://`: there is no rsync daemon to talk to.
+    Daemon,
+}
+
+impl ArgsError {
+    /// rsync's RERR_SYNTAX.
+    pub const EXIT_CODE: i32 = 1;
+
+    fn new(kind: ArgsErrorKind, message: impl Into<String>) -> Self {
+        ArgsError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn kind(&self) -> ArgsErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
+/// Parses a whole command line. The first item is the program name and is skipped, so
+/// `std::env::args_os()` can be passed directly.
+pub fn parse<I>(argv: I) -> Result<Parsed, ArgsError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let args: Vec<OsString> = argv.into_iter().skip(1).map(Into::into).collect();
+    let mut st = State::default();
+    let mut rest = args.iter();
+    let mut only_operands = false;
+
+    while let Some(arg) = rest.next() {
+        let bytes = arg.as_bytes();
+        // A lone "-" is an operand (a file named "-"), as with popt.
+        if only_operands || bytes.len() < 2 || bytes[0] != b'-' {
+            st.operands.push(arg.clone());
+        } else if bytes == b"--" {
+            only_operands = true;
+        } else if let Some(body) = bytes.strip_prefix(b"--") {
+            let (name, inline) = match body.iter().position(|&c| c == b'=') {
+                Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
+                None => (body, None),
+            };
+            let spec = find_long(name)?;
+            let shown = format!("--{}", show(name));
+            match spec.kind {
+                Kind::Flag(apply) | Kind::Ignored(apply) => {
+                    if inline.is_some() {
+                        return Err(ArgsError::new(
+                            ArgsErrorKind::BadValue,
+                            format!("option {shown} does not take an argument"),
+                        ));
+                    }
+                    apply(&mut st);
+                }
+                Kind::Value(apply) => {
+                    // Like popt, a separate value is taken even when it starts with '-'.
+                    let value = match inline {
+                        Some(v) => OsStr::from_bytes(v).to_os_string(),
+                        None => rest.next().cloned().ok_or_else(|| missing_value(&shown))?,
+                    };
+                    apply(&mut st, &shown, value)?;
+                }
+                Kind::Help => return Ok(Parsed::Help(help_text())),
+                Kind::Version => st.version = true,
+            }
+        } else {
+            let mut i = 1;
+            while i < bytes.len() {
+                let c = bytes[i];
+                i += 1;
+                let spec = find_short(c, bytes)?;
+                let shown = format!("-{}", c as char);
+                match spec.kind {
+                    Kind::Flag(apply) | Kind::Ignored(apply) => apply(&mut st),
+                    Kind::Value(apply) => {
+                        // The rest of the cluster is the value; popt drops one leading '='
+                        // so `-e=ssh` means `ssh` and `-e=` an empty value.
+                        let tail = &bytes[i..];
+                        let value = if let Some(v) = tail.strip_prefix(b"=") {
+                            OsStr::from_bytes(v).to_os_string()
+                        } else if !tail.is_empty() {
+                            OsStr::from_bytes(tail).to_os_string()
+                        } else {
+                            rest.next().cloned().ok_or_else(|| missing_value(&shown))?
+                        };
+                        apply(&mut st, &shown, value)?;
+                        break;
+                    }
+                    Kind::Help => return Ok(Parsed::Help(help_text())),
+                    Kind::Version => st.version = true,
+                }
+            }
+        }
+    }
+
+    // rsync reports --version only after every option parsed cleanly, and before it looks
+    // at operands.
+    if st.version {
+        return Ok(Parsed::Version(version_text()));
+    }
+    // rsync's -h used to mean --help; it still does when it is the whole command line.
+    if args.len() == 1 && st.args.human_readable > 1 {
+        return Ok(Parsed::Help(help_text()));
+    }
+    st.finish().map(|a| Parsed::Run(Box::new(a)))
+}
+
+fn missing_value(shown: &str) -> ArgsError {
+    ArgsError::new(
+        ArgsErrorKind::BadValue,
+        format!("option {shown} requires an argument"),
+    )
+}
+
+#[derive(Default)]
+struct State {
+    args: CliArgs,
+    f_count: u8,
+    version: bool,
+    operands: Vec<OsString>,
+}
+
+impl State {
+    fn finish(mut self) -> Result<CliArgs, ArgsError> {
+        let a = &mut self.args;
+        if self.operands.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "missing SRC and DEST (usage: sftpsync [OPTION]... SRC [SRC]... DEST; see --help)",
+            ));
+        }
+        if self.operands.len() == 1 {
+            a.list_only = true;
+        }
+        if a.delete_excluded {
+            a.delete = true;
+        }
+        // rsync's listing mode implies --dirs, which is enough for --delete.
+        if a.delete && !a.recursive && !a.list_only {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "--delete does not work without --recursive (-r)",
+            ));
+        }
+        let (sources, dest) = resolve_operands(&self.operands)?;
+        a.sources = sources;
+        a.dest = dest;
+        Ok(self.args)
+    }
+}
+
+type FlagFn = fn(&mut State);
+type ValueFn = fn(&mut State, &str, OsString) -> Result<(), ArgsError>;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Flag(FlagFn),
+    Value(ValueFn),
+    /// Accepted and meaningless here: sftpsync already behaves that way (e.g. `--no-z`,
+    /// `--no-inc-recursive`), so scripts written for rsync keep working.
+    Ignored(FlagFn),
+    Help,
+    Version,
+}
+
+struct Spec {
+    long: Option<&'static str>,
+    short: Option<u8>,
+    kind: Kind,
+}
+
+const fn flag(long: &'static str, short: Option<u8>, f: FlagFn) -> Spec {
+    Spec {
+        long: Some(long),
+        short,
+        kind: Kind::Flag(f),
+    }
+}
+
+const fn short_flag(short: u8, f: FlagFn) -> Spec {
+    Spec {
+        long: None,
+        short: Some(short),
+        kind: Kind::Flag(f),
+    }
+}
+
+const fn value(long: &'static str, short: Option<u8>, f: ValueFn) -> Spec {
+    Spec {
+        long: Some(long),
+        short,
+        kind: Kind::Value(f),
+    }
+}
+
+const fn ignored(long: &'static str, short: Option<u8>) -> Spec {
+    Spec {
+        long: Some(long),
+        short,
+        kind: Kind::Ignored(|_| {}),
+    }
+}
+
+/// Everything sftpsync accepts. The `no-*` spellings are exactly rsync's: each negatable
+/// option accepts both its long and its short name after `--no-`, and nothing else does.
+static OPTIONS: &[Spec] = &[
+    Spec {
+        long: Some("help"),
+        short: None,
+        kind: Kind::Help,
+    },
+    Spec {
+        long: Some("version"),
+        short: Some(b'V'),
+        kind: Kind::Version,
+    },
+    // Output.
+    flag("verbose", Some(b'v'), |s| {
+        s.args.verbose = s.args.verbose.saturating_add(1)
+    }),
+    flag("no-verbose", None, |s| s.args.verbose = 0),
+    flag("no-v", None, |s| s.args.verbose = 0),
+    flag("quiet", Some(b'q'), |s| s.args.quiet = true),
+    flag("itemize-changes", Some(b'i'), |s| {
+        s.args.itemize_changes = s.args.itemize_changes.saturating_add(1)
+    }),
+    flag("no-itemize-changes", None, |s| s.args.itemize_changes = 0),
+    flag("no-i", None, |s| s.args.itemize_changes = 0),
+    value("out-format", None, |s, _, v| {
+        s.args.out_format = Some(v.into_vec());
+        Ok(())
+    }),
+    // rsync's deprecated name for --out-format.
+    value("log-format", None, |s, _, v| {
+        s.args.out_format = Some(v.into_vec());
+        Ok(())
+    }),
+    value("log-file", None, |s, _, v| {
+        s.args.log_file = Some(PathBuf::from(v));
+        Ok(())
+    }),
+    flag("stats", None, |s| s.args.stats = true),
+    flag("progress", None, |s| s.args.progress = true),
+    flag("no-progress", None, |s| s.args.progress = false),
+    short_flag(b'P', |s| {
+        s.args.partial = true;
+        s.args.progress = true;
+    }),
+    flag("human-readable", Some(b'h'), |s| {
+        s.args.human_readable = s.args.human_readable.saturating_add(1)
+    }),
+    flag("no-human-readable", None, |s| s.args.human_readable = 0),
+    flag("no-h", None, |s| s.args.human_readable = 0),
+    flag("8-bit-output", Some(b'8'), |s| {
+        s.args.eight_bit_output = true
+    }),
+    flag("no-8-bit-output", None, |s| s.args.eight_bit_output = false),
+    flag("no-8", None, |s| s.args.eight_bit_output = false),
+    flag("list-only", None, |s| s.args.list_only = true),
+    // What to copy and keep. -a sets its parts at its position, so a later --no-X wins and
+    // an earlier one is overridden, exactly as in rsync.
+    flag("archive", Some(b'a'), |s| {
+        let a = &mut s.args;
+        a.recursive = true;
+        a.links = true;
+        a.perms = true;
+        a.times = true;
+        a.group = true;
+        a.owner = true;
+        a.devices = true;
+        a.specials = true;
+    }),
+    flag("recursive", Some(b'r'), |s| s.args.recursive = true),
+    flag("no-recursive", None, |s| s.args.recursive = false),
+    flag("no-r", None, |s| s.args.recursive = false),
+    flag("links", Some(b'l'), |s| s.args.links = true),
+    flag("no-links", None, |s| s.args.links = false),
+    flag("no-l", None, |s| s.args.links = false),
+    flag("perms", Some(b'p'), |s| s.args.perms = true),
+    flag("no-perms", None, |s| s.args.perms = false),
+    flag("no-p", None, |s| s.args.perms = false),
+    flag("times", Some(b't'), |s| s.args.times = true),
+    flag("no-times", None, |s| s.args.times = false),
+    flag("no-t", None, |s| s.args.times = false),
+    flag("group", Some(b'g'), |s| s.args.group = true),
+    flag("no-group", None, |s| s.args.group = false),
+    flag("no-g", None, |s| s.args.group = false),
+    flag("owner", Some(b'o'), |s| s.args.owner = true),
+    flag("no-owner", None, |s| s.args.owner = false),
+    flag("no-o", None, |s| s.args.owner = false),
+    short_flag(b'D', |s| {
+        s.args.devices = true;
+        s.args.specials = true;
+    }),
+    flag("no-D", None, |s| {
+        s.args.devices = false;
+        s.args.specials = false;
+    }),
+    flag("devices", None, |s| s.args.devices = true),
+    flag("no-devices", None, |s| s.args.devices = false),
+    flag("specials", None, |s| s.args.specials = true),
+    flag("no-specials", None, |s| s.args.specials = false),
+    flag("hard-links", Some(b'H'), |s| s.args.hard_links = true),
+    flag("no-hard-links", None, |s| s.args.hard_links = false),
+    flag("no-H", None, |s| s.args.hard_links = false),
+    flag("numeric-ids", None, |s| s.args.numeric_ids = true),
+    flag("no-numeric-ids", None, |s| s.args.numeric_ids = false),
+    flag("one-file-system", Some(b'x'), |s| {
+        s.args.one_file_system = s.args.one_file_system.saturating_add(1)
+    }),
+    flag("no-one-file-system", None, |s| s.args.one_file_system = 0),
+    flag("no-x", None, |s| s.args.one_file_system = 0),
+    // Deciding what to transfer.
+    flag("checksum", Some(b'c'), |s| s.args.checksum = true),
+    flag("no-checksum", None, |s| s.args.checksum = false),
+    flag("no-c", None, |s| s.args.checksum = false),
+    flag("size-only", None, |s| s.args.size_only = true),
+    value("modify-window", Some(b'@'), |s, name, v| {
+        s.args.modify_window = Some(c_int(name, &v)?);
+        Ok(())
+    }),
+    flag("update", Some(b'u'), |s| s.args.update = true),
+    flag("existing", None, |s| s.args.existing = true),
+    flag("ignore-non-existing", None, |s| s.args.existing = true),
+    flag("ignore-existing", None, |s| s.args.ignore_existing = true),
+    flag("whole-file", Some(b'W'), |s| s.args.whole_file = Some(true)),
+    flag("no-whole-file", None, |s| s.args.whole_file = Some(false)),
+    flag("no-W", None, |s| s.args.whole_file = Some(false)),
+    // Deleting.
+    flag("delete", None, |s| s.args.delete = true),
+    flag("delete-excluded", None, |s| s.args.delete_excluded = true),
+    value("max-delete", None, |s, name, v| {
+        let n = c_int(name, &v)?;
+        s.args.max_delete = Some(u32::try_from(n).unwrap_or(0));
+        Ok(())
+    }),
+    flag("ignore-errors", None, |s| s.args.ignore_errors = true),
+    flag("no-ignore-errors", None, |s| s.args.ignore_errors = false),
+    // Filtering: all of these append to one list so their relative order survives.
+    value("filter", Some(b'f'), |s, _, v| {
+        s.args.filters.push(FilterArg::Rule(v.into_vec()));
+        Ok(())
+    }),
+    short_flag(b'F', |s| {
+        // rsync ignores a third and later -F.
+        s.f_count = s.f_count.saturating_add(1);
+        let rule: &[u8] = match s.f_count {
+            1 => b"dir-merge /.rsync-filter",
+            2 => b"- .rsync-filter",
+            _ => return,
+        };
+        s.args.filters.push(FilterArg::Rule(rule.to_vec()));
+    }),
+    value("exclude", None, |s, _, v| {
+        s.args.filters.push(FilterArg::Exclude(v.into_vec()));
+        Ok(())
+    }),
+    value("include", None, |s, _, v| {
+        s.args.filters.push(FilterArg::Include(v.into_vec()));
+        Ok(())
+    }),
+    value("exclude-from", None, |s, _, v| {
+        s.args
+            .filters
+            .push(FilterArg::ExcludeFrom(PathBuf::from(v)));
+        Ok(())
+    }),
+    value("include-from", None, |s, _, v| {
+        s.args
+            .filters
+            .push(FilterArg::IncludeFrom(PathBuf::from(v)));
+        Ok(())
+    }),
+    flag("from0", Some(b'0'), |s| s.args.from0 = true),
+    flag("no-from0", None, |s| s.args.from0 = false),
+    // Transfer and connection.
+    flag("dry-run", Some(b'n'), |s| s.args.dry_run = true),
+    flag("partial", None, |s| s.args.partial = true),
+    flag("no-partial", None, |s| s.args.partial = false),
+    value("rsh", Some(b'e'), |s, name, v| {
+        // rsync would run the host name as the command; refuse instead.
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a command, e.g. {name} 'ssh -p 2222'"),
+            ));
+        }
+        s.args.rsh = Some(v);
+        Ok(())
+    }),
+    value("sftp-server", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs the path of an sftp-server binary"),
+            ));
+        }
+        s.args.sftp_server = Some(PathBuf::from(v));
+        Ok(())
+    }),
+    value("timeout", None, |s, name, v| {
+        s.args.timeout = seconds(name, &v)?;
+        Ok(())
+    }),
+    flag("no-timeout", None, |s| s.args.timeout = None),
+    value("contimeout", None, |s, name, v| {
+        s.args.contimeout = seconds(name, &v)?;
+        Ok(())
+    }),
+    flag("no-contimeout", None, |s| s.args.contimeout = None),
+    // Ignored: each one asks for what sftpsync always does.
+    ignored("inc-recursive", None),
+    ignored("i-r", None),
+    ignored("no-inc-recursive", None),
+    ignored("no-i-r", None),
+    ignored("no-dirs", None),
+    ignored("no-d", None),
+    ignored("no-relative", None),
+    ignored("no-R", None),
+    ignored("implied-dirs", None),
+    ignored("i-d", None),
+    ignored("no-implied-dirs", None),
+    ignored("no-i-d", None),
+    ignored("no-acls", None),
+    ignored("no-A", None),
+    ignored("no-xattrs", None),
+    ignored("no-X", None),
+    ignored("no-atimes", None),
+    ignored("no-U", None),
+    ignored("no-crtimes", None),
+    ignored("no-N", None),
+    ignored("no-omit-dir-times", None),
+    ignored("no-O", None),
+    ignored("no-omit-link-times", None),
+    ignored("no-J", None),
+    ignored("no-open-noatime", None),
+    ignored("no-sparse", None),
+    ignored("no-S", None),
+    ignored("no-inplace", None),
+    ignored("no-append", None),
+    ignored("no-fuzzy", None),
+    ignored("no-y", None),
+    ignored("no-compress", None),
+    ignored("no-z", None),
+    ignored("no-delay-updates", None),
+    ignored("no-prune-empty-dirs", None),
+    ignored("no-m", None),
+    ignored("no-bwlimit", None),
+    ignored("no-backup", None),
+    ignored("no-write-devices", None),
+    ignored("no-munge-links", None),
+    ignored("no-mkpath", None),
+    ignored("no-iconv", None),
+    ignored("no-blocking-io", None),
+    ignored("no-motd", None),
+    ignored("no-old-args", None),
+    // No remote shell ever sees our paths, so they are always "secluded"; and we always
+    // check what the server sends, which --trust-sender only allows rsync to skip.
+    ignored("secluded-args", Some(b's')),
+    ignored("protect-args", None),
+    ignored("no-secluded-args", None),
+    ignored("no-protect-args", None),
+    ignored("no-s", None),
+    ignored("trust-sender", None),
+];
+
+/// rsync options that sftpsync recognizes but does not implement yet: `(long, short)`.
+/// To support one, delete it here and give it an entry in [`OPTIONS`].
+static NOT_YET: &[(&str, Option<u8>)] = &[
+    ("info", None),
+    ("debug", None),
+    ("stderr", None),
+    ("msgs2stderr", None),
+    ("no-msgs2stderr", None),
+    ("motd", None),
+    ("dirs", Some(b'd')),
+    ("old-dirs", None),
+    ("old-d", None),
+    ("mkpath", None),
+    ("relative", Some(b'R')),
+    ("executability", Some(b'E')),
+    ("chmod", None),
+    ("acls", Some(b'A')),
+    ("xattrs", Some(b'X')),
+    ("atimes", Some(b'U')),
+    ("open-noatime", None),
+    ("crtimes", Some(b'N')),
+    ("omit-dir-times", Some(b'O')),
+    ("omit-link-times", Some(b'J')),
+    ("super", None),
+    ("no-super", None),
+    ("fake-super", None),
+    ("copy-devices", None),
+    ("write-devices", None),
+    ("drop-D", None),
+    ("copy-links", Some(b'L')),
+    ("copy-unsafe-links", None),
+    ("safe-links", None),
+    ("insecure-links", None),
+    ("confine-root", None),
+    ("munge-links", None),
+    ("copy-dirlinks", Some(b'k')),
+    ("keep-dirlinks", Some(b'K')),
+    ("ignore-times", Some(b'I')),
+    ("max-size", None),
+    ("min-size", None),
+    ("max-alloc", None),
+    ("sparse", Some(b'S')),
+    ("preallocate", None),
+    ("inplace", None),
+    ("append", None),
+    ("append-verify", None),
+    ("del", None),
+    ("delete-before", None),
+    ("delete-during", None),
+    ("delete-delay", None),
+    ("delete-after", None),
+    ("delete-missing-args", None),
+    ("ignore-missing-args", None),
+    ("remove-source-files", None),
+    ("remove-sent-files", None),
+    ("force", None),
+    ("no-force", None),
+    ("cvs-exclude", Some(b'C')),
+    ("files-from", None),
+    ("checksum-choice", None),
+    ("cc", None),
+    ("checksum-seed", None),
+    ("block-size", Some(b'B')),
+    ("compare-dest", None),
+    ("copy-dest", None),
+    ("link-dest", None),
+    ("fuzzy", Some(b'y')),
+    ("compress", Some(b'z')),
+    ("old-compress", None),
+    ("new-compress", None),
+    ("compress-choice", None),
+    ("zc", None),
+    ("compress-level", None),
+    ("zl", None),
+    ("compress-threads", None),
+    ("zt", None),
+    ("skip-compress", None),
+    ("partial-dir", None),
+    ("delay-updates", None),
+    ("prune-empty-dirs", Some(b'm')),
+    ("log-file-format", None),
+    ("bwlimit", None),
+    ("backup", Some(b'b')),
+    ("backup-dir", None),
+    ("suffix", None),
+    ("temp-dir", Some(b'T')),
+    ("read-batch", None),
+    ("write-batch", None),
+    ("only-write-batch", None),
+    ("old-args", None),
+    ("usermap", None),
+    ("groupmap", None),
+    ("chown", None),
+    ("copy-as", None),
+    ("fsync", None),
+    ("stop-after", None),
+    ("time-limit", None),
+    ("stop-at", None),
+    ("rsync-path", None),
+    ("remote-option", Some(b'M')),
+    ("iconv", None),
+    ("ipv4", Some(b'4')),
+    ("ipv6", Some(b'6')),
+    ("blocking-io", None),
+    ("outbuf", None),
+    ("qsort", None),
+    ("protocol", None),
+    ("address", None),
+    ("port", None),
+    ("sockopts", None),
+    ("password-file", None),
+    ("early-input", None),
+    ("server", None),
+    ("sender", None),
+    ("daemon", None),
+    ("config", None),
+    ("dparam", None),
+    ("detach", None),
+    ("no-detach", None),
+];
+
+fn find_long(name: &[u8]) -> Result<&'static Spec, ArgsError> {
+    if let Some(spec) = OPTIONS
+        .iter()
+        .find(|s| s.long.is_some_and(|l| l.as_bytes() == name))
+    {
+        return Ok(spec);
+    }
+    if let Some(&(long, short)) = NOT_YET.iter().find(|(l, _)| l.as_bytes() == name) {
+        return Err(not_yet(long, short));
+    }
+    Err(ArgsError::new(
+        ArgsErrorKind::UnknownOption,
+        format!("unknown option --{}", show(name)),
+    ))
+}
+
+fn find_short(c: u8, cluster: &[u8]) -> Result<&'static Spec, ArgsError> {
+    if let Some(spec) = OPTIONS.iter().find(|s| s.short == Some(c)) {
+        return Ok(spec);
+    }
+    if let Some(&(long, short)) = NOT_YET.iter().find(|(_, s)| *s == Some(c)) {
+        return Err(not_yet(long, short));
+    }
+    let shown = show(&[c]);
+    let message = if cluster.len() > 2 {
+        format!("unknown option -{shown} (in {})", show(cluster))
+    } else {
+        format!("unknown option -{shown}")
+    };
+    Err(ArgsError::new(ArgsErrorKind::UnknownOption, message))
+}
+
+fn not_yet(long: &str, short: Option<u8>) -> ArgsError {
+    let short = short.map_or(String::new(), |c| format!(" (-{})", c as char));
+    ArgsError::new(
+        ArgsErrorKind::NotSupported,
+        format!("option --{long}{short} is not supported by sftpsync yet"),
+    )
+}
+
+/// Reads an integer the way popt's POPT_ARG_INT does: `strtol(s, &end, 0)` must consume
+/// the whole text, so hex (`0x10`) and octal (`010` is 8) work, leading blanks and a sign
+/// are allowed, and an empty string is 0.
+fn c_int(name: &str, v: &OsStr) -> Result<i32, ArgsError> {
+    let text = v.as_bytes();
+    let invalid = || {
+        ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!("{name}={}: invalid numeric value", show(text)),
+        )
+    };
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let (negative, s) = match text.trim_ascii_start() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        s => (false, s),
+    };
+    let (radix, digits) = match s {
+        [b'0', b'x' | b'X', d, ..] if d.is_ascii_hexdigit() => (16, &s[2..]),
+        [b'0', ..] => (8, s),
+        _ => (10, s),
+    };
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        let d = (d as char).to_digit(radix).ok_or_else(invalid)?;
+        // Saturate: anything past i32 is reported as out of range below anyway.
+        n = n
+            .saturating_mul(i64::from(radix))
+            .saturating_add(i64::from(d));
+    }
+    let n = if negative { -n } else { n };
+    i32::try_from(n).map_err(|_| {
+        ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!("{name}={}: number too large or too small", show(text)),
+        )
+    })
+}
+
+/// rsync takes 0 as "no timeout"; a negative one has no sensible meaning, so it is refused
+/// here rather than passed on as rsync does.
+fn seconds(name: &str, v: &OsStr) -> Result<Option<u32>, ArgsError> {
+    let n = c_int(name, v)?;
+    match u32::try_from(n) {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!("{name}={n}: must not be negative (0 means no timeout)"),
+        )),
+    }
+}
+
+/// The parts of a `[USER@]HOST:PATH` operand, borrowed from it.
+#[derive(Clone, Copy)]
+struct HostSpec<'a> {
+    user: Option<&'a [u8]>,
+    host: &'a [u8],
+    path: &'a [u8],
+}
+
+/// rsync's `parse_hostspec`: remote when a ':' comes before any '/'. The user is what
+/// precedes the last '@'; an IPv6 host must be bracketed right where the host starts, and
+/// its brackets are dropped. Daemon syntax is an error here, for every operand.
+fn split_operand(arg: &[u8]) -> Result<Option<HostSpec<'_>>, ArgsError> {
+    let daemon = || {
+        ArgsError::new(
+            ArgsErrorKind::Daemon,
+            format!(
+                "rsync daemon (::, rsync://) is not supported: sftpsync talks SFTP ({})",
+                show(arg)
+            ),
+        )
+    };
+    if arg.len() >= 8 && arg[..8].eq_ignore_ascii_case(b"rsync://") {
+        return Err(daemon());
+    }
+    let mut host_start = 0;
+    let mut host_len: Option<usize> = None;
+    let mut user_end: Option<usize> = None;
+    let mut i = 0;
+    let colon = loop {
+        let Some(&c) = arg.get(i) else {
+            return Ok(None);
+        };
+        match c {
+            b'/' => return Ok(None),
+            b':' => break i,
+            b'@' => {
+                user_end = Some(i);
+                host_start = i + 1;
+            }
+            b'[' => {
+                if i != host_start {
+                    return Ok(None);
+                }
+                host_start = i + 1;
+                while i < arg.len() && arg[i] != b']' && arg[i] != b'/' {
+                    i += 1;
+                }
+                let len = i - host_start;
+                let after = arg.get(i + 1);
+                if arg.get(i) != Some(&b']') || len == 0 || !matches!(after, Some(b':') | None) {
+                    return Ok(None);
+                }
+                host_len = Some(len);
+            }
+            _ => {}
+        }
+        i += 1;
+    };
+    let host_len = host_len.unwrap_or(colon - host_start);
+    let path = &arg[colon + 1..];
+    if path.first() == Some(&b':') {
+        return Err(daemon());
+    }
+    Ok(Some(HostSpec {
+        user: user_end.map(|end| &arg[..end]),
+        host: &arg[host_start..host_start + host_len],
+        path,
+    }))
+}
+
+fn remote(spec: HostSpec<'_>, arg: &[u8]) -> Result<Location, ArgsError> {
+    if spec.host.is_empty() {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadOperands,
+            format!("missing host name in {}", show(arg)),
+        ));
+    }
+    if spec.user == Some(&[][..]) {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadOperands,
+            format!("empty user name in {}", show(arg)),
+        ));
+    }
+    Ok(Location::Remote {
+        user: spec.user.map(<[u8]>::to_vec),
+        host: spec.host.to_vec(),
+        path: spec.path.to_vec(),
+    })
+}
+
+fn local(arg: &OsStr, what: &str) -> Result<Location, ArgsError> {
+    if arg.is_empty() {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadOperands,
+            format!("empty {what} argument (use \".\" for the current directory)"),
+        ));
+    }
+    Ok(Location::Local(PathBuf::from(arg)))
+}
+
+fn operand_error(message: String) -> ArgsError {
+    ArgsError::new(ArgsErrorKind::BadOperands, message)
+}
+
+/// rsync's `start_client` rules: the first operand decides between pull and push/local.
+fn resolve_operands(ops: &[OsString]) -> Result<(Vec<Location>, Option<Location>), ArgsError> {
+    let mut specs = Vec::with_capacity(ops.len());
+    for op in ops {
+        specs.push(split_operand(op.as_bytes())?);
+    }
+    let n = ops.len();
+    let mut specs = specs.into_iter();
+    let first = specs.next().flatten();
+
+    if let Some(first) = first {
+        // Pull. A last operand starting with ':' is one more source, so nothing is copied.
+        let has_dest = n > 1 && !ops[n - 1].as_bytes().starts_with(b":");
+        let src_count = if has_dest { n - 1 } else { n };
+        // Checked first, as rsync does: a remote DEST is the more basic mistake.
+        let dest = match specs.as_slice().last() {
+            _ if !has_dest => None,
+            Some(Some(_)) => {
+                return Err(operand_error(
+                    "remote to remote copies are not supported".to_string(),
+                ))
+            }
+            _ => Some(local(&ops[n - 1], "destination")?),
+        };
+        let first_arg = ops[0].as_bytes();
+        let mut sources = vec![remote(first, first_arg)?];
+        for (op, spec) in ops[1..src_count].iter().zip(specs.by_ref()) {
+            let arg = op.as_bytes();
+            let Some(spec) = spec else {
+                return Err(operand_error(format!(
+                    "cannot mix remote and local sources: {} is local (write :{} for \
+                     another path on the same host)",
+                    show(arg),
+                    show(arg)
+                )));
+            };
+            // ":path" (rsync's shorthand) continues on the first source's host.
+            let follow_on = spec.host.is_empty() && spec.user.is_none();
+            if !follow_on && (spec.host, spec.user) != (first.host, first.user) {
+                return Err(operand_error(format!(
+                    "all remote sources must be on the same host: {} and {}",
+                    show(first_arg),
+                    show(arg)
+                )));
+            }
+            sources.push(remote(
+                HostSpec {
+                    path: spec.path,
+                    ..first
+                },
+                first_arg,
+            )?);
+        }
+        return Ok((sources, dest));
+    }
+
+    // Push or local copy; a single local operand is just listed.
+    let src_count = if n > 1 { n - 1 } else { 1 };
+    let mut sources = vec![local(&ops[0], "source")?];
+    for (op, spec) in ops[1..src_count].iter().zip(specs.by_ref()) {
+        if spec.is_some() {
+            return Err(operand_error(format!(
+                "cannot mix local and remote sources: {} is remote",
+                show(op.as_bytes())
+            )));
+        }
+        sources.push(local(op, "source")?);
+    }
+    let dest = if n > 1 {
+        let arg = ops[n - 1].as_bytes();
+        Some(match specs.next().flatten() {
+            Some(spec) => remote(spec, arg)?,
+            None => local(&ops[n - 1], "destination")?,
+        })
+    } else {
+        None
+    };
+    Ok((sources, dest))
+}
+
+/// Quotes bytes for a one-line message the way rsync prints names: valid UTF-8 stays,
+/// control characters and invalid bytes become `\#ooo` (octal).
+fn show(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if ch.is_control() {
+                let mut buf = [0; 4];
+                for b in ch.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\#{b:03o}"));
+                }
+            } else {
+                out.push(ch);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\#{b:03o}"));
+        }
+    }
+    out
+}
+
+fn version_text() -> String {
+    format!(
+        "sftpsync {}\n\
+         rsync's command line and behaviour over plain SFTP (protocol version 3);\n\
+         nothing is ever executed on the server.\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn help_text() -> String {
+    format!(
+        "sftpsync {} - rsync's command line for SFTP-only servers; nothing runs there.
+
+Usage: sftpsync [OPTION]... SRC [SRC]... [USER@]HOST:DEST     push
+  or   sftpsync [OPTION]... [USER@]HOST:SRC [:SRC]... DEST    pull
+  or   sftpsync [OPTION]... SRC [SRC]... DEST                 local copy
+  or   sftpsync [OPTION]... SRC                               list only
+An operand is remote when a ':' comes before any '/': name a local file
+with a colon as ./a:b. Use [ADDR]:PATH for IPv6 and HOST: for the login
+directory. A trailing '/' on SRC means its contents, not SRC itself.
+
+Output:
+ -v, --verbose              tell more; repeat for more detail
+ -q, --quiet                report errors only
+ -i, --itemize-changes      a change summary per item (-ii: also unchanged)
+     --out-format=FORMAT    describe each update with FORMAT
+     --log-file=FILE        also write a log to FILE
+     --stats                end with transfer statistics
+     --progress             show per-file progress
+ -P                         the same as --partial --progress
+ -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
+ -8, --8-bit-output         print high-bit bytes as they are, not escaped
+     --list-only            list the sources instead of copying
+
+What to copy and keep:
+ -a, --archive              -rlptgoD (but not -H)
+ -r, --recursive            descend into directories
+ -l, --links                recreate symlinks as symlinks
+ -H, --hard-links           keep hard-linked files linked
+ -p, --perms                keep permissions
+ -t, --times                keep modification times
+ -o, --owner                keep the owner (the receiver needs the right)
+ -g, --group                keep the group
+     --devices              recreate device files (the receiver needs the right)
+     --specials             recreate FIFOs and sockets
+ -D                         the same as --devices --specials
+     --numeric-ids          keep uid/gid numbers instead of matching names
+ -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
+     --no-OPTION            switch OPTION off (-a --no-o); the later one wins
+
+Deciding what to transfer:
+ -c, --checksum             compare file contents, not size and mtime
+     --size-only            compare sizes only
+ -@, --modify-window=NUM    mtimes within NUM seconds count as equal
+ -u, --update               do not replace files newer on the receiver
+     --existing             create no new files on the receiver
+     --ignore-existing      leave files that exist on the receiver alone
+ -W, --whole-file           always send whole files
+     --no-whole-file        allow sending only the changed parts (--no-W)
+
+Deleting:
+     --delete               remove receiver files that the sources lack
+     --delete-excluded      also remove excluded files (implies --delete)
+     --max-delete=NUM       remove at most NUM entries
+     --ignore-errors        delete even when there were I/O errors
+
+Filtering (in command-line order, the first matching rule wins):
+ -f, --filter=RULE          add a filter RULE
+ -F                         --filter='dir-merge /.rsync-filter'; twice also
+                            --filter='- .rsync-filter'
+     --exclude=PATTERN      leave out names matching PATTERN
+     --include=PATTERN      keep names matching PATTERN
+     --exclude-from=FILE    read exclude patterns from FILE ('-' for stdin)
+     --include-from=FILE    read include patterns from FILE
+ -0, --from0                entries in *-from files end with NUL, not newline
+
+Transfer and connection:
+ -n, --dry-run              show what would happen, change nothing
+     --partial              keep partly transferred files to resume later
+ -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
+     --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
+     --timeout=SECONDS      give up after SECONDS without I/O (0: never)
+     --contimeout=SECONDS   give up connecting after SECONDS
+
+ -V, --version              print the version
+     --help                 print this help (so does -h on its own)
+
+Other rsync options are recognized but refused until sftpsync supports them.
+rsync daemons (HOST::MODULE, rsync://) are out of scope: sftpsync talks SFTP.
+",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &[u8]) -> OsString {
+        OsStr::from_bytes(s).to_os_string()
+    }
+
+    fn run(args: &[&str]) -> CliArgs {
+        match parse_bytes(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>()) {
+            Ok(Parsed::Run(a)) => *a,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn parse_bytes(args: &[&[u8]]) -> Result<Parsed, ArgsError> {
+        parse(std::iter::once(os(b"sftpsync")).chain(args.iter().map(|a| os(a))))
+    }
+
+    fn err(args: &[&str]) -> ArgsError {
+        match parse_bytes(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>()) {
+            Err(e) => e,
+            Ok(other) => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn local(p: &str) -> Location {
+        Location::Local(PathBuf::from(p))
+    }
+
+    fn remote(user: Option<&str>, host: &str, path: &str) -> Location {
+        Location::Remote {
+            user: user.map(|u| u.as_bytes().to_vec()),
+            host: host.as_bytes().to_vec(),
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_rsync() {
+        let a = run(&["src", "dst"]);
+        let expected = CliArgs {
+            sources: vec![local("src")],
+            dest: Some(local("dst")),
+            ..CliArgs::default()
+        };
+        assert_eq!(a, expected);
+        assert_eq!(a.human_readable, 1);
+        assert_eq!(a.direction(), Direction::Local);
+    }
+
+    #[test]
+    fn combined_short_flags() {
+        let a = run(&["-avn", "src/", "host:dst"]);
+        assert!(a.recursive && a.links && a.perms && a.times);
+        assert!(a.group && a.owner && a.devices && a.specials);
+        assert!(!a.hard_links);
+        assert_eq!(a.verbose, 1);
+        assert!(a.dry_run);
+
+        let a = run(&["-vvrtii", "-xx", "-HcuW0q8", "src", "dst"]);
+        assert_eq!(a.verbose, 2);
+        assert_eq!(a.itemize_changes, 2);
+        assert_eq!(a.one_file_system, 2);
+        assert!(a.recursive && a.times && !a.perms);
+        assert!(a.hard_links && a.checksum && a.update && a.from0 && a.quiet);
+        assert!(a.eight_bit_output);
+        assert_eq!(a.whole_file, Some(true));
+
+        // -z is only "not yet": the whole cluster is refused, naming the culprit.
+        let e = err(&["-avzn", "src", "host:dst"]);
+        assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
+        assert_eq!(
+            e.message(),
+            "option --compress (-z) is not supported by sftpsync yet"
+        );
+    }
+
+    #[test]
+    fn rsh_forms() {
+        let rsh = |args: &[&str]| run(args).rsh.map(|r| r.into_vec());
+        let want = Some(b"ssh -p 2222".to_vec());
+        assert_eq!(rsh(&["-avHe", "ssh -p 2222", "a", "h:b"]), want);
+        assert_eq!(rsh(&["-e", "ssh -p 2222", "a", "h:b"]), want);
+        assert_eq!(rsh(&["-essh -p 2222", "a", "h:b"]), want);
+        assert_eq!(rsh(&["--rsh=ssh -p 2222", "a", "h:b"]), want);
+        assert_eq!(rsh(&["--rsh", "ssh -p 2222", "a", "h:b"]), want);
+        // popt drops one '=' after a short option.
+        assert_eq!(rsh(&["-e=ssh", "a", "h:b"]), Some(b"ssh".to_vec()));
+        assert_eq!(rsh(&["-ae", "ssh", "a", "h:b"]), Some(b"ssh".to_vec()));
+        // A separate value is taken even when it looks like an option.
+        assert_eq!(rsh(&["-e", "-v", "a", "h:b"]), Some(b"-v".to_vec()));
+
+        let a = run(&["-avHe", "ssh -p 2222", "a", "h:b"]);
+        assert!(a.hard_links && a.recursive);
+        assert_eq!(a.verbose, 1);
+
+        assert_eq!(
+            err(&["a", "h:b", "-e"]).message(),
+            "option -e requires an argument"
+        );
+        assert_eq!(
+            err(&["a", "h:b", "--rsh"]).message(),
+            "option --rsh requires an argument"
+        );
+        assert_eq!(err(&["-e=", "a", "h:b"]).kind(), ArgsErrorKind::BadValue);
+    }
+
+    #[test]
+    fn filters_keep_command_line_order_across_names() {
+        let a = run(&[
+            "--exclude=*.o",
+            "-F",
+            "--include",
+            "keep/***",
+            "-f",
+            "- tmp/",
+            "--exclude-from=ex.txt",
+            "-FF",
+            "--include-from",
+            "in.txt",
+            "--filter=merge rules",
+            "--exclude",
+            "*",
+            "src",
+            "dst",
+        ]);
+        assert_eq!(
+            a.filters,
+            vec![
+                FilterArg::Exclude(b"*.o".to_vec()),
+                FilterArg::Rule(b"dir-merge /.rsync-filter".to_vec()),
+                FilterArg::Include(b"keep/***".to_vec()),
+                FilterArg::Rule(b"- tmp/".to_vec()),
+                FilterArg::ExcludeFrom(PathBuf::from("ex.txt")),
+                FilterArg::Rule(b"- .rsync-filter".to_vec()),
+                FilterArg::IncludeFrom(PathBuf::from("in.txt")),
+                FilterArg::Rule(b"merge rules".to_vec()),
+                FilterArg::Exclude(b"*".to_vec()),
+            ]
+        );
+        // An empty pattern and a pattern that looks like an option are still patterns.
+        let a = run(&["--exclude=", "--exclude", "-v", "src", "dst"]);
+        assert_eq!(
+            a.filters,
+            vec![
+                FilterArg::Exclude(vec![]),
+                FilterArg::Exclude(b"-v".to_vec())
+            ]
+        );
+        assert_eq!(a.verbose, 0);
+    }
+
+    #[test]
+    fn last_of_option_and_negation_wins() {
+        let a = run(&["-a", "--no-o", "src", "dst"]);
+        assert!(!a.owner && a.group && a.recursive);
+        // rsync: -a re-enables what an earlier --no-X turned off.
+        let a = run(&["--no-o", "-a", "src", "dst"]);
+        assert!(a.owner);
+        let a = run(&["--no-r", "-a", "src", "dst"]);
+        assert!(a.recursive);
+
+        let a = run(&[
+            "-a", "--no-p", "--no-t", "--no-g", "--no-l", "--no-D", "src", "dst",
+        ]);
+        assert!(!a.perms && !a.times && !a.group && !a.links);
+        assert!(!a.devices && !a.specials && a.owner && a.recursive);
+
+        let a = run(&[
+            "-a",
+            "--no-perms",
+            "--no-times",
+            "--no-owner",
+            "--no-group",
+            "src",
+            "dst",
+        ]);
+        assert!(!a.perms && !a.times && !a.owner && !a.group);
+        let a = run(&[
+            "-a",
+            "--no-recursive",
+            "--no-links",
+            "--no-devices",
+            "src",
+            "dst",
+        ]);
+        assert!(!a.recursive && !a.links && !a.devices && a.specials);
+        let a = run(&["-D", "--no-specials", "src", "dst"]);
+        assert!(a.devices && !a.specials);
+        let a = run(&["-aH", "--no-H", "src", "dst"]);
+        assert!(!a.hard_links);
+        let a = run(&["-H", "--no-hard-links", "-H", "src", "dst"]);
+        assert!(a.hard_links);
+        let a = run(&["-vvv", "--no-v", "-ii", "--no-i", "src", "dst"]);
+        assert_eq!((a.verbose, a.itemize_changes), (0, 0));
+        let a = run(&["-v", "--no-verbose", "-v", "src", "dst"]);
+        assert_eq!(a.verbose, 1);
+        let a = run(&["-W", "--no-whole-file", "src", "dst"]);
+        assert_eq!(a.whole_file, Some(false));
+        let a = run(&["--no-W", "-W", "src", "dst"]);
+        assert_eq!(a.whole_file, Some(true));
+        let a = run(&["-P", "--no-progress", "src", "dst"]);
+        assert!(a.partial && !a.progress);
+        let a = run(&["-xx", "--no-x", "-c", "--no-c", "src", "dst"]);
+        assert_eq!(a.one_file_system, 0);
+        assert!(!a.checksum);
+    }
+
+    #[test]
+    fn no_prefix_is_not_generic() {
+        // rsync only knows the negations it lists; --no-delete is not one of them.
+        for bad in [
+            "--no-delete",
+            "--no-stats",
+            "--no-no-o",
+            "--no-a",
+            "--no-archive",
+        ] {
+            let e = err(&[bad, "src", "dst"]);
+            assert_eq!(e.kind(), ArgsErrorKind::UnknownOption, "{bad}");
+            assert_eq!(e.message(), format!("unknown option {bad}"));
+        }
+    }
+
+    #[test]
+    fn ignored_negations_are_accepted() {
+        let a = run(&[
+            "-a",
+            "--no-compress",
+            "--no-z",
+            "--no-inc-recursive",
+            "--no-i-r",
+            "-s",
+            "src",
+            "dst",
+        ]);
+        assert!(a.recursive);
+        assert_eq!(
+            err(&["--no-z=1", "src", "dst"]).message(),
+            "option --no-z does not take an argument"
+        );
+    }
+
+    #[test]
+    fn h_is_human_readable_except_alone() {
+        let a = run(&["-avh", "src", "dst"]);
+        assert_eq!(a.human_readable, 2);
+        assert_eq!(a.verbose, 1);
+        let a = run(&["-hh", "src", "dst"]);
+        assert_eq!(a.human_readable, 3);
+        let a = run(&["-h", "--no-h", "src", "dst"]);
+        assert_eq!(a.human_readable, 0);
+        let a = run(&["--human-readable", "src", "dst"]);
+        assert_eq!(a.human_readable, 2);
+
+        // rsync: "-h" (even inside "-avh") as the only argument still means help.
+        for alone in ["-h", "-avh", "--human-readable"] {
+            assert!(
+                matches!(parse_bytes(&[alone.as_bytes()]), Ok(Parsed::Help(_))),
+                "{alone}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        let Ok(Parsed::Help(text)) = parse_bytes(&[b"--help"]) else {
+            panic!("no help")
+        };
+        assert!(text.contains("--exclude=PATTERN"));
+        // --help acts where it stands: later garbage is never looked at...
+        assert!(matches!(
+            parse_bytes(&[b"--help", b"--bogus", b"--timeout=x"]),
+            Ok(Parsed::Help(_))
+        ));
+        // ...but an earlier error wins.
+        assert_eq!(
+            err(&["--bogus", "--help"]).kind(),
+            ArgsErrorKind::UnknownOption
+        );
+
+        let Ok(Parsed::Version(text)) = parse_bytes(&[b"--version"]) else {
+            panic!("no version")
+        };
+        assert!(text.starts_with("sftpsync "));
+        assert!(matches!(parse_bytes(&[b"-V"]), Ok(Parsed::Version(_))));
+        // --version needs no operands and beats -h alone, but waits for all options.
+        assert!(matches!(parse_bytes(&[b"-hV"]), Ok(Parsed::Version(_))));
+        assert!(matches!(
+            parse_bytes(&[b"-V", b"a", b"b", b"c:d", b"e:f"]),
+            Ok(Parsed::Version(_))
+        ));
+        assert_eq!(err(&["-V", "--bogus"]).kind(), ArgsErrorKind::UnknownOption);
+    }
+
+    #[test]
+    fn help_lists_every_supported_option() {
+        let text = help_text();
+        for spec in OPTIONS {
+            if matches!(spec.kind, Kind::Ignored(_)) {
+                continue;
+            }
+            if let Some(long) = spec.long {
+                let negation_or_alias = long.starts_with("no-")
+                    || ["log-format", "ignore-non-existing"].contains(&long);
+                if !negation_or_alias {
+                    assert!(text.contains(&format!("--{long}")), "--{long} not in help");
+                }
+            }
+            if let Some(c) = spec.short {
+                assert!(
+                    text.contains(&format!("-{}", c as char)),
+                    "-{c} not in help"
+                );
+            }
+        }
+        for line in text.lines() {
+            assert!(line.chars().count() <= 80, "help line too long: {line}");
+        }
+    }
+
+    #[test]
+    fn tables_are_consistent() {
+        let mut longs: Vec<&str> = OPTIONS.iter().filter_map(|s| s.long).collect();
+        longs.extend(NOT_YET.iter().map(|(l, _)| *l));
+        let mut shorts: Vec<u8> = OPTIONS.iter().filter_map(|s| s.short).collect();
+        shorts.extend(NOT_YET.iter().filter_map(|(_, s)| *s));
+        let (nl, ns) = (longs.len(), shorts.len());
+        longs.sort_unstable();
+        longs.dedup();
+        shorts.sort_unstable();
+        shorts.dedup();
+        assert_eq!(longs.len(), nl, "a long option is listed twice");
+        assert_eq!(shorts.len(), ns, "a short option is listed twice");
+    }
+
+    #[test]
+    fn unknown_and_unsupported_options() {
+        let e = err(&["--foo", "src", "dst"]);
+        assert_eq!(e.kind(), ArgsErrorKind::UnknownOption);
+        assert_eq!(e.message(), "unknown option --foo");
+        assert_eq!(e.to_string(), "unknown option --foo");
+        assert_eq!(err(&["-Q", "src", "dst"]).message(), "unknown option -Q");
+        assert_eq!(
+            err(&["-avQ", "src", "dst"]).message(),
+            "unknown option -Q (in -avQ)"
+        );
+        // No abbreviations, like popt.
+        assert_eq!(
+            err(&["--dele", "src", "dst"]).message(),
+            "unknown option --dele"
+        );
+
+        for (arg, msg) in [
+            (
+                "--partial-dir=.p",
+                "option --partial-dir is not supported by sftpsync yet",
+            ),
+            (
+                "--inplace",
+                "option --inplace is not supported by sftpsync yet",
+            ),
+            ("--del", "option --del is not supported by sftpsync yet"),
+            (
+                "--delete-after",
+                "option --delete-after is not supported by sftpsync yet",
+            ),
+            (
+                "--link-dest",
+                "option --link-dest is not supported by sftpsync yet",
+            ),
+            (
+                "-R",
+                "option --relative (-R) is not supported by sftpsync yet",
+            ),
+            (
+                "-L",
+                "option --copy-links (-L) is not supported by sftpsync yet",
+            ),
+            (
+                "--bwlimit=1m",
+                "option --bwlimit is not supported by sftpsync yet",
+            ),
+            (
+                "--daemon",
+                "option --daemon is not supported by sftpsync yet",
+            ),
+        ] {
+            let e = err(&["-r", arg, "src", "dst"]);
+            assert_eq!(e.kind(), ArgsErrorKind::NotSupported, "{arg}");
+            assert_eq!(e.message(), msg);
+            assert_eq!(ArgsError::EXIT_CODE, 1);
+        }
+        assert_eq!(
+            err(&["--delete=yes", "-r", "a", "b"]).message(),
+            "option --delete does not take an argument"
+        );
+    }
+
+    #[test]
+    fn numbers_follow_popt() {
+        let a = run(&["--timeout=0x10", "--contimeout", "010", "a", "b"]);
+        assert_eq!(a.timeout, Some(16));
+        assert_eq!(a.contimeout, Some(8));
+        assert_eq!(run(&["--timeout=0", "a", "b"]).timeout, None);
+        assert_eq!(run(&["--timeout= 5", "a", "b"]).timeout, Some(5));
+        assert_eq!(
+            run(&["--timeout=5", "--no-timeout", "a", "b"]).timeout,
+            None
+        );
+        assert_eq!(run(&["--timeout=", "a", "b"]).timeout, None);
+        assert_eq!(run(&["-@-1", "a", "b"]).modify_window, Some(-1));
+        assert_eq!(run(&["-@", "2", "a", "b"]).modify_window, Some(2));
+        assert_eq!(
+            run(&["--modify-window", "-1", "a", "b"]).modify_window,
+            Some(-1)
+        );
+        assert_eq!(run(&["--max-delete=+3", "a", "b"]).max_delete, Some(3));
+        assert_eq!(run(&["--max-delete=-3", "a", "b"]).max_delete, Some(0));
+        assert_eq!(run(&["--max-delete=0", "a", "b"]).max_delete, Some(0));
+        assert_eq!(run(&["a", "b"]).max_delete, None);
+
+        for bad in [
+            "--timeout=abc",
+            "--timeout=5 ",
+            "--timeout=08",
+            "--timeout=0x",
+            "--modify-window=1.5",
+        ] {
+            let e = err(&[bad, "a", "b"]);
+            assert_eq!(e.kind(), ArgsErrorKind::BadValue, "{bad}");
+            assert!(e.message().ends_with("invalid numeric value"), "{bad}");
+        }
+        assert_eq!(
+            err(&["--timeout=99999999999", "a", "b"]).message(),
+            "--timeout=99999999999: number too large or too small"
+        );
+        assert_eq!(
+            err(&["--timeout=-5", "a", "b"]).message(),
+            "--timeout=-5: must not be negative (0 means no timeout)"
+        );
+        // Like rsync, a missing value swallows the next operand and then fails on it.
+        assert_eq!(
+            err(&["--timeout", "src", "dst"]).message(),
+            "--timeout=src: invalid numeric value"
+        );
+    }
+
+    #[test]
+    fn other_value_options() {
+        let a = run(&[
+            "--out-format=%i %n",
+            "--log-file",
+            "/tmp/log",
+            "--sftp-server=/usr/lib/openssh/sftp-server",
+            "--list-only",
+            "--stats",
+            "--progress",
+            "--partial",
+            "--numeric-ids",
+            "--existing",
+            "--ignore-existing",
+            "--size-only",
+            "--ignore-errors",
+            "a",
+            "b",
+        ]);
+        assert_eq!(a.out_format.as_deref(), Some(&b"%i %n"[..]));
+        assert_eq!(a.log_file, Some(PathBuf::from("/tmp/log")));
+        assert_eq!(
+            a.sftp_server,
+            Some(PathBuf::from("/usr/lib/openssh/sftp-server"))
+        );
+        assert!(a.list_only && a.stats && a.progress && a.partial && a.numeric_ids);
+        assert!(a.existing && a.ignore_existing && a.size_only && a.ignore_errors);
+        assert!(run(&["--ignore-non-existing", "a", "b"]).existing);
+        assert_eq!(
+            run(&["--log-format=%n", "a", "b"]).out_format,
+            Some(b"%n".to_vec())
+        );
+        let a = run(&["-P", "a", "b"]);
+        assert!(a.partial && a.progress);
+    }
+
+    #[test]
+    fn delete_needs_recursion() {
+        assert_eq!(
+            err(&["--delete", "a", "b"]).message(),
+            "--delete does not work without --recursive (-r)"
+        );
+        let a = run(&["-r", "--delete-excluded", "a", "b"]);
+        assert!(a.delete && a.delete_excluded);
+        assert_eq!(
+            err(&["--delete-excluded", "a", "b"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
+        // Listing is fine without -r, as in rsync.
+        let a = run(&["--delete", "host:x"]);
+        assert!(a.delete && a.list_only);
+    }
+
+    #[test]
+    fn non_utf8_arguments() {
+        let latin1 = b"caf\xe9";
+        let r = parse_bytes(&[
+            b"-r",
+            b"--exclude=\xff*.o",
+            b"-f",
+            b"+ \xe9",
+            b"--exclude-from",
+            b"ex\xfe",
+            b"-e",
+            b"ssh -i k\xe9y",
+            latin1,
+            b"us\xe9r@host:dir/\xe9/",
+        ])
+        .unwrap();
+        let Parsed::Run(a) = r else { panic!() };
+        assert_eq!(
+            a.filters,
+            vec![
+                FilterArg::Exclude(b"\xff*.o".to_vec()),
+                FilterArg::Rule(b"+ \xe9".to_vec()),
+                FilterArg::ExcludeFrom(PathBuf::from(os(b"ex\xfe"))),
+            ]
+        );
+        assert_eq!(a.rsh, Some(os(b"ssh -i k\xe9y")));
+        assert_eq!(a.sources, vec![Location::Local(PathBuf::from(os(latin1)))]);
+        assert_eq!(
+            a.dest,
+            Some(Location::Remote {
+                user: Some(b"us\xe9r".to_vec()),
+                host: b"host".to_vec(),
+                path: b"dir/\xe9/".to_vec(),
+            })
+        );
+        assert_eq!(a.direction(), Direction::Push);
+
+        let e = parse_bytes(&[b"--fo\xffo", b"a", b"b"]).unwrap_err();
+        assert_eq!(e.message(), "unknown option --fo\\#377o");
+        let e = parse_bytes(&[b"-\xe9", b"a", b"b"]).unwrap_err();
+        assert_eq!(e.message(), "unknown option -\\#351");
+        let e = parse_bytes(&[b"a", b"h:x", b"h\n::m"]).unwrap_err();
+        assert_eq!(e.kind(), ArgsErrorKind::Daemon);
+        assert!(e.message().ends_with("(h\\#012::m)"));
+    }
+
+    #[test]
+    fn remote_spec_parsing() {
+        let dest = |spec: &str| run(&["src", spec]).dest.unwrap();
+        assert_eq!(dest("user@host:path"), remote(Some("user"), "host", "path"));
+        assert_eq!(dest("host:dir/"), remote(None, "host", "dir/"));
+        assert_eq!(dest("host:/abs/x"), remote(None, "host", "/abs/x"));
+        assert_eq!(dest("host:"), remote(None, "host", ""));
+        assert_eq!(dest("host:a:b"), remote(None, "host", "a:b"));
+        assert_eq!(dest("a@b@host:x"), remote(Some("a@b"), "host", "x"));
+        assert_eq!(dest("[::1]:x"), remote(None, "::1", "x"));
+        assert_eq!(
+            dest("me@[fe80::1%eth0]:"),
+            remote(Some("me"), "fe80::1%eth0", "")
+        );
+        assert_eq!(dest("c:/x"), remote(None, "c", "/x"));
+
+        // A '/' before any ':' keeps it local.
+        assert_eq!(dest("./a:b"), local("./a:b"));
+        assert_eq!(dest("/x/y:z"), local("/x/y:z"));
+        assert_eq!(dest("dir/"), local("dir/"));
+        assert_eq!(dest("[::1]"), local("[::1]"));
+        assert_eq!(dest("[::1]/x:y"), local("[::1]/x:y"));
+        assert_eq!(dest("a[::1]:x"), local("a[::1]:x"));
+        assert_eq!(dest("[]:x"), local("[]:x"));
+        assert_eq!(dest("[::1]x:y"), local("[::1]x:y"));
+        assert_eq!(dest("-"), local("-"));
+
+        for daemon in [
+            "host::mod",
+            "host::",
+            "u@h::m/x",
+            "rsync://host/mod",
+            "RSYNC://h:873/m",
+        ] {
+            let e = err(&["src", daemon]);
+            assert_eq!(e.kind(), ArgsErrorKind::Daemon, "{daemon}");
+            assert!(e
+                .message()
+                .starts_with("rsync daemon (::, rsync://) is not supported: sftpsync talks SFTP"));
+            assert_eq!(err(&[daemon, "dst"]).kind(), ArgsErrorKind::Daemon);
+        }
+        assert_eq!(err(&["src", ":x"]).message(), "missing host name in :x");
+        assert_eq!(err(&[":x", "dst"]).message(), "missing host name in :x");
+        assert_eq!(err(&["src", "u@:x"]).message(), "missing host name in u@:x");
+        assert_eq!(err(&["src", "@h:x"]).message(), "empty user name in @h:x");
+    }
+
+    #[test]
+    fn operands_and_direction() {
+        let a = run(&["-a", "a", "b/", "user@host:backup/"]);
+        assert_eq!(a.direction(), Direction::Push);
+        assert_eq!(a.sources, vec![local("a"), local("b/")]);
+        assert_eq!(a.dest, Some(remote(Some("user"), "host", "backup/")));
+
+        let a = run(&["host:a/", "host:b", ":c", "dst"]);
+        assert_eq!(a.direction(), Direction::Pull);
+        assert_eq!(
+            a.sources,
+            vec![
+                remote(None, "host", "a/"),
+                remote(None, "host", "b"),
+                remote(None, "host", "c")
+            ]
+        );
+        assert_eq!(a.dest, Some(local("dst")));
+
+        // Follow-on sources inherit the user too.
+        let a = run(&["u@h:a", ":b", "."]);
+        assert_eq!(a.sources[1], remote(Some("u"), "h", "b"));
+
+        let a = run(&["src", "dst"]);
+        assert_eq!(a.direction(), Direction::Local);
+        assert!(!a.list_only);
+
+        // One operand lists it; so does a remote list ending in a ':path' source.
+        let a = run(&["host:dir/"]);
+        assert!(a.list_only && a.dest.is_none());
+        assert_eq!(a.direction(), Direction::Pull);
+        let a = run(&["host:a", ":b"]);
+        assert!(a.dest.is_none());
+        assert_eq!(a.sources.len(), 2);
+        let a = run(&["dir"]);
+        assert!(a.list_only && a.dest.is_none());
+        assert_eq!(a.direction(), Direction::Local);
+
+        assert_eq!(
+            err(&["h1:a", "h2:b"]).message(),
+            "remote to remote copies are not supported"
+        );
+        assert_eq!(
+            err(&["h1:a", "h2:b", "dst"]).message(),
+            "all remote sources must be on the same host: h1:a and h2:b"
+        );
+        assert_eq!(
+            err(&["u@h:a", "h:b", "dst"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
+        assert_eq!(
+            err(&["h:a", "b", "dst"]).message(),
+            "cannot mix remote and local sources: b is local (write :b for another path on the same host)"
+        );
+        assert_eq!(
+            err(&["a", "h:b", "dst"]).message(),
+            "cannot mix local and remote sources: h:b is remote"
+        );
+        assert_eq!(
+            err(&["a", "h:b", "h:dst"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
+        assert_eq!(
+            err(&["", "dst"]).message(),
+            "empty source argument (use \".\" for the current directory)"
+        );
+        assert_eq!(
+            err(&["src", ""]).message(),
+            "empty destination argument (use \".\" for the current directory)"
+        );
+        assert_eq!(err(&["h:a", ""]).kind(), ArgsErrorKind::BadOperands);
+        assert!(err(&[]).message().starts_with("missing SRC and DEST"));
+        assert!(err(&["-av"]).message().starts_with("missing SRC and DEST"));
+    }
+
+    #[test]
+    fn operands_mix_with_options_and_double_dash() {
+        let a = run(&["src", "-a", "dst", "--delete"]);
+        assert!(a.recursive && a.delete);
+        assert_eq!(a.sources, vec![local("src")]);
+        let a = run(&["-r", "--", "-a", "--delete", "dst"]);
+        assert!(!a.delete && !a.perms);
+        assert_eq!(a.sources, vec![local("-a"), local("--delete")]);
+        let a = run(&["-", "dst"]);
+        assert_eq!(a.sources, vec![local("-")]);
+    }
+
+    #[test]
+    fn show_escapes_like_rsync() {
+        assert_eq!(show(b"plain caf\xc3\xa9"), "plain café");
+        assert_eq!(show(b"a\tb\xff"), "a\\#011b\\#377");
+    }
+}

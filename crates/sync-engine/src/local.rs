@@ -1,0 +1,372 @@
+//! `Tree` over the local file system.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::ErrorKind as IoKind;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::path::RelPath;
+use crate::tree::{
+    DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
+    TreeResult,
+};
+
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A directory on this machine.
+pub struct LocalTree {
+    root: Arc<PathBuf>,
+}
+
+impl LocalTree {
+    pub fn new(root: impl Into<PathBuf>) -> LocalTree {
+        LocalTree {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    fn full(&self, rel: &[u8]) -> PathBuf {
+        full_path(&self.root, rel)
+    }
+}
+
+fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn error(op: &'static str, path: &[u8], e: std::io::Error) -> TreeError {
+    let kind = match e.kind() {
+        IoKind::NotFound => ErrorKind::NotFound,
+        IoKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Other,
+    };
+    TreeError {
+        op,
+        side: Side::Local,
+        path: path.to_vec(),
+        cause: io_cause(&e),
+        kind,
+    }
+}
+
+/// rsync's style: the OS message plus the errno.
+fn io_cause(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    match e.raw_os_error() {
+        Some(n) => format!("{text} ({n})"),
+        None => text.to_string(),
+    }
+}
+
+pub(crate) fn meta_from_std(m: &fs::Metadata) -> Meta {
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_block_device() || ft.is_char_device() {
+            Kind::Device
+        } else if ft.is_fifo() || ft.is_socket() {
+            Kind::Special
+        } else {
+            Kind::Unknown
+        }
+    };
+    Meta {
+        kind,
+        size: if kind == Kind::File || kind == Kind::Symlink {
+            m.len()
+        } else {
+            0
+        },
+        mtime: m.mtime(),
+        mode: m.mode() & 0o7777,
+        uid: Some(m.uid()),
+        gid: Some(m.gid()),
+        dev_ino: Some((m.dev(), m.ino())),
+        nlink: m.nlink(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking file system task panicked")
+}
+
+fn set_times_nofollow(path: &Path, mtime: i64) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(IoKind::InvalidInput, "path contains NUL"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated string and `times` has the two entries utimensat reads.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn apply_meta(
+    path: &Path,
+    kind: Kind,
+    meta: &SetMeta,
+) -> Result<(), (&'static str, std::io::Error)> {
+    if meta.uid.is_some() || meta.gid.is_some() {
+        // Ownership first: chown clears setuid/setgid bits, which chmod then restores.
+        std::os::unix::fs::lchown(path, meta.uid, meta.gid).map_err(|e| ("chown", e))?;
+    }
+    if let (Some(mode), false) = (meta.mode, kind == Kind::Symlink) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
+    }
+    if let Some(mtime) = meta.mtime {
+        set_times_nofollow(path, mtime).map_err(|e| ("set times of", e))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Tree for LocalTree {
+    fn side(&self) -> Side {
+        Side::Local
+    }
+
+    fn describe(&self) -> String {
+        let s = self.root.display().to_string();
+        match s.trim_end_matches('/') {
+            "" => s,
+            t => t.to_string(),
+        }
+    }
+
+    async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || match fs::symlink_metadata(&full) {
+            Ok(m) => Ok(Some(meta_from_std(&m))),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(None),
+            Err(e) => Err(error("lstat", &rel, e)),
+        })
+        .await
+    }
+
+    async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let rd = fs::read_dir(&full).map_err(|e| error("opendir", &rel, e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| error("readdir", &rel, e))?;
+                let name = entry.file_name().as_bytes().to_vec();
+                let meta = match entry.metadata() {
+                    Ok(m) => meta_from_std(&m),
+                    // Vanished between readdir and stat: as if it never was there.
+                    Err(e) if e.kind() == IoKind::NotFound => continue,
+                    Err(e) => return Err(error("lstat", &crate::path::join(&rel, &name), e)),
+                };
+                out.push(DirEntry { name, meta });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || {
+            fs::read_link(&full)
+                .map(|t| t.as_os_str().as_bytes().to_vec())
+                .map_err(|e| error("readlink", &rel, e))
+        })
+        .await
+    }
+
+    async fn open_read(&self, path: &RelPath) -> TreeResult<Box<dyn FileReader>> {
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.full(path))
+            .await
+            .map_err(|e| error("open", path, e))?;
+        Ok(Box::new(LocalReader {
+            file,
+            path: path.clone(),
+        }))
+    }
+
+    async fn create_file(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o777)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&full)
+            .await
+            .map_err(|e| error("create", path, e))?;
+        Ok(Box::new(LocalWriter {
+            file,
+            full,
+            path: path.clone(),
+        }))
+    }
+
+    async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || {
+            fs::DirBuilder::new()
+                .mode(mode & 0o7777)
+                .create(&full)
+                .map_err(|e| error("mkdir", &rel, e))
+        })
+        .await
+    }
+
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()> {
+        let full = self.full(path);
+        let rel = path.clone();
+        let target = target.to_vec();
+        blocking(move || {
+            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full)
+                .map_err(|e| error("symlink", &rel, e))
+        })
+        .await
+    }
+
+    async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()> {
+        let from = self.full(existing);
+        let to = self.full(new);
+        let rel = new.clone();
+        blocking(move || fs::hard_link(&from, &to).map_err(|e| error("link", &rel, e))).await
+    }
+
+    async fn remove_file(&self, path: &RelPath) -> TreeResult<()> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || fs::remove_file(&full).map_err(|e| error("unlink", &rel, e))).await
+    }
+
+    async fn remove_dir(&self, path: &RelPath) -> TreeResult<()> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || fs::remove_dir(&full).map_err(|e| error("rmdir", &rel, e))).await
+    }
+
+    async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
+        let a = self.full(from);
+        let b = self.full(to);
+        let rel = to.clone();
+        blocking(move || fs::rename(&a, &b).map_err(|e| error("rename", &rel, e))).await
+    }
+
+    async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()> {
+        let full = self.full(path);
+        let rel = path.clone();
+        let meta = meta.clone();
+        blocking(move || apply_meta(&full, kind, &meta).map_err(|(op, e)| error(op, &rel, e))).await
+    }
+
+    fn can_chown(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+}
+
+struct LocalReader {
+    file: tokio::fs::File,
+    path: RelPath,
+}
+
+#[async_trait]
+impl FileReader for LocalReader {
+    async fn next_chunk(&mut self) -> TreeResult<Option<Bytes>> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        while buf.len() < READ_CHUNK {
+            let n = self
+                .file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| error("read", &self.path, e))?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok((!buf.is_empty()).then(|| buf.freeze()))
+    }
+
+    async fn close(self: Box<Self>) -> TreeResult<()> {
+        Ok(())
+    }
+}
+
+struct LocalWriter {
+    file: tokio::fs::File,
+    full: PathBuf,
+    path: RelPath,
+}
+
+#[async_trait]
+impl FileWriter for LocalWriter {
+    async fn write(&mut self, data: Bytes) -> TreeResult<()> {
+        self.file
+            .write_all(&data)
+            .await
+            .map_err(|e| error("write", &self.path, e))
+    }
+
+    async fn finish(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| error("write", &self.path, e))?;
+        let file = self.file.into_std().await;
+        let full = self.full;
+        let rel = self.path;
+        let meta = meta.clone();
+        blocking(move || {
+            apply_meta(&full, Kind::File, &meta).map_err(|(op, e)| error(op, &rel, e))?;
+            file.sync_all().map_err(|e| error("fsync", &rel, e))
+        })
+        .await
+    }
+
+    async fn abandon(self: Box<Self>) {}
+}

@@ -1,0 +1,155 @@
+//! Relative byte-string paths inside a tree, and how they are shown to people.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A `/`-separated path relative to a tree's root; empty means the root itself. Bytes, never
+/// decoded: names that are not UTF-8 are kept exactly.
+pub type RelPath = Vec<u8>;
+
+pub fn join(parent: &[u8], name: &[u8]) -> RelPath {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+        p.extend_from_slice(parent);
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+/// The last component of a path.
+pub fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// The path without its last component (empty for top-level names).
+pub fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+/// Why a name from a listing cannot be used, if it cannot: a hostile or broken server must not
+/// be able to make us touch anything outside the directory being listed.
+pub fn invalid_name_reason(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty name")
+    } else if name == b"." || name == b".." {
+        Some("name is . or ..")
+    } else if name.contains(&b'/') {
+        Some("name contains /")
+    } else if name.contains(&0) {
+        Some("name contains a NUL byte")
+    } else {
+        None
+    }
+}
+
+static UTF8_OUTPUT: AtomicBool = AtomicBool::new(true);
+
+/// Says whether the terminal takes UTF-8 (as rsync decides from the locale): if not, every byte
+/// above 0x7f is escaped too.
+pub fn set_utf8_output(utf8: bool) {
+    UTF8_OUTPUT.store(utf8, Ordering::Relaxed);
+}
+
+/// Escapes a name for output the way rsync does: bytes that are not printable (control bytes,
+/// and bytes that do not form valid UTF-8) become `\#ooo` octal, so nothing a server names a file
+/// can drive the terminal.
+pub fn escape_name(name: &[u8]) -> String {
+    if !UTF8_OUTPUT.load(Ordering::Relaxed) {
+        let mut out = String::with_capacity(name.len());
+        for &b in name {
+            if (0x20..0x7f).contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("\\#{b:03o}"));
+            }
+        }
+        return out;
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_escaped_str(&mut out, s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                push_escaped_str(&mut out, std::str::from_utf8(good).unwrap_or(""));
+                let n = e.error_len().unwrap_or(bad.len()).max(1);
+                for b in &bad[..n] {
+                    out.push_str(&format!("\\#{b:03o}"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out
+}
+
+fn push_escaped_str(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\#{b:03o}"));
+            }
+        } else if c == '\\' {
+            // A literal backslash followed by `#` would be ambiguous; rsync leaves it as is.
+            out.push('\\');
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// A path as shown in messages: escaped, `.` for the root.
+pub fn display_path(path: &[u8]) -> String {
+    if path.is_empty() {
+        ".".into()
+    } else {
+        escape_name(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_parent_and_name() {
+        assert_eq!(join(b"", b"a"), b"a");
+        assert_eq!(join(b"a/b", b"c"), b"a/b/c");
+        assert_eq!(file_name(b"a/b/c"), b"c");
+        assert_eq!(parent(b"a/b/c"), b"a/b");
+        assert_eq!(parent(b"c"), b"");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0b"] {
+            assert!(invalid_name_reason(bad).is_some(), "{bad:?}");
+        }
+        for ok in [&b"a"[..], b"...", b".hidden", b"caf\xe9", b"a b\nc"] {
+            assert!(invalid_name_reason(ok).is_none(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_matches_rsync_style() {
+        assert_eq!(escape_name(b"plain name"), "plain name");
+        assert_eq!(escape_name(b"new\nline"), "new\\#012line");
+        assert_eq!(escape_name(b"caf\xe9"), "caf\\#351");
+        assert_eq!(escape_name("café".as_bytes()), "café");
+        assert_eq!(escape_name(b"\x1b[31m"), "\\#033[31m");
+        assert_eq!(escape_name("a\u{85}b".as_bytes()), "a\\#302\\#205b");
+    }
+}

@@ -1,0 +1,230 @@
+//! How the engine tells the caller what happened: itemized changes, errors, statistics.
+
+use crate::path::{display_path, escape_name, RelPath};
+use crate::tree::{Kind, TreeError};
+
+/// rsync's update type, the first letter of an itemize string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateType {
+    /// `<`: content sent to the remote side.
+    Sent,
+    /// `>`: content received on the local side.
+    Received,
+    /// `c`: created or changed locally on the receiving side (dirs, links, devices).
+    LocalChange,
+    /// `h`: made a hard link to another entry.
+    HardLink,
+    /// `.`: not updated (attributes at most).
+    NoUpdate,
+    /// `*deleting`.
+    Deleting,
+}
+
+/// One change to one entry, as rsync's `--itemize-changes` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub update: UpdateType,
+    pub kind: Kind,
+    pub path: RelPath,
+    pub created: bool,
+    pub checksum: bool,
+    pub size: bool,
+    pub time: bool,
+    /// The mtime is set to the transfer time (`T`), because times are not preserved.
+    pub time_now: bool,
+    pub perms: bool,
+    pub owner: bool,
+    pub group: bool,
+    /// Symlink target, for `-> target` in output.
+    pub link_target: Option<Vec<u8>>,
+    /// For hard links: the path linked to.
+    pub hard_link_to: Option<RelPath>,
+    /// Bytes of file content moved for this item.
+    pub transferred: u64,
+}
+
+impl Item {
+    pub fn new(update: UpdateType, kind: Kind, path: RelPath) -> Item {
+        Item {
+            update,
+            kind,
+            path,
+            created: false,
+            checksum: false,
+            size: false,
+            time: false,
+            time_now: false,
+            perms: false,
+            owner: false,
+            group: false,
+            link_target: None,
+            hard_link_to: None,
+            transferred: 0,
+        }
+    }
+
+    /// Whether anything about the item changed (rsync prints only such items with one -i).
+    pub fn is_change(&self) -> bool {
+        self.update != UpdateType::NoUpdate
+            || self.created
+            || self.checksum
+            || self.size
+            || self.time
+            || self.time_now
+            || self.perms
+            || self.owner
+            || self.group
+    }
+
+    /// The 11-character `YXcstpoguax` string.
+    pub fn code(&self) -> String {
+        if self.update == UpdateType::Deleting {
+            return "*deleting  ".to_string();
+        }
+        let y = match self.update {
+            UpdateType::Sent => '<',
+            UpdateType::Received => '>',
+            UpdateType::LocalChange => 'c',
+            UpdateType::HardLink => 'h',
+            UpdateType::NoUpdate | UpdateType::Deleting => '.',
+        };
+        let x = match self.kind {
+            Kind::File => 'f',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'L',
+            Kind::Device => 'D',
+            Kind::Special | Kind::Unknown => 'S',
+        };
+        if self.created {
+            return format!("{y}{x}+++++++++");
+        }
+        let flag = |on: bool, c: char| if on { c } else { '.' };
+        let t = if self.time_now {
+            'T'
+        } else {
+            flag(self.time, 't')
+        };
+        format!(
+            "{y}{x}{}{}{t}{}{}{}...",
+            flag(self.checksum, 'c'),
+            flag(self.size, 's'),
+            flag(self.perms, 'p'),
+            flag(self.owner, 'o'),
+            flag(self.group, 'g'),
+        )
+    }
+
+    /// The name as rsync prints it: escaped, directories with a trailing `/`.
+    pub fn display_name(&self) -> String {
+        let mut s = if self.path.is_empty() {
+            ".".to_string()
+        } else {
+            escape_name(&self.path)
+        };
+        if self.kind == Kind::Dir {
+            s.push('/');
+        }
+        s
+    }
+
+    /// The tail rsync adds after the name: ` -> target` for links, ` => path` for hard links.
+    pub fn display_suffix(&self) -> String {
+        if let Some(t) = &self.link_target {
+            format!(" -> {}", escape_name(t))
+        } else if let Some(h) = &self.hard_link_to {
+            format!(" => {}", display_path(h))
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Counters for `--stats`, named as rsync names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub regular_files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub devices: u64,
+    pub specials: u64,
+    pub created_files: u64,
+    pub created_regular: u64,
+    pub created_dirs: u64,
+    pub created_symlinks: u64,
+    pub deleted_files: u64,
+    pub deleted_regular: u64,
+    pub deleted_dirs: u64,
+    pub deleted_symlinks: u64,
+    pub transferred_files: u64,
+    pub total_size: u64,
+    pub transferred_size: u64,
+    pub literal_data: u64,
+    pub matched_data: u64,
+}
+
+/// Receives what the engine does, as it happens. The engine itself never prints.
+pub trait Reporter: Send + Sync {
+    /// A change was made (or would be, in a dry run), or an unchanged item was checked.
+    fn item(&self, item: &Item);
+    /// An entry could not be handled; the run goes on and ends with a partial-transfer code.
+    fn error(&self, error: &TreeError);
+    /// Something the user should know that is not an error.
+    fn warning(&self, message: &str);
+    /// A note shown only when the user asked for detail (-v, -i), like rsync's
+    /// "created directory".
+    fn info(&self, _message: &str) {}
+    /// Progress of one file's content: bytes done of total.
+    fn progress(&self, _path: &[u8], _done: u64, _total: u64) {}
+}
+
+/// A reporter that keeps everything, for tests and library users.
+#[derive(Default)]
+pub struct CollectingReporter {
+    pub items: std::sync::Mutex<Vec<Item>>,
+    pub errors: std::sync::Mutex<Vec<String>>,
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Reporter for CollectingReporter {
+    fn item(&self, item: &Item) {
+        self.items.lock().unwrap().push(item.clone());
+    }
+    fn error(&self, error: &TreeError) {
+        self.errors.lock().unwrap().push(error.to_string());
+    }
+    fn warning(&self, message: &str) {
+        self.warnings.lock().unwrap().push(message.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn itemize_codes_like_rsync() {
+        let mut i = Item::new(UpdateType::Sent, Kind::File, b"a".to_vec());
+        i.created = true;
+        assert_eq!(i.code(), "<f+++++++++");
+        let mut i = Item::new(UpdateType::Received, Kind::File, b"a".to_vec());
+        i.size = true;
+        i.time = true;
+        assert_eq!(i.code(), ">f.st......");
+        let mut i = Item::new(UpdateType::NoUpdate, Kind::Dir, b"d".to_vec());
+        i.perms = true;
+        assert_eq!(i.code(), ".d...p.....");
+        assert_eq!(i.display_name(), "d/");
+        let i = Item::new(UpdateType::Deleting, Kind::File, b"x".to_vec());
+        assert_eq!(i.code(), "*deleting  ");
+        let mut i = Item::new(UpdateType::LocalChange, Kind::Symlink, b"l".to_vec());
+        i.created = true;
+        i.link_target = Some(b"t".to_vec());
+        assert_eq!(
+            format!("{} {}{}", i.code(), i.display_name(), i.display_suffix()),
+            "cL+++++++++ l -> t"
+        );
+        let root = Item::new(UpdateType::LocalChange, Kind::Dir, Vec::new());
+        assert_eq!(root.display_name(), "./");
+    }
+}

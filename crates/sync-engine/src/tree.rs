@@ -1,0 +1,146 @@
+//! The `Tree` abstraction the sync runs over: a directory hierarchy on one side (local or remote).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::path::{display_path, RelPath};
+
+/// Which side of the transfer a tree lives on, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+impl Side {
+    pub fn word(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Device,
+    Special,
+    Unknown,
+}
+
+/// What the sync needs to know about one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    /// Seconds since the epoch; SFTP v3 carries whole seconds only.
+    pub mtime: i64,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Identity for hard-link detection, where the side can tell (local only).
+    pub dev_ino: Option<(u64, u64)>,
+    pub nlink: u64,
+}
+
+/// Attributes to apply; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetMeta {
+    pub mode: Option<u32>,
+    pub mtime: Option<i64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+impl SetMeta {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.mtime.is_none() && self.uid.is_none() && self.gid.is_none()
+    }
+}
+
+/// A failed operation on one tree, naming the path, the side and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} {side} \"{path}\" failed: {cause}", side = side.word(), path = display_path(path))]
+pub struct TreeError {
+    pub op: &'static str,
+    pub side: Side,
+    pub path: RelPath,
+    pub cause: String,
+    pub kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    PermissionDenied,
+    /// The operation is not possible on this side (e.g. no extension for it).
+    Unsupported,
+    /// The connection is gone; nothing further will work.
+    Connection,
+    Other,
+}
+
+impl TreeError {
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+pub type TreeResult<T> = Result<T, TreeError>;
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub meta: Meta,
+}
+
+/// A directory hierarchy rooted somewhere; every path is relative to that root.
+#[async_trait]
+pub trait Tree: Send + Sync {
+    fn side(&self) -> Side;
+    /// How the root is shown to people, e.g. `host:dir/` or `/local/path`.
+    fn describe(&self) -> String;
+    /// Metadata without following a final symlink; `Ok(None)` when nothing is there.
+    async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>>;
+    /// Entries of a directory, without `.` and `..`, in no particular order.
+    async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>>;
+    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>>;
+    async fn open_read(&self, path: &RelPath) -> TreeResult<Box<dyn FileReader>>;
+    /// Creates a new, empty file at `path`, which must not exist (a temp name).
+    async fn create_file(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>>;
+    async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
+    async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()>;
+    async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;
+    /// Removes a file, symlink or other non-directory.
+    async fn remove_file(&self, path: &RelPath) -> TreeResult<()>;
+    async fn remove_dir(&self, path: &RelPath) -> TreeResult<()>;
+    /// Renames `from` over `to`, replacing it atomically where the side can.
+    async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()>;
+    /// Applies attributes; never follows a final symlink.
+    async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()>;
+    /// Whether ownership changes can be applied on this side.
+    fn can_chown(&self) -> bool;
+}
+
+/// Sequential reader of a file's contents.
+#[async_trait]
+pub trait FileReader: Send {
+    /// The next chunk, or `None` at end of file.
+    async fn next_chunk(&mut self) -> TreeResult<Option<Bytes>>;
+    async fn close(self: Box<Self>) -> TreeResult<()>;
+}
+
+/// Sequential writer of a new file.
+#[async_trait]
+pub trait FileWriter: Send {
+    async fn write(&mut self, data: Bytes) -> TreeResult<()>;
+    /// Applies attributes, flushes to stable storage and closes. Does not rename.
+    async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()>;
+    /// Closes without completing; the caller removes the file.
+    async fn abandon(self: Box<Self>);
+}
