@@ -300,17 +300,17 @@ impl Tree for SftpTree {
         let full = self.full(path);
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         if kind == Kind::Symlink {
-            // Only times make sense on a link, and only lsetstat leaves the target alone.
-            let Some(mtime) = meta.mtime else {
-                return Ok(());
-            };
+            // Only lsetstat leaves the target alone; a link's mode means nothing.
             if !self.client.extensions().lsetstat {
                 return Ok(());
             }
             let attrs = Attrs {
-                atime_mtime: Some((wire_time(mtime), wire_time(mtime))),
-                ..Default::default()
+                permissions: None,
+                ..attrs_for(meta, with_owner)
             };
+            if attrs == Attrs::default() {
+                return Ok(());
+            }
             return self
                 .client
                 .lsetstat(&full, &attrs)

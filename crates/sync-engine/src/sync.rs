@@ -201,7 +201,8 @@ impl<'a> Run<'a> {
                             // `file/` names a file: rsync sends the file itself.
                         }
                         Ok(None) => {
-                            self.source_error(not_found("link_stat", src.tree.side(), b""))?;
+                            let root = src.tree.describe().into_bytes();
+                            self.source_error(not_found("link_stat", src.tree.side(), &root))?;
                             continue;
                         }
                         Err(e) => {
@@ -751,12 +752,14 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        if self.opts.times && (create || item.time) && !self.opts.dry_run {
-            let fix = SetMeta {
-                mtime: Some(src.mtime),
-                ..Default::default()
-            };
-            // Not every server can set a link's own times; that is no reason to fail.
+        let mut fix = SetMeta::default();
+        if self.opts.times && (create || item.time) {
+            fix.mtime = Some(src.mtime);
+        }
+        let dest_link = if create { None } else { existing.as_ref() };
+        self.owner_fix(src, dest_link, &mut fix, &mut item);
+        if !fix.is_empty() && !self.opts.dry_run {
+            // Not every server can set a link's own times or owner; no reason to fail.
             let _ = self.dest().set_meta(&dest_path, Kind::Symlink, &fix).await;
         }
         if item.is_change() {
@@ -850,6 +853,11 @@ impl<'a> Run<'a> {
             ..Default::default()
         };
         self.owner_fix(src, existing_file, &mut meta, &mut item);
+        if transfer {
+            // The temp file is new and owned by whoever wrote it, whatever the old one had.
+            let mut ignored = item.clone();
+            self.owner_fix(src, None, &mut meta, &mut ignored);
+        }
 
         if !transfer {
             let d = existing_file.expect("no transfer only for an existing file");

@@ -1,0 +1,329 @@
+//! End-to-end: the real `sftpsync` binary against a real chrooted, SFTP-only OpenSSH sshd, with
+//! local rsync as the oracle; plus the fast tier against sftp-server over pipes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use testkit::{
+    assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, chown_tree,
+    copy_tree, generate_mixed_tree, mutate_tree, rsync_diff, rsync_itemize, SftpOnlyServer,
+};
+
+fn sftpsync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftpsync")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "sftpsync failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn slash(p: &Path) -> String {
+    format!("{}/", p.display())
+}
+
+/// A source tree owned by the test user, so `-a` (owner and group) compares equal with what
+/// the non-root SFTP user writes.
+fn owned_tree(server: &SftpOnlyServer, root: &Path, seed: u64, n: usize) {
+    generate_mixed_tree(root, seed, n);
+    chown_tree(root, server.uid(), server.gid()).unwrap();
+}
+
+fn push(server: &SftpOnlyServer, extra: &[&str], src: &Path, remote: &str) -> Output {
+    let ssh = server.ssh_command();
+    let src = slash(src);
+    let dest = server.remote_spec(&format!("{remote}/"));
+    let mut args = vec!["-e", &ssh];
+    args.extend_from_slice(extra);
+    args.push(&src);
+    args.push(&dest);
+    sftpsync(&args)
+}
+
+fn pull(server: &SftpOnlyServer, extra: &[&str], remote: &str, dst: &Path) -> Output {
+    let ssh = server.ssh_command();
+    let src = server.remote_spec(&format!("{remote}/"));
+    let dst = slash(dst);
+    let mut args = vec!["-e", &ssh];
+    args.extend_from_slice(extra);
+    args.push(&src);
+    args.push(&dst);
+    sftpsync(&args)
+}
+
+#[test]
+fn rsync_fails_on_sftp_only_server_and_sftpsync_succeeds() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 1, 30);
+    let (remote, local) = server.fresh_remote_dir("rsync-fails");
+
+    let rsync = Command::new("rsync")
+        .args(["-a", "-e", &server.ssh_command()])
+        .arg(slash(&src))
+        .arg(server.remote_spec(&format!("{remote}/")))
+        .output()
+        .unwrap();
+    assert!(!rsync.status.success());
+    let err = String::from_utf8_lossy(&rsync.stderr);
+    assert!(err.contains("protocol version mismatch"), "{err}");
+
+    ok(&push(server, &["-a", "--delete"], &src, &remote));
+    assert_trees_match(&src, &local);
+}
+
+#[test]
+fn push_mixed_tree_then_resync_changes_and_noop() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 42, 2000);
+    let (remote, local) = server.fresh_remote_dir("push-mixed");
+
+    ok(&push(server, &["-aH", "--delete"], &src, &remote));
+    assert_trees_match(&src, &local);
+    assert_trees_match_checksum(&src, &local);
+    assert_trees_match_with(&src, &local, &["-H"]);
+
+    // A second run finds nothing to do.
+    let again = ok(&push(server, &["-aHi", "--delete"], &src, &remote));
+    assert_eq!(again, "", "a no-change re-run must not touch anything");
+
+    mutate_tree(&src, 7);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    ok(&push(server, &["-aH", "--delete"], &src, &remote));
+    assert_trees_match(&src, &local);
+    assert_trees_match_checksum(&src, &local);
+    let again = ok(&push(server, &["-aHi", "--delete"], &src, &remote));
+    assert_eq!(again, "");
+}
+
+#[test]
+fn pull_mixed_tree_then_resync_changes() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, remote_local) = server.fresh_remote_dir("pull-mixed");
+    std::fs::remove_dir(&remote_local).unwrap();
+    owned_tree(server, &remote_local, 99, 2000);
+    let dst = tmp.path().join("dst");
+
+    ok(&pull(server, &["-a", "--delete"], &remote, &dst));
+    assert_trees_match(&remote_local, &dst);
+    assert_trees_match_checksum(&remote_local, &dst);
+    assert_eq!(ok(&pull(server, &["-ai", "--delete"], &remote, &dst)), "");
+
+    mutate_tree(&remote_local, 3);
+    chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
+    ok(&pull(server, &["-a", "--delete"], &remote, &dst));
+    assert_trees_match(&remote_local, &dst);
+    assert_eq!(ok(&pull(server, &["-ai", "--delete"], &remote, &dst)), "");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 5, 300);
+    let (remote, local) = server.fresh_remote_dir("dry-run");
+    ok(&push(server, &["-a"], &src, &remote));
+    mutate_tree(&src, 11);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let before = rsync_diff(&src, &local, &[]);
+    assert!(!before.is_empty());
+    let shown = ok(&push(server, &["-ani", "--delete"], &src, &remote));
+    assert!(
+        !shown.is_empty(),
+        "a dry run still itemizes what it would do"
+    );
+    assert_eq!(rsync_diff(&src, &local, &[]), before);
+}
+
+/// Our itemized output for a change set equals what rsync prints for the same change set
+/// between two local copies (with rsync's `>` where we send with `<`).
+#[test]
+fn itemize_matches_rsync() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 8, 400);
+    // rsync without -H on a copy that shares inodes sees one chmod through two names; keep the
+    // comparison about itemizing, not about hard links.
+    break_hard_links(&src);
+    let (remote, _local) = server.fresh_remote_dir("itemize");
+    ok(&push(server, &["-a"], &src, &remote));
+    let reference = tmp.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    copy_tree(&src, &reference);
+
+    mutate_tree(&src, 21);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let mut want: Vec<String> = rsync_itemize(&src, &reference, &["--delete"])
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut got: Vec<String> = ok(&push(server, &["-ai", "--delete"], &src, &remote))
+        .lines()
+        .map(|l| l.replacen("<f", ">f", 1))
+        .collect();
+    want.sort();
+    got.sort();
+    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && got.len() == want.len(),
+        "rsync printed but we did not: {missing:#?}\nwe printed but rsync did not: {extra:#?}"
+    );
+}
+
+/// Gives every name of a multiply-linked file its own inode, keeping contents and metadata.
+fn break_hard_links(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            break_hard_links(&path);
+        } else if meta.is_file() && meta.nlink() > 1 {
+            let data = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, data).unwrap();
+            std::fs::set_permissions(&path, meta.permissions()).unwrap();
+            std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid())).unwrap();
+            testkit::set_mtime_nofollow(&path, meta.mtime()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn killing_the_client_leaves_old_or_new_files_only() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let n = 12;
+    let size = 4 * 1024 * 1024;
+    for i in 0..n {
+        std::fs::write(src.join(format!("f{i}")), vec![b'o'; size]).unwrap();
+    }
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("kill");
+    ok(&push(server, &["-a"], &src, &remote));
+    for i in 0..n {
+        std::fs::write(src.join(format!("f{i}")), vec![b'n'; size]).unwrap();
+    }
+
+    let ssh = server.ssh_command();
+    let dest = server.remote_spec(&format!("{remote}/"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .args(["-a", "-e", &ssh, &slash(&src), &dest])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let part of the run happen, then kill -9.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let done = (0..n)
+            .filter(|i| std::fs::read(local.join(format!("f{i}"))).unwrap()[0] == b'n')
+            .count();
+        if done >= 2 || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..n {
+        let data = std::fs::read(local.join(format!("f{i}"))).unwrap();
+        assert_eq!(data.len(), size, "f{i} has the wrong size");
+        assert!(
+            data.iter().all(|&b| b == data[0]),
+            "f{i} is a mix of old and new content"
+        );
+    }
+    ok(&push(server, &["-a", "--delete"], &src, &remote));
+    assert_trees_match(&src, &local);
+}
+
+#[test]
+fn exit_codes_follow_rsync() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, _) = server.fresh_remote_dir("exit-codes");
+
+    let out = sftpsync(&["--no-such-option", "a", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let missing = tmp.path().join("missing");
+    let out = push(server, &["-a"], &missing, &remote);
+    assert_eq!(out.status.code(), Some(23));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing"), "{err}");
+
+    // Nothing listens on port 1.
+    let out = sftpsync(&[
+        "-a",
+        "-e",
+        "ssh -F /dev/null -p 1 -o BatchMode=yes",
+        &slash(tmp.path()),
+        "nobody@127.0.0.1:x/",
+    ]);
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Connection refused"), "{err}");
+}
+
+/// The fast tier: sftp-server over pipes, with posix-rename hidden so replacement falls back to
+/// remove + rename and says so once.
+#[test]
+fn sftp_server_without_posix_rename_still_replaces_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapper = tmp.path().join("sftp-server-no-rename");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} -P posix-rename,copy-data \"$@\"\n",
+            testkit::sftp_server_path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = tmp.path().join("src");
+    generate_mixed_tree(&src, 77, 200);
+    let dst = tmp.path().join("dst");
+    let wrapper_s = wrapper.to_str().unwrap().to_string();
+    let dest_spec = format!("localhost:{}", slash(&dst));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-a", "--delete", "--sftp-server", &wrapper_s];
+        args.extend_from_slice(extra);
+        let s = slash(&src);
+        args.push(&s);
+        args.push(&dest_spec);
+        sftpsync(&args)
+    };
+    ok(&run(&[]));
+    assert_trees_match(&src, &dst);
+    mutate_tree(&src, 2);
+    let out = run(&[]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("not atomically").count(),
+        1,
+        "warn once per run: {err}"
+    );
+    assert_trees_match(&src, &dst);
+}
