@@ -22,6 +22,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Under sudo, use the invoking user's rustup toolchain rather than expecting one for root.
+if ! command -v cargo >/dev/null && [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    export CARGO_HOME="${CARGO_HOME:-$user_home/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$user_home/.rustup}"
+    export PATH="$CARGO_HOME/bin:$PATH"
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -224,6 +224,12 @@ async fn run(cli: CliArgs) -> ExitCode {
         return fail(exit::SYNTAX);
     }
 
+    if cli.partial && !cli.quiet {
+        eprintln!(
+            "sftpsync: --partial is not supported yet: an interrupted file is discarded and \
+             sent again in full next time"
+        );
+    }
     let verbosity = Verbosity {
         verbose: cli.verbose,
         quiet: cli.quiet,

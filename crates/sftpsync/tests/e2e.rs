@@ -327,3 +327,152 @@ fn sftp_server_without_posix_rename_still_replaces_files() {
     );
     assert_trees_match(&src, &dst);
 }
+
+/// Pushes `src/` into `dst/` through sftp-server over pipes (no sshd): the fast tier.
+fn pipe_push(extra: &[&str], src: &Path, dst: &Path) -> Output {
+    let server = testkit::sftp_server_path();
+    let server = server.to_str().unwrap();
+    let src = slash(src);
+    let dest = format!("localhost:{}", slash(dst));
+    let mut args = vec!["--sftp-server", server];
+    args.extend_from_slice(extra);
+    args.push(&src);
+    args.push(&dest);
+    sftpsync(&args)
+}
+
+fn write_at(path: &Path, data: &[u8], mtime: i64) {
+    std::fs::write(path, data).unwrap();
+    testkit::set_mtime_nofollow(path, mtime).unwrap();
+}
+
+#[test]
+fn checksum_size_only_update_and_ignore_existing_decide_like_rsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    write_at(&src.join("same-size"), b"aaaa", 1_000_000_000);
+    write_at(&src.join("newer-dest"), b"src", 1_000_000_000);
+    write_at(&src.join("grown"), b"longer", 1_000_000_000);
+    ok(&pipe_push(&["-a"], &src, &dst));
+
+    // Same size and mtime, other bytes: only --checksum notices.
+    write_at(&dst.join("same-size"), b"bbbb", 1_000_000_000);
+    assert_eq!(ok(&pipe_push(&["-ai"], &src, &dst)), "");
+    assert_eq!(
+        ok(&pipe_push(&["-aic"], &src, &dst)),
+        "<fc........ same-size\n"
+    );
+    assert_eq!(std::fs::read(dst.join("same-size")).unwrap(), b"aaaa");
+
+    // -u keeps a destination file that is newer; --size-only ignores mtimes.
+    write_at(&dst.join("newer-dest"), b"dst", 2_000_000_000);
+    assert_eq!(ok(&pipe_push(&["-aiu"], &src, &dst)), "");
+    // Same size: no transfer, but -t still brings the mtime in line, as rsync does.
+    assert_eq!(
+        ok(&pipe_push(&["-ai", "--size-only"], &src, &dst)),
+        ".f..t...... newer-dest\n"
+    );
+    assert_eq!(std::fs::read(dst.join("newer-dest")).unwrap(), b"dst");
+
+    // --ignore-existing leaves changed files alone but still creates new ones.
+    write_at(&src.join("grown"), b"longer still", 1_000_000_001);
+    write_at(&src.join("brand-new"), b"n", 1_000_000_000);
+    let out = ok(&pipe_push(&["-ai", "--ignore-existing"], &src, &dst));
+    assert!(out.contains("<f+++++++++ brand-new"), "{out}");
+    assert!(!out.contains("grown"), "{out}");
+    assert_eq!(std::fs::read(dst.join("grown")).unwrap(), b"longer");
+}
+
+#[test]
+fn filters_select_and_protect_like_rsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    generate_mixed_tree(&src, 31, 300);
+    std::fs::create_dir_all(src.join("build/obj")).unwrap();
+    std::fs::write(src.join("build/obj/x.o"), b"o").unwrap();
+    std::fs::write(src.join("keep.o"), b"o").unwrap();
+    std::fs::create_dir_all(dst.join("build")).unwrap();
+    std::fs::write(dst.join("protected.log"), b"old").unwrap();
+    let filters = [
+        "--exclude=*.o",
+        "--exclude=/build/",
+        "--include=*/",
+        "--filter=- *.bin",
+        "--exclude=*.log",
+    ];
+    let mut args = vec!["-a", "--delete"];
+    args.extend_from_slice(&filters);
+    ok(&pipe_push(&args, &src, &dst));
+    // rsync with the same rules has nothing left to do, and the excluded log survived.
+    assert_eq!(rsync_diff(&src, &dst, &filters), "");
+    assert!(dst.join("protected.log").exists());
+    assert!(!dst.join("keep.o").exists());
+
+    // --delete-excluded removes what the rules exclude on the receiver too.
+    let mut args = vec!["-a", "--delete", "--delete-excluded"];
+    args.extend_from_slice(&filters);
+    ok(&pipe_push(&args, &src, &dst));
+    assert!(!dst.join("protected.log").exists());
+}
+
+#[test]
+fn stats_report_rsync_counters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("f{i}")), vec![b'x'; 1000]).unwrap();
+    }
+    let out = ok(&pipe_push(&["-a", "--stats"], &src, &dst));
+    assert!(out.contains("Number of files: 4 (reg: 3, dir: 1)"), "{out}");
+    assert!(
+        out.contains("Number of regular files transferred: 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Total transferred file size: 3,000 bytes"),
+        "{out}"
+    );
+    assert!(out.contains("total size is 3,000"), "{out}");
+}
+
+/// rsync's rule: after an error reading the source, nothing is deleted.
+#[test]
+fn unreadable_source_dir_blocks_deletion() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, remote_local) = server.fresh_remote_dir("io-error");
+    std::fs::create_dir(remote_local.join("locked")).unwrap();
+    std::fs::write(remote_local.join("file"), b"data").unwrap();
+    chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
+    std::fs::set_permissions(
+        remote_local.join("locked"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(dst.join("extra"), b"must survive").unwrap();
+
+    let out = pull(server, &["-a", "--delete"], &remote, &dst);
+    assert_eq!(out.status.code(), Some(23));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("IO error encountered -- skipping file deletion"),
+        "{err}"
+    );
+    assert!(err.contains("locked"), "{err}");
+    assert!(dst.join("extra").exists());
+    assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"data");
+
+    // --ignore-errors deletes anyway, as in rsync.
+    let out = pull(
+        server,
+        &["-a", "--delete", "--ignore-errors"],
+        &remote,
+        &dst,
+    );
+    assert_eq!(out.status.code(), Some(23));
+    assert!(!dst.join("extra").exists());
+}

@@ -78,6 +78,9 @@ struct Run<'a> {
     /// For -H: first destination path written for each source inode.
     hard_links: HashMap<(u64, u64), RelPath>,
     deletions: u64,
+    /// Extraneous destination entries, deleted once the whole source has been read without
+    /// error: a source that could not be listed completely must never cause a deletion.
+    pending_deletions: Vec<(RelPath, Meta)>,
     temp_counter: u64,
     umask: u32,
 }
@@ -92,11 +95,17 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         dir_fixes: Vec::new(),
         hard_links: HashMap::new(),
         deletions: 0,
+        pending_deletions: Vec::new(),
         temp_counter: 0,
         umask: 0o022,
     };
     if let Err(Fatal(e)) = run.top().await {
         run.outcome.fatal = Some(e);
+    }
+    if run.outcome.fatal.is_none() {
+        if let Err(Fatal(e)) = run.delete_pending().await {
+            run.outcome.fatal = Some(e);
+        }
     }
     if run.outcome.fatal.is_none() {
         run.apply_dir_fixes().await;
@@ -544,9 +553,6 @@ impl<'a> Run<'a> {
         if dest_entries.is_empty() {
             return Ok(());
         }
-        if self.outcome.source_io_error && !self.opts.ignore_errors {
-            return Ok(());
-        }
         let wanted: HashSet<&[u8]> = children.iter().map(|c| c.name.as_slice()).collect();
         let mut extra: Vec<Child> = dest_entries
             .iter()
@@ -567,7 +573,17 @@ impl<'a> Run<'a> {
             {
                 continue;
             }
-            self.delete_entry(path, e.meta).await?;
+            self.pending_deletions.push((path, e.meta));
+        }
+        Ok(())
+    }
+
+    async fn delete_pending(&mut self) -> Result<(), Fatal> {
+        if self.outcome.source_io_error && !self.opts.ignore_errors {
+            return Ok(());
+        }
+        for (path, meta) in std::mem::take(&mut self.pending_deletions) {
+            self.delete_entry(path, meta).await?;
         }
         Ok(())
     }
