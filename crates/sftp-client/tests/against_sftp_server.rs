@@ -236,10 +236,9 @@ async fn thousands_of_requests_in_flight_are_matched_by_id() {
     }
     let c = connect(&[]).await;
     let mut pending = Vec::new();
-    for round in 0..40 {
+    for _round in 0..40 {
         for i in 0..50 {
             let path = join(dir.path(), format!("f{i}").as_bytes());
-            let _ = round;
             pending.push((i, c.send(&sftp_proto_lstat(&path), 0).await.unwrap()));
         }
     }

@@ -476,3 +476,33 @@ fn unreadable_source_dir_blocks_deletion() {
     assert_eq!(out.status.code(), Some(23));
     assert!(!dst.join("extra").exists());
 }
+
+#[test]
+fn verbose_quiet_and_progress_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/file"), vec![b'x'; 5000]).unwrap();
+    std::os::unix::fs::symlink("sub/file", src.join("link")).unwrap();
+
+    let out = ok(&pipe_push(&["-av"], &src, &dst));
+    assert!(out.starts_with("sending incremental file list\n"), "{out}");
+    for line in ["./", "link -> sub/file", "sub/", "sub/file"] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in {out}");
+    }
+    assert!(out.contains("\nsent "), "{out}");
+
+    std::fs::write(src.join("sub/file"), vec![b'y'; 6000]).unwrap();
+    let out = ok(&pipe_push(&["-a", "--progress"], &src, &dst));
+    assert!(out.lines().any(|l| l == "sub/file"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("6,000 100%")),
+        "{out}"
+    );
+
+    std::fs::write(src.join("sub/file"), b"z").unwrap();
+    let out = pipe_push(&["-avq"], &src, &dst);
+    assert_eq!(ok(&out), "");
+    assert_eq!(std::fs::read(dst.join("sub/file")).unwrap(), b"z");
+}

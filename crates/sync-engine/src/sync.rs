@@ -876,7 +876,6 @@ impl<'a> Run<'a> {
         }
 
         if !transfer {
-            let d = existing_file.expect("no transfer only for an existing file");
             if !item.is_change() {
                 return Ok(());
             }
@@ -891,7 +890,6 @@ impl<'a> Run<'a> {
                     return self.fail(e);
                 }
             }
-            let _ = d;
             item.update = UpdateType::NoUpdate;
             self.item(item);
             return Ok(());
