@@ -128,7 +128,6 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         hard_links: cli.hard_links,
         dry_run: cli.dry_run,
         delete: cli.delete,
-        delete_excluded: cli.delete_excluded,
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,

@@ -251,29 +251,17 @@ pub fn summary_text(s: &Stats, sent: u64, received: u64, secs: f64, human: u8) -
         size(sent, human),
         size(received, human),
         if human >= 1 {
-            format!("{:.2}", rate).replace_digits_grouped()
+            format!(
+                "{}.{:02}",
+                group_digits(rate as u64),
+                (rate.fract() * 100.0) as u64
+            )
         } else {
             format!("{rate:.2}")
         },
         size(s.total_size, human),
         speedup
     )
-}
-
-trait GroupedFloat {
-    fn replace_digits_grouped(&self) -> String;
-}
-
-impl GroupedFloat for String {
-    fn replace_digits_grouped(&self) -> String {
-        match self.split_once('.') {
-            Some((int, frac)) => match int.parse::<u64>() {
-                Ok(n) => format!("{}.{frac}", group_digits(n)),
-                Err(_) => self.clone(),
-            },
-            None => self.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ pub struct SyncOptions {
     pub hard_links: bool,
     pub dry_run: bool,
     pub delete: bool,
-    pub delete_excluded: bool,
     pub ignore_errors: bool,
     pub max_delete: Option<u64>,
     pub checksum: bool,

@@ -10,7 +10,7 @@ use sftp_client::{
     Attrs, FileKind, Handle, OpenFlags, PendingReply, SftpClient, SftpError, StatusCode,
 };
 
-use crate::path::{display_path, RelPath};
+use crate::path::RelPath;
 use crate::tree::{
     DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
     TreeResult,
@@ -488,11 +488,5 @@ impl FileWriter for SftpWriter {
             let _ = p.response().await;
         }
         let _ = self.client.close(&self.handle).await;
-    }
-}
-
-impl std::fmt::Debug for SftpTree {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SftpTree({})", display_path(&self.base))
     }
 }

@@ -49,8 +49,6 @@ pub struct SyncOutcome {
     /// The run could not go on at all: the connection died, or the destination could not be
     /// set up. Carries the error; the caller maps it to 10/11/12.
     pub fatal: Option<TreeError>,
-    /// The destination root could not be created (rsync's code 11).
-    pub dest_setup_failed: bool,
 }
 
 /// Stops the walk: only for errors after which nothing else can work.
@@ -164,7 +162,6 @@ impl<'a> Run<'a> {
         let root_meta = match self.dest().lstat(&Vec::new()).await {
             Ok(m) => m,
             Err(e) => {
-                self.outcome.dest_setup_failed = true;
                 return Err(Fatal(e));
             }
         };
@@ -172,7 +169,6 @@ impl<'a> Run<'a> {
         match root_meta.as_ref().map(|m| m.kind) {
             Some(Kind::Dir) => {}
             Some(_) => {
-                self.outcome.dest_setup_failed = true;
                 return Err(Fatal(TreeError {
                     op: "use destination",
                     side: self.dest().side(),
@@ -184,7 +180,6 @@ impl<'a> Run<'a> {
             None => {
                 if !self.opts.dry_run {
                     if let Err(e) = self.dest().mkdir(&Vec::new(), 0o755).await {
-                        self.outcome.dest_setup_failed = true;
                         return Err(Fatal(e));
                     }
                 }
@@ -588,13 +583,19 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    fn max_delete_reached(&mut self) -> bool {
+        let reached = self
+            .opts
+            .max_delete
+            .is_some_and(|max| self.deletions >= max);
+        self.outcome.max_delete_reached |= reached;
+        reached
+    }
+
     fn delete_entry(&mut self, path: RelPath, meta: Meta) -> Step<'_> {
         Box::pin(async move {
-            if let Some(max) = self.opts.max_delete {
-                if self.deletions >= max {
-                    self.outcome.max_delete_reached = true;
-                    return Ok(());
-                }
+            if self.max_delete_reached() {
+                return Ok(());
             }
             if meta.kind == Kind::Dir {
                 let list = match self.dest().read_dir(&path).await {
@@ -616,11 +617,8 @@ impl<'a> Run<'a> {
                     self.delete_entry(p, k.meta).await?;
                 }
             }
-            if let Some(max) = self.opts.max_delete {
-                if self.deletions >= max {
-                    self.outcome.max_delete_reached = true;
-                    return Ok(());
-                }
+            if self.max_delete_reached() {
+                return Ok(());
             }
             if !self.opts.dry_run {
                 let r = if meta.kind == Kind::Dir {
