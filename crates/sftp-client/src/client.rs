@@ -543,17 +543,41 @@ impl SftpClient {
         }
     }
 
-    /// Lists a whole directory, `.` and `..` included if the server sends them.
+    /// Lists a whole directory, `.` and `..` included if the server sends them. Several
+    /// READDIRs are kept in flight: the server answers them in order, and the ones sent past
+    /// the end just come back EOF.
     pub async fn read_dir(&self, path: &[u8]) -> Result<Vec<NameEntry>, SftpError> {
+        const READDIRS_AHEAD: usize = 4;
         let handle = self.opendir(path).await?;
         let mut all = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut at_end = false;
         let result = loop {
-            match self.readdir(&handle).await {
-                Ok(Some(batch)) => all.extend(batch),
-                Ok(None) => break Ok(all),
+            while !at_end && in_flight.len() < READDIRS_AHEAD {
+                match self.send(&Request::Readdir { handle: &handle.0 }, 0).await {
+                    Ok(p) => in_flight.push_back(p),
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(p) = in_flight.pop_front() else {
+                break Ok(all);
+            };
+            match p.response().await {
+                Ok(Response::Name(names)) => {
+                    if !at_end {
+                        all.extend(names);
+                    }
+                }
+                Ok(Response::Status(Status {
+                    code: StatusCode::Eof,
+                    ..
+                })) => at_end = true,
+                Ok(other) => break Err(unexpected("readdir", other)),
                 Err(e) => break Err(e),
             }
         };
+        // Replies still outstanding are dropped unread; the close goes out behind them.
+        drop(in_flight);
         let closed = self.close(&handle).await;
         let all = result?;
         closed?;

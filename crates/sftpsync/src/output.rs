@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use sync_engine::{Item, Kind, Reporter, Stats, TreeError, UpdateType};
 
@@ -21,7 +20,6 @@ pub struct TerminalReporter {
     v: Verbosity,
     out: Mutex<std::io::Stdout>,
     transfers: AtomicU64,
-    file_started: Mutex<Option<Instant>>,
 }
 
 impl TerminalReporter {
@@ -30,7 +28,6 @@ impl TerminalReporter {
             v,
             out: Mutex::new(std::io::stdout()),
             transfers: AtomicU64::new(0),
-            file_started: Mutex::new(None),
         }
     }
 
@@ -71,13 +68,7 @@ impl Reporter for TerminalReporter {
         }
         if self.v.progress && matches!(item.update, UpdateType::Sent | UpdateType::Received) {
             let n = self.transfers.fetch_add(1, Ordering::Relaxed) + 1;
-            let elapsed = self
-                .file_started
-                .lock()
-                .unwrap()
-                .take()
-                .map(|t| t.elapsed().as_secs_f64())
-                .unwrap_or(0.0);
+            let elapsed = item.elapsed.map(|d| d.as_secs_f64()).unwrap_or(0.0);
             let rate = if elapsed > 0.0 {
                 item.transferred as f64 / elapsed
             } else {
@@ -108,15 +99,6 @@ impl Reporter for TerminalReporter {
     fn info(&self, message: &str) {
         if !self.v.quiet && (self.v.verbose > 0 || self.v.itemize > 0) {
             self.line(message);
-        }
-    }
-
-    fn progress(&self, _path: &[u8], done: u64, _total: u64) {
-        if self.v.progress {
-            let mut started = self.file_started.lock().unwrap();
-            if started.is_none() || done == 0 {
-                *started = Some(Instant::now());
-            }
         }
     }
 }

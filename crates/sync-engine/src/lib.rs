@@ -10,6 +10,7 @@ pub mod path;
 pub mod remote;
 pub mod report;
 pub mod sync;
+mod task;
 pub mod tree;
 
 pub use filter::FilterRules;
@@ -17,5 +18,6 @@ pub use local::LocalTree;
 pub use options::SyncOptions;
 pub use remote::{ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
-pub use sync::{hash_file, run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
+pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
+pub use task::hash_file;
 pub use tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};

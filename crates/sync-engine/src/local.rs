@@ -218,7 +218,7 @@ impl Tree for LocalTree {
         .await
     }
 
-    async fn open_read(&self, path: &RelPath) -> TreeResult<Box<dyn FileReader>> {
+    async fn open_read(&self, path: &RelPath, _: u64) -> TreeResult<Box<dyn FileReader>> {
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -231,7 +231,12 @@ impl Tree for LocalTree {
         }))
     }
 
-    async fn create_file(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+    async fn create_file(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        _: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
         let full = self.full(path);
         let file = tokio::fs::OpenOptions::new()
             .write(true)

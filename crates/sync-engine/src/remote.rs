@@ -1,13 +1,13 @@
 //! `Tree` over an SFTP session: a directory on the server.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use sftp_client::{
-    Attrs, FileKind, Handle, OpenFlags, PendingReply, SftpClient, SftpError, StatusCode,
+    Attrs, FileKind, Handle, OpenFlags, PendingReply, Request, SftpClient, SftpError, StatusCode,
 };
 
 use crate::path::RelPath;
@@ -16,10 +16,12 @@ use crate::tree::{
     TreeResult,
 };
 
-/// Reads kept in flight per open file.
+/// Reads kept in flight per open handle.
 const READ_AHEAD: usize = 16;
-/// Writes kept in flight per open file.
+/// Writes kept in flight per open handle.
 const WRITE_BEHIND: usize = 16;
+/// Files at least this big are spread over every channel, one handle on each.
+const SPREAD_MIN_SIZE: u64 = 16 << 20;
 
 /// Things learned about the server once per session, shared by all trees on it.
 #[derive(Default)]
@@ -31,9 +33,10 @@ pub struct ServerQuirks {
 }
 
 /// A directory on an SFTP server. `base` is as the user gave it: relative paths resolve
-/// against the login directory.
+/// against the login directory. Work is spread over one or more channels to the same server.
 pub struct SftpTree {
-    client: SftpClient,
+    channels: Vec<SftpClient>,
+    next_channel: AtomicUsize,
     base: Vec<u8>,
     describe: String,
     quirks: Arc<ServerQuirks>,
@@ -41,8 +44,9 @@ pub struct SftpTree {
 }
 
 impl SftpTree {
+    /// `channels` must not be empty; they all reach the same server as the same user.
     pub fn new(
-        client: SftpClient,
+        channels: Vec<SftpClient>,
         base: Vec<u8>,
         describe: String,
         quirks: Arc<ServerQuirks>,
@@ -53,13 +57,35 @@ impl SftpTree {
         while base.len() > 1 && base.ends_with(b"/") {
             base.pop();
         }
+        assert!(!channels.is_empty(), "an SftpTree needs a channel");
         SftpTree {
-            client,
+            channels,
+            next_channel: AtomicUsize::new(0),
             base,
             describe,
             quirks,
             warnings,
         }
+    }
+
+    /// The channel for the next piece of work, round robin.
+    fn client(&self) -> &SftpClient {
+        let n = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        &self.channels[n % self.channels.len()]
+    }
+
+    /// Channels for one file of `size` bytes: the first is where it is opened; big files
+    /// also get a handle on each of the others.
+    fn channels_for(&self, size: u64) -> Vec<SftpClient> {
+        let first = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        let n = if size >= SPREAD_MIN_SIZE {
+            self.channels.len()
+        } else {
+            1
+        };
+        (0..n)
+            .map(|i| self.channels[(first + i) % self.channels.len()].clone())
+            .collect()
     }
 
     fn full(&self, rel: &[u8]) -> Vec<u8> {
@@ -149,7 +175,7 @@ impl Tree for SftpTree {
     }
 
     async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
-        match self.client.lstat(&self.full(path)).await {
+        match self.client().lstat(&self.full(path)).await {
             Ok(a) => Ok(Some(meta_from_attrs(&a))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(sftp_error("lstat", path, e)),
@@ -158,7 +184,7 @@ impl Tree for SftpTree {
 
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
         let names = self
-            .client
+            .client()
             .read_dir(&self.full(path))
             .await
             .map_err(|e| sftp_error("opendir", path, e))?;
@@ -173,48 +199,94 @@ impl Tree for SftpTree {
     }
 
     async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
-        self.client
+        self.client()
             .readlink(&self.full(path))
             .await
             .map_err(|e| sftp_error("readlink", path, e))
     }
 
-    async fn open_read(&self, path: &RelPath) -> TreeResult<Box<dyn FileReader>> {
-        let handle = self
-            .client
-            .open(&self.full(path), OpenFlags::READ, &Attrs::default())
-            .await
-            .map_err(|e| sftp_error("open", path, e))?;
+    async fn open_read(
+        &self,
+        path: &RelPath,
+        expected_size: u64,
+    ) -> TreeResult<Box<dyn FileReader>> {
+        let full = self.full(path);
+        let open = |c: SftpClient| {
+            let full = full.clone();
+            async move {
+                let h = c.open(&full, OpenFlags::READ, &Attrs::default()).await?;
+                Ok::<_, SftpError>((c, h))
+            }
+        };
+        let channels = self.channels_for(expected_size);
+        let mut handles = Vec::with_capacity(channels.len());
+        for r in futures::future::join_all(channels.into_iter().map(open)).await {
+            match r {
+                Ok(h) => handles.push(h),
+                // A big file read through fewer channels is still read.
+                Err(e) if handles.is_empty() => {
+                    return Err(sftp_error("open", path, e));
+                }
+                Err(_) => {}
+            }
+        }
+        let read_size = handles[0].0.read_size();
         Ok(Box::new(SftpReader {
-            client: self.client.clone(),
-            handle,
+            handles,
             path: path.clone(),
+            expected: expected_size,
+            read_size,
             next_offset: 0,
+            reads_sent: 0,
             in_flight: VecDeque::new(),
             eof: false,
         }))
     }
 
-    async fn create_file(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+    async fn create_file(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        expected_size: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
         let attrs = Attrs {
             permissions: Some(mode & 0o777),
             ..Default::default()
         };
-        let handle = self
-            .client
+        let full = self.full(path);
+        let mut channels = self.channels_for(expected_size).into_iter();
+        let first = channels.next().expect("at least one channel");
+        let handle = first
             .open(
-                &self.full(path),
+                &full,
                 OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::EXCL,
                 &attrs,
             )
             .await
             .map_err(|e| sftp_error("create", path, e))?;
+        let mut handles = vec![WriteHandle::new(first, handle)];
+        let extra = channels.map(|c| {
+            let full = full.clone();
+            async move {
+                let h = c.open(&full, OpenFlags::WRITE, &Attrs::default()).await?;
+                Ok::<_, SftpError>(WriteHandle::new(c, h))
+            }
+        });
+        // A channel that cannot open the file just takes no part in writing it.
+        handles.extend(
+            futures::future::join_all(extra)
+                .await
+                .into_iter()
+                .filter_map(Result::ok),
+        );
+        let write_size = handles[0].client.write_size() as usize;
         Ok(Box::new(SftpWriter {
-            client: self.client.clone(),
-            handle,
+            handles,
             path: path.clone(),
+            full,
+            write_size,
             offset: 0,
-            in_flight: VecDeque::new(),
+            writes_sent: 0,
             quirks: self.quirks.clone(),
         }))
     }
@@ -224,35 +296,35 @@ impl Tree for SftpTree {
             permissions: Some(mode & 0o7777),
             ..Default::default()
         };
-        self.client
+        self.client()
             .mkdir(&self.full(path), &attrs)
             .await
             .map_err(|e| sftp_error("mkdir", path, e))
     }
 
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()> {
-        self.client
+        self.client()
             .symlink(target, &self.full(path))
             .await
             .map_err(|e| sftp_error("symlink", path, e))
     }
 
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()> {
-        self.client
+        self.client()
             .hardlink(&self.full(existing), &self.full(new))
             .await
             .map_err(|e| sftp_error("link", new, e))
     }
 
     async fn remove_file(&self, path: &RelPath) -> TreeResult<()> {
-        self.client
+        self.client()
             .remove(&self.full(path))
             .await
             .map_err(|e| sftp_error("unlink", path, e))
     }
 
     async fn remove_dir(&self, path: &RelPath) -> TreeResult<()> {
-        self.client
+        self.client()
             .rmdir(&self.full(path))
             .await
             .map_err(|e| sftp_error("rmdir", path, e))
@@ -260,16 +332,16 @@ impl Tree for SftpTree {
 
     async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
         let (a, b) = (self.full(from), self.full(to));
-        if self.client.extensions().posix_rename {
+        if self.channels[0].extensions().posix_rename {
             return self
-                .client
+                .client()
                 .posix_rename(&a, &b)
                 .await
                 .map_err(|e| sftp_error("rename", to, e));
         }
         // Plain RENAME refuses to replace: remove the target first. Between the two requests
         // the target is missing, so say once per run that replacement is not atomic here.
-        match self.client.rename(&a, &b).await {
+        match self.client().rename(&a, &b).await {
             Ok(()) => Ok(()),
             Err(_) => {
                 if !self
@@ -283,12 +355,12 @@ impl Tree for SftpTree {
                         self.describe
                     ));
                 }
-                match self.client.remove(&b).await {
+                match self.client().remove(&b).await {
                     Ok(()) => {}
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(sftp_error("rename", to, e)),
                 }
-                self.client
+                self.client()
                     .rename(&a, &b)
                     .await
                     .map_err(|e| sftp_error("rename", to, e))
@@ -301,7 +373,7 @@ impl Tree for SftpTree {
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         if kind == Kind::Symlink {
             // Only lsetstat leaves the target alone; a link's mode means nothing.
-            if !self.client.extensions().lsetstat {
+            if !self.channels[0].extensions().lsetstat {
                 return Ok(());
             }
             let attrs = Attrs {
@@ -312,19 +384,19 @@ impl Tree for SftpTree {
                 return Ok(());
             }
             return self
-                .client
+                .client()
                 .lsetstat(&full, &attrs)
                 .await
                 .map_err(|e| sftp_error("set times of", path, e));
         }
         let attrs = attrs_for(meta, with_owner);
-        match self.client.setstat(&full, &attrs).await {
+        match self.client().setstat(&full, &attrs).await {
             Ok(()) => Ok(()),
             Err(e) if attrs.uid_gid.is_some() => {
                 // Most SFTP logins are not root: keep the rest, drop ownership from now on.
                 self.quirks.chown_refused.store(true, Ordering::Relaxed);
                 let attrs = attrs_for(meta, false);
-                self.client
+                self.client()
                     .setstat(&full, &attrs)
                     .await
                     .map_err(|_| sftp_error("setstat", path, e))
@@ -339,26 +411,44 @@ impl Tree for SftpTree {
 }
 
 struct SftpReader {
-    client: SftpClient,
-    handle: Handle,
+    /// One handle per channel taking part; the first is the file's home.
+    handles: Vec<(SftpClient, Handle)>,
     path: RelPath,
+    /// Size from the listing: reads are planned to end exactly there, and one more read
+    /// checks that the file really ends there.
+    expected: u64,
+    read_size: u32,
     next_offset: u64,
+    reads_sent: usize,
     in_flight: VecDeque<(u64, u32, PendingReply)>,
     eof: bool,
 }
 
 impl SftpReader {
     async fn fill(&mut self) -> TreeResult<()> {
-        let size = self.client.read_size();
-        while !self.eof && self.in_flight.len() < READ_AHEAD {
+        let max = READ_AHEAD * self.handles.len();
+        while !self.eof && self.in_flight.len() < max {
             let off = self.next_offset;
-            let p = self
-                .client
-                .send_read(&self.handle, off, size)
+            let len = if off < self.expected {
+                (self.expected - off).min(self.read_size as u64) as u32
+            } else if self
+                .in_flight
+                .back()
+                .is_some_and(|(o, _, _)| *o >= self.expected)
+            {
+                // Past the expected end, one read at a time until the real end shows.
+                break;
+            } else {
+                self.read_size
+            };
+            let (client, handle) = &self.handles[self.reads_sent % self.handles.len()];
+            self.reads_sent += 1;
+            let p = client
+                .send_read(handle, off, len)
                 .await
                 .map_err(|e| sftp_error("read", &self.path, e))?;
-            self.in_flight.push_back((off, size, p));
-            self.next_offset += size as u64;
+            self.in_flight.push_back((off, len, p));
+            self.next_offset += len as u64;
         }
         Ok(())
     }
@@ -377,26 +467,23 @@ impl FileReader for SftpReader {
             .map_err(|e| sftp_error("read", &self.path, e))?
         {
             None => {
-                // End of file: replies to reads beyond it are EOF too; drain them.
+                // End of file: whatever was sent past it is dropped unread.
                 self.eof = true;
-                for (_, _, p) in self.in_flight.drain(..) {
-                    let _ = p.response().await;
-                }
+                self.in_flight.clear();
                 Ok(None)
             }
             Some(data) => {
                 let got = data.len() as u32;
-                if got < len && !self.eof {
-                    // A short read before EOF: servers may do this. Ask again for the rest,
-                    // after throwing away the reads sent past it so order stays simple.
-                    for (_, _, p) in self.in_flight.drain(..) {
-                        let _ = p.response().await;
-                    }
-                    self.next_offset = off + got as u64;
-                }
                 if got == 0 {
                     self.eof = true;
+                    self.in_flight.clear();
                     return Ok(None);
+                }
+                if got < len {
+                    // A short read before EOF: servers may do this. Ask again for the rest,
+                    // after dropping the reads sent past it so order stays simple.
+                    self.in_flight.clear();
+                    self.next_offset = off + got as u64;
                 }
                 Ok(Some(data))
             }
@@ -404,89 +491,174 @@ impl FileReader for SftpReader {
     }
 
     async fn close(self: Box<Self>) -> TreeResult<()> {
-        for (_, _, p) in self.in_flight {
-            let _ = p.response().await;
-        }
-        self.client
-            .close(&self.handle)
-            .await
-            .map_err(|e| sftp_error("close", &self.path, e))
-    }
-}
-
-struct SftpWriter {
-    client: SftpClient,
-    handle: Handle,
-    path: RelPath,
-    offset: u64,
-    in_flight: VecDeque<PendingReply>,
-    quirks: Arc<ServerQuirks>,
-}
-
-impl SftpWriter {
-    async fn drain_to(&mut self, max: usize) -> TreeResult<()> {
-        while self.in_flight.len() > max {
-            let p = self.in_flight.pop_front().expect("non-empty");
-            p.ok()
-                .await
-                .map_err(|e| sftp_error("write", &self.path, e))?;
+        // Nothing waits for the closes: the server handles them in order, before anything
+        // sent later on the same channel, and a failed close of a read handle changes nothing.
+        for (client, handle) in &self.handles {
+            let _ = client.send(&Request::Close { handle: &handle.0 }, 0).await;
         }
         Ok(())
     }
 }
 
+/// One open handle of a file being written, with the writes sent through it.
+struct WriteHandle {
+    client: SftpClient,
+    handle: Handle,
+    in_flight: VecDeque<PendingReply>,
+}
+
+impl WriteHandle {
+    fn new(client: SftpClient, handle: Handle) -> WriteHandle {
+        WriteHandle {
+            client,
+            handle,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    async fn drain_to(&mut self, max: usize, path: &[u8]) -> TreeResult<()> {
+        while self.in_flight.len() > max {
+            let p = self.in_flight.pop_front().expect("non-empty");
+            p.ok().await.map_err(|e| sftp_error("write", path, e))?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        req: &Request<'_>,
+        op: &'static str,
+        path: &[u8],
+    ) -> TreeResult<PendingReply> {
+        self.client
+            .send(req, 0)
+            .await
+            .map_err(|e| sftp_error(op, path, e))
+    }
+}
+
+struct SftpWriter {
+    /// The first handle created the file; big files have one more on each other channel.
+    handles: Vec<WriteHandle>,
+    path: RelPath,
+    full: Vec<u8>,
+    write_size: usize,
+    offset: u64,
+    writes_sent: usize,
+    quirks: Arc<ServerQuirks>,
+}
+
 #[async_trait]
 impl FileWriter for SftpWriter {
     async fn write(&mut self, data: Bytes) -> TreeResult<()> {
-        let size = self.client.write_size() as usize;
-        for chunk in data.chunks(size) {
-            self.drain_to(WRITE_BEHIND - 1).await?;
-            let p = self
+        for chunk in data.chunks(self.write_size) {
+            let n = self.handles.len();
+            let h = &mut self.handles[self.writes_sent % n];
+            self.writes_sent += 1;
+            h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
+            let p = h
                 .client
-                .send_write(&self.handle, self.offset, chunk)
+                .send_write(&h.handle, self.offset, chunk)
                 .await
                 .map_err(|e| sftp_error("write", &self.path, e))?;
-            self.in_flight.push_back(p);
+            h.in_flight.push_back(p);
             self.offset += chunk.len() as u64;
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
-        let result = async {
-            self.drain_to(0).await?;
-            if !meta.is_empty() {
-                let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
-                let attrs = attrs_for(meta, with_owner);
-                if let Err(e) = self.client.fsetstat(&self.handle, &attrs).await {
-                    if attrs.uid_gid.is_none() {
-                        return Err(sftp_error("fsetstat", &self.path, e));
-                    }
-                    self.quirks.chown_refused.store(true, Ordering::Relaxed);
-                    self.client
-                        .fsetstat(&self.handle, &attrs_for(meta, false))
-                        .await
-                        .map_err(|e| sftp_error("fsetstat", &self.path, e))?;
-                }
+        let path = self.path.clone();
+        // Writes through other channels must land before the times are set on the file.
+        let mut extra_result = Ok(());
+        for mut h in self.handles.drain(1..) {
+            let drained = h.drain_to(0, &path).await;
+            let closed = h.client.close(&h.handle).await;
+            if extra_result.is_ok() {
+                extra_result = drained.and(closed.map_err(|e| sftp_error("close", &path, e)));
             }
-            if self.client.extensions().fsync {
-                self.client
-                    .fsync(&self.handle)
-                    .await
-                    .map_err(|e| sftp_error("fsync", &self.path, e))?;
-            }
-            Ok(())
         }
-        .await;
-        let closed = self.client.close(&self.handle).await;
-        result?;
-        closed.map_err(|e| sftp_error("close", &self.path, e))
+        let mut home = self.handles.pop().expect("the home handle");
+        if let Err(e) = extra_result {
+            let _ = home
+                .send(
+                    &Request::Close {
+                        handle: &home.handle.0,
+                    },
+                    "close",
+                    &path,
+                )
+                .await;
+            return Err(e);
+        }
+        // The rest goes out in one batch behind the writes: one round trip, not four.
+        let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
+        let attrs = attrs_for(meta, with_owner);
+        let handle = home.handle.0.clone();
+        let setstat = if meta.is_empty() {
+            None
+        } else {
+            Some(
+                home.send(
+                    &Request::Fsetstat {
+                        handle: &handle,
+                        attrs: &attrs,
+                    },
+                    "fsetstat",
+                    &path,
+                )
+                .await?,
+            )
+        };
+        let fsync = if home.client.extensions().fsync {
+            Some(
+                home.send(&Request::Fsync { handle: &handle }, "fsync", &path)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let close = home
+            .send(&Request::Close { handle: &handle }, "close", &path)
+            .await?;
+
+        let written = home.drain_to(0, &path).await;
+        let set = match setstat {
+            Some(p) => p.ok().await,
+            None => Ok(()),
+        };
+        let synced = match fsync {
+            Some(p) => p.ok().await.map_err(|e| sftp_error("fsync", &path, e)),
+            None => Ok(()),
+        };
+        let closed = close.ok().await.map_err(|e| sftp_error("close", &path, e));
+        written?;
+        if let Err(e) = set {
+            if attrs.uid_gid.is_none() {
+                return Err(sftp_error("fsetstat", &path, e));
+            }
+            // Most SFTP logins are not root: keep the rest, drop ownership from now on.
+            self.quirks.chown_refused.store(true, Ordering::Relaxed);
+            home.client
+                .setstat(&self.full, &attrs_for(meta, false))
+                .await
+                .map_err(|e| sftp_error("setstat", &path, e))?;
+        }
+        synced?;
+        closed
     }
 
     async fn abandon(self: Box<Self>) {
-        for p in self.in_flight {
-            let _ = p.response().await;
+        for h in &self.handles {
+            let _ = h
+                .send(
+                    &Request::Close {
+                        handle: &h.handle.0,
+                    },
+                    "close",
+                    &self.path,
+                )
+                .await;
         }
-        let _ = self.client.close(&self.handle).await;
     }
 }

@@ -41,6 +41,8 @@ pub struct Item {
     pub hard_link_to: Option<RelPath>,
     /// Bytes of file content moved for this item.
     pub transferred: u64,
+    /// How long moving them took.
+    pub elapsed: Option<std::time::Duration>,
 }
 
 impl Item {
@@ -60,6 +62,7 @@ impl Item {
             link_target: None,
             hard_link_to: None,
             transferred: 0,
+            elapsed: None,
         }
     }
 
@@ -163,6 +166,30 @@ pub struct Stats {
     pub matched_data: u64,
 }
 
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.files += o.files;
+        self.regular_files += o.regular_files;
+        self.dirs += o.dirs;
+        self.symlinks += o.symlinks;
+        self.devices += o.devices;
+        self.specials += o.specials;
+        self.created_files += o.created_files;
+        self.created_regular += o.created_regular;
+        self.created_dirs += o.created_dirs;
+        self.created_symlinks += o.created_symlinks;
+        self.deleted_files += o.deleted_files;
+        self.deleted_regular += o.deleted_regular;
+        self.deleted_dirs += o.deleted_dirs;
+        self.deleted_symlinks += o.deleted_symlinks;
+        self.transferred_files += o.transferred_files;
+        self.total_size += o.total_size;
+        self.transferred_size += o.transferred_size;
+        self.literal_data += o.literal_data;
+        self.matched_data += o.matched_data;
+    }
+}
+
 /// Receives what the engine does, as it happens. The engine itself never prints.
 pub trait Reporter: Send + Sync {
     /// A change was made (or would be, in a dry run), or an unchanged item was checked.
@@ -174,8 +201,6 @@ pub trait Reporter: Send + Sync {
     /// A note shown only when the user asked for detail (-v, -i), like rsync's
     /// "created directory".
     fn info(&self, _message: &str) {}
-    /// Progress of one file's content: bytes done of total.
-    fn progress(&self, _path: &[u8], _done: u64, _total: u64) {}
 }
 
 /// A reporter that keeps everything, for tests and library users.

@@ -1,14 +1,17 @@
 //! The sync itself: walk source and destination together in rsync's order, decide, apply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+
 use crate::options::SyncOptions;
-use crate::path::{display_path, file_name, invalid_name_reason, join, parent, RelPath};
+use crate::path::{display_path, invalid_name_reason, join, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
-use crate::tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};
+use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
+use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 
 /// What a source argument contributes to the top of the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,9 @@ pub struct SyncJob {
     /// A single non-directory source copied under a new name: the destination tree is rooted at
     /// the parent directory and the entry is written under this name.
     pub dest_file_name: Option<Vec<u8>>,
+    /// Entries worked on at once (copies, links, deletions); each keeps its own requests in
+    /// flight, so this is what hides round trips.
+    pub max_tasks: usize,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -51,8 +57,8 @@ pub struct SyncOutcome {
     pub fatal: Option<TreeError>,
 }
 
-/// Stops the walk: only for errors after which nothing else can work.
-struct Fatal(TreeError);
+/// Directories whose listings are fetched ahead of the walk.
+const LISTINGS_AHEAD: usize = 32;
 
 type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Fatal>> + Send + 'a>>;
 
@@ -67,61 +73,142 @@ struct DirFix {
     meta: SetMeta,
 }
 
+/// A later name of an inode, linked once every file has been written.
+struct LinkJob {
+    first: RelPath,
+    dest_path: RelPath,
+    meta: Meta,
+    existing: Option<Meta>,
+}
+
+/// Both sides' listings of one directory.
+struct Listing {
+    source: TreeResult<Vec<DirEntry>>,
+    /// `None` when the destination directory does not exist yet.
+    dest: Option<TreeResult<Vec<DirEntry>>>,
+}
+
+async fn list_both(source: Arc<dyn Tree>, dest: Option<Arc<dyn Tree>>, path: RelPath) -> Listing {
+    match dest {
+        None => Listing {
+            source: source.read_dir(&path).await,
+            dest: None,
+        },
+        Some(dest) => {
+            let (s, d) = futures::join!(source.read_dir(&path), dest.read_dir(&path));
+            Listing {
+                source: s,
+                dest: Some(d),
+            }
+        }
+    }
+}
+
+/// A directory the walk will enter, maybe already being listed.
+struct Upcoming {
+    path: RelPath,
+    source: Arc<dyn Tree>,
+    dest: Option<Arc<dyn Tree>>,
+    started: Option<JoinHandle<Listing>>,
+}
+
+impl Upcoming {
+    async fn listing(self) -> Listing {
+        match self.started {
+            Some(handle) => match handle.await {
+                Ok(listing) => listing,
+                Err(e) => Listing {
+                    source: Err(TreeError {
+                        op: "list",
+                        side: self.source.side(),
+                        path: self.path,
+                        cause: format!("listing task failed: {e}"),
+                        kind: ErrorKind::Other,
+                    }),
+                    dest: None,
+                },
+            },
+            None => list_both(self.source, self.dest, self.path).await,
+        }
+    }
+}
+
+/// Lists directories ahead of the walk, in the order the walk will visit them, so that round
+/// trips overlap. At most `LISTINGS_AHEAD` are held at once, which bounds memory.
+#[derive(Default)]
+struct Prefetch {
+    upcoming: VecDeque<Upcoming>,
+}
+
+impl Prefetch {
+    /// The subdirectories of the directory being walked come next, before anything queued.
+    fn announce(&mut self, dirs: Vec<Upcoming>) {
+        for d in dirs.into_iter().rev() {
+            self.upcoming.push_front(d);
+        }
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        for u in self.upcoming.iter_mut().take(LISTINGS_AHEAD) {
+            if u.started.is_none() {
+                let (s, d, p) = (u.source.clone(), u.dest.clone(), u.path.clone());
+                u.started = Some(tokio::spawn(list_both(s, d, p)));
+            }
+        }
+    }
+
+    /// The next directory of the walk; always the front, since the walk is depth first.
+    fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
+        let at = self.upcoming.iter().position(|u| &u.path == path)?;
+        let u = self.upcoming.remove(at);
+        self.pump();
+        u
+    }
+}
+
 struct Run<'a> {
     job: &'a SyncJob,
-    opts: &'a SyncOptions,
+    sh: Arc<Shared>,
     reporter: &'a dyn Reporter,
     outcome: SyncOutcome,
+    tasks: JoinSet<Report>,
+    max_tasks: usize,
+    prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
     /// For -H: first destination path written for each source inode.
     hard_links: HashMap<(u64, u64), RelPath>,
-    deletions: u64,
+    links: Vec<LinkJob>,
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
     pending_deletions: Vec<(RelPath, Meta)>,
-    temp_counter: u64,
-    umask: u32,
 }
 
 /// Runs one sync. Never panics on bad input and never prints: everything goes to `reporter`.
 pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> SyncOutcome {
     let mut run = Run {
         job,
-        opts,
+        sh: Arc::new(Shared::new(opts.clone(), job.dest.clone())),
         reporter,
         outcome: SyncOutcome::default(),
+        tasks: JoinSet::new(),
+        max_tasks: job.max_tasks.max(1),
+        prefetch: Prefetch::default(),
         dir_fixes: Vec::new(),
         hard_links: HashMap::new(),
-        deletions: 0,
+        links: Vec::new(),
         pending_deletions: Vec::new(),
-        temp_counter: 0,
-        umask: 0o022,
     };
-    if let Err(Fatal(e)) = run.top().await {
+    if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
     }
-    if run.outcome.fatal.is_none() {
-        if let Err(Fatal(e)) = run.delete_pending().await {
-            run.outcome.fatal = Some(e);
-        }
-    }
-    if run.outcome.fatal.is_none() {
-        run.apply_dir_fixes().await;
-    }
+    // Whatever is still running after a fatal error can only fail; stop it.
+    run.tasks.abort_all();
     run.outcome
 }
 
 fn sort_rsync(children: &mut [Child]) {
-    // rsync orders a directory's files before its subdirectories, each by bytes.
-    children.sort_by(|a, b| {
-        let ad = a.meta.kind == Kind::Dir;
-        let bd = b.meta.kind == Kind::Dir;
-        ad.cmp(&bd).then_with(|| a.name.cmp(&b.name))
-    });
-}
-
-fn modes_differ(a: u32, b: u32) -> bool {
-    a & 0o7777 != b & 0o7777
+    sort_rsync_by(children, |c| (&c.name, c.meta.kind));
 }
 
 impl<'a> Run<'a> {
@@ -129,30 +216,110 @@ impl<'a> Run<'a> {
         &*self.job.dest
     }
 
-    fn update_type(&self) -> UpdateType {
-        match self.dest().side() {
-            Side::Remote => UpdateType::Sent,
-            Side::Local => UpdateType::Received,
+    fn opts(&self) -> &SyncOptions {
+        &self.sh.opts
+    }
+
+    async fn phases(&mut self) -> Result<(), Fatal> {
+        self.top().await?;
+        self.drain().await?;
+        // Links need their first name in place, so they wait for every copy.
+        for link in std::mem::take(&mut self.links) {
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w
+                    .hard_link(link.first, link.dest_path, link.meta, link.existing)
+                    .await;
+                w.finish(r)
+            })
+            .await?;
+        }
+        self.drain().await?;
+        self.delete_pending().await?;
+        self.drain().await?;
+        self.apply_dir_fixes().await
+    }
+
+    /// Folds a finished task's report into the outcome.
+    fn absorb(&mut self, report: Report) -> Result<(), Fatal> {
+        for item in &report.items {
+            self.reporter.item(item);
+        }
+        for w in &report.warnings {
+            self.reporter.warning(w);
+        }
+        for e in &report.errors {
+            self.reporter.error(e);
+        }
+        self.outcome.errors += report.errors.len() as u64;
+        self.outcome.vanished += report.vanished;
+        self.outcome.source_io_error |= report.source_io_error;
+        self.outcome.max_delete_reached |= report.max_delete_reached;
+        self.outcome.stats += report.stats;
+        match report.fatal {
+            Some(e) => Err(Fatal(e)),
+            None => Ok(()),
         }
     }
 
-    /// Records a per-entry failure, or stops the run when the connection is gone.
-    fn fail(&mut self, e: TreeError) -> Result<(), Fatal> {
-        if e.kind == ErrorKind::Connection {
-            return Err(Fatal(e));
+    fn joined(&mut self, r: Result<Report, JoinError>) -> Result<(), Fatal> {
+        match r {
+            Ok(report) => self.absorb(report),
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => {
+                let mut report = Report::default();
+                report.errors.push(TreeError {
+                    op: "finish",
+                    side: self.dest().side(),
+                    path: Vec::new(),
+                    cause: format!("internal error in a transfer task: {e}"),
+                    kind: ErrorKind::Other,
+                });
+                self.absorb(report)
+            }
         }
-        self.reporter.error(&e);
-        self.outcome.errors += 1;
+    }
+
+    /// Starts a task once fewer than `max_tasks` are running.
+    async fn spawn<F>(&mut self, work: F) -> Result<(), Fatal>
+    where
+        F: Future<Output = Report> + Send + 'static,
+    {
+        while let Some(r) = self.tasks.try_join_next() {
+            self.joined(r)?;
+        }
+        while self.tasks.len() >= self.max_tasks {
+            if let Some(r) = self.tasks.join_next().await {
+                self.joined(r)?;
+            }
+        }
+        self.tasks.spawn(work);
         Ok(())
     }
 
-    fn source_error(&mut self, e: TreeError) -> Result<(), Fatal> {
-        self.outcome.source_io_error = true;
-        self.fail(e)
+    async fn drain(&mut self) -> Result<(), Fatal> {
+        while let Some(r) = self.tasks.join_next().await {
+            self.joined(r)?;
+        }
+        Ok(())
     }
 
-    fn item(&mut self, item: Item) {
-        self.reporter.item(&item);
+    /// Runs one worker step inline, for the few things the walk must see finished.
+    fn worker(&self) -> Worker {
+        Worker::new(self.sh.clone())
+    }
+
+    fn fail(&mut self, e: TreeError) -> Result<(), Fatal> {
+        let mut w = self.worker();
+        let r = w.fail(e);
+        self.absorb(w.finish(r))
+    }
+
+    fn source_error(&mut self, e: TreeError) -> Result<(), Fatal> {
+        let mut w = self.worker();
+        let r = w.source_error(e);
+        self.absorb(w.finish(r))
     }
 
     async fn top(&mut self) -> Result<(), Fatal> {
@@ -178,7 +345,7 @@ impl<'a> Run<'a> {
                 }));
             }
             None => {
-                if !self.opts.dry_run {
+                if !self.opts().dry_run {
                     if let Err(e) = self.dest().mkdir(&Vec::new(), 0o755).await {
                         return Err(Fatal(e));
                     }
@@ -214,13 +381,13 @@ impl<'a> Run<'a> {
                             continue;
                         }
                     }
-                    if !self.opts.recursive {
+                    if !self.opts().recursive {
                         self.reporter.info("skipping directory .");
                         continue;
                     }
-                    match self.list_source(i, &Vec::new()).await? {
-                        Some(list) => children.extend(list),
-                        None => continue,
+                    let listed = src.tree.read_dir(&Vec::new()).await;
+                    if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
+                        children.extend(list);
                     }
                 }
                 SourceContent::Named(name) => match src.tree.lstat(name).await {
@@ -236,11 +403,23 @@ impl<'a> Run<'a> {
         }
 
         if let Some((_, meta)) = root_source {
-            self.dir_entry(&Vec::new(), &meta, root_meta.as_ref(), root_created)
-                .await?;
+            self.dir_entry(
+                &Vec::new(),
+                &meta,
+                root_meta.as_ref(),
+                root_created,
+                &Gate::open(),
+            )
+            .await?;
         }
-        let listed_dest = !root_created;
-        self.contents(Vec::new(), children, listed_dest).await
+        let dest_entries = if root_created {
+            HashMap::new()
+        } else {
+            let listed = self.dest().read_dir(&Vec::new()).await;
+            self.accept_dest(Some(listed))?
+        };
+        self.contents(Vec::new(), children, dest_entries, Gate::open())
+            .await
     }
 
     async fn top_single_file(&mut self, dest_name: Vec<u8>) -> Result<(), Fatal> {
@@ -262,18 +441,21 @@ impl<'a> Run<'a> {
             meta,
             source: 0,
         };
-        self.non_dir(&child, dest_name, dest_meta).await.map(|_| ())
+        let src_path = name.clone();
+        self.non_dir(&child, src_path, dest_name, dest_meta, &Gate::open())
+            .await
     }
 
-    /// Lists a source directory, dropping excluded and invalid names. `None` when the listing
+    /// Checks a source listing, dropping excluded and invalid names. `None` when the listing
     /// failed (already reported).
-    async fn list_source(
+    fn accept_source(
         &mut self,
         source: usize,
         dir: &RelPath,
+        listed: TreeResult<Vec<DirEntry>>,
     ) -> Result<Option<Vec<Child>>, Fatal> {
-        let tree = self.job.sources[source].tree.clone();
-        let entries = match tree.read_dir(dir).await {
+        let side = self.job.sources[source].tree.side();
+        let entries = match listed {
             Ok(e) => e,
             Err(e) => {
                 self.source_error(e)?;
@@ -283,11 +465,10 @@ impl<'a> Run<'a> {
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let path = join(dir, &e.name);
             if let Some(reason) = invalid_name_reason(&e.name) {
                 self.source_error(TreeError {
                     op: "accept name in",
-                    side: tree.side(),
+                    side,
                     path: dir.clone(),
                     cause: format!("{reason}: \"{}\"", display_path(&e.name)),
                     kind: ErrorKind::Other,
@@ -297,15 +478,16 @@ impl<'a> Run<'a> {
             if !seen.insert(e.name.clone()) {
                 self.source_error(TreeError {
                     op: "accept listing of",
-                    side: tree.side(),
+                    side,
                     path: dir.clone(),
                     cause: format!("name \"{}\" appears twice", display_path(&e.name)),
                     kind: ErrorKind::Other,
                 })?;
                 continue;
             }
+            let path = join(dir, &e.name);
             if self
-                .opts
+                .opts()
                 .filters
                 .excluded_on_sender(&path, e.meta.kind == Kind::Dir)
             {
@@ -320,31 +502,41 @@ impl<'a> Run<'a> {
         Ok(Some(out))
     }
 
-    /// Handles the contents of one directory (the directory itself is done by the caller).
-    /// Returns whether the destination directory was modified (its mtime needs restoring).
-    fn contents(&mut self, dir: RelPath, mut children: Vec<Child>, dest_exists: bool) -> Step<'_> {
-        Box::pin(async move {
-            sort_rsync(&mut children);
-            let mut dest_entries: HashMap<Vec<u8>, Meta> = HashMap::new();
-            if dest_exists {
-                match self.dest().read_dir(&dir).await {
-                    Ok(list) => {
-                        for e in list {
-                            // Names the destination reports are only used to compare and
-                            // delete; refuse the ones that could point elsewhere.
-                            if invalid_name_reason(&e.name).is_none() {
-                                dest_entries.insert(e.name, e.meta);
-                            }
-                        }
+    /// The destination's entries by name. Names the destination reports are only used to
+    /// compare and delete; the ones that could point elsewhere are dropped.
+    fn accept_dest(
+        &mut self,
+        listed: Option<TreeResult<Vec<DirEntry>>>,
+    ) -> Result<HashMap<Vec<u8>, Meta>, Fatal> {
+        let mut entries = HashMap::new();
+        match listed {
+            None => {}
+            Some(Ok(list)) => {
+                for e in list {
+                    if invalid_name_reason(&e.name).is_none() {
+                        entries.insert(e.name, e.meta);
                     }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => self.fail(e)?,
                 }
             }
+            Some(Err(e)) if e.is_not_found() => {}
+            Some(Err(e)) => self.fail(e)?,
+        }
+        Ok(entries)
+    }
 
-            if self.opts.delete && self.opts.recursive {
-                self.delete_extraneous(&dir, &children, &dest_entries)
-                    .await?;
+    /// Handles the contents of one directory (the directory itself is done by the caller).
+    /// Entries are handed to tasks that wait on `gate` until the directory exists.
+    fn contents(
+        &mut self,
+        dir: RelPath,
+        mut children: Vec<Child>,
+        dest_entries: HashMap<Vec<u8>, Meta>,
+        gate: Gate,
+    ) -> Step<'_> {
+        Box::pin(async move {
+            sort_rsync(&mut children);
+            if self.opts().delete && self.opts().recursive {
+                self.delete_extraneous(&dir, &children, &dest_entries);
             }
 
             let mut subdirs = Vec::new();
@@ -355,88 +547,125 @@ impl<'a> Run<'a> {
                     subdirs.push((child, path, existing));
                     continue;
                 }
-                self.non_dir(&child, path, existing).await?;
+                self.non_dir(&child, path.clone(), path, existing, &gate)
+                    .await?;
             }
-            for (child, path, existing) in subdirs {
-                if !self.opts.recursive {
+            drop(dest_entries);
+            if !self.opts().recursive {
+                for (_, path, _) in subdirs {
                     self.reporter
                         .info(&format!("skipping directory {}", display_path(&path)));
-                    continue;
                 }
-                let created = match &existing {
-                    Some(m) if m.kind == Kind::Dir => false,
+                return Ok(());
+            }
+
+            let upcoming = subdirs
+                .iter()
+                .map(|(child, path, existing)| Upcoming {
+                    path: path.clone(),
+                    source: self.job.sources[child.source].tree.clone(),
+                    dest: existing
+                        .as_ref()
+                        .filter(|m| m.kind == Kind::Dir)
+                        .map(|_| self.job.dest.clone()),
+                    started: None,
+                })
+                .collect();
+            self.prefetch.announce(upcoming);
+
+            for (child, path, existing) in subdirs {
+                let Some(upcoming) = self.prefetch.take(&path) else {
+                    continue;
+                };
+                match &existing {
+                    Some(m) if m.kind == Kind::Dir => {}
                     Some(m) => {
                         let m = m.clone();
-                        if !self.remove_for_replace(&path, &m).await? {
+                        let mut w = self.worker();
+                        let r = w.remove_for_replace(&path, &m).await;
+                        let removed = matches!(r, Ok(true));
+                        self.absorb(w.finish(r.map(|_| ())))?;
+                        if !removed {
                             continue;
                         }
-                        true
                     }
                     None => {
-                        if self.opts.existing {
+                        if self.opts().existing {
                             continue;
                         }
-                        true
                     }
-                };
-                let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
-                if !self
-                    .dir_entry(&path, &child.meta, existing_dir.as_ref(), false)
-                    .await?
-                {
-                    continue;
                 }
-                let Some(list) = self.list_source(child.source, &path).await? else {
+                let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+                let Some(sub_gate) = self
+                    .dir_entry(&path, &child.meta, existing_dir.as_ref(), false, &gate)
+                    .await?
+                else {
                     continue;
                 };
-                self.contents(path, list, !created).await?;
+                let listing = upcoming.listing().await;
+                let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
+                    continue;
+                };
+                let dest_entries = self.accept_dest(listing.dest)?;
+                self.contents(path, list, dest_entries, sub_gate).await?;
             }
             Ok(())
         })
     }
 
     /// Creates or updates one directory entry (not its contents). `already_created` is for the
-    /// destination root made before the walk. Returns false when the directory is unusable.
+    /// destination root made before the walk. Returns the gate its entries wait on, or `None`
+    /// when the directory is unusable.
     async fn dir_entry(
         &mut self,
         path: &RelPath,
         src: &Meta,
         existing: Option<&Meta>,
         already_created: bool,
-    ) -> Result<bool, Fatal> {
-        let final_mode = if self.opts.perms {
+        parent_gate: &Gate,
+    ) -> Result<Option<Gate>, Fatal> {
+        let sh = self.sh.clone();
+        let opts = &sh.opts;
+        let final_mode = if opts.perms {
             src.mode
         } else {
-            existing.map(|m| m.mode).unwrap_or(src.mode & !self.umask)
+            existing.map(|m| m.mode).unwrap_or(src.mode & !sh.umask)
         };
         let mut item = Item::new(UpdateType::LocalChange, Kind::Dir, path.clone());
         let mut fix = SetMeta::default();
+        let w = self.worker();
+        let mut gate = Gate::open();
         if existing.is_none() || already_created {
             item.created = true;
-            if !self.opts.dry_run && !already_created {
+            if !opts.dry_run && !already_created {
                 // Owner needs write access while we fill it; final bits are set afterwards.
-                if let Err(e) = self.dest().mkdir(path, final_mode | 0o700).await {
-                    self.fail(e)?;
-                    return Ok(false);
-                }
+                let (done, new_gate) = Gate::pending();
+                gate = new_gate;
+                let (sh, parent_gate, p) = (self.sh.clone(), parent_gate.clone(), path.clone());
+                self.spawn(async move {
+                    let mut w = Worker::new(sh);
+                    let r = w.mkdir(parent_gate, p, final_mode | 0o700, done).await;
+                    w.finish(r)
+                })
+                .await?;
             }
             self.outcome.stats.created_dirs += 1;
             self.outcome.stats.created_files += 1;
             fix.mode = Some(final_mode);
-            if self.opts.times {
+            if opts.times {
                 fix.mtime = Some(src.mtime);
             }
-            self.owner_fix(src, None, &mut fix, &mut item);
+            w.owner_fix(src, None, &mut fix, &mut item);
         } else if let Some(dest) = existing {
             item.update = UpdateType::NoUpdate;
-            if self.opts.times && (src.mtime - dest.mtime).abs() > self.opts.modify_window {
+            if opts.times && (src.mtime - dest.mtime).abs() > opts.modify_window {
                 item.time = true;
             }
-            if self.opts.perms && modes_differ(src.mode, dest.mode) {
+            if opts.perms && modes_differ(src.mode, dest.mode) {
                 item.perms = true;
             }
-            self.owner_fix(src, Some(dest), &mut fix, &mut item);
-            if self.opts.times {
+            w.owner_fix(src, Some(dest), &mut fix, &mut item);
+            if opts.times {
                 // Always restored at the end: filling the directory changes its mtime.
                 fix.mtime = Some(src.mtime);
             }
@@ -447,7 +676,7 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         if item.is_change() {
-            self.item(item);
+            self.reporter.item(&item);
         }
         if !fix.is_empty() {
             self.dir_fixes.push(DirFix {
@@ -455,98 +684,46 @@ impl<'a> Run<'a> {
                 meta: fix,
             });
         }
-        Ok(true)
+        Ok(Some(gate))
     }
 
-    fn owner_fix(&self, src: &Meta, dest: Option<&Meta>, fix: &mut SetMeta, item: &mut Item) {
-        if !self.dest().can_chown() {
-            return;
+    /// Sets directories' final modes and times once nothing else will touch them: deepest
+    /// first, one depth at a time, so a parent never loses search permission before its
+    /// children are done.
+    async fn apply_dir_fixes(&mut self) -> Result<(), Fatal> {
+        if self.opts().dry_run {
+            return Ok(());
         }
-        if self.opts.owner {
-            if let Some(uid) = src.uid {
-                if dest.and_then(|d| d.uid) != Some(uid) {
-                    fix.uid = Some(uid);
-                    item.owner = dest.is_some();
-                }
+        let mut fixes = std::mem::take(&mut self.dir_fixes);
+        let depth =
+            |p: &RelPath| p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty());
+        fixes.sort_by_key(|f| std::cmp::Reverse(depth(&f.path)));
+        let mut current = None;
+        for fix in fixes {
+            let d = depth(&fix.path);
+            if current.is_some_and(|c| c != d) {
+                self.drain().await?;
             }
+            current = Some(d);
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w.set_meta(fix.path, Kind::Dir, fix.meta).await;
+                w.finish(r)
+            })
+            .await?;
         }
-        if self.opts.group {
-            if let Some(gid) = src.gid {
-                if dest.and_then(|d| d.gid) != Some(gid) {
-                    fix.gid = Some(gid);
-                    item.group = dest.is_some();
-                }
-            }
-        }
-        // SFTP v3 sets uid and gid together: fill in the other half from what is there.
-        if fix.uid.is_some() || fix.gid.is_some() {
-            fix.uid = fix.uid.or(dest.and_then(|d| d.uid)).or(src.uid);
-            fix.gid = fix.gid.or(dest.and_then(|d| d.gid)).or(src.gid);
-        }
+        self.drain().await
     }
 
-    async fn apply_dir_fixes(&mut self) {
-        if self.opts.dry_run {
-            return;
-        }
-        // Deepest first, so nothing we do afterwards touches a fixed directory again.
-        let fixes = std::mem::take(&mut self.dir_fixes);
-        for fix in fixes.into_iter().rev() {
-            if let Err(e) = self.dest().set_meta(&fix.path, Kind::Dir, &fix.meta).await {
-                if self.fail(e).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Removes whatever is in the way of a new entry of another type. False if it could not be.
-    async fn remove_for_replace(&mut self, path: &RelPath, meta: &Meta) -> Result<bool, Fatal> {
-        if self.opts.dry_run {
-            return Ok(true);
-        }
-        let r = if meta.kind == Kind::Dir {
-            self.remove_tree(path).await
-        } else {
-            self.dest().remove_file(path).await
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                self.fail(e)?;
-                Ok(false)
-            }
-        }
-    }
-
-    fn remove_tree<'b>(
-        &'b self,
-        path: &'b RelPath,
-    ) -> Pin<Box<dyn Future<Output = Result<(), TreeError>> + Send + 'b>> {
-        Box::pin(async move {
-            for e in self.dest().read_dir(path).await? {
-                if invalid_name_reason(&e.name).is_some() {
-                    continue;
-                }
-                let p = join(path, &e.name);
-                if e.meta.kind == Kind::Dir {
-                    self.remove_tree(&p).await?;
-                } else {
-                    self.dest().remove_file(&p).await?;
-                }
-            }
-            self.dest().remove_dir(path).await
-        })
-    }
-
-    async fn delete_extraneous(
+    fn delete_extraneous(
         &mut self,
         dir: &RelPath,
         children: &[Child],
         dest_entries: &HashMap<Vec<u8>, Meta>,
-    ) -> Result<(), Fatal> {
+    ) {
         if dest_entries.is_empty() {
-            return Ok(());
+            return;
         }
         let wanted: HashSet<&[u8]> = children.iter().map(|c| c.name.as_slice()).collect();
         let mut extra: Vec<Child> = dest_entries
@@ -562,7 +739,7 @@ impl<'a> Run<'a> {
         for e in extra.into_iter().rev() {
             let path = join(dir, &e.name);
             if self
-                .opts
+                .opts()
                 .filters
                 .protected_on_receiver(&path, e.meta.kind == Kind::Dir)
             {
@@ -570,122 +747,101 @@ impl<'a> Run<'a> {
             }
             self.pending_deletions.push((path, e.meta));
         }
-        Ok(())
     }
 
     async fn delete_pending(&mut self) -> Result<(), Fatal> {
-        if self.outcome.source_io_error && !self.opts.ignore_errors {
+        if self.outcome.source_io_error && !self.opts().ignore_errors {
             return Ok(());
         }
         for (path, meta) in std::mem::take(&mut self.pending_deletions) {
-            self.delete_entry(path, meta).await?;
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w.delete_entry(path, meta).await;
+                w.finish(r)
+            })
+            .await?;
         }
         Ok(())
     }
 
-    fn max_delete_reached(&mut self) -> bool {
-        let reached = self
-            .opts
-            .max_delete
-            .is_some_and(|max| self.deletions >= max);
-        self.outcome.max_delete_reached |= reached;
-        reached
-    }
-
-    fn delete_entry(&mut self, path: RelPath, meta: Meta) -> Step<'_> {
-        Box::pin(async move {
-            if self.max_delete_reached() {
-                return Ok(());
-            }
-            if meta.kind == Kind::Dir {
-                let list = match self.dest().read_dir(&path).await {
-                    Ok(l) => l,
-                    Err(e) => return self.fail(e),
-                };
-                let mut kids: Vec<Child> = list
-                    .into_iter()
-                    .filter(|e| invalid_name_reason(&e.name).is_none())
-                    .map(|e| Child {
-                        name: e.name,
-                        meta: e.meta,
-                        source: 0,
-                    })
-                    .collect();
-                sort_rsync(&mut kids);
-                for k in kids.into_iter().rev() {
-                    let p = join(&path, &k.name);
-                    self.delete_entry(p, k.meta).await?;
-                }
-            }
-            if self.max_delete_reached() {
-                return Ok(());
-            }
-            if !self.opts.dry_run {
-                let r = if meta.kind == Kind::Dir {
-                    self.dest().remove_dir(&path).await
-                } else {
-                    self.dest().remove_file(&path).await
-                };
-                if let Err(e) = r {
-                    return self.fail(e);
-                }
-            }
-            self.deletions += 1;
-            self.outcome.stats.deleted_files += 1;
-            match meta.kind {
-                Kind::Dir => self.outcome.stats.deleted_dirs += 1,
-                Kind::Symlink => self.outcome.stats.deleted_symlinks += 1,
-                _ => self.outcome.stats.deleted_regular += 1,
-            }
-            self.item(Item::new(UpdateType::Deleting, meta.kind, path));
-            Ok(())
-        })
-    }
-
-    /// Files, symlinks and special files. `dest_path` differs from the source path only for a
+    /// Files, symlinks and special files. `src_path` differs from `dest_path` only for a
     /// single file copied under a new name.
     async fn non_dir(
         &mut self,
         child: &Child,
+        src_path: RelPath,
         dest_path: RelPath,
         existing: Option<Meta>,
+        gate: &Gate,
     ) -> Result<(), Fatal> {
-        let src_tree = self.job.sources[child.source].tree.clone();
-        let src_path = if self.job.dest_file_name.is_some() {
-            child.name.clone()
-        } else {
-            dest_path.clone()
-        };
+        let tree = self.job.sources[child.source].tree.clone();
+        let meta = child.meta.clone();
         self.outcome.stats.files += 1;
-        match child.meta.kind {
+        match meta.kind {
             Kind::File => {
                 self.outcome.stats.regular_files += 1;
-                self.outcome.stats.total_size += child.meta.size;
-                self.file(&*src_tree, &src_path, &child.meta, dest_path, existing)
-                    .await
+                self.outcome.stats.total_size += meta.size;
+                if self.skip_file(&meta, existing.as_ref()) {
+                    return Ok(());
+                }
+                if self.opts().hard_links && meta.nlink > 1 {
+                    if let Some(id) = meta.dev_ino {
+                        if let Some(first) = self.hard_links.get(&id) {
+                            self.links.push(LinkJob {
+                                first: first.clone(),
+                                dest_path,
+                                meta,
+                                existing,
+                            });
+                            return Ok(());
+                        }
+                        self.hard_links.insert(id, dest_path.clone());
+                    }
+                }
+                let (sh, gate) = (self.sh.clone(), gate.clone());
+                let src = SourceEntry {
+                    tree,
+                    path: src_path,
+                    meta,
+                };
+                self.spawn(async move {
+                    let mut w = Worker::new(sh);
+                    let r = w.file(gate, src, dest_path, existing).await;
+                    w.finish(r)
+                })
+                .await
             }
             Kind::Symlink => {
                 self.outcome.stats.symlinks += 1;
-                self.outcome.stats.total_size += child.meta.size;
-                if !self.opts.links {
+                self.outcome.stats.total_size += meta.size;
+                if !self.opts().links {
                     self.reporter.warning(&format!(
                         "skipping non-regular file \"{}\"",
                         display_path(&src_path)
                     ));
                     return Ok(());
                 }
-                self.symlink(&*src_tree, &src_path, &child.meta, dest_path, existing)
-                    .await
+                let (sh, gate) = (self.sh.clone(), gate.clone());
+                let src = SourceEntry {
+                    tree,
+                    path: src_path,
+                    meta,
+                };
+                self.spawn(async move {
+                    let mut w = Worker::new(sh);
+                    let r = w.symlink(gate, src, dest_path, existing).await;
+                    w.finish(r)
+                })
+                .await
             }
             Kind::Device | Kind::Special | Kind::Unknown => {
-                if child.meta.kind == Kind::Device {
+                let wanted = if meta.kind == Kind::Device {
                     self.outcome.stats.devices += 1;
+                    self.opts().devices
                 } else {
                     self.outcome.stats.specials += 1;
-                }
-                let wanted = match child.meta.kind {
-                    Kind::Device => self.opts.devices,
-                    _ => self.opts.specials,
+                    self.opts().specials
                 };
                 let why = if wanted {
                     // Neither SFTP nor this port's local side creates device nodes or FIFOs.
@@ -703,376 +859,17 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn symlink(
-        &mut self,
-        src_tree: &dyn Tree,
-        src_path: &RelPath,
-        src: &Meta,
-        dest_path: RelPath,
-        existing: Option<Meta>,
-    ) -> Result<(), Fatal> {
-        let target = match src_tree.read_link(src_path).await {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => return self.vanished(src_path),
-            Err(e) => return self.source_error(e),
-        };
-        let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone());
-        item.link_target = Some(target.clone());
-        let mut create = true;
-        match &existing {
-            None => {
-                if self.opts.existing {
-                    return Ok(());
-                }
-                item.created = true;
+    /// --existing, --ignore-existing and --update, decided from the listings alone.
+    fn skip_file(&self, src: &Meta, existing: Option<&Meta>) -> bool {
+        let opts = self.opts();
+        match existing {
+            None => opts.existing,
+            Some(d) if d.kind == Kind::File => {
+                opts.ignore_existing || (opts.update && d.mtime > src.mtime)
             }
-            Some(m) if m.kind == Kind::Symlink => match self.dest().read_link(&dest_path).await {
-                Ok(t) if t == target => {
-                    create = false;
-                    item.update = UpdateType::NoUpdate;
-                    if self.opts.times
-                        && self.dest().side() == Side::Local
-                        && (src.mtime - m.mtime).abs() > self.opts.modify_window
-                    {
-                        item.time = true;
-                    }
-                }
-                Ok(_) => {
-                    item.checksum = true;
-                    if !self.opts.dry_run {
-                        if let Err(e) = self.dest().remove_file(&dest_path).await {
-                            return self.fail(e);
-                        }
-                    }
-                }
-                Err(e) => return self.fail(e),
-            },
-            Some(m) => {
-                item.created = true;
-                let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
-                    return Ok(());
-                }
-            }
-        }
-        if create {
-            if item.created {
-                self.outcome.stats.created_files += 1;
-                self.outcome.stats.created_symlinks += 1;
-            }
-            if !self.opts.dry_run {
-                if let Err(e) = self.dest().symlink(&dest_path, &target).await {
-                    return self.fail(e);
-                }
-            }
-        }
-        let mut fix = SetMeta::default();
-        if self.opts.times && (create || item.time) {
-            fix.mtime = Some(src.mtime);
-        }
-        let dest_link = if create { None } else { existing.as_ref() };
-        self.owner_fix(src, dest_link, &mut fix, &mut item);
-        if !fix.is_empty() && !self.opts.dry_run {
-            // Not every server can set a link's own times or owner; no reason to fail.
-            let _ = self.dest().set_meta(&dest_path, Kind::Symlink, &fix).await;
-        }
-        if item.is_change() {
-            self.item(item);
-        }
-        Ok(())
-    }
-
-    fn vanished(&mut self, path: &[u8]) -> Result<(), Fatal> {
-        self.outcome.vanished += 1;
-        self.reporter
-            .warning(&format!("file has vanished: \"{}\"", display_path(path)));
-        Ok(())
-    }
-
-    async fn file(
-        &mut self,
-        src_tree: &dyn Tree,
-        src_path: &RelPath,
-        src: &Meta,
-        dest_path: RelPath,
-        existing: Option<Meta>,
-    ) -> Result<(), Fatal> {
-        let opts = self.opts;
-        let existing_file = existing.as_ref().filter(|m| m.kind == Kind::File);
-        if existing.is_none() && opts.existing {
-            return Ok(());
-        }
-        if existing_file.is_some() && opts.ignore_existing {
-            return Ok(());
-        }
-        if let Some(d) = existing_file {
-            if opts.update && d.mtime > src.mtime {
-                return Ok(());
-            }
-        }
-
-        // -H: a later name of an inode already written becomes a hard link to it.
-        if opts.hard_links && src.nlink > 1 {
-            if let Some(id) = src.dev_ino {
-                if let Some(first) = self.hard_links.get(&id).cloned() {
-                    return self.hard_link(first, dest_path, src, existing).await;
-                }
-                self.hard_links.insert(id, dest_path.clone());
-            }
-        }
-
-        let mut item = Item::new(self.update_type(), Kind::File, dest_path.clone());
-        let mut transfer = true;
-        if let Some(d) = existing_file {
-            let size_differs = d.size != src.size;
-            let time_differs = (src.mtime - d.mtime).abs() > opts.modify_window;
-            transfer = if size_differs {
-                true
-            } else if opts.size_only {
-                false
-            } else if opts.checksum {
-                match self.same_content(src_tree, src_path, &dest_path).await? {
-                    Some(same) => {
-                        item.checksum = !same;
-                        !same
-                    }
-                    None => return Ok(()),
-                }
-            } else {
-                time_differs
-            };
-            item.size = size_differs;
-            if opts.times {
-                item.time = time_differs;
-            } else if transfer {
-                item.time_now = true;
-            }
-            if opts.perms && modes_differ(src.mode, d.mode) {
-                item.perms = true;
-            }
-        } else {
-            item.created = true;
-        }
-
-        let mode = if opts.perms {
-            src.mode
-        } else if let Some(d) = existing_file {
-            d.mode
-        } else {
-            src.mode & 0o777 & !self.umask
-        };
-        let mut meta = SetMeta {
-            mode: Some(mode),
-            mtime: opts.times.then_some(src.mtime),
-            ..Default::default()
-        };
-        self.owner_fix(src, existing_file, &mut meta, &mut item);
-        if transfer {
-            // The temp file is new and owned by whoever wrote it, whatever the old one had.
-            let mut ignored = item.clone();
-            self.owner_fix(src, None, &mut meta, &mut ignored);
-        }
-
-        if !transfer {
-            if !item.is_change() {
-                return Ok(());
-            }
-            let fix = SetMeta {
-                mode: item.perms.then_some(mode),
-                mtime: (opts.times && item.time).then_some(src.mtime),
-                uid: meta.uid,
-                gid: meta.gid,
-            };
-            if !opts.dry_run && !fix.is_empty() {
-                if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
-                    return self.fail(e);
-                }
-            }
-            item.update = UpdateType::NoUpdate;
-            self.item(item);
-            return Ok(());
-        }
-
-        if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::File) {
-            item.created = true;
-            let m = m.clone();
-            if !self.remove_for_replace(&dest_path, &m).await? {
-                return Ok(());
-            }
-        }
-        if item.created {
-            self.outcome.stats.created_files += 1;
-            self.outcome.stats.created_regular += 1;
-        }
-        if opts.dry_run {
-            self.outcome.stats.transferred_files += 1;
-            self.outcome.stats.transferred_size += src.size;
-            self.item(item);
-            return Ok(());
-        }
-        match self
-            .copy_file(src_tree, src_path, src, &dest_path, &meta)
-            .await
-        {
-            Ok(CopyResult::Done(bytes)) => {
-                self.outcome.stats.transferred_files += 1;
-                self.outcome.stats.transferred_size += bytes;
-                self.outcome.stats.literal_data += bytes;
-                item.transferred = bytes;
-                self.item(item);
-                Ok(())
-            }
-            Ok(CopyResult::Vanished) => self.vanished(src_path),
-            Err(CopyError::Source(e)) => self.source_error(e),
-            Err(CopyError::Dest(e)) => self.fail(e),
+            Some(_) => false,
         }
     }
-
-    async fn hard_link(
-        &mut self,
-        first: RelPath,
-        dest_path: RelPath,
-        src: &Meta,
-        existing: Option<Meta>,
-    ) -> Result<(), Fatal> {
-        if let Some(d) = &existing {
-            // SFTP cannot tell us whether the two names already share an inode; a file that
-            // passes the quick check is taken as already linked.
-            if d.kind == Kind::File
-                && d.size == src.size
-                && (d.mtime - src.mtime).abs() <= self.opts.modify_window
-            {
-                return Ok(());
-            }
-        }
-        let mut item = Item::new(UpdateType::HardLink, Kind::File, dest_path.clone());
-        item.created = true;
-        item.hard_link_to = Some(first.clone());
-        if !self.opts.dry_run {
-            if let Some(m) = &existing {
-                let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
-                    return Ok(());
-                }
-            }
-            if let Err(e) = self.dest().hard_link(&first, &dest_path).await {
-                return self.fail(e);
-            }
-        }
-        self.outcome.stats.created_files += 1;
-        self.outcome.stats.created_regular += 1;
-        self.item(item);
-        Ok(())
-    }
-
-    /// Compares contents by hash. `None` when one side could not be read (already reported).
-    async fn same_content(
-        &mut self,
-        src_tree: &dyn Tree,
-        src_path: &RelPath,
-        dest_path: &RelPath,
-    ) -> Result<Option<bool>, Fatal> {
-        let a = match hash_file(src_tree, src_path).await {
-            Ok(h) => h,
-            Err(e) if e.is_not_found() => {
-                self.vanished(src_path)?;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.source_error(e)?;
-                return Ok(None);
-            }
-        };
-        let b = match hash_file(self.dest(), dest_path).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.fail(e)?;
-                return Ok(None);
-            }
-        };
-        Ok(Some(a == b))
-    }
-
-    fn temp_name(&mut self, dest_path: &[u8]) -> RelPath {
-        self.temp_counter += 1;
-        let name = file_name(dest_path);
-        // Room for the dot, the suffix and a 255-byte name limit.
-        let keep = &name[..name.len().min(200)];
-        let mut t = Vec::with_capacity(keep.len() + 16);
-        t.push(b'.');
-        t.extend_from_slice(keep);
-        t.extend_from_slice(format!(".{}", temp_suffix(self.temp_counter)).as_bytes());
-        join(parent(dest_path), &t)
-    }
-
-    async fn copy_file(
-        &mut self,
-        src_tree: &dyn Tree,
-        src_path: &RelPath,
-        src: &Meta,
-        dest_path: &RelPath,
-        meta: &SetMeta,
-    ) -> Result<CopyResult, CopyError> {
-        let mut reader = match src_tree.open_read(src_path).await {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
-            Err(e) => return Err(CopyError::Source(e)),
-        };
-        let temp = self.temp_name(dest_path);
-        let mut writer = match self.dest().create_file(&temp, 0o600).await {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = reader.close().await;
-                return Err(CopyError::Dest(e));
-            }
-        };
-        let mut done: u64 = 0;
-        let copied: Result<(), CopyError> = async {
-            while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
-                done += chunk.len() as u64;
-                writer.write(chunk).await.map_err(CopyError::Dest)?;
-                self.reporter.progress(dest_path, done, src.size.max(done));
-            }
-            Ok(())
-        }
-        .await;
-        let _ = reader.close().await;
-        let result = match copied {
-            Ok(()) => match writer.finish(meta).await {
-                Ok(()) => self
-                    .dest()
-                    .rename_replace(&temp, dest_path)
-                    .await
-                    .map_err(CopyError::Dest),
-                Err(e) => Err(CopyError::Dest(e)),
-            },
-            Err(e) => {
-                writer.abandon().await;
-                Err(e)
-            }
-        };
-        match result {
-            Ok(()) => Ok(CopyResult::Done(done)),
-            Err(e) => {
-                // The old file is untouched; only our temp goes.
-                let connection_lost = matches!(&e, CopyError::Dest(d) | CopyError::Source(d) if d.kind == ErrorKind::Connection);
-                if !connection_lost {
-                    let _ = self.dest().remove_file(&temp).await;
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-enum CopyResult {
-    Done(u64),
-    Vanished,
-}
-
-enum CopyError {
-    Source(TreeError),
-    Dest(TreeError),
 }
 
 fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
@@ -1082,54 +879,5 @@ fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
         path: path.to_vec(),
         cause: "No such file or directory (2)".into(),
         kind: ErrorKind::NotFound,
-    }
-}
-
-/// Six characters from `[A-Za-z0-9]` that differ per call and per process, like rsync's.
-fn temp_suffix(counter: u64) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let mut x =
-        (std::process::id() as u64) << 32 ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos;
-    let mut s = String::with_capacity(6);
-    for _ in 0..6 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push(ALPHABET[(x % ALPHABET.len() as u64) as usize] as char);
-    }
-    s
-}
-
-/// Whole-file hash of one side's file, read through the tree.
-pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], TreeError> {
-    let mut reader = tree.open_read(path).await?;
-    let mut hasher = blake3::Hasher::new();
-    let result = async {
-        while let Some(chunk) = reader.next_chunk().await? {
-            hasher.update(&chunk);
-        }
-        Ok::<_, TreeError>(())
-    }
-    .await;
-    let _ = reader.close().await;
-    result?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temp_suffixes_differ() {
-        let a = temp_suffix(1);
-        let b = temp_suffix(2);
-        assert_eq!(a.len(), 6);
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
     }
 }

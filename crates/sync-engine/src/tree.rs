@@ -110,9 +110,21 @@ pub trait Tree: Send + Sync {
     /// Entries of a directory, without `.` and `..`, in no particular order.
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>>;
     async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>>;
-    async fn open_read(&self, path: &RelPath) -> TreeResult<Box<dyn FileReader>>;
+    /// Opens a file for reading. `expected_size` (0 if unknown) lets the reader plan its
+    /// requests; the file is read to its real end whatever it says.
+    async fn open_read(
+        &self,
+        path: &RelPath,
+        expected_size: u64,
+    ) -> TreeResult<Box<dyn FileReader>>;
     /// Creates a new, empty file at `path`, which must not exist (a temp name).
-    async fn create_file(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>>;
+    /// `expected_size` is how much will be written, as far as the caller knows.
+    async fn create_file(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        expected_size: u64,
+    ) -> TreeResult<Box<dyn FileWriter>>;
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()>;
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;

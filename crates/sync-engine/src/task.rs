@@ -1,0 +1,738 @@
+//! Work on single entries that runs concurrently with the walk: copies, links, deletions,
+//! attribute fixes. Each task reports back what it did instead of touching shared state.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::options::SyncOptions;
+use crate::path::{display_path, file_name, invalid_name_reason, join, parent, RelPath};
+use crate::report::{Item, Stats, UpdateType};
+use crate::tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};
+
+/// What every task needs, shared by the whole run.
+pub(crate) struct Shared {
+    pub opts: SyncOptions,
+    pub dest: Arc<dyn Tree>,
+    pub umask: u32,
+    temp_counter: AtomicU64,
+    deletions: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(opts: SyncOptions, dest: Arc<dyn Tree>) -> Shared {
+        Shared {
+            opts,
+            dest,
+            umask: 0o022,
+            temp_counter: AtomicU64::new(0),
+            deletions: AtomicU64::new(0),
+        }
+    }
+
+    fn update_type(&self) -> UpdateType {
+        match self.dest.side() {
+            Side::Remote => UpdateType::Sent,
+            Side::Local => UpdateType::Received,
+        }
+    }
+
+    /// Takes one deletion from the --max-delete allowance; false once it is used up.
+    fn reserve_deletion(&self) -> bool {
+        match self.opts.max_delete {
+            None => {
+                self.deletions.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(max) => self
+                .deletions
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok(),
+        }
+    }
+}
+
+/// Stops the run: only for errors after which nothing else can work.
+pub(crate) struct Fatal(pub TreeError);
+
+/// What one task did, folded into the run's outcome by the walker.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub items: Vec<Item>,
+    pub stats: Stats,
+    pub errors: Vec<TreeError>,
+    pub warnings: Vec<String>,
+    pub vanished: u64,
+    pub source_io_error: bool,
+    pub max_delete_reached: bool,
+    pub fatal: Option<TreeError>,
+}
+
+/// Opens once a directory exists on the destination; entries inside it wait on it. A
+/// directory that could not be made keeps its gate shut and its entries are skipped.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Option<watch::Receiver<Option<bool>>>);
+
+impl Gate {
+    pub fn open() -> Gate {
+        Gate(None)
+    }
+
+    pub fn pending() -> (watch::Sender<Option<bool>>, Gate) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Gate(Some(rx)))
+    }
+
+    pub async fn passable(&mut self) -> bool {
+        match &mut self.0 {
+            None => true,
+            Some(rx) => matches!(
+                rx.wait_for(|v| v.is_some()).await.map(|v| *v),
+                Ok(Some(true))
+            ),
+        }
+    }
+}
+
+/// A source entry handed to a task.
+pub(crate) struct SourceEntry {
+    pub tree: Arc<dyn Tree>,
+    pub path: RelPath,
+    pub meta: Meta,
+}
+
+type BoxStep<'a> = Pin<Box<dyn Future<Output = Result<(), Fatal>> + Send + 'a>>;
+
+/// Runs one piece of work and collects its report.
+pub(crate) struct Worker {
+    sh: Arc<Shared>,
+    pub report: Report,
+}
+
+impl Worker {
+    pub fn new(sh: Arc<Shared>) -> Worker {
+        Worker {
+            sh,
+            report: Report::default(),
+        }
+    }
+
+    fn dest(&self) -> &dyn Tree {
+        &*self.sh.dest
+    }
+
+    /// Records a per-entry failure, or stops the run when the connection is gone.
+    pub fn fail(&mut self, e: TreeError) -> Result<(), Fatal> {
+        if e.kind == ErrorKind::Connection {
+            return Err(Fatal(e));
+        }
+        self.report.errors.push(e);
+        Ok(())
+    }
+
+    pub fn source_error(&mut self, e: TreeError) -> Result<(), Fatal> {
+        self.report.source_io_error = true;
+        self.fail(e)
+    }
+
+    fn vanished(&mut self, path: &[u8]) -> Result<(), Fatal> {
+        self.report.vanished += 1;
+        self.report
+            .warnings
+            .push(format!("file has vanished: \"{}\"", display_path(path)));
+        Ok(())
+    }
+
+    fn item(&mut self, item: Item) {
+        self.report.items.push(item);
+    }
+
+    /// Finishes the task: a fatal error travels inside the report.
+    pub fn finish(mut self, r: Result<(), Fatal>) -> Report {
+        if let Err(Fatal(e)) = r {
+            self.report.fatal = Some(e);
+        }
+        self.report
+    }
+
+    pub fn owner_fix(&self, src: &Meta, dest: Option<&Meta>, fix: &mut SetMeta, item: &mut Item) {
+        let opts = &self.sh.opts;
+        if !self.dest().can_chown() {
+            return;
+        }
+        if opts.owner {
+            if let Some(uid) = src.uid {
+                if dest.and_then(|d| d.uid) != Some(uid) {
+                    fix.uid = Some(uid);
+                    item.owner = dest.is_some();
+                }
+            }
+        }
+        if opts.group {
+            if let Some(gid) = src.gid {
+                if dest.and_then(|d| d.gid) != Some(gid) {
+                    fix.gid = Some(gid);
+                    item.group = dest.is_some();
+                }
+            }
+        }
+        // SFTP v3 sets uid and gid together: fill in the other half from what is there.
+        if fix.uid.is_some() || fix.gid.is_some() {
+            fix.uid = fix.uid.or(dest.and_then(|d| d.uid)).or(src.uid);
+            fix.gid = fix.gid.or(dest.and_then(|d| d.gid)).or(src.gid);
+        }
+    }
+
+    /// Creates a directory once its parent exists; opens `done` with the result.
+    pub async fn mkdir(
+        &mut self,
+        mut parent_gate: Gate,
+        path: RelPath,
+        mode: u32,
+        done: watch::Sender<Option<bool>>,
+    ) -> Result<(), Fatal> {
+        let made = if parent_gate.passable().await {
+            self.dest().mkdir(&path, mode).await.map(|()| true)
+        } else {
+            Ok(false)
+        };
+        done.send_replace(Some(matches!(made, Ok(true))));
+        match made {
+            Ok(_) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    pub async fn set_meta(
+        &mut self,
+        path: RelPath,
+        kind: Kind,
+        meta: SetMeta,
+    ) -> Result<(), Fatal> {
+        match self.dest().set_meta(&path, kind, &meta).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Removes whatever is in the way of a new entry of another type. False if it could not be.
+    pub async fn remove_for_replace(&mut self, path: &RelPath, meta: &Meta) -> Result<bool, Fatal> {
+        if self.sh.opts.dry_run {
+            return Ok(true);
+        }
+        let r = if meta.kind == Kind::Dir {
+            self.remove_tree(path).await
+        } else {
+            self.dest().remove_file(path).await
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.fail(e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove_tree<'b>(
+        &'b self,
+        path: &'b RelPath,
+    ) -> Pin<Box<dyn Future<Output = Result<(), TreeError>> + Send + 'b>> {
+        Box::pin(async move {
+            for e in self.dest().read_dir(path).await? {
+                if invalid_name_reason(&e.name).is_some() {
+                    continue;
+                }
+                let p = join(path, &e.name);
+                if e.meta.kind == Kind::Dir {
+                    self.remove_tree(&p).await?;
+                } else {
+                    self.dest().remove_file(&p).await?;
+                }
+            }
+            self.dest().remove_dir(path).await
+        })
+    }
+
+    /// Deletes one extraneous entry, a directory with everything in it.
+    pub fn delete_entry(&mut self, path: RelPath, meta: Meta) -> BoxStep<'_> {
+        Box::pin(async move {
+            if meta.kind == Kind::Dir {
+                let list = match self.dest().read_dir(&path).await {
+                    Ok(l) => l,
+                    Err(e) => return self.fail(e),
+                };
+                let mut kids: Vec<(Vec<u8>, Meta)> = list
+                    .into_iter()
+                    .filter(|e| invalid_name_reason(&e.name).is_none())
+                    .map(|e| (e.name, e.meta))
+                    .collect();
+                sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
+                for (name, m) in kids.into_iter().rev() {
+                    self.delete_entry(join(&path, &name), m).await?;
+                }
+            }
+            if !self.sh.reserve_deletion() {
+                self.report.max_delete_reached = true;
+                return Ok(());
+            }
+            if !self.sh.opts.dry_run {
+                let r = if meta.kind == Kind::Dir {
+                    self.dest().remove_dir(&path).await
+                } else {
+                    self.dest().remove_file(&path).await
+                };
+                if let Err(e) = r {
+                    return self.fail(e);
+                }
+            }
+            let stats = &mut self.report.stats;
+            stats.deleted_files += 1;
+            match meta.kind {
+                Kind::Dir => stats.deleted_dirs += 1,
+                Kind::Symlink => stats.deleted_symlinks += 1,
+                _ => stats.deleted_regular += 1,
+            }
+            self.item(Item::new(UpdateType::Deleting, meta.kind, path));
+            Ok(())
+        })
+    }
+
+    pub async fn symlink(
+        &mut self,
+        mut gate: Gate,
+        src: SourceEntry,
+        dest_path: RelPath,
+        existing: Option<Meta>,
+    ) -> Result<(), Fatal> {
+        if !gate.passable().await {
+            return Ok(());
+        }
+        let opts = &self.sh.opts;
+        let target = match src.tree.read_link(&src.path).await {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return self.vanished(&src.path),
+            Err(e) => return self.source_error(e),
+        };
+        let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone());
+        item.link_target = Some(target.clone());
+        let mut create = true;
+        match &existing {
+            None => {
+                if opts.existing {
+                    return Ok(());
+                }
+                item.created = true;
+            }
+            Some(m) if m.kind == Kind::Symlink => match self.dest().read_link(&dest_path).await {
+                Ok(t) if t == target => {
+                    create = false;
+                    item.update = UpdateType::NoUpdate;
+                    if opts.times
+                        && self.dest().side() == Side::Local
+                        && (src.meta.mtime - m.mtime).abs() > opts.modify_window
+                    {
+                        item.time = true;
+                    }
+                }
+                Ok(_) => {
+                    item.checksum = true;
+                    if !opts.dry_run {
+                        if let Err(e) = self.dest().remove_file(&dest_path).await {
+                            return self.fail(e);
+                        }
+                    }
+                }
+                Err(e) => return self.fail(e),
+            },
+            Some(m) => {
+                item.created = true;
+                let m = m.clone();
+                if !self.remove_for_replace(&dest_path, &m).await? {
+                    return Ok(());
+                }
+            }
+        }
+        let opts = &self.sh.opts;
+        if create {
+            if item.created {
+                self.report.stats.created_files += 1;
+                self.report.stats.created_symlinks += 1;
+            }
+            if !opts.dry_run {
+                if let Err(e) = self.dest().symlink(&dest_path, &target).await {
+                    return self.fail(e);
+                }
+            }
+        }
+        let mut fix = SetMeta::default();
+        if opts.times && (create || item.time) {
+            fix.mtime = Some(src.meta.mtime);
+        }
+        let dry_run = opts.dry_run;
+        let dest_link = if create { None } else { existing.as_ref() };
+        self.owner_fix(&src.meta, dest_link, &mut fix, &mut item);
+        if !fix.is_empty() && !dry_run {
+            // Not every server can set a link's own times or owner; no reason to fail.
+            let _ = self.dest().set_meta(&dest_path, Kind::Symlink, &fix).await;
+        }
+        if item.is_change() {
+            self.item(item);
+        }
+        Ok(())
+    }
+
+    /// A regular file that the walker decided to look at (skip rules and -H already applied).
+    pub async fn file(
+        &mut self,
+        mut gate: Gate,
+        src: SourceEntry,
+        dest_path: RelPath,
+        existing: Option<Meta>,
+    ) -> Result<(), Fatal> {
+        if !gate.passable().await {
+            return Ok(());
+        }
+        let sh = self.sh.clone();
+        let opts = &sh.opts;
+        let existing_file = existing.as_ref().filter(|m| m.kind == Kind::File);
+        let mut item = Item::new(sh.update_type(), Kind::File, dest_path.clone());
+        let mut transfer = true;
+        if let Some(d) = existing_file {
+            let size_differs = d.size != src.meta.size;
+            let time_differs = (src.meta.mtime - d.mtime).abs() > opts.modify_window;
+            transfer = if size_differs {
+                true
+            } else if opts.size_only {
+                false
+            } else if opts.checksum {
+                match self.same_content(&src, &dest_path).await? {
+                    Some(same) => {
+                        item.checksum = !same;
+                        !same
+                    }
+                    None => return Ok(()),
+                }
+            } else {
+                time_differs
+            };
+            item.size = size_differs;
+            if opts.times {
+                item.time = time_differs;
+            } else if transfer {
+                item.time_now = true;
+            }
+            if opts.perms && modes_differ(src.meta.mode, d.mode) {
+                item.perms = true;
+            }
+        } else {
+            item.created = true;
+        }
+
+        let mode = if opts.perms {
+            src.meta.mode
+        } else if let Some(d) = existing_file {
+            d.mode
+        } else {
+            src.meta.mode & 0o777 & !sh.umask
+        };
+        let mut meta = SetMeta {
+            mode: Some(mode),
+            mtime: opts.times.then_some(src.meta.mtime),
+            ..Default::default()
+        };
+        self.owner_fix(&src.meta, existing_file, &mut meta, &mut item);
+        if transfer {
+            // The temp file is new and owned by whoever wrote it, whatever the old one had.
+            let mut ignored = item.clone();
+            self.owner_fix(&src.meta, None, &mut meta, &mut ignored);
+        }
+
+        if !transfer {
+            if !item.is_change() {
+                return Ok(());
+            }
+            let fix = SetMeta {
+                mode: item.perms.then_some(mode),
+                mtime: (opts.times && item.time).then_some(src.meta.mtime),
+                uid: meta.uid,
+                gid: meta.gid,
+            };
+            if !opts.dry_run && !fix.is_empty() {
+                if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
+                    return self.fail(e);
+                }
+            }
+            item.update = UpdateType::NoUpdate;
+            self.item(item);
+            return Ok(());
+        }
+
+        if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::File) {
+            item.created = true;
+            let m = m.clone();
+            if !self.remove_for_replace(&dest_path, &m).await? {
+                return Ok(());
+            }
+        }
+        if item.created {
+            self.report.stats.created_files += 1;
+            self.report.stats.created_regular += 1;
+        }
+        if opts.dry_run {
+            self.report.stats.transferred_files += 1;
+            self.report.stats.transferred_size += src.meta.size;
+            self.item(item);
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.copy_file(&src, &dest_path, &meta).await {
+            Ok(CopyResult::Done(bytes)) => {
+                let stats = &mut self.report.stats;
+                stats.transferred_files += 1;
+                stats.transferred_size += bytes;
+                stats.literal_data += bytes;
+                item.transferred = bytes;
+                item.elapsed = Some(started.elapsed());
+                self.item(item);
+                Ok(())
+            }
+            Ok(CopyResult::Vanished) => self.vanished(&src.path),
+            Err(CopyError::Source(e)) => self.source_error(e),
+            Err(CopyError::Dest(e)) => self.fail(e),
+        }
+    }
+
+    /// A later name of an inode already written becomes a hard link to the first name.
+    pub async fn hard_link(
+        &mut self,
+        first: RelPath,
+        dest_path: RelPath,
+        src: Meta,
+        existing: Option<Meta>,
+    ) -> Result<(), Fatal> {
+        let opts = &self.sh.opts;
+        if let Some(d) = &existing {
+            // SFTP cannot tell us whether the two names already share an inode; a file that
+            // passes the quick check is taken as already linked.
+            if d.kind == Kind::File
+                && d.size == src.size
+                && (d.mtime - src.mtime).abs() <= opts.modify_window
+            {
+                return Ok(());
+            }
+        }
+        let mut item = Item::new(UpdateType::HardLink, Kind::File, dest_path.clone());
+        item.created = true;
+        item.hard_link_to = Some(first.clone());
+        if !opts.dry_run {
+            if let Some(m) = &existing {
+                let m = m.clone();
+                if !self.remove_for_replace(&dest_path, &m).await? {
+                    return Ok(());
+                }
+            }
+            if let Err(e) = self.dest().hard_link(&first, &dest_path).await {
+                return self.fail(e);
+            }
+        }
+        self.report.stats.created_files += 1;
+        self.report.stats.created_regular += 1;
+        self.item(item);
+        Ok(())
+    }
+
+    /// Compares contents by hash. `None` when one side could not be read (already reported).
+    async fn same_content(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+    ) -> Result<Option<bool>, Fatal> {
+        let a = match hash_file(&*src.tree, &src.path).await {
+            Ok(h) => h,
+            Err(e) if e.is_not_found() => {
+                self.vanished(&src.path)?;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.source_error(e)?;
+                return Ok(None);
+            }
+        };
+        let b = match hash_file(self.dest(), dest_path).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(e)?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(a == b))
+    }
+
+    fn temp_name(&self, dest_path: &[u8]) -> RelPath {
+        let n = self.sh.temp_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = file_name(dest_path);
+        // Room for the dot, the suffix and a 255-byte name limit.
+        let keep = &name[..name.len().min(200)];
+        let mut t = Vec::with_capacity(keep.len() + 16);
+        t.push(b'.');
+        t.extend_from_slice(keep);
+        t.extend_from_slice(format!(".{}", temp_suffix(n)).as_bytes());
+        join(parent(dest_path), &t)
+    }
+
+    async fn copy_file(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        meta: &SetMeta,
+    ) -> Result<CopyResult, CopyError> {
+        let mut reader = match src.tree.open_read(&src.path, src.meta.size).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
+            Err(e) => return Err(CopyError::Source(e)),
+        };
+        let temp = self.temp_name(dest_path);
+        let mut writer = match self.dest().create_file(&temp, 0o600, src.meta.size).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reader.close().await;
+                return Err(CopyError::Dest(e));
+            }
+        };
+        let mut done: u64 = 0;
+        let copied: Result<(), CopyError> = async {
+            while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
+                done += chunk.len() as u64;
+                writer.write(chunk).await.map_err(CopyError::Dest)?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = reader.close().await;
+        let result = match copied {
+            Ok(()) => match writer.finish(meta).await {
+                Ok(()) => self
+                    .dest()
+                    .rename_replace(&temp, dest_path)
+                    .await
+                    .map_err(CopyError::Dest),
+                Err(e) => Err(CopyError::Dest(e)),
+            },
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        match result {
+            Ok(()) => Ok(CopyResult::Done(done)),
+            Err(e) => {
+                // The old file is untouched; only our temp goes.
+                let connection_lost = matches!(&e, CopyError::Dest(d) | CopyError::Source(d) if d.kind == ErrorKind::Connection);
+                if !connection_lost {
+                    let _ = self.dest().remove_file(&temp).await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+enum CopyResult {
+    Done(u64),
+    Vanished,
+}
+
+enum CopyError {
+    Source(TreeError),
+    Dest(TreeError),
+}
+
+pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
+    a & 0o7777 != b & 0o7777
+}
+
+/// rsync orders a directory's files before its subdirectories, each by bytes.
+pub(crate) fn sort_rsync_by<T>(items: &mut [T], key: impl Fn(&T) -> (&Vec<u8>, Kind)) {
+    items.sort_by(|a, b| {
+        let (an, ak) = key(a);
+        let (bn, bk) = key(b);
+        (ak == Kind::Dir)
+            .cmp(&(bk == Kind::Dir))
+            .then_with(|| an.cmp(bn))
+    });
+}
+
+/// Six characters from `[A-Za-z0-9]` that differ per call and per process, like rsync's.
+fn temp_suffix(counter: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let mut x =
+        (std::process::id() as u64) << 32 ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos;
+    let mut s = String::with_capacity(6);
+    for _ in 0..6 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push(ALPHABET[(x % ALPHABET.len() as u64) as usize] as char);
+    }
+    s
+}
+
+/// Whole-file hash of one side's file, read through the tree.
+pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], TreeError> {
+    let mut reader = tree.open_read(path, 0).await?;
+    let mut hasher = blake3::Hasher::new();
+    let result = async {
+        while let Some(chunk) = reader.next_chunk().await? {
+            hasher.update(&chunk);
+        }
+        Ok::<_, TreeError>(())
+    }
+    .await;
+    let _ = reader.close().await;
+    result?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_suffixes_differ() {
+        let a = temp_suffix(1);
+        let b = temp_suffix(2);
+        assert_eq!(a.len(), 6);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[tokio::test]
+    async fn gates_open_close_and_fail_shut() {
+        assert!(Gate::open().passable().await);
+        let (tx, mut gate) = Gate::pending();
+        let mut other = gate.clone();
+        tx.send_replace(Some(true));
+        assert!(gate.passable().await);
+        assert!(other.passable().await);
+        let (tx, mut gate) = Gate::pending();
+        tx.send_replace(Some(false));
+        assert!(!gate.passable().await);
+        let (tx, mut gate) = Gate::pending();
+        drop(tx);
+        assert!(
+            !gate.passable().await,
+            "a mkdir task that died must not open its gate"
+        );
+    }
+}
