@@ -67,6 +67,8 @@ pub struct CliArgs {
     pub rsh: Option<OsString>,
     /// Ours, not rsync's: run this local sftp-server binary over pipes instead of ssh.
     pub sftp_server: Option<PathBuf>,
+    /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
+    pub channels: Option<u32>,
     /// `None` when not given (rsync's default 0). Negative asks for nanosecond comparison.
     pub modify_window: Option<i32>,
     /// I/O timeout in seconds; `None` for none (rsync's 0).
@@ -123,6 +125,7 @@ impl Default for CliArgs {
             human_readable: 1,
             rsh: None,
             sftp_server: None,
+            channels: None,
             modify_window: None,
             timeout: None,
             contimeout: None,
@@ -626,6 +629,17 @@ static OPTIONS: &[Spec] = &[
             ));
         }
         s.args.sftp_server = Some(PathBuf::from(v));
+        Ok(())
+    }),
+    value("channels", None, |s, name, v| {
+        let n = c_int(name, &v)?;
+        if !(1..=64).contains(&n) {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a number of channels from 1 to 64"),
+            ));
+        }
+        s.args.channels = Some(n as u32);
         Ok(())
     }),
     value("timeout", None, |s, name, v| {
@@ -1200,6 +1214,8 @@ Transfer and connection:
      --partial              keep partly transferred files to resume later
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
+     --channels=N           SFTP channels to use at once (default 4), sharing
+                            one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
      --contimeout=SECONDS   give up connecting after SECONDS
 
@@ -1686,6 +1702,12 @@ mod tests {
         assert_eq!(
             a.sftp_server,
             Some(PathBuf::from("/usr/lib/openssh/sftp-server"))
+        );
+        assert_eq!(run(&["--channels=8", "a", "b"]).channels, Some(8));
+        assert_eq!(run(&["a", "b"]).channels, None);
+        assert_eq!(
+            err(&["--channels=0", "a", "b"]).kind,
+            ArgsErrorKind::BadValue
         );
         assert!(a.list_only && a.stats && a.progress && a.partial && a.numeric_ids);
         assert!(a.existing && a.ignore_existing && a.size_only && a.ignore_errors);

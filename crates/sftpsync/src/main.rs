@@ -2,6 +2,7 @@
 //! output and exit codes. The only place that prints or exits.
 
 mod args;
+mod channels;
 mod output;
 
 use std::ffi::OsString;
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use args::{CliArgs, FilterArg, Location, Parsed};
-use sftp_client::{split_command, ClientConfig, SftpClient, SftpError, Transport};
+use sftp_client::{split_command, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree, SourceContent, SourceRoot,
@@ -140,36 +141,54 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
     })
 }
 
+/// Channels opened when --channels is not given.
+const DEFAULT_CHANNELS: usize = 4;
+
 /// Connects to the server named in the remote operands.
-async fn connect(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<SftpClient, SftpError> {
-    let transport = if let Some(server) = &cli.sftp_server {
-        Transport::sftp_server(server.as_os_str(), &[])
+async fn connect(
+    cli: &CliArgs,
+    user: Option<&[u8]>,
+    host: &[u8],
+) -> Result<channels::Channels, SftpError> {
+    let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
+    let route = if let Some(server) = &cli.sftp_server {
+        channels::Route::LocalServer(server.as_os_str())
     } else {
         let rsh = cli
             .rsh
             .clone()
             .or_else(|| std::env::var_os("RSYNC_RSH"))
             .unwrap_or_else(|| OsString::from("ssh"));
-        let words = match split_command(rsh.as_bytes()) {
-            Ok(w) => w,
-            Err(e) => {
-                return Err(SftpError::Handshake {
-                    peer: String::from_utf8_lossy(host).into_owned(),
-                    detail: format!("bad --rsh command: {e}"),
-                    stderr: String::new(),
-                    exit_code: None,
-                })
-            }
-        };
-        Transport::ssh(&words, user, host)
+        let rsh = split_command(rsh.as_bytes()).map_err(|e| SftpError::Handshake {
+            peer: String::from_utf8_lossy(host).into_owned(),
+            detail: format!("bad --rsh command: {e}"),
+            stderr: String::new(),
+            exit_code: None,
+        })?;
+        channels::Route::Ssh { rsh, user, host }
     };
-    let transport = transport.map_err(|e| SftpError::Handshake {
-        peer: String::from_utf8_lossy(host).into_owned(),
-        detail: format!("cannot start the transport command: {e}"),
-        stderr: String::new(),
-        exit_code: None,
-    })?;
-    SftpClient::connect(transport, ClientConfig::default()).await
+    channels::open(route, wanted).await
+}
+
+/// What -v says about the channels.
+fn describe_channels(c: &channels::Channels) -> String {
+    let n = c.clients.len();
+    let how = match c.sharing {
+        _ if n == 1 => "",
+        channels::Sharing::Multiplexed => " sharing one SSH connection",
+        channels::Sharing::SeparateConnections => {
+            " over separate connections (the remote shell does not multiplex)"
+        }
+        channels::Sharing::LocalServers => " to local sftp-server processes",
+    };
+    let mut s = format!(
+        "using {n} SFTP channel{}{how}",
+        if n == 1 { "" } else { "s" }
+    );
+    if let Some((failed, why)) = &c.failed {
+        s.push_str(&format!("; {failed} more could not be opened: {why}"));
+    }
+    s
 }
 
 /// Splits an operand path into (directory the tree is rooted at, what is sent from it).
@@ -251,9 +270,18 @@ async fn run(cli: CliArgs) -> ExitCode {
             Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
             Location::Local(_) => None,
         });
-    let client = match &remote {
+    let channels = match &remote {
         Some((user, host)) => match connect(&cli, user.as_deref(), host).await {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                // rsync shows how it connects at -vv; fewer channels than asked for is worth
+                // knowing at -v.
+                let fewer = c.failed.is_some()
+                    || (c.clients.len() > 1 && c.sharing == channels::Sharing::SeparateConnections);
+                if !cli.quiet && (cli.verbose > 1 || (cli.verbose > 0 && fewer)) {
+                    println!("{}", describe_channels(&c));
+                }
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("sftpsync: {e}");
                 let code = match &e {
@@ -293,7 +321,10 @@ async fn run(cli: CliArgs) -> ExitCode {
         match loc {
             Location::Local(_) => Arc::new(LocalTree::new(local_root(dir))),
             Location::Remote { .. } => Arc::new(SftpTree::new(
-                client.iter().cloned().collect(),
+                channels
+                    .as_ref()
+                    .map(|c| c.clients.clone())
+                    .unwrap_or_default(),
                 dir.to_vec(),
                 remote_label(dir),
                 quirks.clone(),
@@ -352,11 +383,15 @@ async fn run(cli: CliArgs) -> ExitCode {
         sources,
         dest: dest_tree,
         dest_file_name,
-        max_tasks: TASKS_PER_CHANNEL,
+        max_tasks: TASKS_PER_CHANNEL * channels.as_ref().map_or(1, |c| c.clients.len()),
     };
     let outcome = sync_engine::run(&job, &opts, &*reporter).await;
-    let (sent, received) = client.as_ref().map(|c| c.wire_bytes()).unwrap_or((0, 0));
-    if let Some(c) = &client {
+    let (sent, received) = channels
+        .iter()
+        .flat_map(|c| &c.clients)
+        .map(|c| c.wire_bytes())
+        .fold((0, 0), |(s, r), (a, b)| (s + a, r + b));
+    if let Some(c) = &channels {
         c.shutdown().await;
     }
 

@@ -506,3 +506,79 @@ fn verbose_quiet_and_progress_output() {
     assert_eq!(ok(&out), "");
     assert_eq!(std::fs::read(dst.join("sub/file")).unwrap(), b"z");
 }
+
+/// Runs sftpsync with its own TMPDIR, so the test can see what it leaves there.
+fn sftpsync_with_tmpdir(args: &[&str], tmpdir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftpsync")
+}
+
+fn logins(server: &SftpOnlyServer) -> usize {
+    server.log_contents().matches("Accepted publickey").count()
+}
+
+#[test]
+fn channels_share_one_login_and_split_big_files() {
+    // A private server: its log shows exactly the logins of this test.
+    let server = SftpOnlyServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(&server, &src, 5, 300);
+    // Big enough to be spread over every channel, with a pattern that shows misplaced ranges.
+    let big: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+        .collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("channels");
+    let sockets = tmp.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    let ssh = server.ssh_command();
+    let (s, d) = (slash(&src), server.remote_spec(&format!("{remote}/")));
+
+    let out = sftpsync_with_tmpdir(&["-a", "-vv", "--channels=3", "-e", &ssh, &s, &d], &sockets);
+    let text = ok(&out);
+    assert!(
+        text.contains("using 3 SFTP channels sharing one SSH connection"),
+        "{text}"
+    );
+    assert_trees_match(&src, &local);
+    assert_trees_match_checksum(&src, &local);
+    assert_eq!(logins(&server), 1, "three channels, one login");
+    assert_eq!(
+        std::fs::read_dir(&sockets).unwrap().count(),
+        0,
+        "the control socket directory is removed at exit"
+    );
+
+    // Pull it back the same way: the big file is read through every channel.
+    let dst = tmp.path().join("dst");
+    let dst_s = slash(&dst);
+    ok(&sftpsync_with_tmpdir(
+        &["-a", "--channels=3", "-e", &ssh, &d, &dst_s],
+        &sockets,
+    ));
+    assert_trees_match_checksum(&src, &dst);
+    assert_eq!(logins(&server), 2);
+
+    // A remote shell that is not OpenSSH's ssh cannot multiplex: each channel logs in.
+    let wrapper = tmp.path().join("my-remote-shell");
+    let mut words = ssh.split(' ');
+    let program = words.next().unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {program} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rsh = std::iter::once(wrapper.to_str().unwrap())
+        .chain(words)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(src.join("new"), b"new").unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let text = ok(&sftpsync(&["-a", "-v", "--channels=2", "-e", &rsh, &s, &d]));
+    assert!(text.contains("over separate connections"), "{text}");
+    assert_eq!(logins(&server), 4);
+    assert_trees_match(&src, &local);
+}
