@@ -576,12 +576,12 @@ impl SftpClient {
                 Err(e) => break Err(e),
             }
         };
-        // Replies still outstanding are dropped unread; the close goes out behind them.
+        // Replies still outstanding are dropped unread. Nothing waits for the close: the
+        // server handles it before anything sent later, and a directory handle that fails to
+        // close changes nothing.
         drop(in_flight);
-        let closed = self.close(&handle).await;
-        let all = result?;
-        closed?;
-        Ok(all)
+        let _ = self.send(&Request::Close { handle: &handle.0 }, 0).await;
+        result
     }
 
     pub async fn remove(&self, path: &[u8]) -> Result<(), SftpError> {

@@ -225,7 +225,7 @@ fn location_path(loc: &Location) -> Vec<u8> {
 /// Files worked on at once per channel. Each small file costs about three round trips
 /// (open; write+fsetstat+fsync+close; rename), so this many in flight keeps a channel busy at
 /// tens of milliseconds of latency while staying far below OpenSSH's open-handle limit.
-const TASKS_PER_CHANNEL: usize = 64;
+const TASKS_PER_CHANNEL: usize = 128;
 
 async fn run(cli: CliArgs) -> ExitCode {
     let started = Instant::now();

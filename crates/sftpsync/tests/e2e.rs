@@ -582,3 +582,62 @@ fn channels_share_one_login_and_split_big_files() {
     assert_eq!(logins(&server), 4);
     assert_trees_match(&src, &local);
 }
+
+#[test]
+fn no_change_run_only_lists_directories() {
+    // sftp-server logs every request that changes something (and each opendir) at INFO.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("requests.log");
+    let wrapper = tmp.path().join("logging-sftp-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} -e -l INFO \"$@\" 2>>{}\n",
+            testkit::sftp_server_path().display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    generate_mixed_tree(&src, 11, 300);
+    let wrapper_s = wrapper.to_str().unwrap().to_string();
+    let dest_spec = format!("localhost:{}", slash(&dst));
+    let src_s = slash(&src);
+    let run = || {
+        ok(&sftpsync(&[
+            "-a",
+            "--delete",
+            "--sftp-server",
+            &wrapper_s,
+            &src_s,
+            &dest_spec,
+        ]))
+    };
+    run();
+    assert_trees_match(&src, &dst);
+
+    std::fs::write(&log, b"").unwrap();
+    run();
+    let requests = std::fs::read_to_string(&log).unwrap();
+    let changing = [
+        "open ",
+        "set ",
+        "rename ",
+        "posix-rename ",
+        "remove ",
+        "mkdir ",
+        "rmdir ",
+        "symlink ",
+        "hardlink ",
+    ];
+    let changes: Vec<&str> = requests
+        .lines()
+        .filter(|l| changing.iter().any(|c| l.starts_with(c)))
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "a no-change run changed things: {changes:#?}"
+    );
+    assert!(requests.contains("opendir "), "{requests}");
+}

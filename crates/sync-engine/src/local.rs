@@ -3,14 +3,15 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind as IoKind;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::path::RelPath;
 use crate::tree::{
@@ -218,17 +219,35 @@ impl Tree for LocalTree {
         .await
     }
 
-    async fn open_read(&self, path: &RelPath, _: u64) -> TreeResult<Box<dyn FileReader>> {
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.full(path))
-            .await
-            .map_err(|e| error("open", path, e))?;
-        Ok(Box::new(LocalReader {
-            file,
-            path: path.clone(),
-        }))
+    async fn open_read(
+        &self,
+        path: &RelPath,
+        expected_size: u64,
+    ) -> TreeResult<Box<dyn FileReader>> {
+        let full = self.full(path);
+        let rel = path.clone();
+        // One trip to the blocking pool opens the file and, for a small one, reads all of it.
+        blocking(move || {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(full)
+                .map_err(|e| error("open", &rel, e))?;
+            let mut reader = LocalReader {
+                file: Arc::new(file),
+                path: rel,
+                first: None,
+                eof: false,
+            };
+            if expected_size < READ_CHUNK as u64 {
+                // One byte more than expected shows whether the file grew since the listing.
+                let chunk = read_chunk(&reader.file, &reader.path, expected_size as usize + 1)?;
+                reader.eof = chunk.len() <= expected_size as usize;
+                reader.first = Some(chunk);
+            }
+            Ok(Box::new(reader) as Box<dyn FileReader>)
+        })
+        .await
     }
 
     async fn create_file(
@@ -316,25 +335,42 @@ impl Tree for LocalTree {
 }
 
 struct LocalReader {
-    file: tokio::fs::File,
+    file: Arc<fs::File>,
     path: RelPath,
+    /// Read when the file was opened.
+    first: Option<Bytes>,
+    eof: bool,
+}
+
+/// Reads up to `len` bytes; fewer only at end of file.
+fn read_chunk(file: &fs::File, path: &RelPath, len: usize) -> TreeResult<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    let mut filled = 0;
+    while filled < len {
+        match (&*file).read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == IoKind::Interrupted => {}
+            Err(e) => return Err(error("read", path, e)),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf.freeze())
 }
 
 #[async_trait]
 impl FileReader for LocalReader {
     async fn next_chunk(&mut self) -> TreeResult<Option<Bytes>> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        while buf.len() < READ_CHUNK {
-            let n = self
-                .file
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| error("read", &self.path, e))?;
-            if n == 0 {
-                break;
-            }
+        if let Some(first) = self.first.take() {
+            return Ok((!first.is_empty()).then_some(first));
         }
-        Ok((!buf.is_empty()).then(|| buf.freeze()))
+        if self.eof {
+            return Ok(None);
+        }
+        let (file, path) = (self.file.clone(), self.path.clone());
+        let chunk = blocking(move || read_chunk(&file, &path, READ_CHUNK)).await?;
+        self.eof = chunk.len() < READ_CHUNK;
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     async fn close(self: Box<Self>) -> TreeResult<()> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::options::SyncOptions;
-use crate::path::{display_path, invalid_name_reason, join, RelPath};
+use crate::path::{display_path, invalid_name_reason, join, parent, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
 use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
@@ -71,6 +71,9 @@ struct Child {
 struct DirFix {
     path: RelPath,
     meta: SetMeta,
+    /// The directory's own attributes differ; otherwise the fix only restores an mtime that
+    /// changes to its contents would have moved.
+    differs: bool,
 }
 
 /// A later name of an inode, linked once every file has been written.
@@ -176,6 +179,8 @@ struct Run<'a> {
     max_tasks: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
+    /// Directories whose entries were added, replaced or removed: their mtime moved.
+    touched_dirs: HashSet<RelPath>,
     /// For -H: first destination path written for each source inode.
     hard_links: HashMap<(u64, u64), RelPath>,
     links: Vec<LinkJob>,
@@ -195,6 +200,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         max_tasks: job.max_tasks.max(1),
         prefetch: Prefetch::default(),
         dir_fixes: Vec::new(),
+        touched_dirs: HashSet::new(),
         hard_links: HashMap::new(),
         links: Vec::new(),
         pending_deletions: Vec::new(),
@@ -244,7 +250,7 @@ impl<'a> Run<'a> {
     /// Folds a finished task's report into the outcome.
     fn absorb(&mut self, report: Report) -> Result<(), Fatal> {
         for item in &report.items {
-            self.reporter.item(item);
+            self.item(item);
         }
         for w in &report.warnings {
             self.reporter.warning(w);
@@ -261,6 +267,20 @@ impl<'a> Run<'a> {
             Some(e) => Err(Fatal(e)),
             None => Ok(()),
         }
+    }
+
+    /// Reports a change and remembers which directory it touched.
+    fn item(&mut self, item: &Item) {
+        let adds_or_removes = item.created
+            || matches!(
+                item.update,
+                UpdateType::Sent | UpdateType::Received | UpdateType::Deleting
+            )
+            || item.checksum && item.kind == Kind::Symlink;
+        if adds_or_removes && !item.path.is_empty() {
+            self.touched_dirs.insert(parent(&item.path).to_vec());
+        }
+        self.reporter.item(item);
     }
 
     fn joined(&mut self, r: Result<Report, JoinError>) -> Result<(), Fatal> {
@@ -676,12 +696,13 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         if item.is_change() {
-            self.reporter.item(&item);
+            self.item(&item);
         }
         if !fix.is_empty() {
             self.dir_fixes.push(DirFix {
                 path: path.clone(),
                 meta: fix,
+                differs: item.is_change(),
             });
         }
         Ok(Some(gate))
@@ -694,7 +715,11 @@ impl<'a> Run<'a> {
         if self.opts().dry_run {
             return Ok(());
         }
+        let touched = std::mem::take(&mut self.touched_dirs);
         let mut fixes = std::mem::take(&mut self.dir_fixes);
+        // A directory that matched and kept its entries needs nothing: no-change runs cost
+        // the listings alone.
+        fixes.retain(|f| f.differs || touched.contains(&f.path));
         let depth =
             |p: &RelPath| p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty());
         fixes.sort_by_key(|f| std::cmp::Reverse(depth(&f.path)));
