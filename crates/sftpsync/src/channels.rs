@@ -94,10 +94,79 @@ async fn open_one(route: &Route<'_>, rsh: Option<&[OsString]>) -> Result<SftpCli
     SftpClient::connect(transport, ClientConfig::default()).await
 }
 
+/// OpenSSH's default cipher order, which puts ChaCha20 first.
+const OPENSSH_DEFAULT_CIPHERS: &str = "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,\
+                                       aes256-ctr,aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+
+/// The same ciphers with AES-GCM first: on CPUs with AES instructions it costs a fraction of
+/// ChaCha20's CPU time, and on two cores CPU is what bulk transfers run out of.
+const PREFERRED_CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,\
+                                 chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+
+/// Options to add to the ssh command: AES-GCM first, but only when the configuration in
+/// force (`ssh -G`) is OpenSSH's untouched default, so a user's own cipher choice stands.
+async fn cipher_options(rsh: &[OsString], user: Option<&[u8]>, host: &[u8]) -> Vec<String> {
+    if !cpu_has_aes() {
+        return Vec::new();
+    }
+    let Some((program, args)) = rsh.split_first() else {
+        return Vec::new();
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).arg("-G");
+    if let Some(u) = user {
+        cmd.arg("-l").arg(OsStr::from_bytes(u));
+    }
+    cmd.arg("--").arg(OsStr::from_bytes(host));
+    cmd.stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(5), cmd.output()).await;
+    let Ok(Ok(out)) = out else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let default_in_force = text
+        .lines()
+        .any(|l| l.strip_prefix("ciphers ") == Some(OPENSSH_DEFAULT_CIPHERS));
+    if out.status.success() && default_in_force {
+        vec![format!("-oCiphers={PREFERRED_CIPHERS}")]
+    } else {
+        Vec::new()
+    }
+}
+
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// Opens up to `wanted` channels. Only the first must succeed; the others are a bonus, and
 /// the run goes on with however many came up.
 pub async fn open(route: Route<'_>, wanted: usize) -> Result<Channels, SftpError> {
     let wanted = wanted.max(1);
+    let route = match route {
+        Route::Ssh { rsh, user, host } if is_openssh(&rsh) => {
+            let extra = cipher_options(&rsh, user, host).await;
+            Route::Ssh {
+                rsh: with_options(&rsh, &extra),
+                user,
+                host,
+            }
+        }
+        other => other,
+    };
     let (first_words, more_words, sharing, control_dir) = match &route {
         Route::LocalServer(_) => (None, None, Sharing::LocalServers, None),
         Route::Ssh { rsh, .. } if wanted > 1 && is_openssh(rsh) => {

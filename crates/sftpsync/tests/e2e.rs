@@ -170,14 +170,16 @@ fn itemize_matches_rsync() {
 
     mutate_tree(&src, 21);
     chown_tree(&src, server.uid(), server.gid()).unwrap();
-    let mut want: Vec<String> = rsync_itemize(&src, &reference, &["--delete"])
+    // Deletions come after the transfers, as with rsync's --delete-after.
+    let in_order: Vec<String> = rsync_itemize(&src, &reference, &["--delete-after"])
         .into_iter()
         .filter(|l| !l.is_empty())
         .collect();
-    let mut got: Vec<String> = ok(&push(server, &["-ai", "--delete"], &src, &remote))
+    let got_in_order: Vec<String> = ok(&push(server, &["-ai", "--delete"], &src, &remote))
         .lines()
         .map(|l| l.replacen("<f", ">f", 1))
         .collect();
+    let (mut want, mut got) = (in_order.clone(), got_in_order.clone());
     want.sort();
     got.sort();
     let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
@@ -185,6 +187,10 @@ fn itemize_matches_rsync() {
     assert!(
         missing.is_empty() && extra.is_empty() && got.len() == want.len(),
         "rsync printed but we did not: {missing:#?}\nwe printed but rsync did not: {extra:#?}"
+    );
+    assert_eq!(
+        got_in_order, in_order,
+        "same lines, but not in rsync's order"
     );
 }
 

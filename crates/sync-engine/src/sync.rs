@@ -1,10 +1,12 @@
 //! The sync itself: walk source and destination together in rsync's order, decide, apply.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::options::SyncOptions;
@@ -59,6 +61,8 @@ pub struct SyncOutcome {
 
 /// Directories whose listings are fetched ahead of the walk.
 const LISTINGS_AHEAD: usize = 32;
+/// Finished tasks whose items may wait for an earlier, slower one before being printed.
+const MAX_HELD: usize = 4096;
 
 type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Fatal>> + Send + 'a>>;
 
@@ -175,7 +179,12 @@ struct Run<'a> {
     sh: Arc<Shared>,
     reporter: &'a dyn Reporter,
     outcome: SyncOutcome,
-    tasks: JoinSet<Report>,
+    tasks: JoinSet<(u64, Report)>,
+    /// Items come out in the order the walk started their tasks, like rsync's: each task
+    /// gets a number, and finished ones wait in `held` until those before them are printed.
+    next_seq: u64,
+    next_to_print: u64,
+    held: BTreeMap<u64, Vec<Item>>,
     max_tasks: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
@@ -197,6 +206,9 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         reporter,
         outcome: SyncOutcome::default(),
         tasks: JoinSet::new(),
+        next_seq: 0,
+        next_to_print: 0,
+        held: BTreeMap::new(),
         max_tasks: job.max_tasks.max(1),
         prefetch: Prefetch::default(),
         dir_fixes: Vec::new(),
@@ -208,9 +220,20 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
     if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
     }
+    run.print_held(usize::MAX);
     // Whatever is still running after a fatal error can only fail; stop it.
     run.tasks.abort_all();
     run.outcome
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
 }
 
 fn sort_rsync(children: &mut [Child]) {
@@ -247,11 +270,10 @@ impl<'a> Run<'a> {
         self.apply_dir_fixes().await
     }
 
-    /// Folds a finished task's report into the outcome.
-    fn absorb(&mut self, report: Report) -> Result<(), Fatal> {
-        for item in &report.items {
-            self.item(item);
-        }
+    /// Folds a finished task's report into the outcome. `seq` places its items in the
+    /// output; `None` prints them at once.
+    fn absorb(&mut self, seq: Option<u64>, report: Report) -> Result<(), Fatal> {
+        self.release(seq, report.items);
         for w in &report.warnings {
             self.reporter.warning(w);
         }
@@ -269,35 +291,58 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Reports a change and remembers which directory it touched.
-    fn item(&mut self, item: &Item) {
-        let adds_or_removes = item.created
-            || matches!(
-                item.update,
-                UpdateType::Sent | UpdateType::Received | UpdateType::Deleting
-            )
-            || item.checksum && item.kind == Kind::Symlink;
-        if adds_or_removes && !item.path.is_empty() {
-            self.touched_dirs.insert(parent(&item.path).to_vec());
+    /// Remembers which directories the items touched and prints them in walk order.
+    fn release(&mut self, seq: Option<u64>, items: Vec<Item>) {
+        for item in &items {
+            let adds_or_removes = item.created
+                || matches!(
+                    item.update,
+                    UpdateType::Sent | UpdateType::Received | UpdateType::Deleting
+                )
+                || item.checksum && item.kind == Kind::Symlink;
+            if adds_or_removes && !item.path.is_empty() {
+                self.touched_dirs.insert(parent(&item.path).to_vec());
+            }
         }
-        self.reporter.item(item);
+        match seq {
+            Some(seq) if seq >= self.next_to_print => {
+                self.held.insert(seq, items);
+                self.print_held(MAX_HELD);
+            }
+            _ => items.iter().for_each(|i| self.reporter.item(i)),
+        }
     }
 
-    fn joined(&mut self, r: Result<Report, JoinError>) -> Result<(), Fatal> {
-        match r {
-            Ok(report) => self.absorb(report),
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => {
-                let mut report = Report::default();
-                report.errors.push(TreeError {
-                    op: "finish",
-                    side: self.dest().side(),
-                    path: Vec::new(),
-                    cause: format!("internal error in a transfer task: {e}"),
-                    kind: ErrorKind::Other,
-                });
-                self.absorb(report)
+    /// Prints held items whose turn has come. Past `limit` held results, one slow transfer
+    /// no longer holds up the output: the oldest are printed even with gaps before them.
+    fn print_held(&mut self, limit: usize) {
+        loop {
+            let over_limit = self.held.len() > limit;
+            let Some(entry) = self.held.first_entry() else {
+                return;
+            };
+            let seq = *entry.key();
+            if seq != self.next_to_print && !over_limit {
+                return;
             }
+            for item in entry.remove() {
+                self.reporter.item(&item);
+            }
+            self.next_to_print = seq + 1;
+        }
+    }
+
+    /// A walker-side item, in its place among the tasks' items.
+    fn walker_item(&mut self, item: Item) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.release(Some(seq), vec![item]);
+    }
+
+    fn joined(&mut self, r: Result<(u64, Report), JoinError>) -> Result<(), Fatal> {
+        match r {
+            Ok((seq, report)) => self.absorb(Some(seq), report),
+            Err(_) => Ok(()), // cancelled: only after a fatal error
         }
     }
 
@@ -314,7 +359,26 @@ impl<'a> Run<'a> {
                 self.joined(r)?;
             }
         }
-        self.tasks.spawn(work);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let side = self.dest().side();
+        self.tasks.spawn(async move {
+            let report = AssertUnwindSafe(work)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let mut report = Report::default();
+                    report.errors.push(TreeError {
+                        op: "finish",
+                        side,
+                        path: Vec::new(),
+                        cause: format!("internal error in a transfer task: {}", panic_text(&panic)),
+                        kind: ErrorKind::Other,
+                    });
+                    report
+                });
+            (seq, report)
+        });
         Ok(())
     }
 
@@ -333,13 +397,13 @@ impl<'a> Run<'a> {
     fn fail(&mut self, e: TreeError) -> Result<(), Fatal> {
         let mut w = self.worker();
         let r = w.fail(e);
-        self.absorb(w.finish(r))
+        self.absorb(None, w.finish(r))
     }
 
     fn source_error(&mut self, e: TreeError) -> Result<(), Fatal> {
         let mut w = self.worker();
         let r = w.source_error(e);
-        self.absorb(w.finish(r))
+        self.absorb(None, w.finish(r))
     }
 
     async fn top(&mut self) -> Result<(), Fatal> {
@@ -604,7 +668,7 @@ impl<'a> Run<'a> {
                         let mut w = self.worker();
                         let r = w.remove_for_replace(&path, &m).await;
                         let removed = matches!(r, Ok(true));
-                        self.absorb(w.finish(r.map(|_| ())))?;
+                        self.absorb(None, w.finish(r.map(|_| ())))?;
                         if !removed {
                             continue;
                         }
@@ -696,7 +760,7 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         if item.is_change() {
-            self.item(&item);
+            self.walker_item(item.clone());
         }
         if !fix.is_empty() {
             self.dir_fixes.push(DirFix {
