@@ -12,7 +12,7 @@ use sftp_proto::{
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::SftpError;
 use crate::transport::{StderrLog, Transport};
@@ -71,6 +71,8 @@ struct Shared {
     stderr: StderrLog,
     child: Mutex<Option<Child>>,
     wire: Arc<WireCounters>,
+    /// Becomes true once the server's limits are known (or known to be unavailable).
+    limits_known: watch::Sender<bool>,
 }
 
 /// Bytes that crossed the transport, each way.
@@ -272,6 +274,7 @@ impl SftpClient {
             stderr,
             child: Mutex::new(child),
             wire: Arc::new(WireCounters::default()),
+            limits_known: watch::Sender::new(!extensions.limits),
         });
         // The handshake itself: INIT out, VERSION in.
         shared.wire.sent.fetch_add(9, Ordering::Relaxed);
@@ -288,10 +291,30 @@ impl SftpClient {
         tokio::spawn(read_loop(reader, decoder, shared.clone()));
         let client = SftpClient { shared };
         if extensions.limits {
-            let limits = client.limits().await?;
-            apply_limits(&client.shared, &limits);
+            // Not waited for: requests sent meanwhile use safe sizes, and the server answers
+            // this one before anything sent after it.
+            let pending = client.send(&Request::Limits, 0).await?;
+            let weak = Arc::downgrade(&client.shared);
+            tokio::spawn(async move {
+                let reply = pending.response().await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                if let Ok(Response::ExtendedReply(data)) = reply {
+                    if let Ok(limits) = Limits::decode(&data) {
+                        apply_limits(&shared, &limits);
+                    }
+                }
+                shared.limits_known.send_replace(true);
+            });
         }
         Ok(client)
+    }
+
+    /// Waits until the server's limits, asked for during the handshake, are in force.
+    pub async fn limits_known(&self) {
+        let mut rx = self.shared.limits_known.subscribe();
+        let _ = rx.wait_for(|known| *known).await;
     }
 
     pub fn version(&self) -> &Version {

@@ -38,6 +38,7 @@ async fn handshake_reports_openssh_extensions_and_limits() {
     assert!(e.expand_path && e.copy_data);
     assert_eq!(c.version().version, 3);
     // OpenSSH 9.x: 256 KiB packets, reads and writes of 255 KiB.
+    c.limits_known().await;
     assert_eq!(c.read_size(), 261120);
     assert_eq!(c.write_size(), 261120);
     assert!(c.max_open_handles().unwrap_or(0) > 0);

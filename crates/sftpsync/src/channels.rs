@@ -24,37 +24,45 @@ pub enum Sharing {
     LocalServers,
 }
 
-pub struct Channels {
-    pub clients: Vec<SftpClient>,
+/// Opens further channels like the first one, and holds the ControlMaster socket's directory
+/// (removed when this is dropped, after every channel has closed).
+pub struct Connector {
+    route: Route,
+    /// The remote shell command for the extra channels.
+    more_words: Option<Vec<OsString>>,
     pub sharing: Sharing,
-    /// Channels asked for but not opened, with the first reason.
-    pub failed: Option<(usize, String)>,
-    /// Holds the ControlMaster socket; removed when dropped.
     _control_dir: Option<tempfile::TempDir>,
 }
 
-impl Channels {
-    /// Closes every channel; the multiplexed ones before the master they ride on.
-    pub async fn shutdown(&self) {
-        for c in self.clients.iter().skip(1) {
-            c.shutdown().await;
-        }
-        if let Some(first) = self.clients.first() {
-            first.shutdown().await;
-        }
-    }
-}
-
 /// How to reach the server.
-pub enum Route<'a> {
+#[derive(Clone)]
+pub enum Route {
     /// `--sftp-server PATH`: a local server program over pipes.
-    LocalServer(&'a OsStr),
+    LocalServer(OsString),
     /// The remote shell command (already split into words), user and host.
     Ssh {
         rsh: Vec<OsString>,
-        user: Option<&'a [u8]>,
-        host: &'a [u8],
+        user: Option<Vec<u8>>,
+        host: Vec<u8>,
     },
+}
+
+impl Connector {
+    /// Opens `n` more channels at once. Failures only mean fewer channels: the count and the
+    /// first reason come back for -v.
+    pub async fn open_more(&self, n: usize) -> (Vec<SftpClient>, Option<(usize, String)>) {
+        let words = self.more_words.as_deref();
+        let results = join_all((0..n).map(|_| open_one(&self.route, words))).await;
+        let mut clients = Vec::new();
+        let mut failed: Option<(usize, String)> = None;
+        for r in results {
+            match r {
+                Ok(c) => clients.push(c),
+                Err(e) => failed.get_or_insert((0, e.to_string())).0 += 1,
+            }
+        }
+        (clients, failed)
+    }
 }
 
 fn handshake_error(peer: &[u8], detail: String) -> SftpError {
@@ -81,11 +89,15 @@ fn with_options(rsh: &[OsString], opts: &[String]) -> Vec<OsString> {
     words
 }
 
-async fn open_one(route: &Route<'_>, rsh: Option<&[OsString]>) -> Result<SftpClient, SftpError> {
+async fn open_one(route: &Route, rsh: Option<&[OsString]>) -> Result<SftpClient, SftpError> {
     let (transport, peer): (std::io::Result<Transport>, &[u8]) = match route {
         Route::LocalServer(path) => (Transport::sftp_server(path, &[]), path.as_bytes()),
-        Route::Ssh { user, host, .. } => (
-            Transport::ssh(rsh.expect("ssh words for an ssh route"), *user, host),
+        Route::Ssh {
+            rsh: own,
+            user,
+            host,
+        } => (
+            Transport::ssh(rsh.unwrap_or(own), user.as_deref(), host),
             host,
         ),
     };
@@ -152,13 +164,12 @@ fn cpu_has_aes() -> bool {
     }
 }
 
-/// Opens up to `wanted` channels. Only the first must succeed; the others are a bonus, and
-/// the run goes on with however many came up.
-pub async fn open(route: Route<'_>, wanted: usize) -> Result<Channels, SftpError> {
-    let wanted = wanted.max(1);
+/// Opens the first channel, and prepares for `wanted - 1` more: they share its connection
+/// when the remote shell is OpenSSH's ssh.
+pub async fn open(route: Route, wanted: usize) -> Result<(SftpClient, Connector), SftpError> {
     let route = match route {
         Route::Ssh { rsh, user, host } if is_openssh(&rsh) => {
-            let extra = cipher_options(&rsh, user, host).await;
+            let extra = cipher_options(&rsh, user.as_deref(), &host).await;
             Route::Ssh {
                 rsh: with_options(&rsh, &extra),
                 user,
@@ -167,86 +178,63 @@ pub async fn open(route: Route<'_>, wanted: usize) -> Result<Channels, SftpError
         }
         other => other,
     };
-    let (first_words, more_words, sharing, control_dir) = match &route {
-        Route::LocalServer(_) => (None, None, Sharing::LocalServers, None),
-        Route::Ssh { rsh, .. } if wanted > 1 && is_openssh(rsh) => {
-            match private_socket_dir() {
-                Ok(dir) => {
-                    let socket = dir.path().join("control");
-                    let path = socket.display().to_string();
-                    let master = with_options(
-                        rsh,
-                        &[
-                            "-oControlMaster=yes".into(),
-                            format!("-oControlPath={path}"),
-                            "-oControlPersist=no".into(),
-                        ],
-                    );
-                    // BatchMode: should the socket not answer, the extra channels log in on
-                    // their own without ever prompting a second time.
-                    let client = with_options(
-                        rsh,
-                        &[
-                            "-oControlMaster=no".into(),
-                            format!("-oControlPath={path}"),
-                            "-oBatchMode=yes".into(),
-                        ],
-                    );
-                    (
-                        Some(master),
-                        Some((client, socket)),
-                        Sharing::Multiplexed,
-                        Some(dir),
-                    )
-                }
-                Err(_) => (
-                    Some(rsh.clone()),
-                    Some((
-                        with_options(rsh, &["-oBatchMode=yes".into()]),
-                        PathBuf::new(),
-                    )),
-                    Sharing::SeparateConnections,
-                    None,
-                ),
+    let mut control_dir = None;
+    let mut socket = None;
+    let (first_words, more_words, sharing) = match &route {
+        Route::LocalServer(_) => (None, None, Sharing::LocalServers),
+        Route::Ssh { rsh, .. } if wanted > 1 && is_openssh(rsh) => match private_socket_dir() {
+            Ok(dir) => {
+                let path = dir.path().join("control");
+                let shown = path.display().to_string();
+                let master = with_options(
+                    rsh,
+                    &[
+                        "-oControlMaster=yes".into(),
+                        format!("-oControlPath={shown}"),
+                        "-oControlPersist=no".into(),
+                    ],
+                );
+                // BatchMode: should the socket not answer, the extra channels log in on their
+                // own without ever prompting a second time.
+                let client = with_options(
+                    rsh,
+                    &[
+                        "-oControlMaster=no".into(),
+                        format!("-oControlPath={shown}"),
+                        "-oBatchMode=yes".into(),
+                    ],
+                );
+                control_dir = Some(dir);
+                socket = Some(path);
+                (Some(master), Some(client), Sharing::Multiplexed)
             }
-        }
+            Err(_) => (
+                Some(rsh.clone()),
+                Some(with_options(rsh, &["-oBatchMode=yes".into()])),
+                Sharing::SeparateConnections,
+            ),
+        },
         Route::Ssh { rsh, .. } => (
             Some(rsh.clone()),
-            Some((rsh.clone(), PathBuf::new())),
+            Some(rsh.clone()),
             Sharing::SeparateConnections,
-            None,
         ),
     };
-
     let first = open_one(&route, first_words.as_deref()).await?;
-    let mut sharing = sharing;
-    if sharing == Sharing::Multiplexed {
-        let socket_up = more_words
-            .as_ref()
-            .is_some_and(|(_, socket)| socket.exists());
-        if !socket_up {
-            sharing = Sharing::SeparateConnections;
-        }
-    }
-    let more_words = more_words.map(|(w, _)| w);
-    let rest = join_all((1..wanted).map(|_| open_one(&route, more_words.as_deref()))).await;
-    let mut clients = vec![first];
-    let mut failed: Option<(usize, String)> = None;
-    for r in rest {
-        match r {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                let f = failed.get_or_insert((0, e.to_string()));
-                f.0 += 1;
-            }
-        }
-    }
-    Ok(Channels {
-        clients,
-        sharing,
-        failed,
-        _control_dir: control_dir,
-    })
+    let sharing = match socket {
+        // The master listens once it has logged in, which the SFTP handshake proves.
+        Some(path) if !path.exists() => Sharing::SeparateConnections,
+        _ => sharing,
+    };
+    Ok((
+        first,
+        Connector {
+            route,
+            more_words,
+            sharing,
+            _control_dir: control_dir,
+        },
+    ))
 }
 
 /// A directory only we can enter, for the ControlMaster socket. Unix socket paths are

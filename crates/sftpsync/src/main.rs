@@ -17,8 +17,8 @@ use args::{CliArgs, FilterArg, Location, Parsed};
 use sftp_client::{split_command, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
-    ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree, SourceContent, SourceRoot,
-    SyncJob, SyncOptions, Tree,
+    ChannelPool, ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree, SourceContent,
+    SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
 use output::{TerminalReporter, Verbosity};
@@ -144,15 +144,43 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
 /// Channels opened when --channels is not given.
 const DEFAULT_CHANNELS: usize = 4;
 
-/// Connects to the server named in the remote operands.
+/// The channels of a run: the first one connected, the rest arriving in the background.
+struct Connection {
+    pool: Arc<ChannelPool>,
+    wanted: usize,
+    more: tokio::task::JoinHandle<channels::Connector>,
+}
+
+impl Connection {
+    /// Waits for the extra channels to settle, then closes every channel, the multiplexed
+    /// ones before the master they ride on. Returns bytes sent and received on all of them.
+    async fn close(self) -> (u64, u64) {
+        let connector = self.more.await.ok();
+        let all = self.pool.all();
+        let totals = all
+            .iter()
+            .map(|c| c.wire_bytes())
+            .fold((0, 0), |(s, r), (a, b)| (s + a, r + b));
+        for c in all.iter().skip(1) {
+            c.shutdown().await;
+        }
+        all[0].shutdown().await;
+        drop(connector);
+        totals
+    }
+}
+
+/// Connects to the server named in the remote operands: one channel now, the others opened
+/// while the sync already runs on the first.
 async fn connect(
     cli: &CliArgs,
     user: Option<&[u8]>,
     host: &[u8],
-) -> Result<channels::Channels, SftpError> {
+    say: impl Fn(String, bool) + Send + 'static,
+) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
     let route = if let Some(server) = &cli.sftp_server {
-        channels::Route::LocalServer(server.as_os_str())
+        channels::Route::LocalServer(server.clone().into_os_string())
     } else {
         let rsh = cli
             .rsh
@@ -165,15 +193,41 @@ async fn connect(
             stderr: String::new(),
             exit_code: None,
         })?;
-        channels::Route::Ssh { rsh, user, host }
+        channels::Route::Ssh {
+            rsh,
+            user: user.map(<[u8]>::to_vec),
+            host: host.to_vec(),
+        }
     };
-    channels::open(route, wanted).await
+    let (first, connector) = channels::open(route, wanted).await?;
+    let pool = Arc::new(ChannelPool::new(first));
+    let more = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let (clients, failed) = connector.open_more(wanted - 1).await;
+            let opened = 1 + clients.len();
+            for c in clients {
+                pool.add(c);
+            }
+            let noteworthy = failed.is_some()
+                || (opened > 1 && connector.sharing == channels::Sharing::SeparateConnections);
+            say(
+                describe_channels(opened, &connector.sharing, failed.as_ref()),
+                noteworthy,
+            );
+            connector
+        }
+    });
+    Ok(Connection { pool, wanted, more })
 }
 
 /// What -v says about the channels.
-fn describe_channels(c: &channels::Channels) -> String {
-    let n = c.clients.len();
-    let how = match c.sharing {
+fn describe_channels(
+    n: usize,
+    sharing: &channels::Sharing,
+    failed: Option<&(usize, String)>,
+) -> String {
+    let how = match sharing {
         _ if n == 1 => "",
         channels::Sharing::Multiplexed => " sharing one SSH connection",
         channels::Sharing::SeparateConnections => {
@@ -185,7 +239,7 @@ fn describe_channels(c: &channels::Channels) -> String {
         "using {n} SFTP channel{}{how}",
         if n == 1 { "" } else { "s" }
     );
-    if let Some((failed, why)) = &c.failed {
+    if let Some((failed, why)) = failed {
         s.push_str(&format!("; {failed} more could not be opened: {why}"));
     }
     s
@@ -270,30 +324,31 @@ async fn run(cli: CliArgs) -> ExitCode {
             Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
             Location::Local(_) => None,
         });
-    let channels = match &remote {
-        Some((user, host)) => match connect(&cli, user.as_deref(), host).await {
-            Ok(c) => {
-                // rsync shows how it connects at -vv; fewer channels than asked for is worth
-                // knowing at -v.
-                let fewer = c.failed.is_some()
-                    || (c.clients.len() > 1 && c.sharing == channels::Sharing::SeparateConnections);
-                if !cli.quiet && (cli.verbose > 1 || (cli.verbose > 0 && fewer)) {
-                    println!("{}", describe_channels(&c));
+    let connection = match &remote {
+        Some((user, host)) => {
+            // rsync shows how it connects at -vv; fewer channels than asked for, or channels
+            // that could not share a login, are worth knowing at -v.
+            let (verbose, quiet) = (cli.verbose, cli.quiet);
+            let say = move |line: String, noteworthy: bool| {
+                if !quiet && (verbose > 1 || (verbose > 0 && noteworthy)) {
+                    println!("{line}");
                 }
-                Some(c)
+            };
+            match connect(&cli, user.as_deref(), host, say).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("sftpsync: {e}");
+                    let code = match &e {
+                        SftpError::Handshake {
+                            exit_code: Some(255),
+                            ..
+                        } => exit::SSH_FAILED,
+                        _ => exit::STREAM,
+                    };
+                    return fail(code);
+                }
             }
-            Err(e) => {
-                eprintln!("sftpsync: {e}");
-                let code = match &e {
-                    SftpError::Handshake {
-                        exit_code: Some(255),
-                        ..
-                    } => exit::SSH_FAILED,
-                    _ => exit::STREAM,
-                };
-                return fail(code);
-            }
-        },
+        }
         None => None,
     };
     let quirks = Arc::new(ServerQuirks::default());
@@ -321,10 +376,11 @@ async fn run(cli: CliArgs) -> ExitCode {
         match loc {
             Location::Local(_) => Arc::new(LocalTree::new(local_root(dir))),
             Location::Remote { .. } => Arc::new(SftpTree::new(
-                channels
+                connection
                     .as_ref()
-                    .map(|c| c.clients.clone())
-                    .unwrap_or_default(),
+                    .expect("connected when a remote operand exists")
+                    .pool
+                    .clone(),
                 dir.to_vec(),
                 remote_label(dir),
                 quirks.clone(),
@@ -383,17 +439,13 @@ async fn run(cli: CliArgs) -> ExitCode {
         sources,
         dest: dest_tree,
         dest_file_name,
-        max_tasks: TASKS_PER_CHANNEL * channels.as_ref().map_or(1, |c| c.clients.len()),
+        max_tasks: TASKS_PER_CHANNEL * connection.as_ref().map_or(1, |c| c.wanted),
     };
     let outcome = sync_engine::run(&job, &opts, &*reporter).await;
-    let (sent, received) = channels
-        .iter()
-        .flat_map(|c| &c.clients)
-        .map(|c| c.wire_bytes())
-        .fold((0, 0), |(s, r), (a, b)| (s + a, r + b));
-    if let Some(c) = &channels {
-        c.shutdown().await;
-    }
+    let (sent, received) = match connection {
+        Some(c) => c.close().await,
+        None => (0, 0),
+    };
 
     if let Some(e) = &outcome.fatal {
         eprintln!("sftpsync: {e}");

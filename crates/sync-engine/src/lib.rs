@@ -16,7 +16,7 @@ pub mod tree;
 pub use filter::FilterRules;
 pub use local::LocalTree;
 pub use options::SyncOptions;
-pub use remote::{ServerQuirks, SftpTree};
+pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
 pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
 pub use task::hash_file;

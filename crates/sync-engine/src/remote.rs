@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,11 +32,47 @@ pub struct ServerQuirks {
     pub chown_refused: AtomicBool,
 }
 
+/// The SFTP channels to one server, which may grow while a sync runs: work starts on the
+/// first channel while the others are still being opened.
+pub struct ChannelPool {
+    channels: RwLock<Vec<SftpClient>>,
+    next: AtomicUsize,
+}
+
+impl ChannelPool {
+    pub fn new(first: SftpClient) -> ChannelPool {
+        ChannelPool {
+            channels: RwLock::new(vec![first]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn add(&self, channel: SftpClient) {
+        self.channels.write().unwrap().push(channel);
+    }
+
+    pub fn all(&self) -> Vec<SftpClient> {
+        self.channels.read().unwrap().clone()
+    }
+
+    fn first(&self) -> SftpClient {
+        self.channels.read().unwrap()[0].clone()
+    }
+
+    /// `n` channels (fewer if there are fewer), starting with the next one round robin.
+    fn pick(&self, n: usize) -> Vec<SftpClient> {
+        let channels = self.channels.read().unwrap();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n.min(channels.len()))
+            .map(|i| channels[(start + i) % channels.len()].clone())
+            .collect()
+    }
+}
+
 /// A directory on an SFTP server. `base` is as the user gave it: relative paths resolve
-/// against the login directory. Work is spread over one or more channels to the same server.
+/// against the login directory. Work is spread over the pool's channels.
 pub struct SftpTree {
-    channels: Vec<SftpClient>,
-    next_channel: AtomicUsize,
+    pool: Arc<ChannelPool>,
     base: Vec<u8>,
     describe: String,
     quirks: Arc<ServerQuirks>,
@@ -44,9 +80,8 @@ pub struct SftpTree {
 }
 
 impl SftpTree {
-    /// `channels` must not be empty; they all reach the same server as the same user.
     pub fn new(
-        channels: Vec<SftpClient>,
+        pool: Arc<ChannelPool>,
         base: Vec<u8>,
         describe: String,
         quirks: Arc<ServerQuirks>,
@@ -57,10 +92,8 @@ impl SftpTree {
         while base.len() > 1 && base.ends_with(b"/") {
             base.pop();
         }
-        assert!(!channels.is_empty(), "an SftpTree needs a channel");
         SftpTree {
-            channels,
-            next_channel: AtomicUsize::new(0),
+            pool,
             base,
             describe,
             quirks,
@@ -69,23 +102,18 @@ impl SftpTree {
     }
 
     /// The channel for the next piece of work, round robin.
-    fn client(&self) -> &SftpClient {
-        let n = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        &self.channels[n % self.channels.len()]
+    fn client(&self) -> SftpClient {
+        self.pool.pick(1).remove(0)
     }
 
     /// Channels for one file of `size` bytes: the first is where it is opened; big files
     /// also get a handle on each of the others.
     fn channels_for(&self, size: u64) -> Vec<SftpClient> {
-        let first = self.next_channel.fetch_add(1, Ordering::Relaxed);
-        let n = if size >= SPREAD_MIN_SIZE {
-            self.channels.len()
+        self.pool.pick(if size >= SPREAD_MIN_SIZE {
+            usize::MAX
         } else {
             1
-        };
-        (0..n)
-            .map(|i| self.channels[(first + i) % self.channels.len()].clone())
-            .collect()
+        })
     }
 
     fn full(&self, rel: &[u8]) -> Vec<u8> {
@@ -332,7 +360,7 @@ impl Tree for SftpTree {
 
     async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
         let (a, b) = (self.full(from), self.full(to));
-        if self.channels[0].extensions().posix_rename {
+        if self.pool.first().extensions().posix_rename {
             return self
                 .client()
                 .posix_rename(&a, &b)
@@ -373,7 +401,7 @@ impl Tree for SftpTree {
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         if kind == Kind::Symlink {
             // Only lsetstat leaves the target alone; a link's mode means nothing.
-            if !self.channels[0].extensions().lsetstat {
+            if !self.pool.first().extensions().lsetstat {
                 return Ok(());
             }
             let attrs = Attrs {
