@@ -9,7 +9,8 @@
 //!
 //! The proxy counts the bytes it delivered in each direction and the connections still open,
 //! and rewrites `--stats-file` atomically as `{"up":N,"down":N,"open":K,"conns":C}` whenever a
-//! connection closes, and at most once a second while anything changes.
+//! connection opens or closes, and at most once a second while anything changes. Once "open"
+//! is 0, "up" and "down" include everything the closed connections carried.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,6 +116,9 @@ impl OpenGuard {
     fn new(stats: Arc<Stats>) -> Self {
         stats.conns.fetch_add(1, Ordering::SeqCst);
         stats.open.fetch_add(1, Ordering::SeqCst);
+        // Publish at once, so that a reader waiting for "open" to drop to 0 cannot mistake
+        // the file from before this connection for the final count.
+        stats.publish();
         OpenGuard(stats)
     }
 }
