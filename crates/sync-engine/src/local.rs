@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use crate::path::RelPath;
 use crate::tree::{
@@ -254,22 +253,23 @@ impl Tree for LocalTree {
         &self,
         path: &RelPath,
         mode: u32,
-        _: u64,
+        expected_size: u64,
     ) -> TreeResult<Box<dyn FileWriter>> {
-        let full = self.full(path);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o777)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&full)
-            .await
-            .map_err(|e| error("create", path, e))?;
-        Ok(Box::new(LocalWriter {
-            file,
-            full,
+        let mut writer = LocalWriter {
+            full: self.full(path),
             path: path.clone(),
-        }))
+            mode,
+            file: None,
+            buffered: Vec::new(),
+            buffered_len: 0,
+        };
+        // A small file is created, written, stamped and synced in one trip to the blocking
+        // pool at `finish`; a big one is created now and written as it comes.
+        if expected_size > WRITE_BUFFER as u64 {
+            let (full, rel) = (writer.full.clone(), writer.path.clone());
+            writer.file = Some(blocking(move || create_new(&full, mode, &rel)).await?);
+        }
+        Ok(Box::new(writer))
     }
 
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
@@ -378,33 +378,85 @@ impl FileReader for LocalReader {
     }
 }
 
+/// What a writer keeps in memory before it has to go to the file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+fn create_new(full: &Path, mode: u32, rel: &RelPath) -> TreeResult<Arc<fs::File>> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(full)
+        .map(Arc::new)
+        .map_err(|e| error("create", rel, e))
+}
+
+fn write_all(file: &fs::File, chunks: &[Bytes], rel: &RelPath) -> TreeResult<()> {
+    use std::io::Write;
+    for c in chunks {
+        (&*file).write_all(c).map_err(|e| error("write", rel, e))?;
+    }
+    Ok(())
+}
+
 struct LocalWriter {
-    file: tokio::fs::File,
     full: PathBuf,
     path: RelPath,
+    mode: u32,
+    /// `None` until the file has to exist: small files are created at `finish`.
+    file: Option<Arc<fs::File>>,
+    buffered: Vec<Bytes>,
+    buffered_len: usize,
 }
 
 #[async_trait]
 impl FileWriter for LocalWriter {
     async fn write(&mut self, data: Bytes) -> TreeResult<()> {
-        self.file
-            .write_all(&data)
-            .await
-            .map_err(|e| error("write", &self.path, e))
+        self.buffered_len += data.len();
+        self.buffered.push(data);
+        if self.buffered_len < WRITE_BUFFER {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.buffered);
+        self.buffered_len = 0;
+        let (full, rel, mode, file) = (
+            self.full.clone(),
+            self.path.clone(),
+            self.mode,
+            self.file.clone(),
+        );
+        let file = blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => create_new(&full, mode, &rel)?,
+            };
+            write_all(&file, &chunks, &rel)?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
     }
 
-    async fn finish(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| error("write", &self.path, e))?;
-        let file = self.file.into_std().await;
-        let full = self.full;
-        let rel = self.path;
+    async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
+        let LocalWriter {
+            full,
+            path,
+            mode,
+            file,
+            buffered,
+            ..
+        } = *self;
         let meta = meta.clone();
         blocking(move || {
-            apply_meta(&full, Kind::File, &meta).map_err(|(op, e)| error(op, &rel, e))?;
-            file.sync_all().map_err(|e| error("fsync", &rel, e))
+            let file = match file {
+                Some(f) => f,
+                None => create_new(&full, mode, &path)?,
+            };
+            write_all(&file, &buffered, &path)?;
+            apply_meta(&full, Kind::File, &meta).map_err(|(op, e)| error(op, &path, e))?;
+            file.sync_all().map_err(|e| error("fsync", &path, e))
         })
         .await
     }

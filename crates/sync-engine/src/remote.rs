@@ -20,6 +20,8 @@ use crate::tree::{
 const READ_AHEAD: usize = 16;
 /// Writes kept in flight per open handle.
 const WRITE_BEHIND: usize = 16;
+/// Length of the read that checks a file ends where its listing said.
+const PROBE_SIZE: u32 = 4096;
 /// Files at least this big are spread over every channel, one handle on each.
 const SPREAD_MIN_SIZE: u64 = 16 << 20;
 
@@ -466,6 +468,11 @@ impl SftpReader {
             {
                 // Past the expected end, one read at a time until the real end shows.
                 break;
+            } else if off == self.expected {
+                // The read that should come back EOF. Kept small: every byte asked for counts
+                // against the channel's budget until the reply arrives, and a full-size probe
+                // per small file would crowd out real reads.
+                PROBE_SIZE.min(self.read_size)
             } else {
                 self.read_size
             };
