@@ -1214,7 +1214,7 @@ Transfer and connection:
      --partial              keep partly transferred files to resume later
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
-     --channels=N           SFTP channels to use at once (default 4), sharing
+     --channels=N           SFTP channels to use at once (default 8), sharing
                             one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
      --contimeout=SECONDS   give up connecting after SECONDS

@@ -142,7 +142,7 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
 }
 
 /// Channels opened when --channels is not given.
-const DEFAULT_CHANNELS: usize = 4;
+const DEFAULT_CHANNELS: usize = 8;
 
 /// The channels of a run: the first one connected, the rest arriving in the background.
 struct Connection {
@@ -209,6 +209,7 @@ async fn connect(
             for c in clients {
                 pool.add(c);
             }
+            pool.settle();
             let noteworthy = failed.is_some()
                 || (opened > 1 && connector.sharing == channels::Sharing::SeparateConnections);
             say(

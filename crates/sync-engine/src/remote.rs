@@ -39,6 +39,8 @@ pub struct ServerQuirks {
 pub struct ChannelPool {
     channels: RwLock<Vec<SftpClient>>,
     next: AtomicUsize,
+    /// True once no more channels will be added.
+    settled: tokio::sync::watch::Sender<bool>,
 }
 
 impl ChannelPool {
@@ -46,11 +48,22 @@ impl ChannelPool {
         ChannelPool {
             channels: RwLock::new(vec![first]),
             next: AtomicUsize::new(0),
+            settled: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub fn add(&self, channel: SftpClient) {
         self.channels.write().unwrap().push(channel);
+    }
+
+    /// No more channels are coming; big files stop waiting for them.
+    pub fn settle(&self) {
+        self.settled.send_replace(true);
+    }
+
+    async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     pub fn all(&self) -> Vec<SftpClient> {
@@ -110,12 +123,13 @@ impl SftpTree {
 
     /// Channels for one file of `size` bytes: the first is where it is opened; big files
     /// also get a handle on each of the others.
-    fn channels_for(&self, size: u64) -> Vec<SftpClient> {
-        self.pool.pick(if size >= SPREAD_MIN_SIZE {
-            usize::MAX
-        } else {
-            1
-        })
+    async fn channels_for(&self, size: u64) -> Vec<SftpClient> {
+        if size < SPREAD_MIN_SIZE {
+            return self.pool.pick(1);
+        }
+        // Worth the wait for the channels still being opened: this file will use them all.
+        self.pool.settled().await;
+        self.pool.pick(usize::MAX)
     }
 
     fn full(&self, rel: &[u8]) -> Vec<u8> {
@@ -248,7 +262,7 @@ impl Tree for SftpTree {
                 Ok::<_, SftpError>((c, h))
             }
         };
-        let channels = self.channels_for(expected_size);
+        let channels = self.channels_for(expected_size).await;
         let mut handles = Vec::with_capacity(channels.len());
         for r in futures::future::join_all(channels.into_iter().map(open)).await {
             match r {
@@ -284,7 +298,7 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         let full = self.full(path);
-        let mut channels = self.channels_for(expected_size).into_iter();
+        let mut channels = self.channels_for(expected_size).await.into_iter();
         let first = channels.next().expect("at least one channel");
         let handle = first
             .open(
