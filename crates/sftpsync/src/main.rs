@@ -152,18 +152,22 @@ struct Connection {
 }
 
 impl Connection {
-    /// Waits for the extra channels to settle, then closes every channel, the multiplexed
-    /// ones before the master they ride on. Returns bytes sent and received on all of them.
+    /// Closes every channel, the multiplexed ones before the master they ride on, after the
+    /// extra channels have finished opening (if a transfer ever asked for them). Returns
+    /// bytes sent and received on all of them.
     async fn close(self) -> (u64, u64) {
-        let connector = self.more.await.ok();
+        let connector = if self.pool.is_demanded() {
+            self.more.await.ok()
+        } else {
+            self.more.abort();
+            None
+        };
         let all = self.pool.all();
         let totals = all
             .iter()
             .map(|c| c.wire_bytes())
             .fold((0, 0), |(s, r), (a, b)| (s + a, r + b));
-        for c in all.iter().skip(1) {
-            c.shutdown().await;
-        }
+        futures::future::join_all(all.iter().skip(1).map(|c| c.shutdown())).await;
         all[0].shutdown().await;
         drop(connector);
         totals
@@ -204,6 +208,7 @@ async fn connect(
     let more = tokio::spawn({
         let pool = pool.clone();
         async move {
+            pool.demanded().await;
             let (clients, failed) = connector.open_more(wanted - 1).await;
             let opened = 1 + clients.len();
             for c in clients {

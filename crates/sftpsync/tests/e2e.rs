@@ -647,3 +647,58 @@ fn no_change_run_only_lists_directories() {
     );
     assert!(requests.contains("opendir "), "{requests}");
 }
+
+#[test]
+fn big_file_writes_are_split_evenly_across_channels() {
+    // Regression: 256 KiB source chunks were cut into one full write and a 1 KiB remainder,
+    // and taking turns between two channels then sent every full write down the same one.
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let wrapper = tmp.path().join("logging-sftp-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} -e -l DEBUG1 \"$@\" 2>>{}/server.$$\n",
+            testkit::sftp_server_path().display(),
+            logs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    let wrapper_s = wrapper.to_str().unwrap().to_string();
+    let dest_spec = format!("localhost:{}", slash(&dst));
+    ok(&sftpsync(&[
+        "-a",
+        "--channels=2",
+        "--sftp-server",
+        &wrapper_s,
+        &slash(&src),
+        &dest_spec,
+    ]));
+    assert_eq!(std::fs::read(dst.join("big")).unwrap(), big);
+
+    // sftp-server logs each WRITE as `... write "NAME" (handle N) off X len Y`.
+    let mut written: Vec<u64> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(": write \""))
+                .filter_map(|l| l.rsplit("len ").next()?.trim().parse::<u64>().ok())
+                .sum()
+        })
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 2, "two channels, two server processes");
+    assert_eq!(written.iter().sum::<u64>(), big.len() as u64);
+    assert!(
+        written[0] * 10 >= written[1] * 9,
+        "the channels carried {written:?} bytes: not an even split"
+    );
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sftp_client::{
     Attrs, FileKind, Handle, OpenFlags, PendingReply, Request, SftpClient, SftpError, StatusCode,
 };
@@ -41,6 +41,9 @@ pub struct ChannelPool {
     next: AtomicUsize,
     /// True once no more channels will be added.
     settled: tokio::sync::watch::Sender<bool>,
+    /// True once a file's contents are to be moved: runs that only list, compare and fix
+    /// attributes never open more than the first channel.
+    demand: tokio::sync::watch::Sender<bool>,
 }
 
 impl ChannelPool {
@@ -49,11 +52,27 @@ impl ChannelPool {
             channels: RwLock::new(vec![first]),
             next: AtomicUsize::new(0),
             settled: tokio::sync::watch::Sender::new(false),
+            demand: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub fn add(&self, channel: SftpClient) {
         self.channels.write().unwrap().push(channel);
+    }
+
+    /// Waits until some file needs its contents moved.
+    pub async fn demanded(&self) {
+        let mut rx = self.demand.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    pub fn is_demanded(&self) -> bool {
+        *self.demand.borrow()
+    }
+
+    fn demand(&self) {
+        self.demand
+            .send_if_modified(|d| !std::mem::replace(d, true));
     }
 
     /// No more channels are coming; big files stop waiting for them.
@@ -124,6 +143,7 @@ impl SftpTree {
     /// Channels for one file of `size` bytes: the first is where it is opened; big files
     /// also get a handle on each of the others.
     async fn channels_for(&self, size: u64) -> Vec<SftpClient> {
+        self.pool.demand();
         if size < SPREAD_MIN_SIZE {
             return self.pool.pick(1);
         }
@@ -329,6 +349,7 @@ impl Tree for SftpTree {
             path: path.clone(),
             full,
             write_size,
+            pending: BytesMut::new(),
             offset: 0,
             writes_sent: 0,
             quirks: self.quirks.clone(),
@@ -586,12 +607,32 @@ impl WriteHandle {
     }
 }
 
+impl SftpWriter {
+    /// Sends one WRITE through the next channel in turn.
+    async fn send_write(&mut self, chunk: Bytes) -> TreeResult<()> {
+        let n = self.handles.len();
+        let h = &mut self.handles[self.writes_sent % n];
+        self.writes_sent += 1;
+        h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
+        let p = h
+            .client
+            .send_write(&h.handle, self.offset, &chunk)
+            .await
+            .map_err(|e| sftp_error("write", &self.path, e))?;
+        h.in_flight.push_back(p);
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+}
+
 struct SftpWriter {
     /// The first handle created the file; big files have one more on each other channel.
     handles: Vec<WriteHandle>,
     path: RelPath,
     full: Vec<u8>,
     write_size: usize,
+    /// Data not yet sent: less than one write request's worth.
+    pending: BytesMut,
     offset: u64,
     writes_sent: usize,
     quirks: Arc<ServerQuirks>,
@@ -600,23 +641,22 @@ struct SftpWriter {
 #[async_trait]
 impl FileWriter for SftpWriter {
     async fn write(&mut self, data: Bytes) -> TreeResult<()> {
-        for chunk in data.chunks(self.write_size) {
-            let n = self.handles.len();
-            let h = &mut self.handles[self.writes_sent % n];
-            self.writes_sent += 1;
-            h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
-            let p = h
-                .client
-                .send_write(&h.handle, self.offset, chunk)
-                .await
-                .map_err(|e| sftp_error("write", &self.path, e))?;
-            h.in_flight.push_back(p);
-            self.offset += chunk.len() as u64;
+        // Whole write_size requests only: chunks of another size would leave a small
+        // remainder every time, and taking turns between channels would then send every big
+        // request down the same ones.
+        self.pending.extend_from_slice(&data);
+        while self.pending.len() >= self.write_size {
+            let chunk = self.pending.split_to(self.write_size).freeze();
+            self.send_write(chunk).await?;
         }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending).freeze();
+            self.send_write(rest).await?;
+        }
         let path = self.path.clone();
         // Writes through other channels must land before the times are set on the file.
         let mut extra_result = Ok(());

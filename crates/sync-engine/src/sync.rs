@@ -167,8 +167,12 @@ impl Prefetch {
 
     /// The next directory of the walk; always the front, since the walk is depth first.
     fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
-        let at = self.upcoming.iter().position(|u| &u.path == path)?;
-        let u = self.upcoming.remove(at);
+        let u = if self.upcoming.front().is_some_and(|u| &u.path == path) {
+            self.upcoming.pop_front()
+        } else {
+            let at = self.upcoming.iter().position(|u| &u.path == path)?;
+            self.upcoming.remove(at)
+        };
         self.pump();
         u
     }
@@ -645,21 +649,14 @@ impl<'a> Run<'a> {
 
             let upcoming = subdirs
                 .iter()
-                .map(|(child, path, existing)| Upcoming {
-                    path: path.clone(),
-                    source: self.job.sources[child.source].tree.clone(),
-                    dest: existing
-                        .as_ref()
-                        .filter(|m| m.kind == Kind::Dir)
-                        .map(|_| self.job.dest.clone()),
-                    started: None,
-                })
+                .map(|(child, path, existing)| self.upcoming(child, path, existing.as_ref()))
                 .collect();
             self.prefetch.announce(upcoming);
 
             for (child, path, existing) in subdirs {
-                let Some(upcoming) = self.prefetch.take(&path) else {
-                    continue;
+                let upcoming = match self.prefetch.take(&path) {
+                    Some(u) => u,
+                    None => self.upcoming(&child, &path, existing.as_ref()),
                 };
                 match &existing {
                     Some(m) if m.kind == Kind::Dir => {}
@@ -695,6 +692,18 @@ impl<'a> Run<'a> {
             }
             Ok(())
         })
+    }
+
+    /// A subdirectory the walk will enter; the destination side is listed only if it exists.
+    fn upcoming(&self, child: &Child, path: &RelPath, existing: Option<&Meta>) -> Upcoming {
+        Upcoming {
+            path: path.clone(),
+            source: self.job.sources[child.source].tree.clone(),
+            dest: existing
+                .filter(|m| m.kind == Kind::Dir)
+                .map(|_| self.job.dest.clone()),
+            started: None,
+        }
     }
 
     /// Creates or updates one directory entry (not its contents). `already_created` is for the
