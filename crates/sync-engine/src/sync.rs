@@ -60,7 +60,7 @@ pub struct SyncOutcome {
 }
 
 /// Directories whose listings are fetched ahead of the walk.
-const LISTINGS_AHEAD: usize = 32;
+const LISTINGS_AHEAD: usize = 128;
 /// Finished tasks whose items may wait for an earlier, slower one before being printed.
 const MAX_HELD: usize = 4096;
 
@@ -414,9 +414,14 @@ impl<'a> Run<'a> {
         if let Some(name) = self.job.dest_file_name.clone() {
             return self.top_single_file(name).await;
         }
+        // The root's listing is asked for at once, in case the root turns out to exist: one
+        // round trip less before the first comparison.
+        let dest = self.job.dest.clone();
+        let root_listing = tokio::spawn(async move { dest.read_dir(&Vec::new()).await });
         let root_meta = match self.dest().lstat(&Vec::new()).await {
             Ok(m) => m,
             Err(e) => {
+                root_listing.abort();
                 return Err(Fatal(e));
             }
         };
@@ -424,6 +429,7 @@ impl<'a> Run<'a> {
         match root_meta.as_ref().map(|m| m.kind) {
             Some(Kind::Dir) => {}
             Some(_) => {
+                root_listing.abort();
                 return Err(Fatal(TreeError {
                     op: "use destination",
                     side: self.dest().side(),
@@ -450,7 +456,11 @@ impl<'a> Run<'a> {
         for (i, src) in self.job.sources.iter().enumerate() {
             match &src.content {
                 SourceContent::Contents => {
-                    match src.tree.lstat(&Vec::new()).await {
+                    // Listed along with the lstat, for the same reason as the destination.
+                    let root = Vec::new();
+                    let (meta, listed) =
+                        futures::join!(src.tree.lstat(&root), src.tree.read_dir(&root));
+                    match meta {
                         Ok(Some(m)) if m.kind == Kind::Dir => {
                             if root_source.is_none() {
                                 root_source = Some((i, m));
@@ -473,7 +483,6 @@ impl<'a> Run<'a> {
                         self.reporter.info("skipping directory .");
                         continue;
                     }
-                    let listed = src.tree.read_dir(&Vec::new()).await;
                     if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
                         children.extend(list);
                     }
@@ -501,9 +510,18 @@ impl<'a> Run<'a> {
             .await?;
         }
         let dest_entries = if root_created {
+            root_listing.abort();
             HashMap::new()
         } else {
-            let listed = self.dest().read_dir(&Vec::new()).await;
+            let listed = root_listing.await.unwrap_or_else(|e| {
+                Err(TreeError {
+                    op: "list",
+                    side: self.dest().side(),
+                    path: Vec::new(),
+                    cause: format!("listing task failed: {e}"),
+                    kind: ErrorKind::Other,
+                })
+            });
             self.accept_dest(Some(listed))?
         };
         self.contents(Vec::new(), children, dest_entries, Gate::open())
