@@ -147,7 +147,6 @@ const DEFAULT_CHANNELS: usize = 8;
 /// The channels of a run: the first one connected, the rest arriving in the background.
 struct Connection {
     pool: Arc<ChannelPool>,
-    wanted: usize,
     more: tokio::task::JoinHandle<channels::Connector>,
 }
 
@@ -224,7 +223,7 @@ async fn connect(
             connector
         }
     });
-    Ok(Connection { pool, wanted, more })
+    Ok(Connection { pool, more })
 }
 
 /// What -v says about the channels.
@@ -445,7 +444,7 @@ async fn run(cli: CliArgs) -> ExitCode {
         sources,
         dest: dest_tree,
         dest_file_name,
-        max_tasks: TASKS_PER_CHANNEL * connection.as_ref().map_or(1, |c| c.wanted),
+        tasks_per_lane: TASKS_PER_CHANNEL,
     };
     let outcome = sync_engine::run(&job, &opts, &*reporter).await;
     let (sent, received) = match connection {

@@ -85,6 +85,10 @@ impl ChannelPool {
         let _ = rx.wait_for(|s| *s).await;
     }
 
+    pub fn count(&self) -> usize {
+        self.channels.read().unwrap().len()
+    }
+
     pub fn all(&self) -> Vec<SftpClient> {
         self.channels.read().unwrap().clone()
     }
@@ -472,6 +476,10 @@ impl Tree for SftpTree {
 
     fn can_chown(&self) -> bool {
         !self.quirks.chown_refused.load(Ordering::Relaxed)
+    }
+
+    fn lanes(&self) -> usize {
+        self.pool.count()
     }
 }
 

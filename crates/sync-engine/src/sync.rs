@@ -37,9 +37,10 @@ pub struct SyncJob {
     /// A single non-directory source copied under a new name: the destination tree is rooted at
     /// the parent directory and the entry is written under this name.
     pub dest_file_name: Option<Vec<u8>>,
-    /// Entries worked on at once (copies, links, deletions); each keeps its own requests in
-    /// flight, so this is what hides round trips.
-    pub max_tasks: usize,
+    /// Entries worked on at once (copies, links, deletions) per lane of the busiest side
+    /// (`Tree::lanes`); each keeps its own requests in flight, so this is what hides round
+    /// trips.
+    pub tasks_per_lane: usize,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -189,7 +190,7 @@ struct Run<'a> {
     next_seq: u64,
     next_to_print: u64,
     held: BTreeMap<u64, Vec<Item>>,
-    max_tasks: usize,
+    tasks_per_lane: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
     /// Directories whose entries were added, replaced or removed: their mtime moved.
@@ -213,7 +214,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         next_seq: 0,
         next_to_print: 0,
         held: BTreeMap::new(),
-        max_tasks: job.max_tasks.max(1),
+        tasks_per_lane: job.tasks_per_lane.max(1),
         prefetch: Prefetch::default(),
         dir_fixes: Vec::new(),
         touched_dirs: HashSet::new(),
@@ -350,7 +351,21 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Starts a task once fewer than `max_tasks` are running.
+    /// How many tasks may run: more as channels come up, so that the first burst of work
+    /// does not all land on the first channel.
+    fn max_tasks(&self) -> usize {
+        let lanes = self
+            .job
+            .sources
+            .iter()
+            .map(|s| s.tree.lanes())
+            .chain(std::iter::once(self.job.dest.lanes()))
+            .max()
+            .unwrap_or(1);
+        self.tasks_per_lane * lanes
+    }
+
+    /// Starts a task once fewer than `max_tasks()` are running.
     async fn spawn<F>(&mut self, work: F) -> Result<(), Fatal>
     where
         F: Future<Output = Report> + Send + 'static,
@@ -358,7 +373,7 @@ impl<'a> Run<'a> {
         while let Some(r) = self.tasks.try_join_next() {
             self.joined(r)?;
         }
-        while self.tasks.len() >= self.max_tasks {
+        while self.tasks.len() >= self.max_tasks() {
             if let Some(r) = self.tasks.join_next().await {
                 self.joined(r)?;
             }

@@ -137,6 +137,11 @@ pub trait Tree: Send + Sync {
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()>;
     /// Whether ownership changes can be applied on this side.
     fn can_chown(&self) -> bool;
+    /// How many independent lanes of requests the side has right now (SFTP channels); the
+    /// sync keeps its number of entries in flight proportional to it.
+    fn lanes(&self) -> usize {
+        1
+    }
 }
 
 /// Sequential reader of a file's contents.
