@@ -39,6 +39,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_JSON = BENCH_DIR / "results.json"
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
+# Hand-written reading of the results (why a target is or is not met), placed under the
+# targets table when present.
+ANALYSIS_MD = BENCH_DIR / "ANALYSIS.md"
 
 # Everything the benchmark creates lives here. Not under /tmp: sshd refuses a ChrootDirectory
 # with a group- or world-writable component.
@@ -904,6 +907,8 @@ def render_markdown(results: dict) -> str:
     scales = [s for s in ("full", "quick") if results.get(s, {}).get("cells")]
     target_scale = "full" if "full" in scales else ("quick" if scales else None)
     out += render_targets(results, target_scale)
+    if ANALYSIS_MD.exists():
+        out += [ANALYSIS_MD.read_text().rstrip(), ""]
     for scale in scales:
         data = results[scale]
         cells = data["cells"]

@@ -930,6 +930,9 @@ impl<'a> Run<'a> {
                         self.hard_links.insert(id, dest_path.clone());
                     }
                 }
+                if self.unchanged(&meta, existing.as_ref()) {
+                    return Ok(());
+                }
                 let (sh, gate) = (self.sh.clone(), gate.clone());
                 let src = SourceEntry {
                     tree,
@@ -988,6 +991,22 @@ impl<'a> Run<'a> {
             }
             Kind::Dir => Ok(()),
         }
+    }
+
+    /// A file the listings already show to be up to date in every way the options look at:
+    /// no task is started for it, which keeps no-change runs cheap.
+    fn unchanged(&self, src: &Meta, existing: Option<&Meta>) -> bool {
+        let opts = self.opts();
+        let Some(d) = existing.filter(|d| d.kind == Kind::File) else {
+            return false;
+        };
+        let chown = self.dest().can_chown();
+        !opts.checksum
+            && d.size == src.size
+            && (src.mtime - d.mtime).abs() <= opts.modify_window
+            && !(opts.perms && modes_differ(src.mode, d.mode))
+            && !(opts.owner && chown && src.uid.is_some() && d.uid != src.uid)
+            && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)
     }
 
     /// --existing, --ignore-existing and --update, decided from the listings alone.
