@@ -933,18 +933,12 @@ impl<'a> Run<'a> {
                 if self.unchanged(&meta, existing.as_ref()) {
                     return Ok(());
                 }
-                let (sh, gate) = (self.sh.clone(), gate.clone());
                 let src = SourceEntry {
                     tree,
                     path: src_path,
                     meta,
                 };
-                self.spawn(async move {
-                    let mut w = Worker::new(sh);
-                    let r = w.file(gate, src, dest_path, existing).await;
-                    w.finish(r)
-                })
-                .await
+                self.spawn_entry(gate, src, dest_path, existing).await
             }
             Kind::Symlink => {
                 self.outcome.stats.symlinks += 1;
@@ -956,18 +950,12 @@ impl<'a> Run<'a> {
                     ));
                     return Ok(());
                 }
-                let (sh, gate) = (self.sh.clone(), gate.clone());
                 let src = SourceEntry {
                     tree,
                     path: src_path,
                     meta,
                 };
-                self.spawn(async move {
-                    let mut w = Worker::new(sh);
-                    let r = w.symlink(gate, src, dest_path, existing).await;
-                    w.finish(r)
-                })
-                .await
+                self.spawn_entry(gate, src, dest_path, existing).await
             }
             Kind::Device | Kind::Special | Kind::Unknown => {
                 let wanted = if meta.kind == Kind::Device {
@@ -991,6 +979,27 @@ impl<'a> Run<'a> {
             }
             Kind::Dir => Ok(()),
         }
+    }
+
+    /// Hands a file or symlink to a task, which waits until its directory exists.
+    async fn spawn_entry(
+        &mut self,
+        gate: &Gate,
+        src: SourceEntry,
+        dest_path: RelPath,
+        existing: Option<Meta>,
+    ) -> Result<(), Fatal> {
+        let (sh, gate) = (self.sh.clone(), gate.clone());
+        self.spawn(async move {
+            let mut w = Worker::new(sh);
+            let r = if src.meta.kind == Kind::Symlink {
+                w.symlink(gate, src, dest_path, existing).await
+            } else {
+                w.file(gate, src, dest_path, existing).await
+            };
+            w.finish(r)
+        })
+        .await
     }
 
     /// A file the listings already show to be up to date in every way the options look at:
