@@ -35,7 +35,6 @@ pub struct Connector {
 }
 
 /// How to reach the server.
-#[derive(Clone)]
 pub enum Route {
     /// `--sftp-server PATH`: a local server program over pipes.
     LocalServer(OsString),

@@ -113,7 +113,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking file system task panicked")
 }
 
-fn set_times_nofollow(path: &Path, mtime: i64) -> std::io::Result<()> {
+/// Sets the mtime of `path` itself, never a symlink's target, to whole seconds; atime is left
+/// alone.
+pub fn set_mtime_nofollow(path: &Path, mtime: i64) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(IoKind::InvalidInput, "path contains NUL"))?;
     let times = [
@@ -155,7 +157,7 @@ fn apply_meta(
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
     }
     if let Some(mtime) = meta.mtime {
-        set_times_nofollow(path, mtime).map_err(|e| ("set times of", e))?;
+        set_mtime_nofollow(path, mtime).map_err(|e| ("set times of", e))?;
     }
     Ok(())
 }

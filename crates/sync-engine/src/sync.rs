@@ -126,13 +126,7 @@ impl Upcoming {
             Some(handle) => match handle.await {
                 Ok(listing) => listing,
                 Err(e) => Listing {
-                    source: Err(TreeError {
-                        op: "list",
-                        side: self.source.side(),
-                        path: self.path,
-                        cause: format!("listing task failed: {e}"),
-                        kind: ErrorKind::Other,
-                    }),
+                    source: Err(listing_task_failed(self.source.side(), self.path, e)),
                     dest: None,
                 },
             },
@@ -528,15 +522,10 @@ impl<'a> Run<'a> {
             root_listing.abort();
             HashMap::new()
         } else {
-            let listed = root_listing.await.unwrap_or_else(|e| {
-                Err(TreeError {
-                    op: "list",
-                    side: self.dest().side(),
-                    path: Vec::new(),
-                    cause: format!("listing task failed: {e}"),
-                    kind: ErrorKind::Other,
-                })
-            });
+            let side = self.dest().side();
+            let listed = root_listing
+                .await
+                .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)));
             self.accept_dest(Some(listed))?
         };
         self.contents(Vec::new(), children, dest_entries, Gate::open())
@@ -989,13 +978,17 @@ impl<'a> Run<'a> {
         dest_path: RelPath,
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
-        let (sh, gate) = (self.sh.clone(), gate.clone());
+        let (sh, mut gate) = (self.sh.clone(), gate.clone());
         self.spawn(async move {
             let mut w = Worker::new(sh);
+            // A directory that could not be made has had its error reported already.
+            if !gate.passable().await {
+                return w.report;
+            }
             let r = if src.meta.kind == Kind::Symlink {
-                w.symlink(gate, src, dest_path, existing).await
+                w.symlink(src, dest_path, existing).await
             } else {
-                w.file(gate, src, dest_path, existing).await
+                w.file(src, dest_path, existing).await
             };
             w.finish(r)
         })
@@ -1028,6 +1021,16 @@ impl<'a> Run<'a> {
             }
             Some(_) => false,
         }
+    }
+}
+
+fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {
+    TreeError {
+        op: "list",
+        side,
+        path,
+        cause: format!("listing task failed: {e}"),
+        kind: ErrorKind::Other,
     }
 }
 

@@ -306,14 +306,10 @@ impl Worker {
 
     pub async fn symlink(
         &mut self,
-        mut gate: Gate,
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
-        if !gate.passable().await {
-            return Ok(());
-        }
         let opts = &self.sh.opts;
         let target = match src.tree.read_link(&src.path).await {
             Ok(t) => t,
@@ -391,14 +387,10 @@ impl Worker {
     /// A regular file that the walker decided to look at (skip rules and -H already applied).
     pub async fn file(
         &mut self,
-        mut gate: Gate,
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
-        if !gate.passable().await {
-            return Ok(());
-        }
         let sh = self.sh.clone();
         let opts = &sh.opts;
         let existing_file = existing.as_ref().filter(|m| m.kind == Kind::File);

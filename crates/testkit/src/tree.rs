@@ -6,10 +6,10 @@
 //! rsync's default quick check would not notice (it compares whole seconds), but
 //! `--modify-window=-1`, `stat` and `cp -a` copies do.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::thread;
@@ -35,33 +35,9 @@ fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 /// Sets the mtime of `path` itself, never a symlink's target, to `secs` whole seconds;
-/// atime is left alone.
+/// atime is left alone. The engine's own call, with the path in the error.
 pub fn set_mtime_nofollow(path: &Path, secs: i64) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs as libc::time_t,
-            tv_nsec: 0,
-        },
-    ];
-    // SAFETY: `c` is NUL-terminated and `times` holds the two timespecs utimensat reads.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(annotate(io::Error::last_os_error(), "utimensat", path));
-    }
-    Ok(())
+    sync_engine::local::set_mtime_nofollow(path, secs).map_err(|e| annotate(e, "utimensat", path))
 }
 
 /// Every entry under `root` (root first, then pre-order, names sorted bytewise) with its
@@ -688,6 +664,7 @@ fn rewrite_in_place(path: &Path, data: &[u8], mtime: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn relative_targets_stay_inside() {
