@@ -1,5 +1,8 @@
 //! End-to-end: the real `sftpsync` binary against a real chrooted, SFTP-only OpenSSH sshd, with
 //! local rsync as the oracle; plus the fast tier against sftp-server over pipes.
+//!
+//! The tests of one concern live in a module of their own beside this file; the helpers here
+//! are visible to them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
