@@ -33,6 +33,9 @@ pub struct CliArgs {
     pub quiet: bool,
     pub recursive: bool,
     pub links: bool,
+    pub copy_links: bool,
+    pub copy_unsafe_links: bool,
+    pub safe_links: bool,
     pub perms: bool,
     pub times: bool,
     pub group: bool,
@@ -100,6 +103,9 @@ impl Default for CliArgs {
             quiet: false,
             recursive: false,
             links: false,
+            copy_links: false,
+            copy_unsafe_links: false,
+            safe_links: false,
             perms: false,
             times: false,
             group: false,
@@ -509,6 +515,17 @@ static OPTIONS: &[Spec] = &[
     flag("links", Some(b'l'), |s| s.args.links = true),
     flag("no-links", None, |s| s.args.links = false),
     flag("no-l", None, |s| s.args.links = false),
+    flag("copy-links", Some(b'L'), |s| s.args.copy_links = true),
+    flag("no-copy-links", None, |s| s.args.copy_links = false),
+    flag("no-L", None, |s| s.args.copy_links = false),
+    flag("copy-unsafe-links", None, |s| {
+        s.args.copy_unsafe_links = true
+    }),
+    flag("no-copy-unsafe-links", None, |s| {
+        s.args.copy_unsafe_links = false
+    }),
+    flag("safe-links", None, |s| s.args.safe_links = true),
+    flag("no-safe-links", None, |s| s.args.safe_links = false),
     flag("perms", Some(b'p'), |s| s.args.perms = true),
     flag("no-perms", None, |s| s.args.perms = false),
     flag("no-p", None, |s| s.args.perms = false),
@@ -737,9 +754,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("copy-devices", None),
     ("write-devices", None),
     ("drop-D", None),
-    ("copy-links", Some(b'L')),
-    ("copy-unsafe-links", None),
-    ("safe-links", None),
     ("insecure-links", None),
     ("confine-root", None),
     ("munge-links", None),
@@ -1171,6 +1185,9 @@ What to copy and keep:
  -a, --archive              -rlptgoD (but not -H)
  -r, --recursive            descend into directories
  -l, --links                recreate symlinks as symlinks
+ -L, --copy-links           send what symlinks point to instead of the links
+     --copy-unsafe-links    the same only for links that lead outside the tree
+     --safe-links           skip symlinks that lead outside the tree
  -H, --hard-links           keep hard-linked files linked
  -p, --perms                keep permissions
  -t, --times                keep modification times
@@ -1606,8 +1623,8 @@ mod tests {
                 "option --relative (-R) is not supported by sftpsync yet",
             ),
             (
-                "-L",
-                "option --copy-links (-L) is not supported by sftpsync yet",
+                "-S",
+                "option --sparse (-S) is not supported by sftpsync yet",
             ),
             (
                 "--bwlimit=1m",

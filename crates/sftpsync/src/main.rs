@@ -120,6 +120,9 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
     Ok(SyncOptions {
         recursive: cli.recursive,
         links: cli.links,
+        copy_links: cli.copy_links,
+        copy_unsafe_links: cli.copy_unsafe_links,
+        safe_links: cli.safe_links,
         perms: cli.perms,
         times: cli.times,
         owner: cli.owner,
@@ -379,7 +382,10 @@ async fn run(cli: CliArgs) -> ExitCode {
     };
     let make_tree = |loc: &Location, dir: &[u8]| -> Arc<dyn Tree> {
         match loc {
-            Location::Local(_) => Arc::new(LocalTree::new(local_root(dir))),
+            Location::Local(_) => Arc::new(
+                LocalTree::new(local_root(dir))
+                    .following_links(cli.copy_links || cli.copy_unsafe_links),
+            ),
             Location::Remote { .. } => Arc::new(SftpTree::new(
                 connection
                     .as_ref()

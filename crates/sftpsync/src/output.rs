@@ -101,6 +101,12 @@ impl Reporter for TerminalReporter {
             self.line(message);
         }
     }
+
+    fn verbose_info(&self, message: &str) {
+        if !self.v.quiet && self.v.verbose > 0 {
+            self.line(message);
+        }
+    }
 }
 
 /// 1234567 -> "1,234,567", as rsync prints sizes.

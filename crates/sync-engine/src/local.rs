@@ -23,13 +23,22 @@ const READ_CHUNK: usize = 256 * 1024;
 /// A directory on this machine.
 pub struct LocalTree {
     root: Arc<PathBuf>,
+    /// A source read with `-L`/`--copy-unsafe-links` opens files through symlinks.
+    follow_links: bool,
 }
 
 impl LocalTree {
     pub fn new(root: impl Into<PathBuf>) -> LocalTree {
         LocalTree {
             root: Arc::new(root.into()),
+            follow_links: false,
         }
+    }
+
+    /// A source whose symlinks the user asked to be copied as what they point to.
+    pub fn following_links(mut self, follow: bool) -> LocalTree {
+        self.follow_links = follow;
+        self
     }
 
     fn full(&self, rel: &[u8]) -> PathBuf {
@@ -187,6 +196,17 @@ impl Tree for LocalTree {
         .await
     }
 
+    async fn stat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
+        let full = self.full(path);
+        let rel = path.clone();
+        blocking(move || match fs::metadata(&full) {
+            Ok(m) => Ok(Some(meta_from_std(&m))),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(None),
+            Err(e) => Err(error("stat", &rel, e)),
+        })
+        .await
+    }
+
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
         let full = self.full(path);
         let rel = path.clone();
@@ -227,11 +247,16 @@ impl Tree for LocalTree {
     ) -> TreeResult<Box<dyn FileReader>> {
         let full = self.full(path);
         let rel = path.clone();
+        let nofollow = if self.follow_links {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
         // One trip to the blocking pool opens the file and, for a small one, reads all of it.
         blocking(move || {
             let file = fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(nofollow)
                 .open(full)
                 .map_err(|e| error("open", &rel, e))?;
             let mut reader = LocalReader {

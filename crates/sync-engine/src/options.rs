@@ -6,6 +6,13 @@ use crate::filter::FilterRules;
 pub struct SyncOptions {
     pub recursive: bool,
     pub links: bool,
+    /// `-L`: every symlink in the source is sent as what it points to.
+    pub copy_links: bool,
+    /// `--copy-unsafe-links`: symlinks that lead outside the tree are sent as what they
+    /// point to; the others stay links.
+    pub copy_unsafe_links: bool,
+    /// `--safe-links`: symlinks that lead outside the tree are not created.
+    pub safe_links: bool,
     pub perms: bool,
     pub times: bool,
     pub owner: bool,

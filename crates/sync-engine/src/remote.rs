@@ -250,6 +250,14 @@ impl Tree for SftpTree {
         }
     }
 
+    async fn stat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
+        match self.client().stat(&self.full(path)).await {
+            Ok(a) => Ok(Some(meta_from_attrs(&a))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(sftp_error("stat", path, e)),
+        }
+    }
+
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
         let names = self
             .client()

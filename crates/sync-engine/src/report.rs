@@ -201,6 +201,8 @@ pub trait Reporter: Send + Sync {
     /// A note shown only when the user asked for detail (-v, -i), like rsync's
     /// "created directory".
     fn info(&self, _message: &str) {}
+    /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
+    fn verbose_info(&self, _message: &str) {}
 }
 
 /// A reporter that keeps everything, for tests and library users.

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::options::SyncOptions;
-use crate::path::{display_path, invalid_name_reason, join, parent, RelPath};
+use crate::path::{display_path, invalid_name_reason, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
 use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
@@ -92,23 +92,134 @@ struct LinkJob {
 /// Both sides' listings of one directory.
 struct Listing {
     source: TreeResult<Vec<DirEntry>>,
+    /// Source symlinks that were to be followed but lead nowhere; dropped from `source`.
+    dangling: Vec<TreeError>,
     /// `None` when the destination directory does not exist yet.
     dest: Option<TreeResult<Vec<DirEntry>>>,
 }
 
-async fn list_both(source: Arc<dyn Tree>, dest: Option<Arc<dyn Tree>>, path: RelPath) -> Listing {
+/// Which source symlinks are sent as what they point to (`-L`, `--copy-unsafe-links`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowLinks {
+    None,
+    All,
+    Unsafe,
+}
+
+impl FollowLinks {
+    fn from_options(opts: &SyncOptions) -> FollowLinks {
+        if opts.copy_links {
+            FollowLinks::All
+        } else if opts.copy_unsafe_links {
+            FollowLinks::Unsafe
+        } else {
+            FollowLinks::None
+        }
+    }
+}
+
+async fn list_source(
+    source: &dyn Tree,
+    path: &RelPath,
+    follow: FollowLinks,
+) -> (TreeResult<Vec<DirEntry>>, Vec<TreeError>) {
+    match source.read_dir(path).await {
+        Ok(mut entries) => {
+            let dangling = follow_links(source, path, &mut entries, follow).await;
+            (Ok(entries), dangling)
+        }
+        Err(e) => (Err(e), Vec::new()),
+    }
+}
+
+async fn list_both(
+    source: Arc<dyn Tree>,
+    dest: Option<Arc<dyn Tree>>,
+    path: RelPath,
+    follow: FollowLinks,
+) -> Listing {
     match dest {
-        None => Listing {
-            source: source.read_dir(&path).await,
-            dest: None,
-        },
-        Some(dest) => {
-            let (s, d) = futures::join!(source.read_dir(&path), dest.read_dir(&path));
+        None => {
+            let (source, dangling) = list_source(&*source, &path, follow).await;
             Listing {
-                source: s,
+                source,
+                dangling,
+                dest: None,
+            }
+        }
+        Some(dest) => {
+            let ((source, dangling), d) =
+                futures::join!(list_source(&*source, &path, follow), dest.read_dir(&path));
+            Listing {
+                source,
+                dangling,
                 dest: Some(d),
             }
         }
+    }
+}
+
+/// Gives each symlink that is to be followed its referent's metadata, so the walk copies a
+/// file or enters a directory there. Links that lead nowhere are taken out and returned as
+/// errors, as rsync's "symlink has no referent".
+async fn follow_links(
+    tree: &dyn Tree,
+    dir: &RelPath,
+    entries: &mut Vec<DirEntry>,
+    follow: FollowLinks,
+) -> Vec<TreeError> {
+    if follow == FollowLinks::None {
+        return Vec::new();
+    }
+    let lookups = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.meta.kind == Kind::Symlink)
+        .map(|(i, e)| {
+            let path = join(dir, &e.name);
+            async move { (i, referent(tree, &path, follow).await) }
+        });
+    let mut dropped = HashSet::new();
+    let mut errors = Vec::new();
+    for (i, r) in futures::future::join_all(lookups).await {
+        match r {
+            Ok(Some(meta)) => entries[i].meta = meta,
+            Ok(None) => {}
+            Err(e) => {
+                dropped.insert(i);
+                errors.push(e);
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        let mut i = 0;
+        entries.retain(|_| {
+            i += 1;
+            !dropped.contains(&(i - 1))
+        });
+    }
+    errors
+}
+
+/// The metadata to use for a symlink at `path`: its referent's when it is to be followed,
+/// `None` when it stays a link.
+async fn referent(
+    tree: &dyn Tree,
+    path: &RelPath,
+    follow: FollowLinks,
+) -> TreeResult<Option<Meta>> {
+    if follow == FollowLinks::Unsafe && !unsafe_symlink(&tree.read_link(path).await?, path) {
+        return Ok(None);
+    }
+    match tree.stat(path).await? {
+        Some(meta) => Ok(Some(meta)),
+        None => Err(TreeError {
+            op: "follow symlink",
+            side: tree.side(),
+            path: path.clone(),
+            cause: "symlink has no referent".into(),
+            kind: ErrorKind::Other,
+        }),
     }
 }
 
@@ -117,6 +228,7 @@ struct Upcoming {
     path: RelPath,
     source: Arc<dyn Tree>,
     dest: Option<Arc<dyn Tree>>,
+    follow: FollowLinks,
     started: Option<JoinHandle<Listing>>,
 }
 
@@ -127,10 +239,11 @@ impl Upcoming {
                 Ok(listing) => listing,
                 Err(e) => Listing {
                     source: Err(listing_task_failed(self.source.side(), self.path, e)),
+                    dangling: Vec::new(),
                     dest: None,
                 },
             },
-            None => list_both(self.source, self.dest, self.path).await,
+            None => list_both(self.source, self.dest, self.path, self.follow).await,
         }
     }
 }
@@ -155,7 +268,7 @@ impl Prefetch {
         for u in self.upcoming.iter_mut().take(LISTINGS_AHEAD) {
             if u.started.is_none() {
                 let (s, d, p) = (u.source.clone(), u.dest.clone(), u.path.clone());
-                u.started = Some(tokio::spawn(list_both(s, d, p)));
+                u.started = Some(tokio::spawn(list_both(s, d, p, u.follow)));
             }
         }
     }
@@ -275,6 +388,9 @@ impl<'a> Run<'a> {
         self.release(seq, report.items);
         for w in &report.warnings {
             self.reporter.warning(w);
+        }
+        for i in &report.verbose_infos {
+            self.reporter.verbose_info(i);
         }
         for e in &report.errors {
             self.reporter.error(e);
@@ -467,8 +583,14 @@ impl<'a> Run<'a> {
                 SourceContent::Contents => {
                     // Listed along with the lstat, for the same reason as the destination.
                     let root = Vec::new();
-                    let (meta, listed) =
-                        futures::join!(src.tree.lstat(&root), src.tree.read_dir(&root));
+                    let follow = FollowLinks::from_options(self.opts());
+                    let (meta, (listed, dangling)) = futures::join!(
+                        src.tree.lstat(&root),
+                        list_source(&*src.tree, &root, follow)
+                    );
+                    for e in dangling {
+                        self.source_error(e)?;
+                    }
                     match meta {
                         Ok(Some(m)) if m.kind == Kind::Dir => {
                             if root_source.is_none() {
@@ -496,7 +618,7 @@ impl<'a> Run<'a> {
                         children.extend(list);
                     }
                 }
-                SourceContent::Named(name) => match src.tree.lstat(name).await {
+                SourceContent::Named(name) => match self.top_entry_meta(i, name).await {
                     Ok(Some(meta)) => children.push(Child {
                         name: name.clone(),
                         meta,
@@ -532,12 +654,27 @@ impl<'a> Run<'a> {
             .await
     }
 
+    /// A source named on the command line, followed if it is a symlink to be followed.
+    async fn top_entry_meta(&self, source: usize, name: &RelPath) -> TreeResult<Option<Meta>> {
+        let tree = &*self.job.sources[source].tree;
+        match tree.lstat(name).await? {
+            Some(m) if m.kind == Kind::Symlink => {
+                let follow = FollowLinks::from_options(self.opts());
+                if follow == FollowLinks::None {
+                    return Ok(Some(m));
+                }
+                Ok(Some(referent(tree, name, follow).await?.unwrap_or(m)))
+            }
+            other => Ok(other),
+        }
+    }
+
     async fn top_single_file(&mut self, dest_name: Vec<u8>) -> Result<(), Fatal> {
         let src = &self.job.sources[0];
         let SourceContent::Named(name) = &src.content else {
             return Ok(());
         };
-        let meta = match src.tree.lstat(name).await {
+        let meta = match self.top_entry_meta(0, name).await {
             Ok(Some(m)) => m,
             Ok(None) => return self.source_error(not_found("link_stat", src.tree.side(), name)),
             Err(e) => return self.source_error(e),
@@ -706,6 +843,9 @@ impl<'a> Run<'a> {
                     continue;
                 };
                 let listing = upcoming.listing().await;
+                for e in listing.dangling {
+                    self.source_error(e)?;
+                }
                 let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
                     continue;
                 };
@@ -724,6 +864,7 @@ impl<'a> Run<'a> {
             dest: existing
                 .filter(|m| m.kind == Kind::Dir)
                 .map(|_| self.job.dest.clone()),
+            follow: FollowLinks::from_options(self.opts()),
             started: None,
         }
     }
@@ -744,7 +885,10 @@ impl<'a> Run<'a> {
         let final_mode = if opts.perms {
             src.mode
         } else {
-            existing.map(|m| m.mode).unwrap_or(src.mode & !sh.umask)
+            // Without -p a new directory gets no setuid, setgid or sticky bit from the source.
+            existing
+                .map(|m| m.mode)
+                .unwrap_or(src.mode & 0o777 & !sh.umask)
         };
         let mut item = Item::new(UpdateType::LocalChange, Kind::Dir, path.clone());
         let mut fix = SetMeta::default();

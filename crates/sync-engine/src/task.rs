@@ -10,7 +10,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::options::SyncOptions;
-use crate::path::{display_path, file_name, invalid_name_reason, join, parent, RelPath};
+use crate::path::{
+    display_path, file_name, invalid_name_reason, join, parent, unsafe_symlink, RelPath,
+};
 use crate::report::{Item, Stats, UpdateType};
 use crate::tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};
 
@@ -68,6 +70,8 @@ pub(crate) struct Report {
     pub stats: Stats,
     pub errors: Vec<TreeError>,
     pub warnings: Vec<String>,
+    /// Messages for `-v`, such as skipped unsafe symlinks.
+    pub verbose_infos: Vec<String>,
     pub vanished: u64,
     pub source_io_error: bool,
     pub max_delete_reached: bool,
@@ -316,6 +320,14 @@ impl Worker {
             Err(e) if e.is_not_found() => return self.vanished(&src.path),
             Err(e) => return self.source_error(e),
         };
+        if opts.safe_links && unsafe_symlink(&target, &src.path) {
+            self.report.verbose_infos.push(format!(
+                "ignoring unsafe symlink \"{}\" -> \"{}\"",
+                display_path(&src.path),
+                display_path(&target)
+            ));
+            return Ok(());
+        }
         let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone());
         item.link_target = Some(target.clone());
         let mut create = true;

@@ -107,6 +107,8 @@ pub trait Tree: Send + Sync {
     fn describe(&self) -> String;
     /// Metadata without following a final symlink; `Ok(None)` when nothing is there.
     async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>>;
+    /// Metadata of what a symlink leads to (for `-L`); `Ok(None)` when it leads nowhere.
+    async fn stat(&self, path: &RelPath) -> TreeResult<Option<Meta>>;
     /// Entries of a directory, without `.` and `..`, in no particular order.
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>>;
     async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>>;
