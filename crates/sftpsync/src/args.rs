@@ -49,6 +49,8 @@ pub struct CliArgs {
     /// Also true when only `--delete-excluded` was given, as rsync implies it.
     pub delete: bool,
     pub delete_excluded: bool,
+    /// `--delete-WHEN`; `None` is rsync's default (during).
+    pub delete_when: Option<DeleteTiming>,
     pub ignore_errors: bool,
     pub checksum: bool,
     pub size_only: bool,
@@ -117,6 +119,7 @@ impl Default for CliArgs {
             itemize_changes: 0,
             delete: false,
             delete_excluded: false,
+            delete_when: None,
             ignore_errors: false,
             checksum: false,
             size_only: false,
@@ -351,15 +354,33 @@ fn missing_value(shown: &str) -> ArgsError {
     )
 }
 
+/// rsync's `--delete-WHEN` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteTiming {
+    Before,
+    During,
+    Delay,
+    After,
+}
+
 #[derive(Default)]
 struct State {
     args: CliArgs,
+    /// Two different `--delete-WHEN` options were given.
+    delete_when_clash: bool,
     f_count: u8,
     version: bool,
     operands: Vec<OsString>,
 }
 
 impl State {
+    fn delete_when(&mut self, when: DeleteTiming) {
+        if self.args.delete_when.is_some_and(|w| w != when) {
+            self.delete_when_clash = true;
+        }
+        self.args.delete_when = Some(when);
+    }
+
     fn finish(mut self) -> Result<CliArgs, ArgsError> {
         let a = &mut self.args;
         if self.operands.is_empty() {
@@ -371,8 +392,14 @@ impl State {
         if self.operands.len() == 1 {
             a.list_only = true;
         }
-        if a.delete_excluded {
+        if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
+        }
+        if self.delete_when_clash {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "you may not combine multiple --delete-WHEN options",
+            ));
         }
         // rsync's listing mode implies --dirs, which is enough for --delete.
         if a.delete && !a.recursive && !a.list_only {
@@ -578,6 +605,15 @@ static OPTIONS: &[Spec] = &[
     flag("no-W", None, |s| s.args.whole_file = Some(false)),
     // Deleting.
     flag("delete", None, |s| s.args.delete = true),
+    flag("del", None, |s| s.delete_when(DeleteTiming::During)),
+    flag("delete-during", None, |s| {
+        s.delete_when(DeleteTiming::During)
+    }),
+    flag("delete-before", None, |s| {
+        s.delete_when(DeleteTiming::Before)
+    }),
+    flag("delete-delay", None, |s| s.delete_when(DeleteTiming::Delay)),
+    flag("delete-after", None, |s| s.delete_when(DeleteTiming::After)),
     flag("delete-excluded", None, |s| s.args.delete_excluded = true),
     value("max-delete", None, |s, name, v| {
         let n = c_int(name, &v)?;
@@ -768,11 +804,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("inplace", None),
     ("append", None),
     ("append-verify", None),
-    ("del", None),
-    ("delete-before", None),
-    ("delete-during", None),
-    ("delete-delay", None),
-    ("delete-after", None),
     ("delete-missing-args", None),
     ("ignore-missing-args", None),
     ("remove-source-files", None),
@@ -1212,6 +1243,11 @@ Deciding what to transfer:
 
 Deleting:
      --delete               remove receiver files that the sources lack
+     --delete-before        delete in a listing pass before transferring
+     --delete-during        delete in each directory as the walk reaches it
+     --del                  the same as --delete-during (the default timing)
+     --delete-delay         find deletions during, delete after transferring
+     --delete-after         delete after transferring
      --delete-excluded      also remove excluded files (implies --delete)
      --max-delete=NUM       remove at most NUM entries
      --ignore-errors        delete even when there were I/O errors
@@ -1584,6 +1620,34 @@ mod tests {
     }
 
     #[test]
+    fn delete_when_options_imply_delete_and_do_not_combine() {
+        for (flag, when) in [
+            ("--del", DeleteTiming::During),
+            ("--delete-during", DeleteTiming::During),
+            ("--delete-before", DeleteTiming::Before),
+            ("--delete-delay", DeleteTiming::Delay),
+            ("--delete-after", DeleteTiming::After),
+        ] {
+            let a = run(&["-r", flag, "a", "b"]);
+            assert!(a.delete, "{flag}");
+            assert_eq!(a.delete_when, Some(when), "{flag}");
+        }
+        assert_eq!(run(&["-r", "--delete", "a", "b"]).delete_when, None);
+        assert_eq!(
+            run(&["-r", "--del", "--delete-during", "a", "b"]).delete_when,
+            Some(DeleteTiming::During)
+        );
+        assert_eq!(
+            err(&["-r", "--delete-before", "--delete-after", "a", "b"]).message(),
+            "you may not combine multiple --delete-WHEN options"
+        );
+        assert_eq!(
+            err(&["--delete-after", "a", "b"]).message(),
+            "--delete does not work without --recursive (-r)"
+        );
+    }
+
+    #[test]
     fn unknown_and_unsupported_options() {
         let e = err(&["--foo", "src", "dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::UnknownOption);
@@ -1609,10 +1673,9 @@ mod tests {
                 "--inplace",
                 "option --inplace is not supported by sftpsync yet",
             ),
-            ("--del", "option --del is not supported by sftpsync yet"),
             (
-                "--delete-after",
-                "option --delete-after is not supported by sftpsync yet",
+                "--fuzzy",
+                "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
                 "--link-dest",

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use args::{CliArgs, FilterArg, Location, Parsed};
+use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
 use sftp_client::{split_command, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
-    ChannelPool, ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree, SourceContent,
-    SourceRoot, SyncJob, SyncOptions, Tree,
+    ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree,
+    SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
 use output::{TerminalReporter, Verbosity};
@@ -132,6 +132,12 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         hard_links: cli.hard_links,
         dry_run: cli.dry_run,
         delete: cli.delete,
+        delete_when: match cli.delete_when {
+            Some(DeleteTiming::Before) => DeleteWhen::Before,
+            None | Some(DeleteTiming::During) => DeleteWhen::During,
+            Some(DeleteTiming::Delay) => DeleteWhen::Delay,
+            Some(DeleteTiming::After) => DeleteWhen::After,
+        },
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,

@@ -15,7 +15,7 @@ pub mod tree;
 
 pub use filter::FilterRules;
 pub use local::LocalTree;
-pub use options::SyncOptions;
+pub use options::{DeleteWhen, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
 pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};

@@ -2,6 +2,20 @@
 
 use crate::filter::FilterRules;
 
+/// When extraneous destination entries are deleted (rsync's `--delete-WHEN`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeleteWhen {
+    /// A listing pass over both trees deletes before anything is transferred.
+    Before,
+    /// Each directory's extras go as the walk reaches it (rsync's default).
+    #[default]
+    During,
+    /// Found during the walk, deleted once every transfer is done.
+    Delay,
+    /// Deleted after the transfers (found during the walk here too: same result, one pass).
+    After,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub recursive: bool,
@@ -22,6 +36,7 @@ pub struct SyncOptions {
     pub hard_links: bool,
     pub dry_run: bool,
     pub delete: bool,
+    pub delete_when: DeleteWhen,
     pub ignore_errors: bool,
     pub max_delete: Option<u64>,
     pub checksum: bool,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
-use crate::options::SyncOptions;
+use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, invalid_name_reason, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
 use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
@@ -308,6 +308,8 @@ struct Run<'a> {
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
     pending_deletions: Vec<(RelPath, Meta)>,
+    /// The `--delete-before` pass: the walk only lists and finds what to delete.
+    scan_only: bool,
 }
 
 /// Runs one sync. Never panics on bad input and never prints: everything goes to `reporter`.
@@ -328,6 +330,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         hard_links: HashMap::new(),
         links: Vec::new(),
         pending_deletions: Vec::new(),
+        scan_only: false,
     };
     if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
@@ -362,6 +365,14 @@ impl<'a> Run<'a> {
     }
 
     async fn phases(&mut self) -> Result<(), Fatal> {
+        if self.opts().delete && self.opts().delete_when == DeleteWhen::Before {
+            self.scan_only = true;
+            let scanned = self.top().await;
+            self.scan_only = false;
+            scanned?;
+            self.delete_pending().await?;
+            self.drain().await?;
+        }
         self.top().await?;
         self.drain().await?;
         // Links need their first name in place, so they wait for every copy.
@@ -524,12 +535,23 @@ impl<'a> Run<'a> {
     }
 
     fn fail(&mut self, e: TreeError) -> Result<(), Fatal> {
+        if self.scan_only {
+            // The walk after the scan meets the same error and reports it.
+            return match e.kind {
+                ErrorKind::Connection => Err(Fatal(e)),
+                _ => Ok(()),
+            };
+        }
         let mut w = self.worker();
         let r = w.fail(e);
         self.absorb(None, w.finish(r))
     }
 
     fn source_error(&mut self, e: TreeError) -> Result<(), Fatal> {
+        if self.scan_only {
+            self.outcome.source_io_error = true;
+            return self.fail(e);
+        }
         let mut w = self.worker();
         let r = w.source_error(e);
         self.absorb(None, w.finish(r))
@@ -537,6 +559,9 @@ impl<'a> Run<'a> {
 
     async fn top(&mut self) -> Result<(), Fatal> {
         if let Some(name) = self.job.dest_file_name.clone() {
+            if self.scan_only {
+                return Ok(());
+            }
             return self.top_single_file(name).await;
         }
         // The root's listing is asked for at once, in case the root turns out to exist: one
@@ -562,6 +587,10 @@ impl<'a> Run<'a> {
                     cause: "destination must be a directory when copying more than one file or a directory".into(),
                     kind: ErrorKind::Other,
                 }));
+            }
+            None if self.scan_only => {
+                root_listing.abort();
+                return Ok(());
             }
             None => {
                 if !self.opts().dry_run {
@@ -611,7 +640,9 @@ impl<'a> Run<'a> {
                         }
                     }
                     if !self.opts().recursive {
-                        self.reporter.info("skipping directory .");
+                        if !self.scan_only {
+                            self.reporter.info("skipping directory .");
+                        }
                         continue;
                     }
                     if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
@@ -630,7 +661,7 @@ impl<'a> Run<'a> {
             }
         }
 
-        if let Some((_, meta)) = root_source {
+        if let (Some((_, meta)), false) = (root_source, self.scan_only) {
             self.dir_entry(
                 &Vec::new(),
                 &meta,
@@ -782,8 +813,16 @@ impl<'a> Run<'a> {
     ) -> Step<'_> {
         Box::pin(async move {
             sort_rsync(&mut children);
-            if self.opts().delete && self.opts().recursive {
+            let when = self.opts().delete_when;
+            // With --delete-before the scan has found them already.
+            if self.opts().delete
+                && self.opts().recursive
+                && (when != DeleteWhen::Before || self.scan_only)
+            {
                 self.delete_extraneous(&dir, &children, &dest_entries);
+                if when == DeleteWhen::During {
+                    self.delete_pending().await?;
+                }
             }
 
             let mut subdirs = Vec::new();
@@ -791,11 +830,16 @@ impl<'a> Run<'a> {
                 let path = join(&dir, &child.name);
                 let existing = dest_entries.get(&child.name).cloned();
                 if child.meta.kind == Kind::Dir {
-                    subdirs.push((child, path, existing));
+                    // The scan only needs directories that are directories on both sides.
+                    if !self.scan_only || existing.as_ref().is_some_and(|m| m.kind == Kind::Dir) {
+                        subdirs.push((child, path, existing));
+                    }
                     continue;
                 }
-                self.non_dir(&child, path.clone(), path, existing, &gate)
-                    .await?;
+                if !self.scan_only {
+                    self.non_dir(&child, path.clone(), path, existing, &gate)
+                        .await?;
+                }
             }
             drop(dest_entries);
             if !self.opts().recursive {
@@ -836,11 +880,16 @@ impl<'a> Run<'a> {
                     }
                 }
                 let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
-                let Some(sub_gate) = self
-                    .dir_entry(&path, &child.meta, existing_dir.as_ref(), false, &gate)
-                    .await?
-                else {
-                    continue;
+                let sub_gate = if self.scan_only {
+                    Gate::open()
+                } else {
+                    match self
+                        .dir_entry(&path, &child.meta, existing_dir.as_ref(), false, &gate)
+                        .await?
+                    {
+                        Some(g) => g,
+                        None => continue,
+                    }
                 };
                 let listing = upcoming.listing().await;
                 for e in listing.dangling {
@@ -1013,6 +1062,8 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Deletes what `delete_extraneous` found, unless a source could not be read completely
+    /// so far: an entry missing from a listing that failed must not be taken for extraneous.
     async fn delete_pending(&mut self) -> Result<(), Fatal> {
         if self.outcome.source_io_error && !self.opts().ignore_errors {
             return Ok(());

@@ -162,41 +162,77 @@ fn dry_run_changes_nothing() {
 fn itemize_matches_rsync() {
     let server = SftpOnlyServer::shared();
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    owned_tree(server, &src, 8, 400);
+    let old = tmp.path().join("old");
+    owned_tree(server, &old, 8, 400);
     // rsync without -H on a copy that shares inodes sees one chmod through two names; keep the
     // comparison about itemizing, not about hard links.
-    break_hard_links(&src);
-    let (remote, _local) = server.fresh_remote_dir("itemize");
-    ok(&push(server, &["-a"], &src, &remote));
-    let reference = tmp.path().join("reference");
-    std::fs::create_dir(&reference).unwrap();
-    copy_tree(&src, &reference);
+    break_hard_links(&old);
+    let new = tmp.path().join("new");
+    std::fs::create_dir(&new).unwrap();
+    copy_tree(&old, &new);
+    mutate_tree(&new, 21);
+    chown_tree(&new, server.uid(), server.gid()).unwrap();
 
-    mutate_tree(&src, 21);
-    chown_tree(&src, server.uid(), server.gid()).unwrap();
-    // Deletions come after the transfers, as with rsync's --delete-after.
-    let in_order: Vec<String> = rsync_itemize(&src, &reference, &["--delete-after"])
-        .into_iter()
-        .filter(|l| !l.is_empty())
-        .collect();
-    let got_in_order: Vec<String> = ok(&push(server, &["-ai", "--delete"], &src, &remote))
-        .lines()
-        .map(|l| l.replacen("<f", ">f", 1))
-        .collect();
-    let (mut want, mut got) = (in_order.clone(), got_in_order.clone());
-    want.sort();
-    got.sort();
-    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
-    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && got.len() == want.len(),
-        "rsync printed but we did not: {missing:#?}\nwe printed but rsync did not: {extra:#?}"
-    );
-    assert_eq!(
-        got_in_order, in_order,
-        "same lines, but not in rsync's order"
-    );
+    // Each --delete-WHEN puts the deletions elsewhere in the output.
+    for delete in [
+        "--delete",
+        "--delete-before",
+        "--delete-delay",
+        "--delete-after",
+    ] {
+        let (remote, _local) = server.fresh_remote_dir("itemize");
+        ok(&push(server, &["-a"], &old, &remote));
+        let reference = tmp.path().join(format!("reference{delete}"));
+        std::fs::create_dir(&reference).unwrap();
+        copy_tree(&old, &reference);
+
+        let in_order: Vec<String> = rsync_itemize(&new, &reference, &[delete])
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect();
+        let got_in_order: Vec<String> = ok(&push(server, &["-ai", delete], &new, &remote))
+            .lines()
+            .map(|l| l.replacen("<f", ">f", 1))
+            .collect();
+        let (mut want, mut got) = (in_order.clone(), got_in_order.clone());
+        want.sort();
+        got.sort();
+        let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+        let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty() && got.len() == want.len(),
+            "{delete}: rsync printed but we did not: {missing:#?}\nwe printed but rsync did not: {extra:#?}"
+        );
+        if delete == "--delete" {
+            // rsync's own order for deletions during the walk depends on how far its sender's
+            // file lists have run ahead; ours: a directory's deletions come before its other
+            // entries.
+            deletions_lead_their_directories(&got_in_order);
+        } else {
+            assert_eq!(
+                got_in_order, in_order,
+                "{delete}: same lines, but not in rsync's order"
+            );
+        }
+    }
+}
+
+fn deletions_lead_their_directories(lines: &[String]) {
+    let dir_of = |line: &str| {
+        let path = line[12..].trim_end_matches('/');
+        path.rsplit_once('/').map_or("", |(dir, _)| dir).to_string()
+    };
+    let mut seen_other = std::collections::HashSet::new();
+    for line in lines.iter().filter(|l| !l.ends_with(" ./")) {
+        if line.starts_with("*deleting") {
+            assert!(
+                !seen_other.contains(&dir_of(line)),
+                "{line} comes after other entries of its directory:\n{lines:#?}"
+            );
+        } else {
+            seen_other.insert(dir_of(line));
+        }
+    }
 }
 
 /// Gives every name of a multiply-linked file its own inode, keeping contents and metadata.
@@ -448,13 +484,15 @@ fn stats_report_rsync_counters() {
     assert!(out.contains("total size is 3,000"), "{out}");
 }
 
-/// rsync's rule: after an error reading the source, nothing is deleted.
+/// rsync's rule: after an error reading the source, nothing more is deleted. With deletions
+/// during the walk, what was deleted before the error stays deleted, as in rsync.
 #[test]
 fn unreadable_source_dir_blocks_deletion() {
     let server = SftpOnlyServer::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (remote, remote_local) = server.fresh_remote_dir("io-error");
     std::fs::create_dir(remote_local.join("locked")).unwrap();
+    std::fs::create_dir(remote_local.join("sub")).unwrap();
     std::fs::write(remote_local.join("file"), b"data").unwrap();
     chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
     std::fs::set_permissions(
@@ -463,19 +501,32 @@ fn unreadable_source_dir_blocks_deletion() {
     )
     .unwrap();
     let dst = tmp.path().join("dst");
-    std::fs::create_dir(&dst).unwrap();
-    std::fs::write(dst.join("extra"), b"must survive").unwrap();
+    std::fs::create_dir_all(dst.join("sub")).unwrap();
+    let reset = || {
+        std::fs::write(dst.join("extra"), b"must survive").unwrap();
+        std::fs::write(dst.join("sub/extra"), b"must survive").unwrap();
+    };
 
-    let out = pull(server, &["-a", "--delete"], &remote, &dst);
-    assert_eq!(out.status.code(), Some(23));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("IO error encountered -- skipping file deletion"),
-        "{err}"
-    );
-    assert!(err.contains("locked"), "{err}");
-    assert!(dst.join("extra").exists());
-    assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"data");
+    for delete in [
+        "--delete-after",
+        "--delete-before",
+        "--delete-delay",
+        "--delete",
+    ] {
+        reset();
+        let out = pull(server, &["-a", delete], &remote, &dst);
+        assert_eq!(out.status.code(), Some(23), "{delete}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("IO error encountered -- skipping file deletion"),
+            "{delete}: {err}"
+        );
+        assert!(err.contains("locked"), "{err}");
+        // During the walk, the top directory's extras go before `locked` is reached.
+        assert_eq!(dst.join("extra").exists(), delete != "--delete", "{delete}");
+        assert!(dst.join("sub/extra").exists(), "{delete}");
+        assert_eq!(std::fs::read(dst.join("file")).unwrap(), b"data");
+    }
 
     // --ignore-errors deletes anyway, as in rsync.
     let out = pull(
@@ -486,6 +537,7 @@ fn unreadable_source_dir_blocks_deletion() {
     );
     assert_eq!(out.status.code(), Some(23));
     assert!(!dst.join("extra").exists());
+    assert!(!dst.join("sub/extra").exists());
 }
 
 #[test]
