@@ -72,6 +72,8 @@ pub struct CliArgs {
     pub rsh: Option<OsString>,
     /// Ours, not rsync's: run this local sftp-server binary over pipes instead of ssh.
     pub sftp_server: Option<PathBuf>,
+    /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
+    pub require_atomic_replace: bool,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
     pub channels: Option<u32>,
     /// `None` when not given (rsync's default 0). Negative asks for nanosecond comparison.
@@ -134,6 +136,7 @@ impl Default for CliArgs {
             human_readable: 1,
             rsh: None,
             sftp_server: None,
+            require_atomic_replace: false,
             channels: None,
             modify_window: None,
             timeout: None,
@@ -673,6 +676,12 @@ static OPTIONS: &[Spec] = &[
         }
         s.args.rsh = Some(v);
         Ok(())
+    }),
+    flag("require-atomic-replace", None, |s| {
+        s.args.require_atomic_replace = true
+    }),
+    flag("no-require-atomic-replace", None, |s| {
+        s.args.require_atomic_replace = false
     }),
     value("sftp-server", None, |s, name, v| {
         if v.is_empty() {
@@ -1265,6 +1274,9 @@ Filtering (in command-line order, the first matching rule wins):
 Transfer and connection:
  -n, --dry-run              show what would happen, change nothing
      --partial              keep partly transferred files to resume later
+     --require-atomic-replace
+                            where the server lacks posix-rename, fail rather
+                            than replace files by remove + rename
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
      --channels=N           SFTP channels to use at once (default 8), sharing

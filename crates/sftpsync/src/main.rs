@@ -392,17 +392,20 @@ async fn run(cli: CliArgs) -> ExitCode {
                 LocalTree::new(local_root(dir))
                     .following_links(cli.copy_links || cli.copy_unsafe_links),
             ),
-            Location::Remote { .. } => Arc::new(SftpTree::new(
-                connection
-                    .as_ref()
-                    .expect("connected when a remote operand exists")
-                    .pool
-                    .clone(),
-                dir.to_vec(),
-                remote_label(dir),
-                quirks.clone(),
-                warnings.clone(),
-            )),
+            Location::Remote { .. } => Arc::new(
+                SftpTree::new(
+                    connection
+                        .as_ref()
+                        .expect("connected when a remote operand exists")
+                        .pool
+                        .clone(),
+                    dir.to_vec(),
+                    remote_label(dir),
+                    quirks.clone(),
+                    warnings.clone(),
+                )
+                .atomic_replace_only(cli.require_atomic_replace),
+            ),
         }
     };
 

@@ -32,6 +32,53 @@ pub struct ServerQuirks {
     pub warned_non_atomic_rename: AtomicBool,
     /// The server refused ownership changes; stop trying.
     pub chown_refused: AtomicBool,
+    /// The server refuses SETSTAT/FSETSTAT on files we created: no times or modes are kept,
+    /// so compares go by size. Warned once.
+    pub setstat_refused: AtomicBool,
+    /// The server answers SETSTAT with OK but keeps its own mtime (read back once).
+    pub setstat_ignored: AtomicBool,
+    /// One written file's mtime has been read back.
+    times_read_back: AtomicBool,
+}
+
+/// The server takes attribute changes as a failure of the whole file only for these causes;
+/// anything else (a full disk, say) is a real error.
+fn refuses_setstat(e: &SftpError) -> bool {
+    matches!(
+        e,
+        SftpError::Status {
+            code: StatusCode::PermissionDenied | StatusCode::OpUnsupported,
+            ..
+        }
+    )
+}
+
+impl ServerQuirks {
+    /// Whether mtimes set on this server stay set.
+    pub fn keeps_times(&self) -> bool {
+        !self.setstat_refused.load(Ordering::Relaxed)
+            && !self.setstat_ignored.load(Ordering::Relaxed)
+    }
+
+    fn note_refused(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if !self.setstat_refused.swap(true, Ordering::Relaxed) {
+            warn(format!(
+                "{server} refuses to set attributes (SETSTAT): modification times and \
+                 permissions cannot be kept, so files are compared by size for the rest of this \
+                 run; use --size-only on this server or ask its admin to allow SETSTAT"
+            ));
+        }
+    }
+
+    fn note_ignored(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if !self.setstat_ignored.swap(true, Ordering::Relaxed) {
+            warn(format!(
+                "{server} accepts but does not apply modification times: they cannot be kept, \
+                 so files are compared by size for the rest of this run; use --size-only on \
+                 this server"
+            ));
+        }
+    }
 }
 
 /// The SFTP channels to one server, which may grow while a sync runs: work starts on the
@@ -115,6 +162,8 @@ pub struct SftpTree {
     describe: String,
     quirks: Arc<ServerQuirks>,
     warnings: Arc<dyn Fn(String) + Send + Sync>,
+    /// Refuse to replace a file where the server cannot rename over it atomically.
+    atomic_replace_only: bool,
 }
 
 impl SftpTree {
@@ -136,7 +185,24 @@ impl SftpTree {
             describe,
             quirks,
             warnings,
+            atomic_replace_only: false,
         }
+    }
+
+    /// Whether a refused SETSTAT was the server refusing the request itself rather than this
+    /// file's permissions: a SETSTAT that changes nothing is refused only then.
+    async fn refuses_every_setstat(&self, full: &[u8]) -> bool {
+        match self.client().setstat(full, &Attrs::default()).await {
+            Ok(()) => false,
+            Err(e) => refuses_setstat(&e),
+        }
+    }
+
+    /// Without posix-rename, an existing file can only be replaced by removing it first;
+    /// with this set, such replacements fail instead and the old file stays.
+    pub fn atomic_replace_only(mut self, only: bool) -> SftpTree {
+        self.atomic_replace_only = only;
+        self
     }
 
     /// The channel for the next piece of work, round robin.
@@ -365,6 +431,8 @@ impl Tree for SftpTree {
             offset: 0,
             writes_sent: 0,
             quirks: self.quirks.clone(),
+            server: self.describe.clone(),
+            warnings: self.warnings.clone(),
         }))
     }
 
@@ -420,6 +488,16 @@ impl Tree for SftpTree {
         // the target is missing, so say once per run that replacement is not atomic here.
         match self.client().rename(&a, &b).await {
             Ok(()) => Ok(()),
+            Err(e) if self.atomic_replace_only => Err(TreeError {
+                op: "rename",
+                side: Side::Remote,
+                path: to.clone(),
+                cause: format!(
+                    "{e}; the server offers no posix-rename, and replacing the file by remove + \
+                     rename is refused (--require-atomic-replace)"
+                ),
+                kind: ErrorKind::Unsupported,
+            }),
             Err(_) => {
                 if !self
                     .quirks
@@ -446,6 +524,10 @@ impl Tree for SftpTree {
     }
 
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()> {
+        if self.quirks.setstat_refused.load(Ordering::Relaxed) {
+            // Said once already; one error per entry would only repeat it.
+            return Ok(());
+        }
         let full = self.full(path);
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         if kind == Kind::Symlink {
@@ -467,16 +549,22 @@ impl Tree for SftpTree {
                 .map_err(|e| sftp_error("set times of", path, e));
         }
         let attrs = attrs_for(meta, with_owner);
-        match self.client().setstat(&full, &attrs).await {
-            Ok(()) => Ok(()),
+        let result = match self.client().setstat(&full, &attrs).await {
             Err(e) if attrs.uid_gid.is_some() => {
                 // Most SFTP logins are not root: keep the rest, drop ownership from now on.
                 self.quirks.chown_refused.store(true, Ordering::Relaxed);
-                let attrs = attrs_for(meta, false);
                 self.client()
-                    .setstat(&full, &attrs)
+                    .setstat(&full, &attrs_for(meta, false))
                     .await
-                    .map_err(|_| sftp_error("setstat", path, e))
+                    .map_err(|second| if refuses_setstat(&second) { second } else { e })
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if refuses_setstat(&e) && self.refuses_every_setstat(&full).await => {
+                self.quirks.note_refused(&self.describe, &*self.warnings);
+                Ok(())
             }
             Err(e) => Err(sftp_error("setstat", path, e)),
         }
@@ -484,6 +572,10 @@ impl Tree for SftpTree {
 
     fn can_chown(&self) -> bool {
         !self.quirks.chown_refused.load(Ordering::Relaxed)
+    }
+
+    fn keeps_times(&self) -> bool {
+        self.quirks.keeps_times()
     }
 
     fn lanes(&self) -> usize {
@@ -652,6 +744,8 @@ struct SftpWriter {
     offset: u64,
     writes_sent: usize,
     quirks: Arc<ServerQuirks>,
+    server: String,
+    warnings: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 #[async_trait]
@@ -700,7 +794,7 @@ impl FileWriter for SftpWriter {
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         let attrs = attrs_for(meta, with_owner);
         let handle = home.handle.0.clone();
-        let setstat = if meta.is_empty() {
+        let setstat = if meta.is_empty() || self.quirks.setstat_refused.load(Ordering::Relaxed) {
             None
         } else {
             Some(
@@ -714,6 +808,18 @@ impl FileWriter for SftpWriter {
                 )
                 .await?,
             )
+        };
+        // Some servers answer OK and keep their own mtime: read the first one back.
+        let read_back = match (&setstat, meta.mtime) {
+            (Some(_), Some(mtime))
+                if !self.quirks.times_read_back.swap(true, Ordering::Relaxed) =>
+            {
+                let reply = home
+                    .send(&Request::Fstat { handle: &handle }, "fstat", &path)
+                    .await?;
+                Some((reply, mtime))
+            }
+            _ => None,
         };
         let fsync = if home.client.extensions().fsync {
             Some(
@@ -737,17 +843,34 @@ impl FileWriter for SftpWriter {
             None => Ok(()),
         };
         let closed = close.ok().await.map_err(|e| sftp_error("close", &path, e));
+        let read_back = match read_back {
+            Some((reply, mtime)) => Some((reply.response().await, mtime)),
+            None => None,
+        };
         written?;
-        if let Err(e) = set {
-            if attrs.uid_gid.is_none() {
-                return Err(sftp_error("fsetstat", &path, e));
+        let set = match set {
+            Err(_) if attrs.uid_gid.is_some() => {
+                // Most SFTP logins are not root: keep the rest, drop ownership from now on.
+                self.quirks.chown_refused.store(true, Ordering::Relaxed);
+                home.client
+                    .setstat(&self.full, &attrs_for(meta, false))
+                    .await
             }
-            // Most SFTP logins are not root: keep the rest, drop ownership from now on.
-            self.quirks.chown_refused.store(true, Ordering::Relaxed);
-            home.client
-                .setstat(&self.full, &attrs_for(meta, false))
-                .await
-                .map_err(|e| sftp_error("setstat", &path, e))?;
+            other => other,
+        };
+        match set {
+            Ok(()) => {
+                if let Some((Ok(sftp_proto::Response::Attrs(a)), mtime)) = read_back {
+                    if a.atime_mtime.is_some_and(|(_, m)| i64::from(m) != mtime) {
+                        self.quirks.note_ignored(&self.server, &*self.warnings);
+                    }
+                }
+            }
+            // The file itself is complete: keep it, and stop asking for attributes.
+            Err(e) if refuses_setstat(&e) => {
+                self.quirks.note_refused(&self.server, &*self.warnings)
+            }
+            Err(e) => return Err(sftp_error("fsetstat", &path, e)),
         }
         synced?;
         closed

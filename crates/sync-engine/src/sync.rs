@@ -1200,7 +1200,7 @@ impl<'a> Run<'a> {
         let chown = self.dest().can_chown();
         !opts.checksum
             && d.size == src.size
-            && (src.mtime - d.mtime).abs() <= opts.modify_window
+            && (!self.dest().keeps_times() || (src.mtime - d.mtime).abs() <= opts.modify_window)
             && !(opts.perms && modes_differ(src.mode, d.mode))
             && !(opts.owner && chown && src.uid.is_some() && d.uid != src.uid)
             && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)

@@ -410,10 +410,11 @@ impl Worker {
         let mut transfer = true;
         if let Some(d) = existing_file {
             let size_differs = d.size != src.meta.size;
-            let time_differs = (src.meta.mtime - d.mtime).abs() > opts.modify_window;
+            let times_kept = self.dest().keeps_times();
+            let time_differs = times_kept && (src.meta.mtime - d.mtime).abs() > opts.modify_window;
             transfer = if size_differs {
                 true
-            } else if opts.size_only {
+            } else if opts.size_only || !times_kept {
                 false
             } else if opts.checksum {
                 match self.same_content(&src, &dest_path).await? {

@@ -139,6 +139,10 @@ pub trait Tree: Send + Sync {
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()>;
     /// Whether ownership changes can be applied on this side.
     fn can_chown(&self) -> bool;
+    /// Whether modification times set here stay set; when not, files are compared by size.
+    fn keeps_times(&self) -> bool {
+        true
+    }
     /// How many independent lanes of requests the side has right now (SFTP channels); the
     /// sync keeps its number of entries in flight proportional to it.
     fn lanes(&self) -> usize {

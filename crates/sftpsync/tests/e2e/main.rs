@@ -14,6 +14,7 @@ use testkit::{
 };
 
 mod links;
+mod quirks;
 
 fn sftpsync(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sftpsync"))
@@ -331,48 +332,6 @@ fn exit_codes_follow_rsync() {
     assert_eq!(out.status.code(), Some(255));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Connection refused"), "{err}");
-}
-
-/// The fast tier: sftp-server over pipes, with posix-rename hidden so replacement falls back to
-/// remove + rename and says so once.
-#[test]
-fn sftp_server_without_posix_rename_still_replaces_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let wrapper = tmp.path().join("sftp-server-no-rename");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} -P posix-rename,copy-data \"$@\"\n",
-            testkit::sftp_server_path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let src = tmp.path().join("src");
-    generate_mixed_tree(&src, 77, 200);
-    let dst = tmp.path().join("dst");
-    let wrapper_s = wrapper.to_str().unwrap().to_string();
-    let dest_spec = format!("localhost:{}", slash(&dst));
-    let run = |extra: &[&str]| {
-        let mut args = vec!["-a", "--delete", "--sftp-server", &wrapper_s];
-        args.extend_from_slice(extra);
-        let s = slash(&src);
-        args.push(&s);
-        args.push(&dest_spec);
-        sftpsync(&args)
-    };
-    ok(&run(&[]));
-    assert_trees_match(&src, &dst);
-    mutate_tree(&src, 2);
-    let out = run(&[]);
-    ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.matches("not atomically").count(),
-        1,
-        "warn once per run: {err}"
-    );
-    assert_trees_match(&src, &dst);
 }
 
 /// Pushes `src/` into `dst/` through sftp-server over pipes (no sshd): the fast tier.
