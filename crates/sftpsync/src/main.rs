@@ -469,10 +469,10 @@ async fn run(cli: CliArgs) -> ExitCode {
 
     if let Some(e) = &outcome.fatal {
         eprintln!("sftpsync: {e}");
-        let code = if e.kind == ErrorKind::Connection {
-            exit::STREAM
-        } else {
-            exit::FILE_IO
+        let code = match e.kind {
+            ErrorKind::Connection => exit::STREAM,
+            ErrorKind::Selection => exit::FILE_SELECT,
+            _ => exit::FILE_IO,
         };
         return fail(code);
     }

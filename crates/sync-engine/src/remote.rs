@@ -422,7 +422,9 @@ impl Tree for SftpTree {
                 .filter_map(Result::ok),
         );
         let write_size = handles[0].client.write_size() as usize;
+        let home = handles[0].client.clone();
         Ok(Box::new(SftpWriter {
+            home,
             handles,
             path: path.clone(),
             full,
@@ -716,53 +718,27 @@ impl WriteHandle {
 }
 
 impl SftpWriter {
-    /// Sends one WRITE through the next channel in turn.
-    async fn send_write(&mut self, chunk: Bytes) -> TreeResult<()> {
-        let n = self.handles.len();
-        let h = &mut self.handles[self.writes_sent % n];
-        self.writes_sent += 1;
-        h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
-        let p = h
-            .client
-            .send_write(&h.handle, self.offset, &chunk)
-            .await
-            .map_err(|e| sftp_error("write", &self.path, e))?;
-        h.in_flight.push_back(p);
-        self.offset += chunk.len() as u64;
-        Ok(())
-    }
-}
-
-struct SftpWriter {
-    /// The first handle created the file; big files have one more on each other channel.
-    handles: Vec<WriteHandle>,
-    path: RelPath,
-    full: Vec<u8>,
-    write_size: usize,
-    /// Data not yet sent: less than one write request's worth.
-    pending: BytesMut,
-    offset: u64,
-    writes_sent: usize,
-    quirks: Arc<ServerQuirks>,
-    server: String,
-    warnings: Arc<dyn Fn(String) + Send + Sync>,
-}
-
-#[async_trait]
-impl FileWriter for SftpWriter {
-    async fn write(&mut self, data: Bytes) -> TreeResult<()> {
-        // Whole write_size requests only: chunks of another size would leave a small
-        // remainder every time, and taking turns between channels would then send every big
-        // request down the same ones.
-        self.pending.extend_from_slice(&data);
-        while self.pending.len() >= self.write_size {
-            let chunk = self.pending.split_to(self.write_size).freeze();
-            self.send_write(chunk).await?;
+    /// Most servers answer a write that hit a full disk or a quota with a bare "Failure";
+    /// the free space where the file is tells the user which it was.
+    async fn explain(home: &SftpClient, full: &[u8], mut e: TreeError) -> TreeError {
+        let storage_op = matches!(e.op, "write" | "fsync" | "close");
+        if e.kind != ErrorKind::Other || !storage_op || !home.extensions().statvfs {
+            return e;
         }
-        Ok(())
+        if let Ok(v) = home.statvfs(full).await {
+            let free = v.bavail.saturating_mul(v.frsize);
+            let why = if free < (1 << 20) {
+                "the disk is full"
+            } else {
+                "a quota may be the limit"
+            };
+            e.cause = format!("{}; the server has {free} bytes free there: {why}", e.cause);
+        }
+        e
     }
 
-    async fn finish(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
+    /// Sends what is left, then sets attributes, syncs and closes, in one batch.
+    async fn complete(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending).freeze();
             self.send_write(rest).await?;
@@ -874,6 +850,64 @@ impl FileWriter for SftpWriter {
         }
         synced?;
         closed
+    }
+
+    /// Sends one WRITE through the next channel in turn.
+    async fn send_write(&mut self, chunk: Bytes) -> TreeResult<()> {
+        let n = self.handles.len();
+        let h = &mut self.handles[self.writes_sent % n];
+        self.writes_sent += 1;
+        h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
+        let p = h
+            .client
+            .send_write(&h.handle, self.offset, &chunk)
+            .await
+            .map_err(|e| sftp_error("write", &self.path, e))?;
+        h.in_flight.push_back(p);
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+}
+
+struct SftpWriter {
+    /// The first handle created the file; big files have one more on each other channel.
+    handles: Vec<WriteHandle>,
+    path: RelPath,
+    full: Vec<u8>,
+    write_size: usize,
+    /// Data not yet sent: less than one write request's worth.
+    pending: BytesMut,
+    offset: u64,
+    writes_sent: usize,
+    quirks: Arc<ServerQuirks>,
+    server: String,
+    warnings: Arc<dyn Fn(String) + Send + Sync>,
+    /// Where a failed write is explained from (statvfs).
+    home: SftpClient,
+}
+
+#[async_trait]
+impl FileWriter for SftpWriter {
+    async fn write(&mut self, data: Bytes) -> TreeResult<()> {
+        // Whole write_size requests only: chunks of another size would leave a small
+        // remainder every time, and taking turns between channels would then send every big
+        // request down the same ones.
+        self.pending.extend_from_slice(&data);
+        while self.pending.len() >= self.write_size {
+            let chunk = self.pending.split_to(self.write_size).freeze();
+            if let Err(e) = self.send_write(chunk).await {
+                return Err(SftpWriter::explain(&self.home, &self.full, e).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
+        let (home, full) = (self.home.clone(), self.full.clone());
+        match self.complete(meta).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(SftpWriter::explain(&home, &full, e).await),
+        }
     }
 
     async fn abandon(self: Box<Self>) {

@@ -572,7 +572,7 @@ impl<'a> Run<'a> {
             Ok(m) => m,
             Err(e) => {
                 root_listing.abort();
-                return Err(Fatal(e));
+                return Err(Fatal(self.at_dest_root(e)));
             }
         };
         let mut root_created = false;
@@ -580,13 +580,13 @@ impl<'a> Run<'a> {
             Some(Kind::Dir) => {}
             Some(_) => {
                 root_listing.abort();
-                return Err(Fatal(TreeError {
+                return Err(Fatal(self.at_dest_root(TreeError {
                     op: "use destination",
                     side: self.dest().side(),
                     path: Vec::new(),
                     cause: "destination must be a directory when copying more than one file or a directory".into(),
-                    kind: ErrorKind::Other,
-                }));
+                    kind: ErrorKind::Selection,
+                })));
             }
             None if self.scan_only => {
                 root_listing.abort();
@@ -595,7 +595,7 @@ impl<'a> Run<'a> {
             None => {
                 if !self.opts().dry_run {
                     if let Err(e) = self.dest().mkdir(&Vec::new(), 0o755).await {
-                        return Err(Fatal(e));
+                        return Err(Fatal(self.at_dest_root(e)));
                     }
                 }
                 root_created = true;
@@ -683,6 +683,14 @@ impl<'a> Run<'a> {
         };
         self.contents(Vec::new(), children, dest_entries, Gate::open())
             .await
+    }
+
+    /// An error about the destination's root names it as the user gave it, not as ".".
+    fn at_dest_root(&self, mut e: TreeError) -> TreeError {
+        if e.path.is_empty() {
+            e.path = self.dest().describe().into_bytes();
+        }
+        e
     }
 
     /// A source named on the command line, followed if it is a symlink to be followed.

@@ -81,6 +81,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The connection is gone; nothing further will work.
     Connection,
+    /// The operands do not fit together, e.g. a directory copied onto a file.
+    Selection,
     Other,
 }
 
