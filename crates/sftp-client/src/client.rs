@@ -918,6 +918,14 @@ async fn write_loop(
         wire.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = writer.write_all(&batch).await {
             if let Some(shared) = shared.upgrade() {
+                // A peer that went away is usually seen by the reader too, which can say why
+                // (end of stream, a packet cut off): give it the chance to speak first.
+                for _ in 0..200 {
+                    if shared.state.lock().unwrap().closed.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 fail_all(&shared, format!("write to server failed: {e}")).await;
             }
             return;
