@@ -143,6 +143,27 @@ fn hostile_server_tells_the_truth_in_plain_scenario() {
 }
 
 #[test]
+fn hostile_control_bytes_in_names_are_printed_escaped() {
+    let a = arena();
+    let dst = slash(&a.dst);
+    let out = hostile_run("plain", &a.outside, &["-ai", "localhost:/src/", &dst]);
+    let stdout = ok(&out);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == r">f+++++++++ ctl\#033]0;pwn\#007\#233"),
+        "{stdout}"
+    );
+    assert!(
+        !out.stdout.iter().any(|&b| b < 0x20 && b != b'\n'),
+        "raw control bytes on stdout: {stdout}"
+    );
+    assert!(!out.stdout.contains(&0x9b), "raw C1 byte on stdout");
+    let name = std::ffi::OsStr::from_bytes(b"ctl\x1b]0;pwn\x07\x9b");
+    assert_eq!(std::fs::read(a.dst.join(name)).unwrap(), b"ctl\n");
+}
+
+#[test]
 fn hostile_dotdot_names_are_refused_and_block_deletion() {
     let (a, _) = pull_refused(
         "dotdot",

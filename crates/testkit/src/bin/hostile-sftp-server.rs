@@ -174,7 +174,13 @@ impl Fs {
         fs.dir(b"/src/sub");
         fs.file(b"/src/sub/inner", b"inner\n");
         fs.honest_listing(b"/src/sub");
-        let mut root = vec![listed(b"ok", file_attrs(5)), listed(b"sub", dir_attrs())];
+        // A valid name that would drive a terminal if printed raw: OSC title, BEL, lone CSI.
+        fs.file(b"/src/ctl\x1b]0;pwn\x07\x9b", b"ctl\n");
+        let mut root = vec![
+            listed(b"ok", file_attrs(5)),
+            listed(b"sub", dir_attrs()),
+            listed(b"ctl\x1b]0;pwn\x07\x9b", file_attrs(4)),
+        ];
         match scenario {
             Scenario::DotDot => {
                 fs.file(b"/src/..dots", b"dots\n");
