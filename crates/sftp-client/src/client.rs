@@ -21,7 +21,8 @@ use crate::transport::{StderrLog, Transport};
 /// the draft's guaranteed minimum.
 const FALLBACK_IO_SIZE: u32 = 32 * 1024;
 
-/// Entries one directory listing may have. The whole listing is held in memory before the
+/// Entries one directory listing may have, unless [`ClientConfig`] says otherwise. The whole
+/// listing is held in memory before the
 /// sync sorts it (as rsync does), so a server that never ends a directory must not be able to
 /// exhaust memory: ten million entries, a few hundred bytes each, is already gigabytes, and far
 /// beyond any directory people keep.
@@ -34,6 +35,8 @@ pub struct ClientConfig {
     pub max_requests_in_flight: usize,
     /// READ lengths asked for plus WRITE payloads sent, not yet answered.
     pub max_bytes_in_flight: usize,
+    /// Entries a directory listing may have before it is refused.
+    pub max_dir_entries: usize,
 }
 
 impl Default for ClientConfig {
@@ -41,6 +44,7 @@ impl Default for ClientConfig {
         ClientConfig {
             max_requests_in_flight: 256,
             max_bytes_in_flight: 8 * 1024 * 1024,
+            max_dir_entries: MAX_DIR_ENTRIES,
         }
     }
 }
@@ -68,6 +72,7 @@ struct Shared {
     request_budget: Arc<Semaphore>,
     byte_budget: Arc<Semaphore>,
     max_bytes_in_flight: usize,
+    max_dir_entries: usize,
     version: Version,
     extensions: ClientExtensions,
     read_size: AtomicU32,
@@ -327,6 +332,7 @@ impl SftpClient {
             request_budget: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
             byte_budget: Arc::new(Semaphore::new(max_bytes)),
             max_bytes_in_flight: max_bytes,
+            max_dir_entries: config.max_dir_entries,
             version,
             extensions,
             read_size: AtomicU32::new(FALLBACK_IO_SIZE),
@@ -659,10 +665,11 @@ impl SftpClient {
             match p.response().await {
                 Ok(Response::Name(names)) => {
                     if !at_end {
-                        if all.len() + names.len() > MAX_DIR_ENTRIES {
+                        let max = self.shared.max_dir_entries;
+                        if all.len() + names.len() > max {
                             break Err(invalid(
                                 "readdir",
-                                format!("the directory has more than {MAX_DIR_ENTRIES} entries"),
+                                format!("the directory has more than {max} entries"),
                             ));
                         }
                         // The long name is ls output we never use; not keeping it halves what

@@ -345,14 +345,16 @@ fn hostile_server() -> std::path::PathBuf {
 }
 
 async fn hostile(scenario: &str) -> SftpClient {
+    hostile_with(scenario, ClientConfig::default()).await
+}
+
+async fn hostile_with(scenario: &str, config: ClientConfig) -> SftpClient {
     let args = vec![
         OsString::from(format!("HOSTILE_SCENARIO={scenario}")),
         hostile_server().into_os_string(),
     ];
     let t = Transport::spawn("env".as_ref(), &args, "hostile").expect("spawn hostile server");
-    SftpClient::connect(t, ClientConfig::default())
-        .await
-        .expect("handshake")
+    SftpClient::connect(t, config).await.expect("handshake")
 }
 
 /// Every hostile reply must end in an error well before this.
@@ -435,5 +437,23 @@ async fn readlink_must_answer_one_target_without_nul() {
         bounded(c.readlink(b"/two-targets")).await,
         "exactly one belongs",
     );
+    bounded(c.shutdown()).await;
+}
+
+#[tokio::test]
+async fn endless_directory_is_refused_at_the_entry_cap() {
+    let config = ClientConfig {
+        max_dir_entries: 5_000,
+        ..ClientConfig::default()
+    };
+    let c = hostile_with("endless", config).await;
+    match bounded(c.read_dir(b"/src")).await {
+        Err(e @ SftpError::Invalid { .. }) => {
+            assert!(e.to_string().contains("more than 5000 entries"), "{e}");
+        }
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    // Only that listing failed.
+    assert_eq!(bounded(c.lstat(b"/src/ok")).await.unwrap().size, Some(5));
     bounded(c.shutdown()).await;
 }

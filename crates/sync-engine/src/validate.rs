@@ -2,7 +2,7 @@
 //! server must not be able to make us create, write or delete anything outside the directory
 //! it listed, nor make one name mean two things.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::path::{escape_name, RelPath};
 use crate::tree::{DirEntry, ErrorKind, Side, TreeError};
@@ -69,30 +69,24 @@ pub fn validate_listing(
         *copies.entry(e.name.as_slice()).or_default() += 1;
     }
     let mut errors = Vec::new();
-    let mut repeated: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut reported: HashSet<&[u8]> = HashSet::new();
+    let mut keep = Vec::with_capacity(entries.len());
     for e in &entries {
-        if let Some(problem) = name_problem(&e.name) {
+        let n = copies[e.name.as_slice()];
+        let problem = name_problem(&e.name);
+        if let Some(problem) = &problem {
             errors.push(error(format!(
                 "invalid file name \"{}\" ({problem})",
                 escape_name(&e.name)
             )));
-        } else if let Some(&n) = copies.get(e.name.as_slice()) {
-            if n > 1 && !repeated.iter().any(|(r, _)| r == &e.name) {
-                repeated.push((e.name.clone(), n));
-            }
+        } else if n > 1 && reported.insert(e.name.as_slice()) {
+            errors.push(error(format!(
+                "invalid file name \"{}\" (listed {n} times)",
+                escape_name(&e.name)
+            )));
         }
+        keep.push(n == 1 && problem.is_none());
     }
-    for (name, n) in &repeated {
-        errors.push(error(format!(
-            "invalid file name \"{}\" (listed {n} times)",
-            escape_name(name)
-        )));
-    }
-    let keep: Vec<bool> = entries
-        .iter()
-        .map(|e| name_problem(&e.name).is_none() && copies[e.name.as_slice()] == 1)
-        .collect();
-    drop(copies);
     let good = entries
         .into_iter()
         .zip(keep)

@@ -51,6 +51,8 @@ enum Scenario {
     HugeCount,
     /// A HANDLE reply where DATA belongs.
     WrongType,
+    /// `/src` never ends: every READDIR brings 100 new names.
+    Endless,
 }
 
 impl Scenario {
@@ -70,6 +72,7 @@ impl Scenario {
             "lying-size" => Scenario::LyingSize,
             "huge-count" => Scenario::HugeCount,
             "wrong-type" => Scenario::WrongType,
+            "endless" => Scenario::Endless,
             other => {
                 eprintln!("hostile-sftp-server: unknown HOSTILE_SCENARIO {other:?}");
                 std::process::exit(2);
@@ -457,12 +460,20 @@ impl Server {
         let Some(Open::Dir { path, next_reply }) = self.handles.get_mut(handle) else {
             return Reply::Send(status(id, FX_NO_SUCH_FILE));
         };
+        let root = path == b"/src";
+        if self.scenario == Scenario::Endless && root {
+            let first = *next_reply * 100;
+            *next_reply += 1;
+            let entries: Vec<Listed> = (first..first + 100)
+                .map(|n| listed(format!("e{n}").as_bytes(), file_attrs(0)))
+                .collect();
+            return Reply::Send(names(id, &entries));
+        }
         let replies = &self.fs.listings[path.as_slice()];
         let Some(entries) = replies.get(*next_reply) else {
             return Reply::Send(status(id, FX_EOF));
         };
         *next_reply += 1;
-        let root = path == b"/src";
         let reply = names(id, entries);
         match self.scenario {
             Scenario::Oversized if root => {
