@@ -597,7 +597,8 @@ impl<'a> Run<'a> {
     }
 
     /// The destination's entries by name. Names the destination reports are only used to
-    /// compare and delete; the ones that could point elsewhere are dropped.
+    /// compare and delete; the ones that could point elsewhere, or are listed twice, are errors
+    /// and dropped.
     fn accept_dest(
         &mut self,
         dir: &RelPath,
