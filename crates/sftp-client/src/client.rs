@@ -21,6 +21,13 @@ use crate::transport::{StderrLog, Transport};
 /// the draft's guaranteed minimum.
 const FALLBACK_IO_SIZE: u32 = 32 * 1024;
 
+/// Entries one directory listing may have, unless [`ClientConfig`] says otherwise. The whole
+/// listing is held in memory before the
+/// sync sorts it (as rsync does), so a server that never ends a directory must not be able to
+/// exhaust memory: ten million entries, a few hundred bytes each, is already gigabytes, and far
+/// beyond any directory people keep.
+pub const MAX_DIR_ENTRIES: usize = 10_000_000;
+
 /// How much we pipeline on one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
@@ -28,6 +35,8 @@ pub struct ClientConfig {
     pub max_requests_in_flight: usize,
     /// READ lengths asked for plus WRITE payloads sent, not yet answered.
     pub max_bytes_in_flight: usize,
+    /// Entries a directory listing may have before it is refused.
+    pub max_dir_entries: usize,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +44,7 @@ impl Default for ClientConfig {
         ClientConfig {
             max_requests_in_flight: 256,
             max_bytes_in_flight: 8 * 1024 * 1024,
+            max_dir_entries: MAX_DIR_ENTRIES,
         }
     }
 }
@@ -62,6 +72,7 @@ struct Shared {
     request_budget: Arc<Semaphore>,
     byte_budget: Arc<Semaphore>,
     max_bytes_in_flight: usize,
+    max_dir_entries: usize,
     version: Version,
     extensions: ClientExtensions,
     read_size: AtomicU32,
@@ -94,6 +105,8 @@ pub struct PendingReply {
     rx: oneshot::Receiver<Result<Response, SftpError>>,
     op: &'static str,
     shared: Arc<Shared>,
+    /// For a READ, the length asked for: a longer DATA reply is a protocol violation.
+    max_data: Option<u32>,
 }
 
 impl PendingReply {
@@ -106,20 +119,32 @@ impl PendingReply {
 
     /// Waits for a reply that must be a plain SSH_FX_OK status.
     pub async fn ok(self) -> Result<(), SftpError> {
-        let op = self.op;
-        expect_ok(op, self.response().await?)
+        let (op, shared) = (self.op, self.shared.clone());
+        expect_ok(&shared, op, self.response().await?)
     }
 
     /// Waits for the reply to a READ: data, or `None` at end of file.
     pub async fn data(self) -> Result<Option<Bytes>, SftpError> {
-        let op = self.op;
+        let (op, shared, max) = (self.op, self.shared.clone(), self.max_data);
         match self.response().await? {
-            Response::Data(d) => Ok(Some(d)),
+            Response::Data(d) => match max {
+                // More than asked for: the server's idea of the file or of our requests is not
+                // ours, and writing it anywhere would go past what was planned.
+                Some(max) if d.len() > max as usize => Err(violation(
+                    &shared,
+                    op,
+                    format!(
+                        "{} bytes of data in reply to a read of {max} bytes",
+                        d.len()
+                    ),
+                )),
+                _ => Ok(Some(d)),
+            },
             Response::Status(Status {
                 code: StatusCode::Eof,
                 ..
             }) => Ok(None),
-            other => Err(unexpected(op, other)),
+            other => Err(unexpected(&shared, op, other)),
         }
     }
 }
@@ -141,23 +166,65 @@ fn status_error(op: &'static str, status: Status) -> SftpError {
     }
 }
 
-fn unexpected(op: &'static str, resp: Response) -> SftpError {
+/// A reply that is not the one the request calls for: an error status is the server's answer,
+/// anything else means it has lost track of our requests.
+fn unexpected(shared: &Shared, op: &'static str, resp: Response) -> SftpError {
     match resp {
         Response::Status(s) => status_error(op, s),
-        other => SftpError::UnexpectedReply {
+        other => violation(
+            shared,
             op,
-            got: response_name(&other),
-        },
+            format!("a {} reply to {op}", response_name(&other)),
+        ),
     }
 }
 
-fn expect_ok(op: &'static str, resp: Response) -> Result<(), SftpError> {
+fn expect_ok(shared: &Shared, op: &'static str, resp: Response) -> Result<(), SftpError> {
     match resp {
         Response::Status(Status {
             code: StatusCode::Ok,
             ..
         }) => Ok(()),
-        other => Err(unexpected(op, other)),
+        other => Err(unexpected(shared, op, other)),
+    }
+}
+
+/// The server broke the protocol: every outstanding request fails with the same error and the
+/// session is closed, since no later reply can be trusted to answer what it claims to.
+fn violation(shared: &Shared, op: &'static str, detail: String) -> SftpError {
+    let err = SftpError::Protocol {
+        op,
+        peer: shared.description.clone(),
+        detail,
+    };
+    let waiters: Vec<Waiter> = {
+        let mut st = shared.state.lock().unwrap();
+        if st.closed.is_none() {
+            st.closed = Some(err.clone());
+        }
+        st.waiters.drain().map(|(_, w)| w).collect()
+    };
+    for w in waiters {
+        let _ = w.reply.send(Err(err.clone()));
+    }
+    hang_up(shared);
+    err
+}
+
+/// Closes our side and stops the server process, so a peer that misbehaves cannot keep us
+/// waiting for it at shutdown.
+fn hang_up(shared: &Shared) {
+    let _ = shared.outgoing.send(Vec::new());
+    if let Some(child) = shared.child.lock().unwrap().as_mut() {
+        let _ = child.start_kill();
+    }
+}
+
+/// A reply that is well-formed but unusable for one request; the session stays up.
+fn invalid(op: &'static str, detail: impl Into<String>) -> SftpError {
+    SftpError::Invalid {
+        op,
+        detail: detail.into(),
     }
 }
 
@@ -265,6 +332,7 @@ impl SftpClient {
             request_budget: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
             byte_budget: Arc::new(Semaphore::new(max_bytes)),
             max_bytes_in_flight: max_bytes,
+            max_dir_entries: config.max_dir_entries,
             version,
             extensions,
             read_size: AtomicU32::new(FALLBACK_IO_SIZE),
@@ -383,6 +451,10 @@ impl SftpClient {
         } else {
             None
         };
+        let max_data = match req {
+            Request::Read { len, .. } => Some(*len),
+            _ => None,
+        };
         let (tx, rx) = oneshot::channel();
         let mut packet = Vec::with_capacity(64 + cost);
         {
@@ -411,6 +483,7 @@ impl SftpClient {
             rx,
             op,
             shared: self.shared.clone(),
+            max_data,
         })
     }
 
@@ -426,32 +499,36 @@ impl SftpClient {
     async fn call_handle(&self, req: &Request<'_>) -> Result<Handle, SftpError> {
         match self.call(req).await? {
             Response::Handle(h) => Ok(Handle(h)),
-            other => Err(unexpected(req.name(), other)),
+            other => Err(unexpected(&self.shared, req.name(), other)),
         }
     }
 
     async fn call_attrs(&self, req: &Request<'_>) -> Result<Attrs, SftpError> {
         match self.call(req).await? {
             Response::Attrs(a) => Ok(a),
-            other => Err(unexpected(req.name(), other)),
+            other => Err(unexpected(&self.shared, req.name(), other)),
         }
     }
 
     async fn call_one_name(&self, req: &Request<'_>) -> Result<NameEntry, SftpError> {
         match self.call(req).await? {
             Response::Name(mut names) if names.len() == 1 => Ok(names.remove(0)),
-            Response::Name(_) => Err(SftpError::UnexpectedReply {
-                op: req.name(),
-                got: "name list without exactly one entry",
-            }),
-            other => Err(unexpected(req.name(), other)),
+            Response::Name(names) => Err(violation(
+                &self.shared,
+                req.name(),
+                format!(
+                    "a name reply with {} entries where exactly one belongs",
+                    names.len()
+                ),
+            )),
+            other => Err(unexpected(&self.shared, req.name(), other)),
         }
     }
 
     async fn call_extended(&self, req: &Request<'_>) -> Result<Bytes, SftpError> {
         match self.call(req).await? {
             Response::ExtendedReply(b) => Ok(b),
-            other => Err(unexpected(req.name(), other)),
+            other => Err(unexpected(&self.shared, req.name(), other)),
         }
     }
 
@@ -562,7 +639,7 @@ impl SftpClient {
                 code: StatusCode::Eof,
                 ..
             }) => Ok(None),
-            other => Err(unexpected("readdir", other)),
+            other => Err(unexpected(&self.shared, "readdir", other)),
         }
     }
 
@@ -588,14 +665,26 @@ impl SftpClient {
             match p.response().await {
                 Ok(Response::Name(names)) => {
                     if !at_end {
-                        all.extend(names);
+                        let max = self.shared.max_dir_entries;
+                        if all.len() + names.len() > max {
+                            break Err(invalid(
+                                "readdir",
+                                format!("the directory has more than {max} entries"),
+                            ));
+                        }
+                        // The long name is ls output we never use; not keeping it halves what
+                        // a big listing holds.
+                        all.extend(names.into_iter().map(|mut n| {
+                            n.longname = Vec::new();
+                            n
+                        }));
                     }
                 }
                 Ok(Response::Status(Status {
                     code: StatusCode::Eof,
                     ..
                 })) => at_end = true,
-                Ok(other) => break Err(unexpected("readdir", other)),
+                Ok(other) => break Err(unexpected(&self.shared, "readdir", other)),
                 Err(e) => break Err(e),
             }
         };
@@ -641,10 +730,19 @@ impl SftpClient {
     }
 
     pub async fn readlink(&self, path: &[u8]) -> Result<Vec<u8>, SftpError> {
-        Ok(self
+        let target = self
             .call_one_name(&Request::Readlink { path })
             .await?
-            .filename)
+            .filename;
+        // No file system stores such a target; one that claims to would have it cut short or
+        // refused wherever it is recreated.
+        if target.is_empty() {
+            return Err(invalid("readlink", "empty symlink target"));
+        }
+        if target.contains(&0) {
+            return Err(invalid("readlink", "symlink target contains a NUL byte"));
+        }
+        Ok(target)
     }
 
     /// Creates `link_path` pointing at `target`, in the argument order this server reads.
@@ -827,6 +925,14 @@ async fn write_loop(
         wire.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = writer.write_all(&batch).await {
             if let Some(shared) = shared.upgrade() {
+                // A peer that went away is usually seen by the reader too, which can say why
+                // (end of stream, a packet cut off): give it the chance to speak first.
+                for _ in 0..200 {
+                    if shared.state.lock().unwrap().closed.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 fail_all(&shared, format!("write to server failed: {e}")).await;
             }
             return;
@@ -857,7 +963,7 @@ async fn read_loop(
                                 let _ = w.reply.send(Ok(resp));
                             }
                             None => {
-                                fail_all(
+                                protocol_failure(
                                     &shared,
                                     format!("server sent a reply to unknown request id {id}"),
                                 )
@@ -867,18 +973,27 @@ async fn read_loop(
                         }
                     }
                     Err(e) => {
-                        fail_all(&shared, format!("server sent a malformed packet: {e}")).await;
+                        protocol_failure(&shared, format!("server sent a malformed packet: {e}"))
+                            .await;
                         return;
                     }
                 },
                 Ok(None) => break,
                 Err(e) => {
-                    fail_all(&shared, format!("server sent a malformed packet: {e}")).await;
+                    protocol_failure(&shared, format!("server sent a malformed packet: {e}")).await;
                     return;
                 }
             }
         }
         match reader.read_buf(decoder.buffer_mut()).await {
+            Ok(0) if decoder.pending() > 0 => {
+                let detail = format!(
+                    "connection closed in the middle of a packet ({} bytes of it received)",
+                    decoder.pending()
+                );
+                protocol_failure(&shared, detail).await;
+                return;
+            }
             Ok(0) => break "connection closed by the server".to_string(),
             Ok(n) => {
                 shared.wire.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -887,6 +1002,18 @@ async fn read_loop(
         }
     };
     fail_all(&shared, detail).await;
+}
+
+/// The byte stream itself is broken: fail everything with a protocol error and hang up.
+async fn protocol_failure(shared: &Arc<Shared>, detail: String) {
+    shared.stderr.settle(Duration::from_millis(500)).await;
+    let said = shared.stderr.text();
+    let detail = if said.is_empty() {
+        detail
+    } else {
+        format!("{detail} ({said})")
+    };
+    violation(shared, "request", detail);
 }
 
 /// Marks the session dead and fails every waiting request with one error that carries what

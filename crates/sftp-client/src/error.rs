@@ -28,6 +28,18 @@ pub enum SftpError {
     },
     #[error("server sent a {got} reply to {op}")]
     UnexpectedReply { op: &'static str, got: &'static str },
+    /// The server broke the protocol (a reply of the wrong type or size, to an unknown id, cut
+    /// off or oversized): nothing it says can be trusted any more, so the session was closed.
+    #[error("{peer}: protocol error: {detail}")]
+    Protocol {
+        op: &'static str,
+        peer: String,
+        detail: String,
+    },
+    /// A well-formed reply that cannot be used (a symlink target with a NUL, a listing past
+    /// the cap); only this request fails.
+    #[error("invalid reply to {op}: {detail}")]
+    Invalid { op: &'static str, detail: String },
     #[error("malformed reply to {op}: {error}")]
     Malformed { op: &'static str, error: ProtoError },
     #[error("the server does not offer the {ext} extension")]
@@ -79,7 +91,10 @@ impl SftpError {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            SftpError::Closed { .. } | SftpError::Handshake { .. } | SftpError::Malformed { .. }
+            SftpError::Closed { .. }
+                | SftpError::Handshake { .. }
+                | SftpError::Malformed { .. }
+                | SftpError::Protocol { .. }
         )
     }
 }

@@ -319,3 +319,141 @@ async fn server_dying_mid_session_fails_pending_requests_cleanly() {
     let err = c.lstat(&p(dir.path())).await.unwrap_err();
     assert!(err.is_connection_error(), "{err}");
 }
+
+/// The test kit's hostile server, built if this target directory lacks it (another crate's
+/// binary cannot be named from here).
+fn hostile_server() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let path = profile_dir.join("hostile-sftp-server");
+            if let Some(cargo) = std::env::var_os("CARGO") {
+                let st = std::process::Command::new(cargo)
+                    .args(["build", "-p", "testkit", "--bin", "hostile-sftp-server"])
+                    .arg("--target-dir")
+                    .arg(profile_dir.parent().unwrap())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "building hostile-sftp-server failed");
+            }
+            assert!(path.is_file(), "{} missing", path.display());
+            path
+        })
+        .clone()
+}
+
+async fn hostile(scenario: &str) -> SftpClient {
+    hostile_with(scenario, ClientConfig::default()).await
+}
+
+async fn hostile_with(scenario: &str, config: ClientConfig) -> SftpClient {
+    let args = vec![
+        OsString::from(format!("HOSTILE_SCENARIO={scenario}")),
+        hostile_server().into_os_string(),
+    ];
+    let t = Transport::spawn("env".as_ref(), &args, "hostile").expect("spawn hostile server");
+    SftpClient::connect(t, config).await.expect("handshake")
+}
+
+/// Every hostile reply must end in an error well before this.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f)
+        .await
+        .expect("the client hung on a hostile reply")
+}
+
+fn assert_protocol(r: Result<impl std::fmt::Debug, SftpError>, what: &str) {
+    match r {
+        Err(e @ SftpError::Protocol { .. }) => {
+            assert!(e.to_string().contains(what), "{e}");
+            assert!(e.is_connection_error());
+        }
+        other => panic!("want a protocol error about {what:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn read_reply_longer_than_asked_is_a_protocol_error_that_closes_the_session() {
+    let c = hostile("lying-size").await;
+    let h = c
+        .open(b"/src/small", OpenFlags::READ, &Attrs::default())
+        .await
+        .unwrap();
+    assert_protocol(
+        bounded(c.read(&h, 0, 10)).await,
+        "bytes of data in reply to a read of 10 bytes",
+    );
+    // Nothing the server says afterwards is believed.
+    assert_protocol(bounded(c.lstat(b"/src/ok")).await, "read of 10 bytes");
+    bounded(c.shutdown()).await;
+}
+
+#[tokio::test]
+async fn reply_of_the_wrong_type_is_a_protocol_error() {
+    let c = hostile("wrong-type").await;
+    let h = c
+        .open(b"/src/data", OpenFlags::READ, &Attrs::default())
+        .await
+        .unwrap();
+    assert_protocol(bounded(c.read(&h, 0, 5)).await, "a handle reply to read");
+    bounded(c.shutdown()).await;
+}
+
+#[tokio::test]
+async fn reply_to_unknown_id_fails_the_waiting_requests_without_hanging() {
+    let c = hostile("wrong-id").await;
+    assert_protocol(bounded(c.read_dir(b"/src")).await, "unknown request id");
+    bounded(c.shutdown()).await;
+}
+
+#[tokio::test]
+async fn oversized_truncated_and_huge_count_replies_are_protocol_errors() {
+    for (scenario, what) in [
+        ("oversized", "exceeds the limit"),
+        ("truncated", "connection closed in the middle of a packet"),
+        ("huge-count", "claims 2147483648 entries"),
+    ] {
+        let c = hostile(scenario).await;
+        assert_protocol(bounded(c.read_dir(b"/src")).await, what);
+        bounded(c.shutdown()).await;
+    }
+}
+
+#[tokio::test]
+async fn readlink_must_answer_one_target_without_nul() {
+    let c = hostile("nul").await;
+    match bounded(c.readlink(b"/src/badlink")).await {
+        Err(e @ SftpError::Invalid { .. }) => {
+            assert!(e.to_string().contains("NUL"), "{e}");
+            assert!(!e.is_connection_error());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bad target fails that one request; the session goes on.
+    assert_eq!(bounded(c.lstat(b"/src/ok")).await.unwrap().size, Some(5));
+    assert_protocol(
+        bounded(c.readlink(b"/two-targets")).await,
+        "exactly one belongs",
+    );
+    bounded(c.shutdown()).await;
+}
+
+#[tokio::test]
+async fn endless_directory_is_refused_at_the_entry_cap() {
+    let config = ClientConfig {
+        max_dir_entries: 5_000,
+        ..ClientConfig::default()
+    };
+    let c = hostile_with("endless", config).await;
+    match bounded(c.read_dir(b"/src")).await {
+        Err(e @ SftpError::Invalid { .. }) => {
+            assert!(e.to_string().contains("more than 5000 entries"), "{e}");
+        }
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    // Only that listing failed.
+    assert_eq!(bounded(c.lstat(b"/src/ok")).await.unwrap().size, Some(5));
+    bounded(c.shutdown()).await;
+}

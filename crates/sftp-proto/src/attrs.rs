@@ -76,6 +76,14 @@ impl Attrs {
         self.atime_mtime.map(|(_, m)| m)
     }
 
+    /// The attributes as they go on the wire, for peers that build their own packets (the
+    /// test kit's server).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.into_inner()
+    }
+
     pub(crate) fn encode(&self, w: &mut Writer) {
         let mut flags = 0;
         if self.size.is_some() {

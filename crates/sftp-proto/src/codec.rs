@@ -47,7 +47,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn position(&self) -> usize {
         self.pos
     }
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ProtoError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ProtoError> {
         if self.remaining() < n {
             return Err(ProtoError::Truncated {
                 what,
@@ -582,6 +582,8 @@ impl Response {
                         needed: len - r.remaining(),
                     });
                 }
+                r.take(len, "data")?;
+                r.finish("data")?;
                 Response::Data(packet.slice(start..start + len))
             }
             pt::NAME => {
@@ -804,6 +806,65 @@ mod tests {
     fn decode_name_count_larger_than_packet_is_refused() {
         let r = Response::decode(packet(&[104, 0, 0, 0, 1, 0x7f, 0, 0, 0]));
         assert_eq!(r, Err(ProtoError::BadCount(0x7f00_0000)));
+    }
+
+    #[test]
+    fn huge_name_count_is_refused_before_allocating() {
+        // 2^31 entries claimed in a packet holding one: refused from the header alone.
+        let mut w = Writer::new();
+        w.u8(pt::NAME);
+        w.u32(1);
+        w.u32(1 << 31);
+        w.string(b"a");
+        w.string(b"a");
+        w.u32(0);
+        let r = Response::decode(packet(&w.into_inner()));
+        assert_eq!(r, Err(ProtoError::BadCount(1 << 31)));
+    }
+
+    #[test]
+    fn name_count_larger_than_entries_present_is_truncated_not_a_panic() {
+        let mut w = Writer::new();
+        w.u8(pt::NAME);
+        w.u32(1);
+        w.u32(2);
+        w.u32(0);
+        w.u32(0);
+        w.u32(0);
+        // The second entry's filename claims more bytes than the packet has left.
+        w.u32(100);
+        w.u32(0);
+        w.u32(0);
+        assert!(matches!(
+            Response::decode(packet(&w.into_inner())),
+            Err(ProtoError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_data_rejects_trailing_garbage() {
+        assert!(matches!(
+            Response::decode(packet(&[103, 0, 0, 0, 1, 0, 0, 0, 1, 7, 8])),
+            Err(ProtoError::Trailing { .. })
+        ));
+    }
+
+    #[test]
+    fn attrs_to_bytes_decodes_back() {
+        let a = Attrs {
+            size: Some(10),
+            permissions: Some(0o100644),
+            ..Default::default()
+        };
+        let mut w = Writer::new();
+        w.u8(pt::ATTRS);
+        w.u32(5);
+        let mut bytes = w.into_inner();
+        bytes.extend_from_slice(&a.to_bytes());
+        assert_eq!(
+            Response::decode(packet(&bytes)).unwrap(),
+            (5, Response::Attrs(a))
+        );
     }
 
     #[test]

@@ -97,6 +97,28 @@ mod tests {
     }
 
     #[test]
+    fn frame_at_the_limit_is_accepted_and_one_byte_more_refused() {
+        let mut d = FrameDecoder::new(8);
+        d.push(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(d.next_packet().unwrap().unwrap().len(), 8);
+        d.push(&[0, 0, 0, 9]);
+        assert_eq!(
+            d.next_packet(),
+            Err(ProtoError::TooLarge { len: 9, max: 8 })
+        );
+    }
+
+    #[test]
+    fn truncated_frame_waits_and_reports_what_is_pending() {
+        // A length prefix promising more than arrives: no packet, and the caller can tell at
+        // end of stream that a packet was cut off.
+        let mut d = FrameDecoder::new(1024);
+        d.push(&[0, 0, 0, 100, 101, 0]);
+        assert_eq!(d.next_packet(), Ok(None));
+        assert_eq!(d.pending(), 6);
+    }
+
+    #[test]
     fn zero_length_frame_is_an_error() {
         let mut d = FrameDecoder::new(1024);
         d.push(&[0, 0, 0, 0]);

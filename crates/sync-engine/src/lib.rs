@@ -12,6 +12,7 @@ pub mod report;
 pub mod sync;
 mod task;
 pub mod tree;
+pub mod validate;
 
 pub use filter::FilterRules;
 pub use local::LocalTree;

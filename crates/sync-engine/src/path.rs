@@ -209,4 +209,17 @@ mod tests {
         assert_eq!(escape_name(b"\x1b[31m"), "\\#033[31m");
         assert_eq!(escape_name("a\u{85}b".as_bytes()), "a\\#302\\#205b");
     }
+
+    #[test]
+    fn lone_c1_control_bytes_are_escaped() {
+        // 0x9b is CSI on terminals that take 8-bit controls: as a lone byte it is not UTF-8
+        // and must never reach the terminal raw.
+        assert_eq!(escape_name(b"a\x9b2Jb"), "a\\#2332Jb");
+        for b in 0x80u8..=0x9f {
+            let shown = display_path(&[b'x', b, b'y']);
+            assert_eq!(shown, format!("x\\#{b:03o}y"));
+        }
+        assert_eq!(escape_name(b"del\x7f"), "del\\#177");
+        assert_eq!(display_path(b"d/\x1b]0;t\x07"), "d/\\#033]0;t\\#007");
+    }
 }

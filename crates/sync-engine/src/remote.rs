@@ -332,7 +332,12 @@ impl Tree for SftpTree {
             .map_err(|e| sftp_error("opendir", path, e))?;
         Ok(names
             .into_iter()
-            .filter(|n| n.filename != b"." && n.filename != b"..")
+            // The usual `.` and `..` entries are skipped; a `.` or `..` listed as anything but
+            // a directory is a lie the sync must see and refuse.
+            .filter(|n| {
+                !((n.filename == b"." || n.filename == b"..")
+                    && matches!(n.attrs.kind(), FileKind::Directory | FileKind::Unknown))
+            })
             .map(|n| DirEntry {
                 meta: meta_from_attrs(&n.attrs),
                 name: n.filename,

@@ -10,10 +10,11 @@ use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::options::{DeleteWhen, SyncOptions};
-use crate::path::{display_path, invalid_name_reason, join, parent, unsafe_symlink, RelPath};
+use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
 use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
+use crate::validate::validate_listing;
 
 /// What a source argument contributes to the top of the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -679,7 +680,7 @@ impl<'a> Run<'a> {
             let listed = root_listing
                 .await
                 .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)));
-            self.accept_dest(Some(listed))?
+            self.accept_dest(&Vec::new(), Some(listed))?
         };
         self.contents(Vec::new(), children, dest_entries, Gate::open())
             .await
@@ -748,29 +749,12 @@ impl<'a> Run<'a> {
                 return Ok(None);
             }
         };
-        let mut seen = HashSet::new();
+        let (entries, bad) = validate_listing(side, dir, entries);
+        for e in bad {
+            self.source_error(e)?;
+        }
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            if let Some(reason) = invalid_name_reason(&e.name) {
-                self.source_error(TreeError {
-                    op: "accept name in",
-                    side,
-                    path: dir.clone(),
-                    cause: format!("{reason}: \"{}\"", display_path(&e.name)),
-                    kind: ErrorKind::Other,
-                })?;
-                continue;
-            }
-            if !seen.insert(e.name.clone()) {
-                self.source_error(TreeError {
-                    op: "accept listing of",
-                    side,
-                    path: dir.clone(),
-                    cause: format!("name \"{}\" appears twice", display_path(&e.name)),
-                    kind: ErrorKind::Other,
-                })?;
-                continue;
-            }
             let path = join(dir, &e.name);
             if self
                 .opts()
@@ -789,19 +773,23 @@ impl<'a> Run<'a> {
     }
 
     /// The destination's entries by name. Names the destination reports are only used to
-    /// compare and delete; the ones that could point elsewhere are dropped.
+    /// compare and delete; the ones that could point elsewhere, or are listed twice, are errors
+    /// and dropped.
     fn accept_dest(
         &mut self,
+        dir: &RelPath,
         listed: Option<TreeResult<Vec<DirEntry>>>,
     ) -> Result<HashMap<Vec<u8>, Meta>, Fatal> {
         let mut entries = HashMap::new();
         match listed {
             None => {}
             Some(Ok(list)) => {
+                let (list, bad) = validate_listing(self.dest().side(), dir, list);
+                for e in bad {
+                    self.fail(e)?;
+                }
                 for e in list {
-                    if invalid_name_reason(&e.name).is_none() {
-                        entries.insert(e.name, e.meta);
-                    }
+                    entries.insert(e.name, e.meta);
                 }
             }
             Some(Err(e)) if e.is_not_found() => {}
@@ -906,7 +894,7 @@ impl<'a> Run<'a> {
                 let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
                     continue;
                 };
-                let dest_entries = self.accept_dest(listing.dest)?;
+                let dest_entries = self.accept_dest(&path, listing.dest)?;
                 self.contents(path, list, dest_entries, sub_gate).await?;
             }
             Ok(())

@@ -45,6 +45,53 @@ pub fn sftp_server_path() -> PathBuf {
     path
 }
 
+/// Path of the test kit's `hostile-sftp-server`, built on first use if the test binary's
+/// target directory does not have it yet (tests of other crates cannot name another crate's
+/// binary, so it is found next to them).
+pub fn hostile_server_path() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    // Test binaries live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("path of the running test");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("test binary inside a target directory")
+        .to_path_buf();
+    let path = profile_dir.join("hostile-sftp-server");
+    // Under cargo the build always runs (a no-op when fresh), so a stale server is never used;
+    // elsewhere an existing binary is taken as it is.
+    let cargo = std::env::var_os("CARGO");
+    if cargo.is_some() || !path.is_file() {
+        let target_dir = profile_dir.parent().expect("target directory");
+        let cargo = cargo.unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "testkit", "--bin", "hostile-sftp-server"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run_checked(&mut cmd).expect("build hostile-sftp-server");
+        assert!(
+            path.is_file(),
+            "{} missing after building it",
+            path.display()
+        );
+    }
+    *built = Some(path.clone());
+    path
+}
+
 /// Runs a command to completion and turns a non-zero exit into an error carrying its stderr,
 /// so fixture failures say which tool failed and why.
 pub(crate) fn run_checked(cmd: &mut Command) -> io::Result<Output> {
