@@ -608,7 +608,7 @@ impl Worker {
             Ok(w) => w,
             Err(e) => {
                 let _ = reader.close().await;
-                return Err(CopyError::Dest(e));
+                return Err(CopyError::Dest(e).naming(&temp, dest_path));
             }
         };
         let mut done: u64 = 0;
@@ -643,7 +643,7 @@ impl Worker {
                 if !connection_lost {
                     let _ = self.dest().remove_file(&temp).await;
                 }
-                Err(e)
+                Err(e.naming(&temp, dest_path))
             }
         }
     }
@@ -657,6 +657,18 @@ enum CopyResult {
 enum CopyError {
     Source(TreeError),
     Dest(TreeError),
+}
+
+impl CopyError {
+    /// The temp name means nothing to the user; the file it was for does.
+    fn naming(mut self, temp: &[u8], dest_path: &RelPath) -> CopyError {
+        if let CopyError::Dest(e) = &mut self {
+            if e.path == temp {
+                e.path = dest_path.clone();
+            }
+        }
+        self
+    }
 }
 
 pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
