@@ -479,8 +479,11 @@ async fn run(cli: CliArgs) -> ExitCode {
     if opts.delete && outcome.source_io_error && !opts.ignore_errors {
         eprintln!("sftpsync: IO error encountered -- skipping file deletion");
     }
-    if outcome.max_delete_reached {
-        eprintln!("sftpsync: deletions stopped due to --max-delete limit");
+    if outcome.deletions_skipped > 0 {
+        eprintln!(
+            "sftpsync: Deletions stopped due to --max-delete limit ({} skipped)",
+            outcome.deletions_skipped
+        );
     }
     if !cli.quiet {
         if cli.stats {
@@ -508,7 +511,7 @@ async fn run(cli: CliArgs) -> ExitCode {
         fail(exit::PARTIAL)
     } else if outcome.vanished > 0 {
         fail(exit::VANISHED)
-    } else if outcome.max_delete_reached {
+    } else if outcome.deletions_skipped > 0 {
         fail(exit::MAX_DELETE)
     } else {
         ExitCode::SUCCESS

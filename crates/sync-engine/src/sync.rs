@@ -54,8 +54,8 @@ pub struct SyncOutcome {
     pub vanished: u64,
     /// A source could not be read completely, so deletions were skipped.
     pub source_io_error: bool,
-    /// Deletions stopped at --max-delete (rsync's code 25).
-    pub max_delete_reached: bool,
+    /// Deletions left undone because of --max-delete (rsync's code 25 when not zero).
+    pub deletions_skipped: u64,
     /// The run could not go on at all: the connection died, or the destination could not be
     /// set up. Carries the error; the caller maps it to 10/11/12.
     pub fatal: Option<TreeError>,
@@ -410,7 +410,7 @@ impl<'a> Run<'a> {
         self.outcome.errors += report.errors.len() as u64;
         self.outcome.vanished += report.vanished;
         self.outcome.source_io_error |= report.source_io_error;
-        self.outcome.max_delete_reached |= report.max_delete_reached;
+        self.outcome.deletions_skipped += report.deletions_skipped;
         self.outcome.stats += report.stats;
         match report.fatal {
             Some(e) => Err(Fatal(e)),
@@ -1065,6 +1065,15 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         for (path, meta) in std::mem::take(&mut self.pending_deletions) {
+            if self.opts().max_delete.is_some() {
+                // One at a time, in rsync's order, so that the limit stops at the same entries.
+                let mut w = self.worker();
+                let r = w.delete_entry(path, meta).await;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.absorb(Some(seq), w.finish(r))?;
+                continue;
+            }
             let sh = self.sh.clone();
             self.spawn(async move {
                 let mut w = Worker::new(sh);

@@ -74,7 +74,7 @@ pub(crate) struct Report {
     pub verbose_infos: Vec<String>,
     pub vanished: u64,
     pub source_io_error: bool,
-    pub max_delete_reached: bool,
+    pub deletions_skipped: u64,
     pub fatal: Option<TreeError>,
 }
 
@@ -283,7 +283,7 @@ impl Worker {
                 }
             }
             if !self.sh.reserve_deletion() {
-                self.report.max_delete_reached = true;
+                self.report.deletions_skipped += 1;
                 return Ok(());
             }
             if !self.sh.opts.dry_run {

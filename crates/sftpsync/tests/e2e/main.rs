@@ -13,6 +13,7 @@ use testkit::{
     copy_tree, generate_mixed_tree, mutate_tree, rsync_diff, rsync_itemize, SftpOnlyServer,
 };
 
+mod deletes;
 mod errors;
 mod hostile;
 mod links;
