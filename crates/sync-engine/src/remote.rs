@@ -440,7 +440,65 @@ impl Tree for SftpTree {
             quirks: self.quirks.clone(),
             server: self.describe.clone(),
             warnings: self.warnings.clone(),
+            base: None,
         }))
+    }
+
+    async fn create_file_based_on(
+        &self,
+        path: &RelPath,
+        mode: u32,
+        base: &RelPath,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        // copy-data copies between handles of one session: both files go on one channel.
+        let client = self.client();
+        let attrs = Attrs {
+            permissions: Some(mode & 0o777),
+            ..Default::default()
+        };
+        let (base_full, no_attrs) = (self.full(base), Attrs::default());
+        let (base_handle, handle) = futures::join!(
+            client.open(&base_full, OpenFlags::READ, &no_attrs),
+            client.open(
+                &full,
+                OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::EXCL,
+                &attrs,
+            )
+        );
+        let handle = match (base_handle.as_ref(), handle) {
+            (Ok(_), Ok(h)) => h,
+            (Err(_), Ok(h)) => {
+                let _ = client.close(&h).await;
+                let _ = client.remove(&full).await;
+                return Err(sftp_error("open", base, base_handle.err().expect("failed")));
+            }
+            (_, Err(e)) => {
+                if let Ok(b) = &base_handle {
+                    let _ = client.close(b).await;
+                }
+                return Err(sftp_error("create", path, e));
+            }
+        };
+        let write_size = client.write_size() as usize;
+        Ok(Box::new(SftpWriter {
+            home: client.clone(),
+            handles: vec![WriteHandle::new(client, handle)],
+            path: path.clone(),
+            full,
+            write_size,
+            pending: BytesMut::new(),
+            offset: 0,
+            writes_sent: 0,
+            quirks: self.quirks.clone(),
+            server: self.describe.clone(),
+            warnings: self.warnings.clone(),
+            base: base_handle.ok(),
+        }))
+    }
+
+    fn copies_ranges(&self) -> bool {
+        self.pool.first().extensions().copy_data
     }
 
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
@@ -759,6 +817,12 @@ impl SftpWriter {
             }
         }
         let mut home = self.handles.pop().expect("the home handle");
+        if let Some(base) = self.base.take() {
+            // After every copy-data on this channel, since the server takes requests in order.
+            let _ = home
+                .send(&Request::Close { handle: &base.0 }, "close", &path)
+                .await;
+        }
         if let Err(e) = extra_result {
             let _ = home
                 .send(
@@ -889,6 +953,9 @@ struct SftpWriter {
     warnings: Arc<dyn Fn(String) + Send + Sync>,
     /// Where a failed write is explained from (statvfs).
     home: SftpClient,
+    /// The old version that ranges are copied from (`create_file_based_on`), open for reading
+    /// on the same channel.
+    base: Option<Handle>,
 }
 
 #[async_trait]
@@ -907,6 +974,42 @@ impl FileWriter for SftpWriter {
         Ok(())
     }
 
+    async fn copy_from_base(&mut self, from_offset: u64, len: u64) -> TreeResult<()> {
+        let Some(base) = self.base.clone() else {
+            return Err(TreeError {
+                op: "copy",
+                side: Side::Remote,
+                path: self.path.clone(),
+                cause: "this file was not created from a base".into(),
+                kind: ErrorKind::Unsupported,
+            });
+        };
+        // Bytes written so far go first, so that offsets stay in order.
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending).freeze();
+            self.send_write(rest).await?;
+        }
+        let h = &mut self.handles[0];
+        h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
+        let reply = h
+            .client
+            .send(
+                &Request::CopyData {
+                    read_handle: &base.0,
+                    read_offset: from_offset,
+                    len,
+                    write_handle: &h.handle.0,
+                    write_offset: self.offset,
+                },
+                0,
+            )
+            .await
+            .map_err(|e| sftp_error("copy-data", &self.path, e))?;
+        h.in_flight.push_back(reply);
+        self.offset += len;
+        Ok(())
+    }
+
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         let (home, full) = (self.home.clone(), self.full.clone());
         match self.complete(meta).await {
@@ -916,6 +1019,11 @@ impl FileWriter for SftpWriter {
     }
 
     async fn abandon(self: Box<Self>) {
+        if let (Some(base), Some(h)) = (&self.base, self.handles.first()) {
+            let _ = h
+                .send(&Request::Close { handle: &base.0 }, "close", &self.path)
+                .await;
+        }
         for h in &self.handles {
             let _ = h
                 .send(
@@ -927,5 +1035,64 @@ impl FileWriter for SftpWriter {
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sftp_client::{ClientConfig, Transport};
+
+    async fn tree_over_pipes(root: &std::path::Path) -> SftpTree {
+        let t = Transport::sftp_server("/usr/lib/openssh/sftp-server".as_ref(), &[])
+            .expect("spawn sftp-server");
+        let client = SftpClient::connect(t, ClientConfig::default())
+            .await
+            .expect("handshake");
+        use std::os::unix::ffi::OsStrExt;
+        SftpTree::new(
+            Arc::new(ChannelPool::new(client)),
+            root.as_os_str().as_bytes().to_vec(),
+            "test".into(),
+            Arc::new(ServerQuirks::default()),
+            Arc::new(|_| {}),
+        )
+    }
+
+    #[tokio::test]
+    async fn file_based_on_another_mixes_copied_ranges_and_written_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("old"), &old).unwrap();
+        let tree = tree_over_pipes(dir.path()).await;
+        assert!(tree.copies_ranges());
+
+        let mut w = tree
+            .create_file_based_on(&b"new".to_vec(), 0o644, &b"old".to_vec())
+            .await
+            .unwrap();
+        w.write(Bytes::from_static(b"head")).await.unwrap();
+        w.copy_from_base(1000, 300_000).await.unwrap();
+        w.write(Bytes::from(vec![7u8; 70_000])).await.unwrap();
+        w.copy_from_base(0, 10).await.unwrap();
+        w.finish(&SetMeta::default()).await.unwrap();
+
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&old[1000..301_000]);
+        want.extend_from_slice(&[7u8; 70_000]);
+        want.extend_from_slice(&old[..10]);
+        assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), want);
+        assert_eq!(std::fs::read(dir.path().join("old")).unwrap(), old);
+    }
+
+    #[tokio::test]
+    async fn missing_base_fails_and_leaves_no_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = tree_over_pipes(dir.path()).await;
+        let r = tree
+            .create_file_based_on(&b"new".to_vec(), 0o644, &b"gone".to_vec())
+            .await;
+        assert!(r.is_err());
+        assert!(!dir.path().join("new").exists());
     }
 }

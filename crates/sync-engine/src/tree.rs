@@ -129,6 +129,27 @@ pub trait Tree: Send + Sync {
         mode: u32,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileWriter>>;
+    /// Like `create_file`, for a new version of `base` (an existing file on this side) that
+    /// is mostly made of ranges of it: the writer's `copy_from_base` copies them without
+    /// moving their bytes. Only where `copies_ranges` says so.
+    async fn create_file_based_on(
+        &self,
+        path: &RelPath,
+        _mode: u32,
+        _base: &RelPath,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        Err(TreeError {
+            op: "create",
+            side: self.side(),
+            path: path.clone(),
+            cause: "copying ranges of files is not possible here".into(),
+            kind: ErrorKind::Unsupported,
+        })
+    }
+    /// Whether `create_file_based_on` works (over SFTP: the copy-data extension).
+    fn copies_ranges(&self) -> bool {
+        false
+    }
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()>;
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;
@@ -164,6 +185,17 @@ pub trait FileReader: Send {
 #[async_trait]
 pub trait FileWriter: Send {
     async fn write(&mut self, data: Bytes) -> TreeResult<()>;
+    /// Appends `len` bytes from `from_offset` of the base file this writer was made from
+    /// (`Tree::create_file_based_on`); they are copied where the files are.
+    async fn copy_from_base(&mut self, _from_offset: u64, _len: u64) -> TreeResult<()> {
+        Err(TreeError {
+            op: "copy",
+            side: Side::Local,
+            path: Vec::new(),
+            cause: "this file was not created from a base".into(),
+            kind: ErrorKind::Unsupported,
+        })
+    }
     /// Applies attributes, flushes to stable storage and closes. Does not rename.
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()>;
     /// Closes without completing; the caller removes the file.
