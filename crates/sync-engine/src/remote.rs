@@ -466,16 +466,16 @@ impl Tree for SftpTree {
                 &attrs,
             )
         );
-        let handle = match (base_handle.as_ref(), handle) {
-            (Ok(_), Ok(h)) => h,
-            (Err(_), Ok(h)) => {
+        let (base_handle, handle) = match (base_handle, handle) {
+            (Ok(b), Ok(h)) => (b, h),
+            (Err(e), Ok(h)) => {
                 let _ = client.close(&h).await;
                 let _ = client.remove(&full).await;
-                return Err(sftp_error("open", base, base_handle.err().expect("failed")));
+                return Err(sftp_error("open", base, e));
             }
-            (_, Err(e)) => {
-                if let Ok(b) = &base_handle {
-                    let _ = client.close(b).await;
+            (b, Err(e)) => {
+                if let Ok(b) = b {
+                    let _ = client.close(&b).await;
                 }
                 return Err(sftp_error("create", path, e));
             }
@@ -493,7 +493,7 @@ impl Tree for SftpTree {
             quirks: self.quirks.clone(),
             server: self.describe.clone(),
             warnings: self.warnings.clone(),
-            base: base_handle.ok(),
+            base: Some(base_handle),
         }))
     }
 
