@@ -26,6 +26,19 @@ pub enum SftpError {
         peer: String,
         detail: String,
     },
+    /// Requests were outstanding and nothing arrived from the server for the I/O timeout.
+    #[error("{peer}: no data received for {secs} s while waiting for replies (timeout)")]
+    Timeout { peer: String, secs: u64 },
+    /// The SFTP session was not up within the connect timeout.
+    #[error(
+        "{peer}: no SFTP session within {secs} s (connect timeout){}",
+        stderr_suffix(stderr)
+    )]
+    ConnectTimeout {
+        peer: String,
+        secs: u64,
+        stderr: String,
+    },
     #[error("server sent a {got} reply to {op}")]
     UnexpectedReply { op: &'static str, got: &'static str },
     #[error("malformed reply to {op}: {error}")]
@@ -47,6 +60,14 @@ fn status_text(code: StatusCode, message: &str) -> String {
             .map(|c| if c.is_control() { '?' } else { c })
             .collect();
         format!("{words} ({clean})")
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
     }
 }
 
@@ -79,7 +100,18 @@ impl SftpError {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            SftpError::Closed { .. } | SftpError::Handshake { .. } | SftpError::Malformed { .. }
+            SftpError::Closed { .. }
+                | SftpError::Handshake { .. }
+                | SftpError::Malformed { .. }
+                | SftpError::Timeout { .. }
+                | SftpError::ConnectTimeout { .. }
         )
+    }
+
+    /// True when an established session died under us (the stream ended, broke or went
+    /// silent), as opposed to the server refusing or garbling something: only such a loss is
+    /// worth reconnecting for.
+    pub fn is_lost_session(&self) -> bool {
+        matches!(self, SftpError::Closed { .. } | SftpError::Timeout { .. })
     }
 }
