@@ -13,6 +13,8 @@ use testkit::{
     copy_tree, generate_mixed_tree, mutate_tree, rsync_diff, rsync_itemize, SftpOnlyServer,
 };
 
+mod faults;
+
 fn sftpsync(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sftpsync"))
         .args(args)
