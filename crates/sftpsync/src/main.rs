@@ -678,6 +678,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backoff_doubles_from_one_second_and_caps() {
+        let secs: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(1000), MAX_BACKOFF);
+    }
+
+    fn handshake(stderr: &str, exit_code: Option<i32>) -> SftpError {
+        SftpError::Handshake {
+            peer: "h".into(),
+            detail: "connection closed before the SFTP handshake".into(),
+            stderr: stderr.into(),
+            exit_code,
+        }
+    }
+
+    fn failed(a: Attempt) -> (u8, bool) {
+        match a {
+            Attempt::Failed { code, retry, .. } => (code, retry),
+            Attempt::Finished(_) => panic!("not a failure"),
+        }
+    }
+
+    #[test]
+    fn only_reconnects_retry_and_never_a_refused_login() {
+        let lost = || handshake("Connection reset by peer", Some(255));
+        assert_eq!(failed(connect_failure(lost(), false, false)), (255, false));
+        assert_eq!(failed(connect_failure(lost(), true, false)), (255, true));
+        for refused in [
+            "Permission denied (publickey).",
+            "Host key verification failed.",
+        ] {
+            let e = handshake(refused, Some(255));
+            assert_eq!(failed(connect_failure(e, true, false)), (255, false));
+        }
+    }
+
+    #[test]
+    fn connect_timeouts_exit_35_whoever_notices_first() {
+        let ours = SftpError::ConnectTimeout {
+            peer: "h".into(),
+            secs: 2,
+            stderr: String::new(),
+        };
+        assert_eq!(failed(connect_failure(ours, false, true)).0, 35);
+        // ssh's own ConnectTimeout, which --contimeout sets.
+        let ssh = handshake("Connection timed out during banner exchange", Some(255));
+        assert_eq!(failed(connect_failure(ssh, false, true)).0, 35);
+        let ssh = handshake("connect to host h port 22: Connection timed out", Some(255));
+        assert_eq!(failed(connect_failure(ssh, false, false)).0, 255);
+        let idle = SftpError::Timeout {
+            peer: "h".into(),
+            secs: 5,
+        };
+        assert_eq!(failed(connect_failure(idle, false, false)).0, 30);
+    }
+
+    #[test]
     fn source_operands_split_like_rsync() {
         assert_eq!(
             split_source(b"dir/"),

@@ -130,3 +130,26 @@ impl Tree for TrackingTree {
         self.inner.lanes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_engine::LocalTree;
+
+    #[tokio::test]
+    async fn temps_left_by_a_cut_copy_are_removed_and_renamed_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(TempLog::default());
+        let tree = TrackingTree::new(Arc::new(LocalTree::new(dir.path())), log.clone());
+        let (done, cut) = (b".a.XXXXXX".to_vec(), b".b.YYYYYY".to_vec());
+        for name in [&done, &cut] {
+            let w = tree.create_file(name, 0o600, 0).await.unwrap();
+            w.finish(&SetMeta::default()).await.unwrap();
+        }
+        tree.rename_replace(&done, &b"a".to_vec()).await.unwrap();
+        log.clear(&tree).await;
+        assert!(dir.path().join("a").exists());
+        assert!(!dir.path().join(".b.YYYYYY").exists());
+        assert!(log.names.lock().unwrap().is_empty());
+    }
+}

@@ -239,14 +239,23 @@ fn cuts_leave_old_or_new_files(way: Way, seed: u64) {
                 &c.src,
                 &c.dst,
             );
-            let what = format!("{way:?} cut {flow:?} after {after} bytes");
-            assert_eq!(proxy.faults_fired(), 1, "{what}");
-            assert_eq!(code(&out), Some(12), "{what}: {}", stderr(&out));
-            assert!(
-                stderr(&out).contains("error in SFTP protocol data stream (code 12)"),
-                "{what}: {}",
-                stderr(&out)
+            let what = format!(
+                "{way:?} cut {flow:?} after {after} bytes, {} connections",
+                proxy.connections()
             );
+            assert_eq!(proxy.faults_fired(), 1, "{what}");
+            match code(&out) {
+                Some(12) => assert!(
+                    stderr(&out).contains("error in SFTP protocol data stream (code 12)"),
+                    "{what}: {}",
+                    stderr(&out)
+                ),
+                // A channel opening just as the cut came logs in on its own (ssh falls back
+                // to a direct connection when the ControlMaster is gone) and may be the one
+                // that finishes the work.
+                Some(0) => assert_trees_match(&c.source, &c.dest),
+                other => panic!("{what}: exit {other:?}: {}", stderr(&out)),
+            }
             let temps = assert_old_or_new(&c.dest, &v);
             if let Way::Pull = way {
                 assert_eq!(temps, 0, "{what}: a local temp file was left behind");
