@@ -27,11 +27,11 @@ pub enum SftpError {
         detail: String,
     },
     /// Requests were outstanding and nothing arrived from the server for the I/O timeout.
-    #[error("{peer}: no data received for {secs} s while waiting for replies (timeout)")]
+    #[error("{peer}: io timeout after {secs} seconds with requests outstanding")]
     Timeout { peer: String, secs: u64 },
     /// The SFTP session was not up within the connect timeout.
     #[error(
-        "{peer}: no SFTP session within {secs} s (connect timeout){}",
+        "{peer}: connect timeout: no SFTP session after {secs} seconds{}",
         stderr_suffix(stderr)
     )]
     ConnectTimeout {
