@@ -21,6 +21,9 @@ use crate::transport::{StderrLog, Transport};
 /// the draft's guaranteed minimum.
 const FALLBACK_IO_SIZE: u32 = 32 * 1024;
 
+/// The write loop reports progress to the idle timeout after each piece of this size.
+const WRITE_PIECE: usize = 256 * 1024;
+
 /// How much we pipeline on one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConfig {
@@ -29,7 +32,8 @@ pub struct ClientConfig {
     /// READ lengths asked for plus WRITE payloads sent, not yet answered.
     pub max_bytes_in_flight: usize,
     /// rsync's `--timeout`: the session fails when requests are outstanding and nothing
-    /// arrives from the server for this long. Also bounds the handshake.
+    /// moves for this long: no byte arrives and none of ours is taken (a slow uplink still
+    /// draining big WRITEs is progress). Also bounds the handshake.
     pub idle_timeout: Option<Duration>,
     /// rsync's `--contimeout`: the handshake's VERSION reply must arrive within this long of
     /// the transport starting.
@@ -887,11 +891,18 @@ async fn write_loop(
             }
         }
         wire.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = writer.write_all(&batch).await {
-            if let Some(shared) = shared.upgrade() {
-                fail_all(&shared, format!("write to server failed: {e}")).await;
+        // In pieces, each one counted as progress: over a slow uplink the replies wait for
+        // the big WRITEs ahead of them, and bytes still leaving must not look like a stall.
+        for piece in batch.chunks(WRITE_PIECE) {
+            if let Err(e) = writer.write_all(piece).await {
+                if let Some(shared) = shared.upgrade() {
+                    fail_all(&shared, format!("write to server failed: {e}")).await;
+                }
+                return;
             }
-            return;
+            if let Some(shared) = shared.upgrade() {
+                shared.state.lock().unwrap().last_progress = Instant::now();
+            }
         }
         if writer.flush().await.is_err() {
             return;
