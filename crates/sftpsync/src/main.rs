@@ -160,12 +160,16 @@ impl Connection {
     /// Closes every channel, the multiplexed ones before the master they ride on, after the
     /// extra channels have finished opening (if a transfer ever asked for them). Returns
     /// bytes sent and received on all of them.
-    async fn close(self) -> (u64, u64) {
-        let connector = if self.pool.is_demanded() {
+    ///
+    /// `lost`: the session died. Channels still opening are then dropped (their processes
+    /// are killed), not waited for: on a dead network one may hang in connect for minutes.
+    async fn close(self, lost: bool) -> (u64, u64) {
+        let connector = if self.pool.is_demanded() && !lost {
             self.more.await.ok()
         } else {
             self.more.abort();
-            None
+            // Finished before the abort: keep it (and its socket directory) until the end.
+            self.more.await.ok()
         };
         let all = self.pool.all();
         let totals = all
@@ -612,7 +616,7 @@ async fn attempt(
     }
     drop(dest_tree);
     if let Some(c) = connection {
-        let (s, r) = c.close().await;
+        let (s, r) = c.close(lost.is_some()).await;
         wire.0 += s;
         wire.1 += r;
     }

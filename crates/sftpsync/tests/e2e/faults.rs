@@ -425,3 +425,42 @@ fn killing_the_client_during_push_leaves_old_or_new_files() {
 fn killing_the_client_during_pull_leaves_old_or_new_files() {
     kill_leaves_old_or_new_files(Way::Pull, 306);
 }
+
+#[test]
+fn lost_session_does_not_wait_for_channels_still_connecting() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let v = versions(server, tmp.path(), 307);
+    let c = case(server, tmp.path(), &v, Way::Push, "hung-channels");
+    // Through `env`, ssh is not recognised as OpenSSH: every extra channel is a connection
+    // of its own, and these ones hang before the SSH banner, with no ConnectTimeout set.
+    let mut faults = vec![Fault::Cut {
+        flow: Flow::ToServer,
+        after: 400 * 1024,
+    }];
+    faults.extend([Fault::Blackhole; 7]);
+    let proxy = CutProxy::start(server.port(), faults);
+    let ssh = format!("env {}", proxy.ssh_command(server));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .args(["-a", "--retries=0", "-e", &ssh, &c.src, &c.dst])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still waiting for channels that can never open");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(proxy.faults_fired(), 1);
+    assert_eq!(status.code(), Some(12));
+    assert_old_or_new(&c.dest, &v);
+}
