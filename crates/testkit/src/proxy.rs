@@ -255,3 +255,81 @@ fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream that sends `n` bytes to whoever connects, then reads until the end.
+    fn talker(n: usize) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                thread::spawn(move || {
+                    let _ = conn.write_all(&vec![7u8; n]);
+                    let _ = io::copy(&mut conn, &mut io::sink());
+                });
+            }
+        });
+        port
+    }
+
+    /// Reads until the end, an error or a pause of a second; returns the bytes and whether the
+    /// stream ended (as opposed to going quiet).
+    fn read_what_comes(conn: &mut TcpStream) -> (usize, bool) {
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut total = 0;
+        let mut buf = [0u8; 8192];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return (total, true),
+                Ok(n) => total += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (total, false)
+                }
+                Err(_) => return (total, true),
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_after_exactly_the_bytes_asked_then_lets_later_connections_through() {
+        let upstream = talker(100_000);
+        let cut = Fault::Cut {
+            flow: Flow::ToClient,
+            after: 12_345,
+        };
+        let proxy = CutProxy::start(upstream, vec![cut]);
+        let mut first = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        assert_eq!(read_what_comes(&mut first), (12_345, true));
+        let mut second = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        assert_eq!(read_what_comes(&mut second), (100_000, false));
+        assert_eq!(proxy.connections(), 2);
+        assert_eq!(proxy.faults_fired(), 1);
+        assert_eq!(proxy.bytes(Flow::ToClient), 112_345);
+    }
+
+    #[test]
+    fn stall_keeps_the_socket_open_and_blackhole_never_answers() {
+        let upstream = talker(100_000);
+        let stall = Fault::Stall {
+            flow: Flow::ToClient,
+            after: 5_000,
+        };
+        let proxy = CutProxy::start(upstream, vec![stall, Fault::Blackhole]);
+        let mut stalled = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        assert_eq!(read_what_comes(&mut stalled), (5_000, false));
+        let mut hole = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        assert_eq!(read_what_comes(&mut hole), (0, false));
+        drop(proxy);
+        // Dropping the proxy closes what it held open.
+        assert_eq!(read_what_comes(&mut stalled), (0, true));
+    }
+}
