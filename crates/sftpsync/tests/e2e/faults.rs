@@ -329,7 +329,7 @@ fn stalled_connection_hits_timeout_with_exit_30() {
     let start = Instant::now();
     let out = run_with(
         &proxy.ssh_command(server),
-        &["-a", "--timeout=2", "--retries=0"],
+        &["-a", "--timeout=3", "--retries=0"],
         &c.src,
         &c.dst,
     );
@@ -341,14 +341,16 @@ fn stalled_connection_hits_timeout_with_exit_30() {
         "{}",
         stderr(&out)
     );
-    assert!(took < Duration::from_secs(15), "took {took:?}");
+    // Not a timing benchmark: the bounds only say the timeout, and nothing else, ended it.
+    assert!(took >= Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
     assert_old_or_new(&c.dest, &v);
 
     // A timeout is a lost connection: with a retry left, the next connection finishes.
     let proxy = CutProxy::start(server.port(), vec![stall]);
     let out = run_with(
         &proxy.ssh_command(server),
-        &["-a", "--delete", "--timeout=2", "--retries=1"],
+        &["-a", "--delete", "--timeout=3", "--retries=2"],
         &c.src,
         &c.dst,
     );
