@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sftp_proto::{
@@ -27,6 +27,8 @@ const FALLBACK_IO_SIZE: u32 = 32 * 1024;
 /// exhaust memory: ten million entries, a few hundred bytes each, is already gigabytes, and far
 /// beyond any directory people keep.
 pub const MAX_DIR_ENTRIES: usize = 10_000_000;
+/// The write loop reports progress to the idle timeout after each piece of this size.
+const WRITE_PIECE: usize = 256 * 1024;
 
 /// How much we pipeline on one channel.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,13 @@ pub struct ClientConfig {
     pub max_bytes_in_flight: usize,
     /// Entries a directory listing may have before it is refused.
     pub max_dir_entries: usize,
+    /// rsync's `--timeout`: the session fails when requests are outstanding and nothing
+    /// moves for this long: no byte arrives and none of ours is taken (a slow uplink still
+    /// draining big WRITEs is progress). Also bounds the handshake.
+    pub idle_timeout: Option<Duration>,
+    /// rsync's `--contimeout`: the handshake's VERSION reply must arrive within this long of
+    /// the transport starting.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +54,8 @@ impl Default for ClientConfig {
             max_requests_in_flight: 256,
             max_bytes_in_flight: 8 * 1024 * 1024,
             max_dir_entries: MAX_DIR_ENTRIES,
+            idle_timeout: None,
+            connect_timeout: None,
         }
     }
 }
@@ -64,6 +75,9 @@ struct State {
     next_id: u32,
     waiters: HashMap<u32, Waiter>,
     closed: Option<SftpError>,
+    /// When bytes last arrived, or the first request after a quiet spell went out: the idle
+    /// timeout counts from here, so a request sent after a long pause gets the full time.
+    last_progress: Instant,
 }
 
 struct Shared {
@@ -84,6 +98,7 @@ struct Shared {
     wire: Arc<WireCounters>,
     /// Becomes true once the server's limits are known (or known to be unavailable).
     limits_known: watch::Sender<bool>,
+    idle_timeout: Option<Duration>,
 }
 
 /// Bytes that crossed the transport, each way.
@@ -267,12 +282,31 @@ impl SftpClient {
                 }
             }
         };
-        let (packet, decoder) = match handshake.await {
+        // Whichever bound is shorter decides, and says which option it was.
+        let bound = match (config.connect_timeout, config.idle_timeout) {
+            (Some(c), Some(i)) if i < c => Some((i, false)),
+            (Some(c), _) => Some((c, true)),
+            (None, Some(i)) => Some((i, false)),
+            (None, None) => None,
+        };
+        let outcome = match bound {
+            None => handshake.await,
+            Some((limit, connecting)) => match tokio::time::timeout(limit, handshake).await {
+                Ok(r) => r,
+                Err(_) => Err(HandshakeError::TimedOut { limit, connecting }),
+            },
+        };
+        let (packet, decoder) = match outcome {
             Ok(x) => x,
             Err(e) => {
                 let mut child = child;
-                if let (HandshakeError::Proto(_), Some(c)) = (&e, child.as_mut()) {
-                    // Whatever is talking is not an SFTP server and may never exit by itself.
+                let kill = matches!(
+                    e,
+                    HandshakeError::Proto(_) | HandshakeError::TimedOut { .. }
+                );
+                if let (true, Some(c)) = (kill, child.as_mut()) {
+                    // Whatever is talking is not an SFTP server, or is stuck: it may never exit
+                    // by itself.
                     let _ = c.start_kill();
                 }
                 stderr.settle(Duration::from_secs(2)).await;
@@ -285,7 +319,23 @@ impl SftpClient {
                     None => None,
                 };
                 let said = stderr.text();
+                if let HandshakeError::TimedOut { limit, connecting } = e {
+                    let secs = limit.as_secs();
+                    return Err(if connecting {
+                        SftpError::ConnectTimeout {
+                            peer: description,
+                            secs,
+                            stderr: said,
+                        }
+                    } else {
+                        SftpError::Timeout {
+                            peer: description,
+                            secs,
+                        }
+                    });
+                }
                 let detail = match e {
+                    HandshakeError::TimedOut { .. } => unreachable!("handled above"),
                     HandshakeError::Eof => "connection closed before the SFTP handshake".into(),
                     HandshakeError::Io(e) => format!("I/O error during the SFTP handshake: {e}"),
                     HandshakeError::Proto(e) => format!(
@@ -327,6 +377,7 @@ impl SftpClient {
                 next_id: 1,
                 waiters: HashMap::new(),
                 closed: None,
+                last_progress: Instant::now(),
             }),
             outgoing: out_tx,
             request_budget: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
@@ -343,6 +394,7 @@ impl SftpClient {
             child: Mutex::new(child),
             wire: Arc::new(WireCounters::default()),
             limits_known: watch::Sender::new(!extensions.limits),
+            idle_timeout: config.idle_timeout,
         });
         // The handshake itself: INIT out, VERSION in.
         shared.wire.sent.fetch_add(9, Ordering::Relaxed);
@@ -422,6 +474,11 @@ impl SftpClient {
         &self.shared.description
     }
 
+    /// Why the session ended, once it has.
+    pub fn closed_reason(&self) -> Option<SftpError> {
+        self.shared.state.lock().unwrap().closed.clone()
+    }
+
     /// What the transport process printed on stderr so far.
     pub fn stderr_text(&self) -> String {
         self.shared.stderr.text()
@@ -464,6 +521,9 @@ impl SftpClient {
             }
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
+            if st.waiters.is_empty() {
+                st.last_progress = Instant::now();
+            }
             req.encode(id, &mut packet);
             st.waiters.insert(
                 id,
@@ -881,6 +941,11 @@ fn apply_limits(shared: &Shared, limits: &Limits) {
 
 enum HandshakeError {
     Eof,
+    /// `connecting`: the connect timeout ran out, not the I/O timeout.
+    TimedOut {
+        limit: Duration,
+        connecting: bool,
+    },
     Io(std::io::Error),
     Proto(ProtoError),
 }
@@ -923,19 +988,26 @@ async fn write_loop(
             }
         }
         wire.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = writer.write_all(&batch).await {
-            if let Some(shared) = shared.upgrade() {
-                // A peer that went away is usually seen by the reader too, which can say why
-                // (end of stream, a packet cut off): give it the chance to speak first.
-                for _ in 0..200 {
-                    if shared.state.lock().unwrap().closed.is_some() {
-                        break;
+        // In pieces, each one counted as progress: over a slow uplink the replies wait for
+        // the big WRITEs ahead of them, and bytes still leaving must not look like a stall.
+        for piece in batch.chunks(WRITE_PIECE) {
+            if let Err(e) = writer.write_all(piece).await {
+                if let Some(shared) = shared.upgrade() {
+                    // A peer that went away is usually seen by the reader too, which can say
+                    // why (end of stream, a packet cut off): give it the chance to speak first.
+                    for _ in 0..200 {
+                        if shared.state.lock().unwrap().closed.is_some() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    fail_all(&shared, format!("write to server failed: {e}")).await;
                 }
-                fail_all(&shared, format!("write to server failed: {e}")).await;
+                return;
             }
-            return;
+            if let Some(shared) = shared.upgrade() {
+                shared.state.lock().unwrap().last_progress = Instant::now();
+            }
         }
         if writer.flush().await.is_err() {
             return;
@@ -985,7 +1057,26 @@ async fn read_loop(
                 }
             }
         }
-        match reader.read_buf(decoder.buffer_mut()).await {
+        let read = reader.read_buf(decoder.buffer_mut());
+        let result = match shared.idle_timeout {
+            None => read.await,
+            Some(limit) => match read_within(read, &shared, limit).await {
+                Some(r) => r,
+                None => {
+                    // A stuck transport process may never notice; it cannot help any more.
+                    if let Some(c) = shared.child.lock().unwrap().as_mut() {
+                        let _ = c.start_kill();
+                    }
+                    let err = SftpError::Timeout {
+                        peer: shared.description.clone(),
+                        secs: limit.as_secs(),
+                    };
+                    fail_all_with(&shared, err);
+                    return;
+                }
+            },
+        };
+        match result {
             Ok(0) if decoder.pending() > 0 => {
                 let detail = format!(
                     "connection closed in the middle of a packet ({} bytes of it received)",
@@ -997,6 +1088,7 @@ async fn read_loop(
             Ok(0) => break "connection closed by the server".to_string(),
             Ok(n) => {
                 shared.wire.received.fetch_add(n as u64, Ordering::Relaxed);
+                shared.state.lock().unwrap().last_progress = Instant::now();
             }
             Err(e) => break format!("read from server failed: {e}"),
         }
@@ -1016,6 +1108,30 @@ async fn protocol_failure(shared: &Arc<Shared>, detail: String) {
     violation(shared, "request", detail);
 }
 
+/// Runs `read` until it completes, or returns `None` once requests have been outstanding
+/// with no byte arriving for `limit`. Quiet time with nothing outstanding never counts.
+async fn read_within<F: std::future::Future>(
+    read: F,
+    shared: &Shared,
+    limit: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(read);
+    loop {
+        let since = shared.state.lock().unwrap().last_progress;
+        match tokio::time::timeout_at((since + limit).into(), &mut read).await {
+            Ok(r) => return Some(r),
+            Err(_) => {
+                let mut st = shared.state.lock().unwrap();
+                if st.waiters.is_empty() {
+                    st.last_progress = Instant::now();
+                } else if st.last_progress == since {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Marks the session dead and fails every waiting request with one error that carries what
 /// the transport printed on its way out.
 async fn fail_all(shared: &Arc<Shared>, detail: String) {
@@ -1029,18 +1145,24 @@ async fn fail_all(shared: &Arc<Shared>, detail: String) {
     } else {
         format!("{detail} ({said})")
     };
-    let waiters: Vec<Waiter> = {
+    fail_all_with(
+        shared,
+        SftpError::Closed {
+            op: "request",
+            peer: shared.description.clone(),
+            detail,
+        },
+    );
+}
+
+/// Marks the session dead with `err`, unless it already is, and fails every waiting request
+/// with the first reason.
+fn fail_all_with(shared: &Shared, err: SftpError) {
+    let (waiters, err): (Vec<Waiter>, SftpError) = {
         let mut st = shared.state.lock().unwrap();
-        if st.closed.is_none() {
-            st.closed = Some(SftpError::Closed {
-                op: "request",
-                peer: shared.description.clone(),
-                detail,
-            });
-        }
-        st.waiters.drain().map(|(_, w)| w).collect()
+        let err = st.closed.get_or_insert(err).clone();
+        (st.waiters.drain().map(|(_, w)| w).collect(), err)
     };
-    let err = shared.state.lock().unwrap().closed.clone().unwrap();
     for w in waiters {
         let _ = w.reply.send(Err(err.clone()));
     }

@@ -26,6 +26,19 @@ pub enum SftpError {
         peer: String,
         detail: String,
     },
+    /// Requests were outstanding and nothing arrived from the server for the I/O timeout.
+    #[error("{peer}: io timeout after {secs} seconds with requests outstanding")]
+    Timeout { peer: String, secs: u64 },
+    /// The SFTP session was not up within the connect timeout.
+    #[error(
+        "{peer}: connect timeout: no SFTP session after {secs} seconds{}",
+        stderr_suffix(stderr)
+    )]
+    ConnectTimeout {
+        peer: String,
+        secs: u64,
+        stderr: String,
+    },
     #[error("server sent a {got} reply to {op}")]
     UnexpectedReply { op: &'static str, got: &'static str },
     /// The server broke the protocol (a reply of the wrong type or size, to an unknown id, cut
@@ -62,6 +75,14 @@ fn status_text(code: StatusCode, message: &str) -> String {
     }
 }
 
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
 fn handshake_text(peer: &str, detail: &str, stderr: &str, exit: Option<i32>) -> String {
     let mut s = format!("cannot start SFTP session with {peer}: {detail}");
     if !stderr.is_empty() {
@@ -95,6 +116,15 @@ impl SftpError {
                 | SftpError::Handshake { .. }
                 | SftpError::Malformed { .. }
                 | SftpError::Protocol { .. }
+                | SftpError::Timeout { .. }
+                | SftpError::ConnectTimeout { .. }
         )
+    }
+
+    /// True when an established session died under us (the stream ended, broke or went
+    /// silent), as opposed to the server refusing or garbling something: only such a loss is
+    /// worth reconnecting for.
+    pub fn is_lost_session(&self) -> bool {
+        matches!(self, SftpError::Closed { .. } | SftpError::Timeout { .. })
     }
 }

@@ -82,6 +82,8 @@ pub struct CliArgs {
     pub timeout: Option<u32>,
     /// Connect timeout in seconds; `None` for none (rsync's 0).
     pub contimeout: Option<u32>,
+    /// Ours: reconnects after a lost connection (`--retries`). `None`: the default.
+    pub retries: Option<u32>,
     /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
     pub whole_file: Option<bool>,
     pub numeric_ids: bool,
@@ -141,6 +143,7 @@ impl Default for CliArgs {
             modify_window: None,
             timeout: None,
             contimeout: None,
+            retries: None,
             whole_file: None,
             numeric_ids: false,
             max_delete: None,
@@ -714,6 +717,17 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("no-contimeout", None, |s| s.args.contimeout = None),
+    value("retries", None, |s, name, v| {
+        let n = c_int(name, &v)?;
+        if !(0..=100).contains(&n) {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a number of retries from 0 to 100"),
+            ));
+        }
+        s.args.retries = Some(n as u32);
+        Ok(())
+    }),
     // Ignored: each one asks for what sftpsync always does.
     ignored("inc-recursive", None),
     ignored("i-r", None),
@@ -1283,6 +1297,9 @@ Transfer and connection:
                             one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
      --contimeout=SECONDS   give up connecting after SECONDS
+     --retries=N            after a lost connection, reconnect up to N times
+                            (default 3, waiting 1, 2, 4... s) and sync again:
+                            finished files are not sent again
 
  -V, --version              print the version
      --help                 print this help (so does -h on its own)
@@ -1768,6 +1785,20 @@ mod tests {
             err(&["--timeout", "src", "dst"]).message(),
             "--timeout=src: invalid numeric value"
         );
+    }
+
+    #[test]
+    fn retries_take_a_small_count() {
+        assert_eq!(run(&["a", "b"]).retries, None);
+        assert_eq!(run(&["--retries=0", "a", "b"]).retries, Some(0));
+        assert_eq!(run(&["--retries", "5", "a", "b"]).retries, Some(5));
+        for bad in ["--retries=-1", "--retries=101"] {
+            assert_eq!(
+                err(&[bad, "a", "b"]).kind(),
+                ArgsErrorKind::BadValue,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub struct Connector {
     /// The remote shell command for the extra channels.
     more_words: Option<Vec<OsString>>,
     pub sharing: Sharing,
+    config: ClientConfig,
     _control_dir: Option<tempfile::TempDir>,
 }
 
@@ -51,7 +52,7 @@ impl Connector {
     /// first reason come back for -v.
     pub async fn open_more(&self, n: usize) -> (Vec<SftpClient>, Option<(usize, String)>) {
         let words = self.more_words.as_deref();
-        let results = join_all((0..n).map(|_| open_one(&self.route, words))).await;
+        let results = join_all((0..n).map(|_| open_one(&self.route, words, self.config))).await;
         let mut clients = Vec::new();
         let mut failed: Option<(usize, String)> = None;
         for r in results {
@@ -88,7 +89,11 @@ fn with_options(rsh: &[OsString], opts: &[String]) -> Vec<OsString> {
     words
 }
 
-async fn open_one(route: &Route, rsh: Option<&[OsString]>) -> Result<SftpClient, SftpError> {
+async fn open_one(
+    route: &Route,
+    rsh: Option<&[OsString]>,
+    config: ClientConfig,
+) -> Result<SftpClient, SftpError> {
     let (transport, peer): (std::io::Result<Transport>, &[u8]) = match route {
         Route::LocalServer(path) => (Transport::sftp_server(path, &[]), path.as_bytes()),
         Route::Ssh {
@@ -102,7 +107,7 @@ async fn open_one(route: &Route, rsh: Option<&[OsString]>) -> Result<SftpClient,
     };
     let transport = transport
         .map_err(|e| handshake_error(peer, format!("cannot start the transport command: {e}")))?;
-    SftpClient::connect(transport, ClientConfig::default()).await
+    SftpClient::connect(transport, config).await
 }
 
 /// OpenSSH's default cipher order, which puts ChaCha20 first.
@@ -164,11 +169,20 @@ fn cpu_has_aes() -> bool {
 }
 
 /// Opens the first channel, and prepares for `wanted - 1` more: they share its connection
-/// when the remote shell is OpenSSH's ssh.
-pub async fn open(route: Route, wanted: usize) -> Result<(SftpClient, Connector), SftpError> {
+/// when the remote shell is OpenSSH's ssh. `config` carries the timeouts; with OpenSSH the
+/// connect timeout also becomes ssh's own `ConnectTimeout`, which covers the TCP connect and
+/// the SSH banner exchange (an ssh option the user gave in `-e` comes first and wins).
+pub async fn open(
+    route: Route,
+    wanted: usize,
+    config: ClientConfig,
+) -> Result<(SftpClient, Connector), SftpError> {
     let route = match route {
         Route::Ssh { rsh, user, host } if is_openssh(&rsh) => {
-            let extra = cipher_options(&rsh, user.as_deref(), &host).await;
+            let mut extra = cipher_options(&rsh, user.as_deref(), &host).await;
+            if let Some(t) = config.connect_timeout {
+                extra.push(format!("-oConnectTimeout={}", t.as_secs().max(1)));
+            }
             Route::Ssh {
                 rsh: with_options(&rsh, &extra),
                 user,
@@ -219,7 +233,7 @@ pub async fn open(route: Route, wanted: usize) -> Result<(SftpClient, Connector)
             Sharing::SeparateConnections,
         ),
     };
-    let first = open_one(&route, first_words.as_deref()).await?;
+    let first = open_one(&route, first_words.as_deref(), config).await?;
     let sharing = match socket {
         // The master listens once it has logged in, which the SFTP handshake proves.
         Some(path) if !path.exists() => Sharing::SeparateConnections,
@@ -231,6 +245,7 @@ pub async fn open(route: Route, wanted: usize) -> Result<(SftpClient, Connector)
             route,
             more_words,
             sharing,
+            config,
             _control_dir: control_dir,
         },
     ))

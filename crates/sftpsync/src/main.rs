@@ -4,17 +4,18 @@
 mod args;
 mod channels;
 mod output;
+mod temps;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
-use sftp_client::{split_command, SftpError};
+use sftp_client::{split_command, ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree,
@@ -22,6 +23,7 @@ use sync_engine::{
 };
 
 use output::{TerminalReporter, Verbosity};
+use temps::{TempLog, TrackingTree};
 
 /// rsync's exit codes, by the names its man page gives them.
 mod exit {
@@ -32,6 +34,8 @@ mod exit {
     pub const PARTIAL: u8 = 23;
     pub const VANISHED: u8 = 24;
     pub const MAX_DELETE: u8 = 25;
+    pub const TIMEOUT: u8 = 30;
+    pub const CONNECT_TIMEOUT: u8 = 35;
     pub const SSH_FAILED: u8 = 255;
 }
 
@@ -44,6 +48,8 @@ fn describe_code(code: u8) -> &'static str {
         exit::PARTIAL => "some files/attrs were not transferred (see previous errors)",
         exit::VANISHED => "some files vanished before they could be transferred",
         exit::MAX_DELETE => "the --max-delete limit stopped deletions",
+        exit::TIMEOUT => "timeout in data send/receive",
+        exit::CONNECT_TIMEOUT => "timeout waiting for daemon connection",
         _ => "unexplained error",
     }
 }
@@ -163,12 +169,16 @@ impl Connection {
     /// Closes every channel, the multiplexed ones before the master they ride on, after the
     /// extra channels have finished opening (if a transfer ever asked for them). Returns
     /// bytes sent and received on all of them.
-    async fn close(self) -> (u64, u64) {
-        let connector = if self.pool.is_demanded() {
+    ///
+    /// `lost`: the session died. Channels still opening are then dropped (their processes
+    /// are killed), not waited for: on a dead network one may hang in connect for minutes.
+    async fn close(self, lost: bool) -> (u64, u64) {
+        let connector = if self.pool.is_demanded() && !lost {
             self.more.await.ok()
         } else {
             self.more.abort();
-            None
+            // Finished before the abort: keep it (and its socket directory) until the end.
+            self.more.await.ok()
         };
         let all = self.pool.all();
         let totals = all
@@ -188,6 +198,7 @@ async fn connect(
     cli: &CliArgs,
     user: Option<&[u8]>,
     host: &[u8],
+    config: ClientConfig,
     say: impl Fn(String, bool) + Send + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
@@ -211,7 +222,7 @@ async fn connect(
             host: host.to_vec(),
         }
     };
-    let (first, connector) = channels::open(route, wanted).await?;
+    let (first, connector) = channels::open(route, wanted, config).await?;
     let pool = Arc::new(ChannelPool::new(first));
     let more = tokio::spawn({
         let pool = pool.clone();
@@ -295,6 +306,42 @@ fn location_path(loc: &Location) -> Vec<u8> {
 /// tens of milliseconds of latency while staying far below OpenSSH's open-handle limit.
 const TASKS_PER_CHANNEL: usize = 128;
 
+/// Reconnects after a lost connection when `--retries` is not given.
+const DEFAULT_RETRIES: u32 = 3;
+
+/// The longest wait before a reconnect.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before reconnect number `n` (1-based): 1 s, 2 s, 4 s ... capped.
+fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+/// How one attempt at the sync ended.
+enum Attempt {
+    /// The run is over, well or badly; this is its exit code.
+    Finished(ExitCode),
+    /// The connection could not be made or was lost. `retry`: a new connection may help.
+    Failed {
+        message: String,
+        code: u8,
+        retry: bool,
+    },
+}
+
+/// Everything an attempt needs that stays the same across reconnects.
+struct Plan<'a> {
+    cli: &'a CliArgs,
+    opts: SyncOptions,
+    dest_loc: Location,
+    remote: Option<(Option<Vec<u8>>, Vec<u8>)>,
+    reporter: Arc<TerminalReporter>,
+    config: ClientConfig,
+    /// Temp files of earlier attempts that may still be on the destination.
+    temps: Arc<TempLog>,
+    started: Instant,
+}
+
 async fn run(cli: CliArgs) -> ExitCode {
     let started = Instant::now();
     let opts = match build_options(&cli) {
@@ -329,7 +376,7 @@ async fn run(cli: CliArgs) -> ExitCode {
     };
     let reporter = Arc::new(TerminalReporter::new(verbosity));
 
-    // One remote side at most; connect to it.
+    // One remote side at most.
     let remote = cli
         .sources
         .iter()
@@ -338,7 +385,126 @@ async fn run(cli: CliArgs) -> ExitCode {
             Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
             Location::Local(_) => None,
         });
-    let connection = match &remote {
+    let config = ClientConfig {
+        idle_timeout: cli.timeout.map(|s| Duration::from_secs(s.into())),
+        connect_timeout: cli.contimeout.map(|s| Duration::from_secs(s.into())),
+        ..ClientConfig::default()
+    };
+    let plan = Plan {
+        cli: &cli,
+        opts,
+        dest_loc,
+        remote,
+        reporter,
+        config,
+        temps: Arc::new(TempLog::default()),
+        started,
+    };
+
+    // Resuming is running the whole sync again over a new connection: the walk finds the
+    // files finished before the cut up to date and sends only the rest, and deletions happen
+    // only in an attempt whose source listing was complete, as in any run.
+    let retries = cli.retries.unwrap_or(DEFAULT_RETRIES);
+    let mut wire = (0, 0);
+    let mut announced = false;
+    let mut number = 1;
+    loop {
+        match attempt(&plan, number, &mut wire, &mut announced).await {
+            Attempt::Finished(code) => return code,
+            Attempt::Failed {
+                message,
+                code,
+                retry,
+            } => {
+                if !retry || number > retries {
+                    eprintln!("sftpsync: {message}");
+                    return fail(code);
+                }
+                let wait = backoff(number);
+                if cli.verbose > 0 && !cli.quiet {
+                    println!(
+                        "connection lost ({message}); reconnecting in {} s (attempt {} of {})",
+                        wait.as_secs(),
+                        number + 1,
+                        retries + 1
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                number += 1;
+            }
+        }
+    }
+}
+
+/// Exit code and retry decision for a connection that could not be set up. The first
+/// connection is never retried (a wrong host, port or key should fail at once, as in
+/// rsync); a reconnect is, unless ssh says the login itself was refused.
+fn connect_failure(e: SftpError, reconnecting: bool, contimeout: bool) -> Attempt {
+    let (code, transient) = match &e {
+        SftpError::ConnectTimeout { .. } => (exit::CONNECT_TIMEOUT, true),
+        SftpError::Timeout { .. } => (exit::TIMEOUT, true),
+        SftpError::Handshake {
+            stderr, exit_code, ..
+        } => {
+            // ssh's own ConnectTimeout (which we set from --contimeout) may fire first.
+            let code = if contimeout && stderr.contains("timed out") {
+                exit::CONNECT_TIMEOUT
+            } else if *exit_code == Some(255) {
+                exit::SSH_FAILED
+            } else {
+                exit::STREAM
+            };
+            (code, !login_refused(stderr))
+        }
+        _ => (exit::STREAM, false),
+    };
+    Attempt::Failed {
+        message: e.to_string(),
+        code,
+        retry: reconnecting && transient,
+    }
+}
+
+/// Whether ssh's words say the server turned the login down: trying again cannot help.
+fn login_refused(ssh_stderr: &str) -> bool {
+    [
+        "Permission denied",
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Too many authentication failures",
+    ]
+    .iter()
+    .any(|w| ssh_stderr.contains(w))
+}
+
+/// Why the session of a run died, if it died in a way a new connection may cure: the
+/// stream ended or broke, or went silent (a timeout, which wins, for the exit code).
+fn session_loss(pool: &ChannelPool) -> Option<SftpError> {
+    let reasons: Vec<SftpError> = pool
+        .all()
+        .iter()
+        .filter_map(|c| c.closed_reason())
+        .collect();
+    reasons
+        .iter()
+        .find(|e| matches!(e, SftpError::Timeout { .. }))
+        .or_else(|| reasons.iter().find(|e| e.is_lost_session()))
+        .cloned()
+}
+
+/// One connection and one whole sync over it.
+async fn attempt(
+    plan: &Plan<'_>,
+    number: u32,
+    wire: &mut (u64, u64),
+    announced: &mut bool,
+) -> Attempt {
+    let cli = plan.cli;
+    let opts = &plan.opts;
+    let dest_loc = &plan.dest_loc;
+    let remote = &plan.remote;
+    let reporter = &plan.reporter;
+    let connection = match remote {
         Some((user, host)) => {
             // rsync shows how it connects at -vv; fewer channels than asked for, or channels
             // that could not share a login, are worth knowing at -v.
@@ -348,19 +514,9 @@ async fn run(cli: CliArgs) -> ExitCode {
                     println!("{line}");
                 }
             };
-            match connect(&cli, user.as_deref(), host, say).await {
+            match connect(cli, user.as_deref(), host, plan.config, say).await {
                 Ok(c) => Some(c),
-                Err(e) => {
-                    eprintln!("sftpsync: {e}");
-                    let code = match &e {
-                        SftpError::Handshake {
-                            exit_code: Some(255),
-                            ..
-                        } => exit::SSH_FAILED,
-                        _ => exit::STREAM,
-                    };
-                    return fail(code);
-                }
+                Err(e) => return connect_failure(e, number > 1, cli.contimeout.is_some()),
             }
         }
         None => None,
@@ -420,9 +576,9 @@ async fn run(cli: CliArgs) -> ExitCode {
 
     // rsync's rule: one non-directory source and a destination that is not an existing
     // directory (and has no trailing slash) means "copy to this name".
-    let dest_path = location_path(&dest_loc);
+    let dest_path = location_path(dest_loc);
     let mut dest_file_name = None;
-    let mut dest_tree = make_tree(&dest_loc, &dest_path);
+    let mut dest_tree = make_tree(dest_loc, &dest_path);
     if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
         if let SourceContent::Named(name) = &sources[0].content {
             let src_kind = sources[0]
@@ -441,13 +597,17 @@ async fn run(cli: CliArgs) -> ExitCode {
             if src_kind.is_some_and(|k| k != Kind::Dir) && dest_kind != Some(Kind::Dir) {
                 let (dir, content) = split_source(&dest_path);
                 if let SourceContent::Named(dest_name) = content {
-                    dest_tree = make_tree(&dest_loc, &dir);
+                    dest_tree = make_tree(dest_loc, &dir);
                     dest_file_name = Some(dest_name);
                 }
             }
         }
     }
-    if cli.verbose > 0 && !cli.quiet {
+    let dest_tree: Arc<dyn Tree> = Arc::new(TrackingTree::new(dest_tree, plan.temps.clone()));
+    // What a cut attempt left behind goes first, now that the destination is reachable.
+    plan.temps.clear(&*dest_tree).await;
+    if cli.verbose > 0 && !cli.quiet && !*announced {
+        *announced = true;
         if cli.direction() == args::Direction::Pull {
             println!("receiving incremental file list");
         } else {
@@ -457,24 +617,45 @@ async fn run(cli: CliArgs) -> ExitCode {
 
     let job = SyncJob {
         sources,
-        dest: dest_tree,
+        dest: dest_tree.clone(),
         dest_file_name,
         tasks_per_lane: TASKS_PER_CHANNEL,
     };
-    let outcome = sync_engine::run(&job, &opts, &*reporter).await;
-    let (sent, received) = match connection {
-        Some(c) => c.close().await,
-        None => (0, 0),
-    };
+    let outcome = sync_engine::run(&job, opts, &**reporter).await;
+    drop(job);
+    let lost = connection.as_ref().and_then(|c| session_loss(&c.pool));
+    if outcome.fatal.is_some() {
+        // A local destination can be cleaned up now; a remote one waits for the next
+        // connection (or, with no retries left, keeps them: see TempLog).
+        plan.temps.clear(&*dest_tree).await;
+    }
+    drop(dest_tree);
+    if let Some(c) = connection {
+        let (s, r) = c.close(lost.is_some()).await;
+        wire.0 += s;
+        wire.1 += r;
+    }
+    let (sent, received) = *wire;
 
     if let Some(e) = &outcome.fatal {
+        if e.kind == ErrorKind::Connection {
+            let (code, retry) = match &lost {
+                Some(SftpError::Timeout { .. }) => (exit::TIMEOUT, true),
+                Some(_) => (exit::STREAM, true),
+                None => (exit::STREAM, false),
+            };
+            return Attempt::Failed {
+                message: e.to_string(),
+                code,
+                retry,
+            };
+        }
         eprintln!("sftpsync: {e}");
         let code = match e.kind {
-            ErrorKind::Connection => exit::STREAM,
             ErrorKind::Selection => exit::FILE_SELECT,
             _ => exit::FILE_IO,
         };
-        return fail(code);
+        return Attempt::Finished(fail(code));
     }
     if opts.delete && outcome.source_io_error && !opts.ignore_errors {
         eprintln!("sftpsync: IO error encountered -- skipping file deletion");
@@ -501,13 +682,13 @@ async fn run(cli: CliArgs) -> ExitCode {
                     &outcome.stats,
                     sent,
                     received,
-                    started.elapsed().as_secs_f64(),
+                    plan.started.elapsed().as_secs_f64(),
                     cli.human_readable
                 )
             );
         }
     }
-    if outcome.errors > 0 {
+    Attempt::Finished(if outcome.errors > 0 {
         fail(exit::PARTIAL)
     } else if outcome.vanished > 0 {
         fail(exit::VANISHED)
@@ -515,12 +696,69 @@ async fn run(cli: CliArgs) -> ExitCode {
         fail(exit::MAX_DELETE)
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_caps() {
+        let secs: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff(1000), MAX_BACKOFF);
+    }
+
+    fn handshake(stderr: &str, exit_code: Option<i32>) -> SftpError {
+        SftpError::Handshake {
+            peer: "h".into(),
+            detail: "connection closed before the SFTP handshake".into(),
+            stderr: stderr.into(),
+            exit_code,
+        }
+    }
+
+    fn failed(a: Attempt) -> (u8, bool) {
+        match a {
+            Attempt::Failed { code, retry, .. } => (code, retry),
+            Attempt::Finished(_) => panic!("not a failure"),
+        }
+    }
+
+    #[test]
+    fn only_reconnects_retry_and_never_a_refused_login() {
+        let lost = || handshake("Connection reset by peer", Some(255));
+        assert_eq!(failed(connect_failure(lost(), false, false)), (255, false));
+        assert_eq!(failed(connect_failure(lost(), true, false)), (255, true));
+        for refused in [
+            "Permission denied (publickey).",
+            "Host key verification failed.",
+        ] {
+            let e = handshake(refused, Some(255));
+            assert_eq!(failed(connect_failure(e, true, false)), (255, false));
+        }
+    }
+
+    #[test]
+    fn connect_timeouts_exit_35_whoever_notices_first() {
+        let ours = SftpError::ConnectTimeout {
+            peer: "h".into(),
+            secs: 2,
+            stderr: String::new(),
+        };
+        assert_eq!(failed(connect_failure(ours, false, true)).0, 35);
+        // ssh's own ConnectTimeout, which --contimeout sets.
+        let ssh = handshake("Connection timed out during banner exchange", Some(255));
+        assert_eq!(failed(connect_failure(ssh, false, true)).0, 35);
+        let ssh = handshake("connect to host h port 22: Connection timed out", Some(255));
+        assert_eq!(failed(connect_failure(ssh, false, false)).0, 255);
+        let idle = SftpError::Timeout {
+            peer: "h".into(),
+            secs: 5,
+        };
+        assert_eq!(failed(connect_failure(idle, false, false)).0, 30);
+    }
 
     #[test]
     fn source_operands_split_like_rsync() {

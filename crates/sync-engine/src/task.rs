@@ -638,9 +638,10 @@ impl Worker {
         match result {
             Ok(()) => Ok(CopyResult::Done(done)),
             Err(e) => {
-                // The old file is untouched; only our temp goes.
-                let connection_lost = matches!(&e, CopyError::Dest(d) | CopyError::Source(d) if d.kind == ErrorKind::Connection);
-                if !connection_lost {
+                // The old file is untouched; only our temp goes, unless the destination can
+                // no longer be reached (the CLI clears such temps on the next connection).
+                let dest_lost = matches!(&e, CopyError::Dest(d) if d.kind == ErrorKind::Connection);
+                if !dest_lost {
                     let _ = self.dest().remove_file(&temp).await;
                 }
                 Err(e.naming(&temp, dest_path))

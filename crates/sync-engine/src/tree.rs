@@ -102,6 +102,8 @@ pub struct DirEntry {
 }
 
 /// A directory hierarchy rooted somewhere; every path is relative to that root.
+///
+/// A wrapper (the CLI's `TrackingTree`) must forward every method, the provided ones too.
 #[async_trait]
 pub trait Tree: Send + Sync {
     fn side(&self) -> Side;

@@ -1,5 +1,6 @@
 //! Test support for sftpsync: a throwaway SFTP-only OpenSSH server, the local sftp-server for
-//! the pipe tier, builders for test trees, and local rsync as the oracle that judges results.
+//! the pipe tier, builders for test trees, local rsync as the oracle that judges results, and a
+//! TCP proxy that breaks connections on purpose.
 //!
 //! Everything here is test fixture code: setup helpers panic with a message saying what failed
 //! (a test cannot do anything useful without its fixture), while the few calls a test may want
@@ -11,6 +12,7 @@ use std::process::{Command, Output};
 
 pub mod oracle;
 pub mod prng;
+pub mod proxy;
 pub mod server;
 pub mod tree;
 
@@ -19,6 +21,7 @@ pub use oracle::{
     rsync_diff, rsync_itemize,
 };
 pub use prng::XorShift;
+pub use proxy::{CutProxy, Fault, Flow};
 pub use server::{SftpOnlyServer, TEST_USER};
 pub use tree::{
     chown_tree, generate_mixed_tree, mutate_tree, set_mtime_nofollow, truncate_mtimes, TreeBuilder,

@@ -15,6 +15,7 @@ use testkit::{
 
 mod deletes;
 mod errors;
+mod faults;
 mod hostile;
 mod links;
 mod quirks;
