@@ -84,6 +84,14 @@ impl Attrs {
         w.into_inner()
     }
 
+    /// Attributes at the start of `bytes` and how many bytes they took, for peers that parse
+    /// their own packets (the test kit's proxy).
+    pub fn from_bytes(bytes: &[u8]) -> Result<(Attrs, usize), ProtoError> {
+        let mut r = Reader::new(bytes);
+        let a = Attrs::decode(&mut r)?;
+        Ok((a, r.position()))
+    }
+
     pub(crate) fn encode(&self, w: &mut Writer) {
         let mut flags = 0;
         if self.size.is_some() {
@@ -176,6 +184,23 @@ mod tests {
         assert_eq!(Attrs::decode(&mut r).unwrap(), a);
         assert_eq!(r.remaining(), 0);
         assert_eq!(a.kind(), FileKind::Regular);
+    }
+
+    #[test]
+    fn from_bytes_says_how_much_it_took() {
+        let a = Attrs {
+            permissions: Some(0o100755),
+            atime_mtime: Some((0, u32::MAX)),
+            ..Default::default()
+        };
+        let mut bytes = a.to_bytes();
+        let n = bytes.len();
+        bytes.extend_from_slice(b"rest");
+        assert_eq!(Attrs::from_bytes(&bytes).unwrap(), (a, n));
+        assert!(
+            Attrs::from_bytes(&[0, 0, 0, 4]).is_err(),
+            "permissions promised, not sent"
+        );
     }
 
     #[test]
