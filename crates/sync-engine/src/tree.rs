@@ -145,6 +145,11 @@ pub trait Tree: Send + Sync {
     fn keeps_times(&self) -> bool {
         true
     }
+    /// The mtime this side ends up with when asked to set `mtime`: source times are compared
+    /// in this form, so one the side cannot hold is not sent again on every run.
+    fn stored_mtime(&self, mtime: i64) -> i64 {
+        mtime
+    }
     /// How many independent lanes of requests the side has right now (SFTP channels); the
     /// sync keeps its number of entries in flight proportional to it.
     fn lanes(&self) -> usize {

@@ -15,6 +15,7 @@ use testkit::{
 
 mod hostile;
 mod links;
+mod metadata;
 mod quirks;
 
 fn sftpsync(args: &[&str]) -> Output {
