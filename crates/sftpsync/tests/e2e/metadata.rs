@@ -260,6 +260,24 @@ fn absurd_mtimes_clamp_once_and_rerun_is_noop() {
     );
 }
 
+/// Regression: the one-time read-back compared the server's (clamped) mtime with the
+/// unclamped source time, took the difference for a server ignoring SETSTAT, warned so and
+/// compared by size for the rest of the run.
+#[test]
+fn clamped_mtime_is_not_mistaken_for_a_server_ignoring_setstat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    // The only file, so the read-back is of it.
+    write_at(&src.join("year-2242"), b"far future", 1 << 33);
+    let out = pipe_push(&["-a"], &src, &dst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("does not apply"), "{err}");
+    assert_eq!(err.matches("cannot carry").count(), 1, "{err}");
+    assert_eq!(ok(&pipe_push(&["-ai"], &src, &dst)), "");
+}
+
 /// Pulling, the ends of the wire's range are applied as they are, and a re-run is a no-op.
 #[test]
 fn pull_applies_mtime_zero_and_u32_max_as_is() {
