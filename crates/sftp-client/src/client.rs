@@ -464,7 +464,8 @@ impl SftpClient {
             }
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
-            req.encode(id, &mut packet);
+            req.encode(id, &mut packet)
+                .map_err(|error| SftpError::Unencodable { op, error })?;
             st.waiters.insert(
                 id,
                 Waiter {

@@ -77,11 +77,11 @@ impl Attrs {
     }
 
     /// The attributes as they go on the wire, for peers that build their own packets (the
-    /// test kit's server).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// test kit's server). `None` when an extension is too long for its length field.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
         let mut w = Writer::new();
         self.encode(&mut w);
-        w.into_inner()
+        w.overflow().is_none().then(|| w.into_inner())
     }
 
     /// Attributes at the start of `bytes` and how many bytes they took, for peers that parse
@@ -125,7 +125,7 @@ impl Attrs {
             w.u32(m);
         }
         if !self.extended.is_empty() {
-            w.u32(self.extended.len() as u32);
+            w.len(self.extended.len());
             for (k, v) in &self.extended {
                 w.string(k);
                 w.string(v);
@@ -193,7 +193,7 @@ mod tests {
             atime_mtime: Some((0, u32::MAX)),
             ..Default::default()
         };
-        let mut bytes = a.to_bytes();
+        let mut bytes = a.to_bytes().unwrap();
         let n = bytes.len();
         bytes.extend_from_slice(b"rest");
         assert_eq!(Attrs::from_bytes(&bytes).unwrap(), (a, n));

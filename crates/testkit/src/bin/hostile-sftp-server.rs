@@ -380,7 +380,7 @@ fn names(id: u32, entries: &[Listed]) -> Vec<u8> {
     for e in entries {
         o.string(&e.name);
         o.string(&e.name);
-        o.raw(&e.attrs.to_bytes());
+        o.raw(&e.attrs.to_bytes().expect("small attributes"));
     }
     o.finish()
 }
@@ -416,13 +416,13 @@ impl Server {
                 let p = normalize(r.string().unwrap_or_default());
                 if self.scenario == Scenario::Swap && p == b"/src/d" && ty == pt::LSTAT {
                     let mut o = Out::new(pt::ATTRS, id);
-                    o.raw(&link_attrs(b"/").to_bytes());
+                    o.raw(&link_attrs(b"/").to_bytes().expect("small attributes"));
                     return Reply::Send(o.finish());
                 }
                 match self.fs.attrs.get(&p) {
                     Some(a) => {
                         let mut o = Out::new(pt::ATTRS, id);
-                        o.raw(&a.to_bytes());
+                        o.raw(&a.to_bytes().expect("small attributes"));
                         o.finish()
                     }
                     None => status(id, FX_NO_SUCH_FILE),

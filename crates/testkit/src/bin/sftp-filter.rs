@@ -280,7 +280,10 @@ fn main() {
                         atime_mtime: None,
                         ..a.clone()
                     };
-                    forward.splice(*start..*end, stripped.to_bytes());
+                    forward.splice(
+                        *start..*end,
+                        stripped.to_bytes().expect("decoded attributes fit again"),
+                    );
                     action = "forwarded without times";
                 }
             }
@@ -342,19 +345,23 @@ mod tests {
         };
         let open = packet(
             pt::OPEN,
-            &[&string(b"f"), &0x1au32.to_be_bytes(), &a.to_bytes()],
+            &[
+                &string(b"f"),
+                &0x1au32.to_be_bytes(),
+                &a.to_bytes().unwrap(),
+            ],
         );
         let p = parse(&open).unwrap();
         assert_eq!((p.id, p.name.as_str()), (9, "open"));
         assert_eq!(p.attrs.unwrap().2, a);
-        let set = packet(pt::FSETSTAT, &[&string(b"h"), &a.to_bytes()]);
+        let set = packet(pt::FSETSTAT, &[&string(b"h"), &a.to_bytes().unwrap()]);
         assert_eq!(parse(&set).unwrap().attrs.unwrap().2, a);
         let l = packet(
             pt::EXTENDED,
             &[
                 &string(b"lsetstat@openssh.com"),
                 &string(b"l"),
-                &a.to_bytes(),
+                &a.to_bytes().unwrap(),
             ],
         );
         let p = parse(&l).unwrap();
