@@ -309,6 +309,27 @@ fn attrs_for(meta: &SetMeta, with_owner: bool) -> Attrs {
     }
 }
 
+/// SFTP v3 sets uid and gid together: when only one is to change, the other is taken from what
+/// the file has now (`current`, only asked for then). If that cannot be read, ownership is left.
+async fn with_both_owners(
+    meta: &SetMeta,
+    with_owner: bool,
+    current: impl std::future::Future<Output = Result<Attrs, SftpError>>,
+) -> SetMeta {
+    let mut m = meta.clone();
+    if with_owner && m.uid.is_some() != m.gid.is_some() {
+        if let Ok(Attrs {
+            uid_gid: Some((uid, gid)),
+            ..
+        }) = current.await
+        {
+            m.uid = m.uid.or(Some(uid));
+            m.gid = m.gid.or(Some(gid));
+        }
+    }
+    m
+}
+
 /// The mode again, alone, after a SETSTAT that also changes the owner and sets setuid or
 /// setgid: the server's chown clears those bits, and OpenSSH applies the mode before the owner.
 fn mode_after_chown(attrs: &Attrs) -> Option<Attrs> {
@@ -560,6 +581,7 @@ impl Tree for SftpTree {
         }
         let full = self.full(path);
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
+        let meta = &with_both_owners(meta, with_owner, self.client().lstat(&full)).await;
         if kind == Kind::Symlink {
             // Only lsetstat leaves the target alone; a link's mode means nothing.
             if !self.pool.first().extensions().lsetstat {
@@ -810,6 +832,7 @@ impl SftpWriter {
         }
         // The rest goes out in one batch behind the writes: one round trip, not four.
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
+        let meta = &with_both_owners(meta, with_owner, home.client.fstat(&home.handle)).await;
         let attrs = attrs_for(meta, with_owner);
         let handle = home.handle.0.clone();
         let setstat = if meta.is_empty() || self.quirks.setstat_refused.load(Ordering::Relaxed) {

@@ -187,12 +187,12 @@ impl Worker {
                 }
             }
         }
-        // SFTP v3 sets uid and gid together: fill in the other half from what is there. A
-        // local chown takes one half alone, and a new file must keep the default for the
-        // other, as with rsync (-o without -g leaves the group alone).
+        // SFTP v3 sets uid and gid together: fill in the other half from the listing, which
+        // saves the remote side a STAT. Never from the source: -o without -g leaves the group
+        // alone, as rsync does; a new file keeps its default one.
         if (fix.uid.is_some() || fix.gid.is_some()) && self.dest().side() == Side::Remote {
-            fix.uid = fix.uid.or(dest.and_then(|d| d.uid)).or(src.uid);
-            fix.gid = fix.gid.or(dest.and_then(|d| d.gid)).or(src.gid);
+            fix.uid = fix.uid.or(dest.and_then(|d| d.uid));
+            fix.gid = fix.gid.or(dest.and_then(|d| d.gid));
         }
     }
 

@@ -172,7 +172,10 @@ fn push_sends_special_bits_only_with_p_like_rsync() {
     let src = tmp.path().join("src");
     setuid_tree(&src);
     special_file(&src.join("plain"), 0o644, (0, 0));
-    for (i, flags) in ["-r", "-rp", "-a", "-rog"].iter().enumerate() {
+    for (i, flags) in ["-r", "-rp", "-a", "-rog", "-ro", "-rpg"]
+        .iter()
+        .enumerate()
+    {
         let log = tmp.path().join(format!("wire{i}.log"));
         let server = filtered_server(
             tmp.path(),
