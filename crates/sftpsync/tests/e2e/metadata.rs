@@ -133,6 +133,41 @@ fn pull_special_bits_and_owners_only_when_asked_like_rsync() {
     }
 }
 
+/// Without -p an existing file keeps its own mode when its contents are replaced, special
+/// bits included, as rsync does: the bits are the local user's choice, not the server's.
+#[test]
+fn pull_replacing_a_setuid_file_keeps_its_local_mode_like_rsync() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to set setuid");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (dst, expected, oracle_src) = (
+        tmp.path().join("dst"),
+        tmp.path().join("rsync"),
+        tmp.path().join("oracle-src"),
+    );
+    std::fs::create_dir(&oracle_src).unwrap();
+    std::fs::write(oracle_src.join("ok"), b"fine\n").unwrap();
+    for d in [&dst, &expected] {
+        std::fs::create_dir(d).unwrap();
+        special_file(&d.join("ok"), 0o4755, (0, 0));
+    }
+    let server = testkit::hostile_server_path();
+    let dst_arg = slash(&dst);
+    let args = ["--sftp-server", server.to_str().unwrap(), "-r"];
+    let out = sftpsync_umask(
+        "022",
+        &[&args[..], &["localhost:/src/", &dst_arg]].concat(),
+        &[("HOSTILE_SCENARIO", "plain")],
+    );
+    ok(&out);
+    rsync_umask("022", "-r", &oracle_src, &expected);
+    assert_eq!(std::fs::read(dst.join("ok")).unwrap(), b"fine\n");
+    let mode = |p: &Path| std::fs::metadata(p.join("ok")).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&dst), mode(&expected));
+}
+
 /// A wrapper script that runs sftp-server behind the test kit's filtering proxy.
 fn filtered_server(dir: &Path, name: &str, filter_args: &str, server_args: &str) -> String {
     let wrapper = dir.join(name);
