@@ -521,10 +521,11 @@ impl SftpClient {
             }
             let id = st.next_id;
             st.next_id = st.next_id.wrapping_add(1);
+            req.encode(id, &mut packet)
+                .map_err(|error| SftpError::Unencodable { op, error })?;
             if st.waiters.is_empty() {
                 st.last_progress = Instant::now();
             }
-            req.encode(id, &mut packet);
             st.waiters.insert(
                 id,
                 Waiter {

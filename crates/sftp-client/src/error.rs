@@ -55,6 +55,10 @@ pub enum SftpError {
     Invalid { op: &'static str, detail: String },
     #[error("malformed reply to {op}: {error}")]
     Malformed { op: &'static str, error: ProtoError },
+    /// The request cannot be put on the wire (a field too long for its length); nothing was
+    /// sent.
+    #[error("cannot send {op}: {error}")]
+    Unencodable { op: &'static str, error: ProtoError },
     #[error("the server does not offer the {ext} extension")]
     Unsupported { ext: &'static str },
 }

@@ -77,11 +77,19 @@ impl Attrs {
     }
 
     /// The attributes as they go on the wire, for peers that build their own packets (the
-    /// test kit's server).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// test kit's server). `None` when an extension is too long for its length field.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
         let mut w = Writer::new();
         self.encode(&mut w);
-        w.into_inner()
+        w.overflow().is_none().then(|| w.into_inner())
+    }
+
+    /// Attributes at the start of `bytes` and how many bytes they took, for peers that parse
+    /// their own packets (the test kit's proxy).
+    pub fn from_bytes(bytes: &[u8]) -> Result<(Attrs, usize), ProtoError> {
+        let mut r = Reader::new(bytes);
+        let a = Attrs::decode(&mut r)?;
+        Ok((a, r.position()))
     }
 
     pub(crate) fn encode(&self, w: &mut Writer) {
@@ -117,7 +125,7 @@ impl Attrs {
             w.u32(m);
         }
         if !self.extended.is_empty() {
-            w.u32(self.extended.len() as u32);
+            w.len(self.extended.len());
             for (k, v) in &self.extended {
                 w.string(k);
                 w.string(v);
@@ -176,6 +184,23 @@ mod tests {
         assert_eq!(Attrs::decode(&mut r).unwrap(), a);
         assert_eq!(r.remaining(), 0);
         assert_eq!(a.kind(), FileKind::Regular);
+    }
+
+    #[test]
+    fn from_bytes_says_how_much_it_took() {
+        let a = Attrs {
+            permissions: Some(0o100755),
+            atime_mtime: Some((0, u32::MAX)),
+            ..Default::default()
+        };
+        let mut bytes = a.to_bytes().unwrap();
+        let n = bytes.len();
+        bytes.extend_from_slice(b"rest");
+        assert_eq!(Attrs::from_bytes(&bytes).unwrap(), (a, n));
+        assert!(
+            Attrs::from_bytes(&[0, 0, 0, 4]).is_err(),
+            "permissions promised, not sent"
+        );
     }
 
     #[test]

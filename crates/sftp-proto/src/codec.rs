@@ -8,11 +8,37 @@ use crate::{ext, ProtoError, SFTP_VERSION};
 
 pub(crate) struct Writer {
     buf: Vec<u8>,
+    /// Longest string or count the wire's u32 length fields may carry (lower in tests).
+    limit: u64,
+    /// The first length that did not fit: the bytes written are then no valid packet.
+    overflow: Option<u64>,
 }
 
 impl Writer {
     pub(crate) fn new() -> Self {
-        Writer { buf: Vec::new() }
+        Writer::with_buf(Vec::new(), u64::from(u32::MAX))
+    }
+    fn with_buf(buf: Vec<u8>, limit: u64) -> Self {
+        Writer {
+            buf,
+            limit,
+            overflow: None,
+        }
+    }
+    /// A length or count field, checked against what a u32 carries instead of wrapping.
+    pub(crate) fn len(&mut self, n: usize) {
+        let n = n as u64;
+        let v = match u32::try_from(n) {
+            Ok(v) if n <= self.limit => v,
+            _ => {
+                self.overflow.get_or_insert(n);
+                u32::MAX
+            }
+        };
+        self.u32(v);
+    }
+    pub(crate) fn overflow(&self) -> Option<u64> {
+        self.overflow
     }
     pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
@@ -24,7 +50,7 @@ impl Writer {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
     pub(crate) fn string(&mut self, s: &[u8]) {
-        self.u32(s.len() as u32);
+        self.len(s.len());
         self.buf.extend_from_slice(s);
     }
     pub(crate) fn into_inner(self) -> Vec<u8> {
@@ -253,12 +279,15 @@ impl Request<'_> {
         }
     }
 
-    /// Appends the whole packet, length prefix included, to `out`.
-    pub fn encode(&self, id: u32, out: &mut Vec<u8>) {
+    /// Appends the whole packet, length prefix included, to `out`. A field longer than the
+    /// wire's 32-bit lengths can say is refused, and `out` is left as it was.
+    pub fn encode(&self, id: u32, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        self.encode_within(id, out, u64::from(u32::MAX))
+    }
+
+    fn encode_within(&self, id: u32, out: &mut Vec<u8>, limit: u64) -> Result<(), ProtoError> {
         let start = out.len();
-        let mut w = Writer {
-            buf: std::mem::take(out),
-        };
+        let mut w = Writer::with_buf(std::mem::take(out), limit);
         w.u32(0); // length, patched below
         match self {
             Request::Open { path, flags, attrs } => {
@@ -375,9 +404,20 @@ impl Request<'_> {
                 w.buf.extend_from_slice(data);
             }
         }
-        let len = (w.buf.len() - start - 4) as u32;
-        w.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        let body = w.buf.len() - start - 4;
+        let overflow = w.overflow();
         *out = w.buf;
+        let len = match (overflow, u32::try_from(body)) {
+            (None, Ok(len)) if u64::from(len) <= limit => len,
+            (overflow, _) => {
+                out.truncate(start);
+                return Err(ProtoError::TooLong {
+                    len: overflow.unwrap_or(body as u64),
+                });
+            }
+        };
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
     }
 }
 
@@ -678,7 +718,7 @@ mod tests {
 
     fn encoded(req: &Request<'_>) -> Vec<u8> {
         let mut out = Vec::new();
-        req.encode(7, &mut out);
+        req.encode(7, &mut out).unwrap();
         let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
         assert_eq!(len + 4, out.len(), "length prefix must cover the body");
         out
@@ -736,9 +776,34 @@ mod tests {
     }
 
     #[test]
+    fn encode_refuses_a_string_its_length_field_cannot_carry() {
+        // The real limit is 4 GiB; a lower one proves the check without allocating that.
+        let mut out = vec![9, 9];
+        let req = Request::Remove { path: b"four" };
+        assert_eq!(
+            req.encode_within(1, &mut out, 3),
+            Err(ProtoError::TooLong { len: 4 })
+        );
+        assert_eq!(out, vec![9, 9], "nothing half-written is left behind");
+        req.encode_within(1, &mut out, 4 + 13).unwrap();
+        assert_eq!(out.len(), 2 + 4 + 13);
+        let attrs = Attrs {
+            extended: vec![(b"k".to_vec(), b"v".to_vec())],
+            ..Default::default()
+        };
+        let open = Request::Open {
+            path: b"p",
+            flags: OpenFlags::READ,
+            attrs: &attrs,
+        };
+        assert!(open.encode_within(1, &mut out, 20).is_err());
+        assert_eq!(out.len(), 2 + 4 + 13);
+    }
+
+    #[test]
     fn encode_appends_after_existing_bytes() {
         let mut out = vec![9, 9];
-        Request::Close { handle: b"h" }.encode(1, &mut out);
+        Request::Close { handle: b"h" }.encode(1, &mut out).unwrap();
         assert_eq!(
             out,
             vec![9, 9, 0, 0, 0, 10, 4, 0, 0, 0, 1, 0, 0, 0, 1, b'h']
@@ -860,7 +925,7 @@ mod tests {
         w.u8(pt::ATTRS);
         w.u32(5);
         let mut bytes = w.into_inner();
-        bytes.extend_from_slice(&a.to_bytes());
+        bytes.extend_from_slice(&a.to_bytes().unwrap());
         assert_eq!(
             Response::decode(packet(&bytes)).unwrap(),
             (5, Response::Attrs(a))

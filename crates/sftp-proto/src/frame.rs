@@ -55,13 +55,19 @@ impl FrameDecoder {
                 max: self.max_packet,
             });
         }
-        let total = 4 + len as usize;
+        // `len` is at most `max_packet`, a u32; the sum is checked for 32-bit targets.
+        let Some(total) = usize::try_from(len).ok().and_then(|l| l.checked_add(4)) else {
+            return Err(ProtoError::TooLarge {
+                len,
+                max: self.max_packet,
+            });
+        };
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(4);
-        Ok(Some(self.buf.split_to(len as usize)))
+        Ok(Some(self.buf.split_to(total - 4)))
     }
 }
 

@@ -22,7 +22,7 @@ pub const SFTP_VERSION: u32 = 3;
 /// OpenSSH's own limit is 256 KiB; some slack covers the header.
 pub const DEFAULT_MAX_PACKET: u32 = 256 * 1024 + 1024;
 
-/// Errors found while decoding bytes from a peer.
+/// Errors found while decoding bytes from a peer, or encoding a request the wire cannot carry.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
     #[error("packet truncated: needed {needed} more bytes while reading {what}")]
@@ -37,6 +37,8 @@ pub enum ProtoError {
     Trailing { what: &'static str, trailing: usize },
     #[error("name list claims {0} entries, more than the packet can hold")]
     BadCount(u32),
+    #[error("a field of {len} bytes is longer than an SFTP length field can say")]
+    TooLong { len: u64 },
 }
 
 /// Packet type numbers (draft-ietf-secsh-filexfer-02 section 3).

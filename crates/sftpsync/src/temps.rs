@@ -154,6 +154,9 @@ impl Tree for TrackingTree {
     fn keeps_times(&self) -> bool {
         self.inner.keeps_times()
     }
+    fn stored_mtime(&self, mtime: i64) -> i64 {
+        self.inner.stored_mtime(mtime)
+    }
     fn lanes(&self) -> usize {
         self.inner.lanes()
     }

@@ -5,6 +5,7 @@
 
 pub mod filter;
 pub mod local;
+pub mod mtime;
 pub mod options;
 pub mod path;
 pub mod remote;

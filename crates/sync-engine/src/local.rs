@@ -359,6 +359,37 @@ impl Tree for LocalTree {
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() == 0 }
     }
+
+    async fn create_file_based_on(
+        &self,
+        path: &RelPath,
+        _mode: u32,
+        _base: &RelPath,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        Err(TreeError {
+            op: "create",
+            side: Side::Local,
+            path: path.clone(),
+            cause: "building a file from ranges of another is only done on SFTP servers".into(),
+            kind: ErrorKind::Unsupported,
+        })
+    }
+
+    fn copies_ranges(&self) -> bool {
+        false
+    }
+
+    fn keeps_times(&self) -> bool {
+        true
+    }
+
+    fn stored_mtime(&self, mtime: i64) -> i64 {
+        mtime
+    }
+
+    fn lanes(&self) -> usize {
+        1
+    }
 }
 
 struct LocalReader {

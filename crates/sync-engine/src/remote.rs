@@ -10,6 +10,7 @@ use sftp_client::{
     Attrs, FileKind, Handle, OpenFlags, PendingReply, Request, SftpClient, SftpError, StatusCode,
 };
 
+use crate::mtime::{fits_wire, wire_mtime};
 use crate::path::RelPath;
 use crate::tree::{
     DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
@@ -39,6 +40,8 @@ pub struct ServerQuirks {
     pub setstat_ignored: AtomicBool,
     /// One written file's mtime has been read back.
     times_read_back: AtomicBool,
+    /// A time outside what SFTP v3 carries was clamped; warned once.
+    warned_clamped_mtime: AtomicBool,
 }
 
 /// The server takes attribute changes as a failure of the whole file only for these causes;
@@ -66,6 +69,19 @@ impl ServerQuirks {
                 "{server} refuses to set attributes (SETSTAT): modification times and \
                  permissions cannot be kept, so files are compared by size for the rest of this \
                  run; use --size-only on this server or ask its admin to allow SETSTAT"
+            ));
+        }
+    }
+
+    /// Says once per run that a time the wire cannot carry was stored clamped (see
+    /// [`crate::mtime`]).
+    fn note_clamped(&self, meta: &SetMeta, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if meta.mtime.is_some_and(|t| !fits_wire(t))
+            && !self.warned_clamped_mtime.swap(true, Ordering::Relaxed)
+        {
+            warn(format!(
+                "{server} speaks SFTP v3, which cannot carry modification times before 1970 or \
+                 after 2106: such times are stored as the nearest one it can"
             ));
         }
     }
@@ -281,20 +297,48 @@ pub(crate) fn meta_from_attrs(a: &Attrs) -> Meta {
     }
 }
 
-/// SFTP v3 times are unsigned 32-bit seconds: clamp what cannot be represented.
-fn wire_time(t: i64) -> u32 {
-    t.clamp(0, u32::MAX as i64) as u32
-}
-
 fn attrs_for(meta: &SetMeta, with_owner: bool) -> Attrs {
     Attrs {
         permissions: meta.mode,
-        atime_mtime: meta.mtime.map(|m| (wire_time(m), wire_time(m))),
+        atime_mtime: meta.mtime.map(|m| (wire_mtime(m), wire_mtime(m))),
         uid_gid: match (with_owner, meta.uid, meta.gid) {
             (true, Some(u), Some(g)) => Some((u, g)),
             _ => None,
         },
         ..Default::default()
+    }
+}
+
+/// SFTP v3 sets uid and gid together: when only one is to change, the other is taken from what
+/// the file has now (`current`, only asked for then). If that cannot be read, ownership is left.
+async fn with_both_owners(
+    meta: &SetMeta,
+    with_owner: bool,
+    current: impl std::future::Future<Output = Result<Attrs, SftpError>>,
+) -> SetMeta {
+    let mut m = meta.clone();
+    if with_owner && m.uid.is_some() != m.gid.is_some() {
+        if let Ok(Attrs {
+            uid_gid: Some((uid, gid)),
+            ..
+        }) = current.await
+        {
+            m.uid = m.uid.or(Some(uid));
+            m.gid = m.gid.or(Some(gid));
+        }
+    }
+    m
+}
+
+/// The mode again, alone, after a SETSTAT that also changes the owner and sets setuid or
+/// setgid: the server's chown clears those bits, and OpenSSH applies the mode before the owner.
+fn mode_after_chown(attrs: &Attrs) -> Option<Attrs> {
+    match (attrs.uid_gid, attrs.permissions) {
+        (Some(_), Some(p)) if p & 0o6000 != 0 => Some(Attrs {
+            permissions: Some(p),
+            ..Default::default()
+        }),
+        _ => None,
     }
 }
 
@@ -595,11 +639,14 @@ impl Tree for SftpTree {
         }
         let full = self.full(path);
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
+        let meta = &with_both_owners(meta, with_owner, self.client().lstat(&full)).await;
         if kind == Kind::Symlink {
             // Only lsetstat leaves the target alone; a link's mode means nothing.
             if !self.pool.first().extensions().lsetstat {
                 return Ok(());
             }
+            self.quirks
+                .note_clamped(meta, &self.describe, &*self.warnings);
             let attrs = Attrs {
                 permissions: None,
                 ..attrs_for(meta, with_owner)
@@ -613,6 +660,8 @@ impl Tree for SftpTree {
                 .await
                 .map_err(|e| sftp_error("set times of", path, e));
         }
+        self.quirks
+            .note_clamped(meta, &self.describe, &*self.warnings);
         let attrs = attrs_for(meta, with_owner);
         let result = match self.client().setstat(&full, &attrs).await {
             Err(e) if attrs.uid_gid.is_some() => {
@@ -624,6 +673,10 @@ impl Tree for SftpTree {
                     .map_err(|second| if refuses_setstat(&second) { second } else { e })
             }
             other => other,
+        };
+        let result = match (result, mode_after_chown(&attrs)) {
+            (Ok(()), Some(again)) => self.client().setstat(&full, &again).await,
+            (result, _) => result,
         };
         match result {
             Ok(()) => Ok(()),
@@ -641,6 +694,10 @@ impl Tree for SftpTree {
 
     fn keeps_times(&self) -> bool {
         self.quirks.keeps_times()
+    }
+
+    fn stored_mtime(&self, mtime: i64) -> i64 {
+        i64::from(wire_mtime(mtime))
     }
 
     fn lanes(&self) -> usize {
@@ -668,7 +725,7 @@ impl SftpReader {
         while !self.eof && self.in_flight.len() < max {
             let off = self.next_offset;
             let len = if off < self.expected {
-                (self.expected - off).min(self.read_size as u64) as u32
+                u32::try_from(self.expected - off).map_or(self.read_size, |r| r.min(self.read_size))
             } else if self
                 .in_flight
                 .back()
@@ -691,7 +748,9 @@ impl SftpReader {
                 .await
                 .map_err(|e| sftp_error("read", &self.path, e))?;
             self.in_flight.push_back((off, len, p));
-            self.next_offset += len as u64;
+            // Saturates rather than wraps: a listed size near u64::MAX is a lie, not a reason
+            // to read offset 0 again.
+            self.next_offset = self.next_offset.saturating_add(u64::from(len));
         }
         Ok(())
     }
@@ -716,17 +775,17 @@ impl FileReader for SftpReader {
                 Ok(None)
             }
             Some(data) => {
-                let got = data.len() as u32;
+                let got = data.len() as u64;
                 if got == 0 {
                     self.eof = true;
                     self.in_flight.clear();
                     return Ok(None);
                 }
-                if got < len {
+                if got < u64::from(len) {
                     // A short read before EOF: servers may do this. Ask again for the rest,
                     // after dropping the reads sent past it so order stays simple.
                     self.in_flight.clear();
-                    self.next_offset = off + got as u64;
+                    self.next_offset = off.saturating_add(got);
                 }
                 Ok(Some(data))
             }
@@ -837,11 +896,14 @@ impl SftpWriter {
         }
         // The rest goes out in one batch behind the writes: one round trip, not four.
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
+        let meta = &with_both_owners(meta, with_owner, home.client.fstat(&home.handle)).await;
         let attrs = attrs_for(meta, with_owner);
         let handle = home.handle.0.clone();
         let setstat = if meta.is_empty() || self.quirks.setstat_refused.load(Ordering::Relaxed) {
             None
         } else {
+            self.quirks
+                .note_clamped(meta, &self.server, &*self.warnings);
             Some(
                 home.send(
                     &Request::Fsetstat {
@@ -853,6 +915,20 @@ impl SftpWriter {
                 )
                 .await?,
             )
+        };
+        let remode = match (&setstat, mode_after_chown(&attrs)) {
+            (Some(_), Some(again)) => Some(
+                home.send(
+                    &Request::Fsetstat {
+                        handle: &handle,
+                        attrs: &again,
+                    },
+                    "fsetstat",
+                    &path,
+                )
+                .await?,
+            ),
+            _ => None,
         };
         // Some servers answer OK and keep their own mtime: read the first one back.
         let read_back = match (&setstat, meta.mtime) {
@@ -883,6 +959,10 @@ impl SftpWriter {
             Some(p) => p.ok().await,
             None => Ok(()),
         };
+        let set = match (set, remode) {
+            (Ok(()), Some(p)) => p.ok().await,
+            (set, _) => set,
+        };
         let synced = match fsync {
             Some(p) => p.ok().await.map_err(|e| sftp_error("fsync", &path, e)),
             None => Ok(()),
@@ -906,7 +986,8 @@ impl SftpWriter {
         match set {
             Ok(()) => {
                 if let Some((Ok(sftp_proto::Response::Attrs(a)), mtime)) = read_back {
-                    if a.atime_mtime.is_some_and(|(_, m)| i64::from(m) != mtime) {
+                    // Compared as sent: a clamped time is not the server ignoring it.
+                    if a.atime_mtime.is_some_and(|(_, m)| m != wire_mtime(mtime)) {
                         self.quirks.note_ignored(&self.server, &*self.warnings);
                     }
                 }
@@ -1094,5 +1175,65 @@ mod tests {
             .await;
         assert!(r.is_err());
         assert!(!dir.path().join("new").exists());
+    }
+
+    #[test]
+    fn attrs_for_clamps_out_of_range_mtimes_not_wraps() {
+        for (t, wire) in [
+            (-1, 0),
+            (i64::MIN, 0),
+            ((1 << 32) + 5, u32::MAX),
+            (1 << 33, u32::MAX),
+            (i64::MAX, u32::MAX),
+            (1_700_000_000, 1_700_000_000),
+        ] {
+            let a = attrs_for(
+                &SetMeta {
+                    mtime: Some(t),
+                    ..Default::default()
+                },
+                false,
+            );
+            assert_eq!(a.atime_mtime, Some((wire, wire)), "mtime {t}");
+        }
+    }
+
+    #[test]
+    fn mode_is_sent_again_only_after_a_chown_of_a_setuid_or_setgid_file() {
+        let with = |perms, owner| Attrs {
+            permissions: Some(perms),
+            uid_gid: owner,
+            ..Default::default()
+        };
+        let again = mode_after_chown(&with(0o4755, Some((1, 1)))).unwrap();
+        assert_eq!((again.permissions, again.uid_gid), (Some(0o4755), None));
+        assert!(mode_after_chown(&with(0o2750, Some((1, 1)))).is_some());
+        assert!(mode_after_chown(&with(0o1777, Some((1, 1)))).is_none());
+        assert!(mode_after_chown(&with(0o4755, None)).is_none());
+    }
+
+    #[test]
+    fn meta_from_attrs_takes_wire_extremes_as_they_are() {
+        for m in [0, u32::MAX] {
+            let a = Attrs {
+                permissions: Some(0o100644),
+                atime_mtime: Some((m, m)),
+                ..Default::default()
+            };
+            assert_eq!(meta_from_attrs(&a).mtime, i64::from(m));
+        }
+    }
+
+    #[test]
+    fn attrs_for_sends_ownership_only_when_asked_and_allowed() {
+        let meta = SetMeta {
+            mode: Some(0o755),
+            uid: Some(0),
+            gid: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(attrs_for(&meta, true).uid_gid, Some((0, 0)));
+        assert_eq!(attrs_for(&meta, false).uid_gid, None);
+        assert_eq!(attrs_for(&meta, true).permissions, Some(0o755));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
+use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
@@ -962,7 +963,8 @@ impl<'a> Run<'a> {
             w.owner_fix(src, None, &mut fix, &mut item);
         } else if let Some(dest) = existing {
             item.update = UpdateType::NoUpdate;
-            if opts.times && (src.mtime - dest.mtime).abs() > opts.modify_window {
+            let stored = self.dest().stored_mtime(src.mtime);
+            if opts.times && mtimes_differ(stored, dest.mtime, opts.modify_window) {
                 item.time = true;
             }
             if opts.perms && modes_differ(src.mode, dest.mode) {
@@ -1203,9 +1205,12 @@ impl<'a> Run<'a> {
             return false;
         };
         let chown = self.dest().can_chown();
+        let stored = self.dest().stored_mtime(src.mtime);
+        let times_match =
+            !self.dest().keeps_times() || !mtimes_differ(stored, d.mtime, opts.modify_window);
         !opts.checksum
             && d.size == src.size
-            && (!self.dest().keeps_times() || (src.mtime - d.mtime).abs() <= opts.modify_window)
+            && times_match
             && !(opts.perms && modes_differ(src.mode, d.mode))
             && !(opts.owner && chown && src.uid.is_some() && d.uid != src.uid)
             && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)
@@ -1217,7 +1222,8 @@ impl<'a> Run<'a> {
         match existing {
             None => opts.existing,
             Some(d) if d.kind == Kind::File => {
-                opts.ignore_existing || (opts.update && d.mtime > src.mtime)
+                opts.ignore_existing
+                    || (opts.update && d.mtime > self.dest().stored_mtime(src.mtime))
             }
             Some(_) => false,
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
 use crate::path::{
     display_path, file_name, invalid_name_reason, join, parent, unsafe_symlink, RelPath,
@@ -30,7 +31,7 @@ impl Shared {
         Shared {
             opts,
             dest,
-            umask: 0o022,
+            umask: process_umask().unwrap_or(0o022),
             temp_counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
         }
@@ -186,10 +187,12 @@ impl Worker {
                 }
             }
         }
-        // SFTP v3 sets uid and gid together: fill in the other half from what is there.
-        if fix.uid.is_some() || fix.gid.is_some() {
-            fix.uid = fix.uid.or(dest.and_then(|d| d.uid)).or(src.uid);
-            fix.gid = fix.gid.or(dest.and_then(|d| d.gid)).or(src.gid);
+        // SFTP v3 sets uid and gid together: fill in the other half from the listing, which
+        // saves the remote side a STAT. Never from the source: -o without -g leaves the group
+        // alone, as rsync does; a new file keeps its default one.
+        if (fix.uid.is_some() || fix.gid.is_some()) && self.dest().side() == Side::Remote {
+            fix.uid = fix.uid.or(dest.and_then(|d| d.uid));
+            fix.gid = fix.gid.or(dest.and_then(|d| d.gid));
         }
     }
 
@@ -344,7 +347,7 @@ impl Worker {
                     item.update = UpdateType::NoUpdate;
                     if opts.times
                         && self.dest().side() == Side::Local
-                        && (src.meta.mtime - m.mtime).abs() > opts.modify_window
+                        && mtimes_differ(src.meta.mtime, m.mtime, opts.modify_window)
                     {
                         item.time = true;
                     }
@@ -411,7 +414,8 @@ impl Worker {
         if let Some(d) = existing_file {
             let size_differs = d.size != src.meta.size;
             let times_kept = self.dest().keeps_times();
-            let time_differs = times_kept && (src.meta.mtime - d.mtime).abs() > opts.modify_window;
+            let stored = self.dest().stored_mtime(src.meta.mtime);
+            let time_differs = times_kept && mtimes_differ(stored, d.mtime, opts.modify_window);
             transfer = if size_differs {
                 true
             } else if opts.size_only || !times_kept {
@@ -528,7 +532,11 @@ impl Worker {
             // passes the quick check is taken as already linked.
             if d.kind == Kind::File
                 && d.size == src.size
-                && (d.mtime - src.mtime).abs() <= opts.modify_window
+                && !mtimes_differ(
+                    self.dest().stored_mtime(src.mtime),
+                    d.mtime,
+                    opts.modify_window,
+                )
             {
                 return Ok(());
             }
@@ -604,7 +612,16 @@ impl Worker {
             Err(e) => return Err(CopyError::Source(e)),
         };
         let temp = self.temp_name(dest_path);
-        let mut writer = match self.dest().create_file(&temp, 0o600, src.meta.size).await {
+        // Created with the final permission bits, never the special ones, and always writable
+        // by us: a server that ignores SETSTAT but honours the mode given at creation then
+        // still ends with the right modes. Nobody gains access early: the finished file has
+        // the same bits.
+        let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
+        let mut writer = match self
+            .dest()
+            .create_file(&temp, create_mode, src.meta.size)
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
                 let _ = reader.close().await;
@@ -672,6 +689,18 @@ impl CopyError {
     }
 }
 
+/// The process umask, which rsync applies to new entries' modes without `-p`. Read from
+/// /proc: umask(2) can only read it by changing it, a race with every thread creating files.
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_umask(&status)
+}
+
+fn parse_umask(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok().map(|m| m & 0o777)
+}
+
 pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
     a & 0o7777 != b & 0o7777
 }
@@ -725,6 +754,20 @@ pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], Tree
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn umask_is_read_from_proc_status() {
+        assert_eq!(
+            parse_umask("Name:\tx\nUmask:\t0027\nState:\tR\n"),
+            Some(0o027)
+        );
+        assert_eq!(parse_umask("Name:\tx\n"), None);
+        assert_eq!(parse_umask("Umask:\tzz\n"), None);
+        assert!(
+            process_umask().is_some(),
+            "Linux has had the Umask line since 4.7"
+        );
+    }
 
     #[test]
     fn temp_suffixes_differ() {

@@ -103,7 +103,8 @@ pub struct DirEntry {
 
 /// A directory hierarchy rooted somewhere; every path is relative to that root.
 ///
-/// A wrapper (the CLI's `TrackingTree`) must forward every method, the provided ones too.
+/// No method has a default body, so that a wrapper (the CLI's `TrackingTree`) cannot forget
+/// to forward one.
 #[async_trait]
 pub trait Tree: Send + Sync {
     fn side(&self) -> Side;
@@ -137,21 +138,11 @@ pub trait Tree: Send + Sync {
     async fn create_file_based_on(
         &self,
         path: &RelPath,
-        _mode: u32,
-        _base: &RelPath,
-    ) -> TreeResult<Box<dyn FileWriter>> {
-        Err(TreeError {
-            op: "create",
-            side: self.side(),
-            path: path.clone(),
-            cause: "copying ranges of files is not possible here".into(),
-            kind: ErrorKind::Unsupported,
-        })
-    }
+        mode: u32,
+        base: &RelPath,
+    ) -> TreeResult<Box<dyn FileWriter>>;
     /// Whether `create_file_based_on` works (over SFTP: the copy-data extension).
-    fn copies_ranges(&self) -> bool {
-        false
-    }
+    fn copies_ranges(&self) -> bool;
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()>;
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;
@@ -165,14 +156,13 @@ pub trait Tree: Send + Sync {
     /// Whether ownership changes can be applied on this side.
     fn can_chown(&self) -> bool;
     /// Whether modification times set here stay set; when not, files are compared by size.
-    fn keeps_times(&self) -> bool {
-        true
-    }
+    fn keeps_times(&self) -> bool;
+    /// The mtime this side ends up with when asked to set `mtime`: source times are compared
+    /// in this form, so one the side cannot hold is not sent again on every run.
+    fn stored_mtime(&self, mtime: i64) -> i64;
     /// How many independent lanes of requests the side has right now (SFTP channels); the
     /// sync keeps its number of entries in flight proportional to it.
-    fn lanes(&self) -> usize {
-        1
-    }
+    fn lanes(&self) -> usize;
 }
 
 /// Sequential reader of a file's contents.

@@ -53,7 +53,18 @@ pub fn sftp_server_path() -> PathBuf {
 /// binary, so it is found next to them).
 pub fn hostile_server_path() -> PathBuf {
     static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    testkit_bin(&BUILT, "hostile-sftp-server")
+}
+
+/// Path of the test kit's `sftp-filter` proxy (see its source for the flags), found or built
+/// like [`hostile_server_path`].
+pub fn sftp_filter_path() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    testkit_bin(&BUILT, "sftp-filter")
+}
+
+fn testkit_bin(built: &std::sync::Mutex<Option<PathBuf>>, name: &str) -> PathBuf {
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.as_ref() {
         return p.clone();
     }
@@ -70,7 +81,7 @@ pub fn hostile_server_path() -> PathBuf {
         })
         .expect("test binary inside a target directory")
         .to_path_buf();
-    let path = profile_dir.join("hostile-sftp-server");
+    let path = profile_dir.join(name);
     // Under cargo the build always runs (a no-op when fresh), so a stale server is never used;
     // elsewhere an existing binary is taken as it is.
     let cargo = std::env::var_os("CARGO");
@@ -78,13 +89,13 @@ pub fn hostile_server_path() -> PathBuf {
         let target_dir = profile_dir.parent().expect("target directory");
         let cargo = cargo.unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "testkit", "--bin", "hostile-sftp-server"])
+        cmd.args(["build", "-p", "testkit", "--bin", name])
             .arg("--target-dir")
             .arg(target_dir);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        run_checked(&mut cmd).expect("build hostile-sftp-server");
+        run_checked(&mut cmd).unwrap_or_else(|e| panic!("build {name}: {e}"));
         assert!(
             path.is_file(),
             "{} missing after building it",

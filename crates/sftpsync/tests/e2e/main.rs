@@ -18,6 +18,7 @@ mod errors;
 mod faults;
 mod hostile;
 mod links;
+mod metadata;
 mod quirks;
 
 fn sftpsync(args: &[&str]) -> Output {

@@ -53,6 +53,11 @@ enum Scenario {
     WrongType,
     /// `/src` never ends: every READDIR brings 100 new names.
     Endless,
+    /// Files with setuid (04755), setgid (02755) and sticky (01777) bits and a directory with
+    /// 06777, all owned by uid/gid 0; and `owned`, owned by 4321:4321.
+    Setuid,
+    /// `epoch` with mtime 0 and `end` with mtime u32::MAX, the ends of what SFTP v3 carries.
+    EdgeTimes,
 }
 
 impl Scenario {
@@ -73,6 +78,8 @@ impl Scenario {
             "huge-count" => Scenario::HugeCount,
             "wrong-type" => Scenario::WrongType,
             "endless" => Scenario::Endless,
+            "setuid" => Scenario::Setuid,
+            "edge-times" => Scenario::EdgeTimes,
             other => {
                 eprintln!("hostile-sftp-server: unknown HOSTILE_SCENARIO {other:?}");
                 std::process::exit(2);
@@ -139,6 +146,14 @@ impl Fs {
     fn link(&mut self, path: &[u8], target: &[u8]) {
         self.attrs.insert(path.to_vec(), link_attrs(target));
         self.links.insert(path.to_vec(), target.to_vec());
+    }
+
+    /// A file with attributes of its choosing; returns them for the listing.
+    fn file_with(&mut self, path: &[u8], data: &[u8], mut attrs: Attrs) -> Attrs {
+        attrs.size = Some(data.len() as u64);
+        self.attrs.insert(path.to_vec(), attrs.clone());
+        self.data.insert(path.to_vec(), data.to_vec());
+        attrs
     }
 
     fn dir(&mut self, path: &[u8]) {
@@ -234,6 +249,39 @@ impl Fs {
                 fs.file(b"/src/big", &[b'b'; 10]);
                 root.push(listed(b"small", file_attrs(10)));
                 root.push(listed(b"big", file_attrs(1 << 20)));
+            }
+            Scenario::Setuid => {
+                let owned_by = |mode, uid_gid| Attrs {
+                    uid_gid: Some(uid_gid),
+                    ..attrs(mode, 0)
+                };
+                for (name, mode) in [
+                    (&b"suid"[..], 0o104755),
+                    (b"sgid", 0o102755),
+                    (b"sticky", 0o101777),
+                ] {
+                    let path = [b"/src/", name].concat();
+                    let a = fs.file_with(&path, b"special\n", owned_by(mode, (0, 0)));
+                    root.push(listed(name, a));
+                }
+                let a = fs.file_with(b"/src/owned", b"owned\n", owned_by(0o100640, (4321, 4321)));
+                root.push(listed(b"owned", a));
+                let sdir = owned_by(0o046777, (0, 0));
+                fs.attrs.insert(b"/src/sdir".to_vec(), sdir.clone());
+                let a = fs.file_with(b"/src/sdir/f", b"in sdir\n", owned_by(0o106755, (0, 0)));
+                fs.listing(b"/src/sdir", vec![vec![listed(b"f", a)]]);
+                root.push(listed(b"sdir", sdir));
+            }
+            Scenario::EdgeTimes => {
+                for (name, mtime) in [(&b"epoch"[..], 0), (b"end", u32::MAX)] {
+                    let path = [b"/src/", name].concat();
+                    let a = Attrs {
+                        atime_mtime: Some((mtime, mtime)),
+                        ..file_attrs(0)
+                    };
+                    let a = fs.file_with(&path, b"edge\n", a);
+                    root.push(listed(name, a));
+                }
             }
             Scenario::WrongType => {
                 fs.file(b"/src/data", b"data\n");
@@ -332,7 +380,7 @@ fn names(id: u32, entries: &[Listed]) -> Vec<u8> {
     for e in entries {
         o.string(&e.name);
         o.string(&e.name);
-        o.raw(&e.attrs.to_bytes());
+        o.raw(&e.attrs.to_bytes().expect("small attributes"));
     }
     o.finish()
 }
@@ -368,13 +416,13 @@ impl Server {
                 let p = normalize(r.string().unwrap_or_default());
                 if self.scenario == Scenario::Swap && p == b"/src/d" && ty == pt::LSTAT {
                     let mut o = Out::new(pt::ATTRS, id);
-                    o.raw(&link_attrs(b"/").to_bytes());
+                    o.raw(&link_attrs(b"/").to_bytes().expect("small attributes"));
                     return Reply::Send(o.finish());
                 }
                 match self.fs.attrs.get(&p) {
                     Some(a) => {
                         let mut o = Out::new(pt::ATTRS, id);
-                        o.raw(&a.to_bytes());
+                        o.raw(&a.to_bytes().expect("small attributes"));
                         o.finish()
                     }
                     None => status(id, FX_NO_SUCH_FILE),

@@ -1,0 +1,381 @@
+//! An SFTP proxy over stdin/stdout that runs a real server as its child and changes what it is
+//! told to on the way, to imitate servers that accept requests and then do not honour them.
+//!
+//! ```text
+//! sftp-filter [--ignore LIST] [--strip-times LIST] [--log FILE] -- SERVER [ARGS...]
+//! ```
+//!
+//! LIST is comma-separated request names (`setstat,fsetstat,lsetstat,open,mkdir,...`).
+//! `--ignore`: the proxy answers those requests with SSH_FX_OK itself and never forwards them.
+//! `--strip-times`: forwarded without their atime/mtime, so the server keeps its own.
+//! `--log`: one line per request (name, the attributes it carries, what was done with it), so
+//! a test can check what the client sent.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use sftp_proto::packet_type as pt;
+use sftp_proto::{Attrs, FrameDecoder};
+
+const FX_OK: u32 = 0;
+/// Far above any packet a client sends: the proxy is not where limits are tested.
+const MAX_PACKET: u32 = 16 << 20;
+
+/// Request names as LIST spells them; extended requests by their name without `@domain`.
+const NAMES: &[(&str, u8)] = &[
+    ("open", pt::OPEN),
+    ("close", pt::CLOSE),
+    ("read", pt::READ),
+    ("write", pt::WRITE),
+    ("lstat", pt::LSTAT),
+    ("fstat", pt::FSTAT),
+    ("setstat", pt::SETSTAT),
+    ("fsetstat", pt::FSETSTAT),
+    ("opendir", pt::OPENDIR),
+    ("readdir", pt::READDIR),
+    ("remove", pt::REMOVE),
+    ("mkdir", pt::MKDIR),
+    ("rmdir", pt::RMDIR),
+    ("realpath", pt::REALPATH),
+    ("stat", pt::STAT),
+    ("rename", pt::RENAME),
+    ("readlink", pt::READLINK),
+    ("symlink", pt::SYMLINK),
+];
+
+fn usage(why: &str) -> ! {
+    eprintln!(
+        "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--strip-times LIST] \
+         [--log FILE] -- SERVER [ARGS...]"
+    );
+    std::process::exit(2);
+}
+
+fn name_list(arg: Option<String>) -> HashSet<String> {
+    let arg = arg.unwrap_or_else(|| usage("a LIST is missing"));
+    arg.split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let known = NAMES.iter().any(|(k, _)| *k == n) || n == "lsetstat";
+            if !known {
+                usage(&format!("unknown request name {n:?}"));
+            }
+            n.to_string()
+        })
+        .collect()
+}
+
+struct Options {
+    ignore: HashSet<String>,
+    strip_times: HashSet<String>,
+    log: Option<std::fs::File>,
+    server: Vec<String>,
+}
+
+fn parse_args() -> Options {
+    let mut args = std::env::args().skip(1);
+    let mut opts = Options {
+        ignore: HashSet::new(),
+        strip_times: HashSet::new(),
+        log: None,
+        server: Vec::new(),
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--ignore" => opts.ignore.extend(name_list(args.next())),
+            "--strip-times" => opts.strip_times.extend(name_list(args.next())),
+            "--log" => {
+                let path = args.next().unwrap_or_else(|| usage("--log needs a FILE"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| usage(&format!("cannot open {path}: {e}")));
+                opts.log = Some(file);
+            }
+            "--" => {
+                opts.server = args.collect();
+                break;
+            }
+            other => usage(&format!("unknown option {other:?}")),
+        }
+    }
+    if opts.server.is_empty() {
+        usage("no server to run");
+    }
+    opts
+}
+
+/// Reads a big-endian u32 at `at`.
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Skips one SFTP string at `at`, returning its contents and where the next field starts.
+fn string_at(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let len = usize::try_from(u32_at(b, at)?).ok()?;
+    let start = at + 4;
+    let end = start.checked_add(len)?;
+    Some((b.get(start..end)?, end))
+}
+
+/// One request as the proxy sees it: its name and where its attributes are, if it has any.
+struct Parsed {
+    id: u32,
+    name: String,
+    /// Byte range of the ATTRS field inside the packet.
+    attrs: Option<(usize, usize, Attrs)>,
+}
+
+/// `packet` is type byte + body, without the length prefix.
+fn parse(packet: &[u8]) -> Option<Parsed> {
+    let ty = *packet.first()?;
+    let id = u32_at(packet, 1)?;
+    let body = 5;
+    let (name, attrs_at) = match ty {
+        pt::EXTENDED => {
+            let (ext, next) = string_at(packet, body)?;
+            let ext = String::from_utf8_lossy(ext);
+            let short = ext.split('@').next().unwrap_or_default().to_string();
+            let at = if short == "lsetstat" {
+                Some(string_at(packet, next)?.1)
+            } else {
+                None
+            };
+            (short, at)
+        }
+        ty => {
+            let name = NAMES
+                .iter()
+                .find(|(_, t)| *t == ty)
+                .map(|(n, _)| n.to_string())
+                .unwrap_or_else(|| format!("type-{ty}"));
+            let at = match ty {
+                // path, pflags, attrs
+                pt::OPEN => Some(string_at(packet, body)?.1 + 4),
+                // path or handle, attrs
+                pt::MKDIR | pt::SETSTAT | pt::FSETSTAT => Some(string_at(packet, body)?.1),
+                _ => None,
+            };
+            (name, at)
+        }
+    };
+    let attrs = match attrs_at {
+        Some(at) => {
+            let (a, len) = Attrs::from_bytes(packet.get(at..)?).ok()?;
+            Some((at, at + len, a))
+        }
+        None => None,
+    };
+    Some(Parsed { id, name, attrs })
+}
+
+fn describe(a: &Attrs) -> String {
+    let perms = a
+        .permissions
+        .map_or("-".to_string(), |p| format!("{:o}", p & 0o7777));
+    let owner = a
+        .uid_gid
+        .map_or("-".to_string(), |(u, g)| format!("{u}:{g}"));
+    let mtime = a.mtime().map_or("-".to_string(), |m| m.to_string());
+    format!("perms={perms} owner={owner} mtime={mtime}")
+}
+
+fn framed(packet: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(packet.len()).expect("packets are far below 4 GiB");
+    let mut out = Vec::with_capacity(4 + packet.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(packet);
+    out
+}
+
+fn status_ok(id: u32) -> Vec<u8> {
+    let mut p = vec![pt::STATUS];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&FX_OK.to_be_bytes());
+    // Empty message and language tag.
+    p.extend_from_slice(&[0; 8]);
+    framed(&p)
+}
+
+fn main() {
+    let mut opts = parse_args();
+    let mut child = Command::new(&opts.server[0])
+        .args(&opts.server[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| usage(&format!("cannot run {}: {e}", opts.server[0])));
+    let mut to_server = child.stdin.take().expect("piped stdin");
+    let mut from_server = child.stdout.take().expect("piped stdout");
+    let client_out = Arc::new(Mutex::new(std::io::stdout()));
+
+    // Replies are passed on whole packets at a time, so the proxy's own replies never land in
+    // the middle of one.
+    let replies = {
+        let client_out = client_out.clone();
+        std::thread::spawn(move || {
+            let mut decoder = FrameDecoder::new(MAX_PACKET);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match decoder.next_packet() {
+                    Ok(Some(p)) => {
+                        let mut out = client_out.lock().unwrap();
+                        if out
+                            .write_all(&framed(&p))
+                            .and_then(|_| out.flush())
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => match from_server.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => decoder.push(&buf[..n]),
+                    },
+                    Err(e) => {
+                        eprintln!("sftp-filter: bad reply from the server: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    let mut decoder = FrameDecoder::new(MAX_PACKET);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stdin = std::io::stdin().lock();
+    'requests: loop {
+        let packet = match decoder.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    decoder.push(&buf[..n]);
+                    continue;
+                }
+            },
+            Err(e) => {
+                eprintln!("sftp-filter: bad request from the client: {e}");
+                break;
+            }
+        };
+        let parsed = if packet[0] == pt::INIT {
+            None
+        } else {
+            parse(&packet)
+        };
+        let mut forward = packet.to_vec();
+        let mut action = "forwarded";
+        if let Some(p) = &parsed {
+            if opts.ignore.contains(&p.name) {
+                action = "ignored";
+            } else if let (true, Some((start, end, a))) =
+                (opts.strip_times.contains(&p.name), &p.attrs)
+            {
+                if a.atime_mtime.is_some() {
+                    let stripped = Attrs {
+                        atime_mtime: None,
+                        ..a.clone()
+                    };
+                    forward.splice(
+                        *start..*end,
+                        stripped.to_bytes().expect("decoded attributes fit again"),
+                    );
+                    action = "forwarded without times";
+                }
+            }
+            if let Some(log) = &mut opts.log {
+                let attrs = p.attrs.as_ref().map(|(_, _, a)| describe(a));
+                let _ = writeln!(
+                    log,
+                    "{} {} {action}",
+                    p.name,
+                    attrs.as_deref().unwrap_or("-")
+                );
+            }
+            if action == "ignored" {
+                let mut out = client_out.lock().unwrap();
+                if out
+                    .write_all(&status_ok(p.id))
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
+                    break 'requests;
+                }
+                continue;
+            }
+        }
+        if to_server.write_all(&framed(&forward)).is_err() {
+            break;
+        }
+    }
+    drop(to_server);
+    let _ = replies.join();
+    let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(ty: u8, fields: &[&[u8]]) -> Vec<u8> {
+        let mut p = vec![ty, 0, 0, 0, 9];
+        for f in fields {
+            p.extend_from_slice(f);
+        }
+        p
+    }
+
+    fn string(s: &[u8]) -> Vec<u8> {
+        let mut v = (s.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(s);
+        v
+    }
+
+    #[test]
+    fn finds_attrs_of_open_setstat_and_lsetstat() {
+        let a = Attrs {
+            permissions: Some(0o104755),
+            atime_mtime: Some((1, 2)),
+            ..Default::default()
+        };
+        let open = packet(
+            pt::OPEN,
+            &[
+                &string(b"f"),
+                &0x1au32.to_be_bytes(),
+                &a.to_bytes().unwrap(),
+            ],
+        );
+        let p = parse(&open).unwrap();
+        assert_eq!((p.id, p.name.as_str()), (9, "open"));
+        assert_eq!(p.attrs.unwrap().2, a);
+        let set = packet(pt::FSETSTAT, &[&string(b"h"), &a.to_bytes().unwrap()]);
+        assert_eq!(parse(&set).unwrap().attrs.unwrap().2, a);
+        let l = packet(
+            pt::EXTENDED,
+            &[
+                &string(b"lsetstat@openssh.com"),
+                &string(b"l"),
+                &a.to_bytes().unwrap(),
+            ],
+        );
+        let p = parse(&l).unwrap();
+        assert_eq!(p.name, "lsetstat");
+        assert_eq!(p.attrs.unwrap().2, a);
+        assert!(parse(&packet(pt::OPEN, &[&string(b"f")])).is_none());
+    }
+
+    #[test]
+    fn describes_special_bits_in_octal() {
+        let a = Attrs {
+            permissions: Some(0o104755),
+            ..Default::default()
+        };
+        assert_eq!(describe(&a), "perms=4755 owner=- mtime=-");
+    }
+}
