@@ -41,10 +41,20 @@ pub struct Stats {
     pub literal: u64,
 }
 
+/// Fibonacci hashing: spreads the weak sum's bits into the high bits we index by.
+const HASH_MUL: u32 = 0x9e37_79b1;
+
 /// Old blocks by weak sum: a bucket array over a table sorted by bucket, so a lookup is
-/// one multiply and two loads, with no hashing library and no allocation per byte.
+/// one multiply and a few loads, with no hashing library and no allocation per byte.
+///
+/// On changed data nearly every probe misses, and a miss in the table costs two dependent
+/// cache misses once the table outgrows the cache (measured: 22 MiB/s on a 256 MiB file).
+/// So a bitmap with about 16 bits per block, small enough to stay cached, answers most
+/// misses first; this is the role of the 16-bit tag table in the rsync tech report.
 #[derive(Debug)]
 struct WeakIndex {
+    filter: Vec<u64>,
+    filter_shift: u32,
     shift: u32,
     /// `starts[b]..starts[b + 1]` is bucket `b`'s range in `entries`.
     starts: Vec<usize>,
@@ -59,7 +69,7 @@ impl WeakIndex {
         let bits = usize::BITS - full_blocks.max(1).leading_zeros();
         let bits = bits.clamp(4, 30);
         let shift = 32 - bits;
-        let bucket = |w: u32| (w.wrapping_mul(0x9e37_79b1) >> shift) as usize;
+        let bucket = |w: u32| (w.wrapping_mul(HASH_MUL) >> shift) as usize;
         let mut entries: Vec<(u32, usize)> = sig.blocks[..full_blocks]
             .iter()
             .enumerate()
@@ -73,7 +83,16 @@ impl WeakIndex {
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
+        let filter_bits = (bits + 4).clamp(16, 24);
+        let filter_shift = 32 - filter_bits;
+        let mut filter = vec![0u64; 1 << (filter_bits - 6)];
+        for &(w, _) in &entries {
+            let f = (w.wrapping_mul(HASH_MUL) >> filter_shift) as usize;
+            filter[f >> 6] |= 1 << (f & 63);
+        }
         Self {
+            filter,
+            filter_shift,
             shift,
             starts,
             entries,
@@ -82,13 +101,15 @@ impl WeakIndex {
 
     #[inline]
     fn bucket(&self, weak: u32) -> &[(u32, usize)] {
-        let b = (weak.wrapping_mul(0x9e37_79b1) >> self.shift) as usize;
+        let b = (weak.wrapping_mul(HASH_MUL) >> self.shift) as usize;
         &self.entries[self.starts[b]..self.starts[b + 1]]
     }
 
     #[inline]
     fn contains(&self, weak: u32) -> bool {
-        self.bucket(weak).iter().any(|&(w, _)| w == weak)
+        let f = (weak.wrapping_mul(HASH_MUL) >> self.filter_shift) as usize;
+        self.filter[f >> 6] & (1 << (f & 63)) != 0
+            && self.bucket(weak).iter().any(|&(w, _)| w == weak)
     }
 }
 
@@ -202,29 +223,23 @@ impl<'s> DeltaEncoder<'s> {
                 self.checked = true;
             }
             // Slide byte by byte until a weak hit, the end of the input, or a full literal
-            // chunk. This loop is the hot path on changed data: no allocation, no strong
-            // hash, one table probe per byte.
+            // chunk.
             let last_win = self.buf.len() - bs;
             if self.win == last_win {
                 break;
             }
-            let buf = &self.buf[..];
-            let mut win = self.win;
-            let mut sum = self.sum;
+            let win = self.win;
             let chunk_end = self.lit_start + LITERAL_CHUNK;
             let stop = last_win.min(chunk_end);
-            let mut hit = false;
-            while win < stop {
-                sum.roll(buf[win], buf[win + bs]);
-                win += 1;
-                if self.index.contains(sum.digest()) {
-                    hit = true;
-                    break;
-                }
-            }
+            let slid = slide(
+                &self.index,
+                &mut self.sum,
+                &self.buf[win..stop],
+                &self.buf[win + bs..stop + bs],
+            );
+            self.checked = slid.is_none();
+            let win = slid.map_or(stop, |i| win + i + 1);
             self.win = win;
-            self.sum = sum;
-            self.checked = !hit;
             if win == chunk_end {
                 self.emit_literal(win, sink)?;
             }
@@ -309,6 +324,26 @@ impl<'s> DeltaEncoder<'s> {
             self.lit_start = 0;
         }
     }
+}
+
+/// Rolls `sum` past the bytes `outgoing` (leaving) and `incoming` (entering) until its
+/// weak sum is in `index`; at a hit, returns the index in `outgoing` of the last byte
+/// that left the window.
+///
+/// This is the hot path on changed data. It is kept out of line so that its handful of
+/// values stay in registers instead of competing with the caller's.
+#[inline(never)]
+fn slide(index: &WeakIndex, sum: &mut Rolling, outgoing: &[u8], incoming: &[u8]) -> Option<usize> {
+    let (filter, filter_shift) = (&index.filter[..], index.filter_shift);
+    let mut s = *sum;
+    let found = outgoing.iter().zip(incoming).position(|(&out, &inn)| {
+        s.roll(out, inn);
+        let weak = s.digest();
+        let f = (weak.wrapping_mul(HASH_MUL) >> filter_shift) as usize;
+        filter[f >> 6] & (1 << (f & 63)) != 0 && index.contains(weak)
+    });
+    *sum = s;
+    found
 }
 
 /// Pull-style matcher over a reader: yields the ops of the delta from `sig`'s old file to
