@@ -41,14 +41,33 @@ pub(crate) fn strong_hash(bytes: &[u8]) -> [u8; STRONG_LEN] {
 
 /// Signature of a whole file: every block is `block_size` bytes except possibly the last,
 /// which holds the remainder.
+///
+/// The fields are read-only from outside: a signature is only made by signing or by
+/// decoding, so the block size is valid and the block count always fits the file length,
+/// and the matcher can rely on both without checks that could fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
-    pub block_size: u32,
-    pub file_len: u64,
-    pub blocks: Vec<BlockSig>,
+    pub(crate) block_size: u32,
+    pub(crate) file_len: u64,
+    pub(crate) blocks: Vec<BlockSig>,
 }
 
 impl Signature {
+    /// Block length; the last block may be shorter.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Length of the signed file.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// The blocks' sums, in file order.
+    pub fn blocks(&self) -> &[BlockSig] {
+        &self.blocks
+    }
+
     /// Signs everything `reader` yields, one block in memory at a time.
     pub fn compute<R: Read>(mut reader: R, block_size: u32) -> Result<Self, Error> {
         let mut builder = SignatureBuilder::new(block_size)?;
@@ -72,8 +91,8 @@ impl Signature {
         Ok(builder.finish())
     }
 
-    /// Offset and length in the old file of block `index`.
-    pub fn block_range(&self, index: usize) -> (u64, u64) {
+    /// Offset and length in the old file of block `index` (which must exist).
+    pub(crate) fn block_range(&self, index: usize) -> (u64, u64) {
         let offset = index as u64 * u64::from(self.block_size);
         let len = (self.file_len - offset).min(u64::from(self.block_size));
         (offset, len)
