@@ -238,6 +238,37 @@ fn shifted_content_is_found_when_block_size_does_not_divide_the_shift() {
     assert!(stats.matched >= old.len() as u64 - 1000 - 2 * 2 * u64::from(bs));
 }
 
+#[test]
+fn literal_chunk_boundaries_do_not_disturb_matching() {
+    // Literal runs longer than a chunk, between matches, fed in pieces that cut chunks,
+    // blocks and matches at odd places.
+    let old = pseudo_random(1 << 20, 8);
+    let mut new = pseudo_random(LITERAL_CHUNK + 300, 9);
+    new.extend_from_slice(&old[..100_000]);
+    new.extend_from_slice(&pseudo_random(2 * LITERAL_CHUNK + 1, 10));
+    new.extend_from_slice(&old[500_001..]);
+    let bs = block_size_for(old.len() as u64);
+    let sig = Signature::compute(&old[..], bs).unwrap();
+    let (whole, stats) = round_trip(&old, &new, bs);
+    assert!(stats.literal <= (3 * LITERAL_CHUNK + 301) as u64 + 3 * u64::from(bs));
+    for piece in [1usize, 999, 4096, LITERAL_CHUNK - 1, LITERAL_CHUNK + 7] {
+        let mut enc = DeltaEncoder::new(&sig);
+        let mut ops = Vec::new();
+        let mut push = |op| {
+            ops.push(op);
+            Ok::<(), ()>(())
+        };
+        for p in new.chunks(piece) {
+            enc.feed(p, &mut push).unwrap();
+        }
+        enc.finish(&mut push).unwrap();
+        assert!(
+            ops == whole,
+            "feeding {piece} bytes at a time changed the ops"
+        );
+    }
+}
+
 /// Throughput on a 256 MiB buffer. Run with
 /// `cargo test -p delta --release -- --ignored --nocapture throughput`.
 #[test]
