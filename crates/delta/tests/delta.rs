@@ -65,13 +65,40 @@ fn round_trip(old: &[u8], new: &[u8], block_size: u32) -> (Vec<Op>, Stats) {
     (ops, stats)
 }
 
+/// Where an edit lands; the ends get their own cases because a uniform pick would
+/// almost never choose them.
+#[derive(Debug, Clone)]
+enum Pos {
+    Start,
+    End,
+    Anywhere(Index),
+}
+
+impl Pos {
+    fn index(&self, len: usize) -> usize {
+        match self {
+            Pos::Start => 0,
+            Pos::End => len - 1,
+            Pos::Anywhere(i) => i.index(len),
+        }
+    }
+}
+
+fn pos() -> impl Strategy<Value = Pos> {
+    prop_oneof![
+        1 => Just(Pos::Start),
+        1 => Just(Pos::End),
+        4 => any::<Index>().prop_map(Pos::Anywhere),
+    ]
+}
+
 #[derive(Debug, Clone)]
 enum Edit {
-    Insert(Index, Vec<u8>),
-    Delete(Index, usize),
-    Replace(Index, Vec<u8>),
+    Insert(Pos, Vec<u8>),
+    Delete(Pos, usize),
+    Replace(Pos, Vec<u8>),
     /// Moves a range elsewhere: content that shifts by an arbitrary amount.
-    Move(Index, usize, Index),
+    Move(Pos, usize, Pos),
 }
 
 fn apply_edits(old: &[u8], edits: &[Edit]) -> Vec<u8> {
@@ -117,10 +144,10 @@ fn file() -> impl Strategy<Value = Vec<u8>> {
 fn edit() -> impl Strategy<Value = Edit> {
     let bytes = prop::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
-        (any::<Index>(), bytes.clone()).prop_map(|(a, b)| Edit::Insert(a, b)),
-        (any::<Index>(), 0usize..2000).prop_map(|(a, n)| Edit::Delete(a, n)),
-        (any::<Index>(), bytes).prop_map(|(a, b)| Edit::Replace(a, b)),
-        (any::<Index>(), 0usize..2000, any::<Index>()).prop_map(|(a, n, b)| Edit::Move(a, n, b)),
+        (pos(), bytes.clone()).prop_map(|(a, b)| Edit::Insert(a, b)),
+        (pos(), 0usize..2000).prop_map(|(a, n)| Edit::Delete(a, n)),
+        (pos(), bytes).prop_map(|(a, b)| Edit::Replace(a, b)),
+        (pos(), 0usize..2000, pos()).prop_map(|(a, n, b)| Edit::Move(a, n, b)),
     ]
 }
 
