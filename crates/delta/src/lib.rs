@@ -10,6 +10,29 @@
 //! memory stays bounded by a few blocks plus one literal chunk, whatever the file size.
 //! The engine uses this to build a remote file from server-side copies of its previous
 //! version plus only the changed bytes (design §5).
+//!
+//! ```
+//! use std::io::Cursor;
+//!
+//! let old = b"the quick brown fox jumps over the lazy dog".repeat(100);
+//! let mut new = b"a ".to_vec();
+//! new.extend_from_slice(&old);
+//!
+//! let block_size = delta::choose_block_size(old.len() as u64, Some(64))?;
+//! let sig = delta::Signature::compute(&old[..], block_size)?;
+//! // What the engine keeps between runs:
+//! let sig = delta::Signature::from_bytes(&sig.to_bytes())?;
+//!
+//! let mut ops = delta::delta(&sig, &new[..]);
+//! let ops: Vec<delta::Op> = ops.by_ref().collect::<Result<_, _>>()?;
+//! assert_eq!(ops[0], delta::Op::Literal(b"a ".to_vec()));
+//!
+//! let mut rebuilt = Vec::new();
+//! let applied = delta::apply(Cursor::new(&old), &ops, &mut rebuilt)?;
+//! assert_eq!(rebuilt, new);
+//! assert_eq!(applied.hash, *blake3::hash(&new).as_bytes());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod apply;
 mod encoder;
