@@ -281,18 +281,20 @@ fn read_dir_at(root: &Root, rel: &RelPath) -> TreeResult<Vec<DirEntry>> {
     let dir = root
         .open_dir(rel, OFlags::RDONLY)
         .map_err(|e| error("opendir", rel, e))?;
+    let mut listing = rustix::fs::Dir::new(dir).map_err(|e| error("opendir", rel, e.into()))?;
     let mut names = Vec::new();
-    let listing = rustix::fs::Dir::read_from(&dir).map_err(|e| error("opendir", rel, e.into()))?;
-    for entry in listing {
+    while let Some(entry) = listing.read() {
         let entry = entry.map_err(|e| error("readdir", rel, e.into()))?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
             names.push(name.to_vec());
         }
     }
+    // Each entry is looked up in the directory just listed, not by its path again.
+    let dir = listing.fd().map_err(|e| error("readdir", rel, e.into()))?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let meta = match rustix::fs::statat(&dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
+        let meta = match rustix::fs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => meta_from_stat(&st),
             // Vanished between readdir and stat: as if it never was there.
             Err(rustix::io::Errno::NOENT) => continue,

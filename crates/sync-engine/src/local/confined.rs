@@ -83,27 +83,19 @@ impl Root {
 
     /// Opens the directory `rel` below the root (empty: the root itself) with `access`
     /// (`O_PATH` to use it as a parent, `O_RDONLY` to list it), refusing any symlink on the way.
-    pub(crate) fn open_dir(&self, rel: &[u8], access: OFlags) -> io::Result<DirFd> {
+    pub(crate) fn open_dir(&self, rel: &[u8], access: OFlags) -> io::Result<OwnedFd> {
         let root = self.fd()?;
+        let flags = access | OFlags::DIRECTORY | OFlags::CLOEXEC;
         if rel.is_empty() {
-            if access == OFlags::PATH {
-                return Ok(root);
-            }
-            return Ok(Arc::new(openat(
-                &root,
-                c".",
-                access | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?));
+            return Ok(openat(&root, c".", flags, Mode::empty())?);
         }
         check_components(rel)?;
-        let flags = access | OFlags::DIRECTORY | OFlags::CLOEXEC;
         if self.new_syscalls && has_openat2(&root) {
             let resolve =
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             for _ in 0..OPENAT2_RETRIES {
                 match openat2(&root, rel, flags, Mode::empty(), resolve) {
-                    Ok(fd) => return Ok(Arc::new(fd)),
+                    Ok(fd) => return Ok(fd),
                     Err(rustix::io::Errno::AGAIN) => continue,
                     Err(rustix::io::Errno::LOOP) => return Err(parent_symlink()),
                     Err(rustix::io::Errno::XDEV) => {
@@ -113,7 +105,7 @@ impl Root {
                 }
             }
         }
-        walk(&root, rel, flags).map(Arc::new)
+        walk(&root, rel, flags)
     }
 
     /// The directory holding `rel`, opened as a parent, and the final component's name.
@@ -125,7 +117,13 @@ impl Root {
         if !valid_component(name) {
             return Err(invalid_path());
         }
-        Ok((self.open_dir(dir, OFlags::PATH)?, name))
+        // Most entries sit in the root or near it; the root's own descriptor serves directly.
+        let dir = if dir.is_empty() {
+            self.fd()?
+        } else {
+            Arc::new(self.open_dir(dir, OFlags::PATH)?)
+        };
+        Ok((dir, name))
     }
 
     /// `chmod` of `name` in `dir` that leaves a symlink alone instead of changing its target.
