@@ -253,9 +253,8 @@ fn lstat_at(root: &Root, rel: &[u8]) -> std::io::Result<Option<Meta>> {
     if rel.is_empty() {
         return match root.fd() {
             Ok(fd) => Ok(Some(meta_from_stat(&rustix::fs::fstat(&fd)?))),
-            Err(e) if not_found(&e) => Ok(None),
-            // Not a directory: the caller wants to know what it is.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            // Not a directory (or a dangling symlink): the caller wants to know what it is.
+            Err(e) if not_found(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
                 match fs::symlink_metadata(root.path()) {
                     Ok(m) => Ok(Some(meta_from_std(&m))),
                     Err(e) if not_found(&e) => Ok(None),

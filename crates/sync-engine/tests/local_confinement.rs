@@ -375,3 +375,22 @@ async fn dot_dot_in_a_path_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn root_that_is_not_a_directory_is_reported_as_what_it_is() {
+    let base = tempfile::tempdir().unwrap();
+    std::fs::write(base.path().join("file"), b"x").unwrap();
+    symlink("nowhere", base.path().join("dangling")).unwrap();
+    symlink("file", base.path().join("filelink")).unwrap();
+    for (name, want) in [
+        ("file", Some(Kind::File)),
+        ("dangling", Some(Kind::Symlink)),
+        ("filelink", Some(Kind::Symlink)),
+        ("missing", None),
+    ] {
+        for (mode, tree) in trees(&base.path().join(name)) {
+            let got = tree.lstat(&Vec::new()).await.unwrap().map(|m| m.kind);
+            assert_eq!(got, want, "{mode} {name}");
+        }
+    }
+}
