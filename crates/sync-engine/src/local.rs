@@ -76,6 +76,10 @@ fn io_cause(e: &std::io::Error) -> String {
     }
 }
 
+fn is_errno(e: &std::io::Error, errno: rustix::io::Errno) -> bool {
+    rustix::io::Errno::from_io_error(e) == Some(errno)
+}
+
 fn kind_of(file_type: FileType) -> Kind {
     match file_type {
         FileType::RegularFile => Kind::File,
@@ -229,7 +233,7 @@ fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &SetMeta) -> Result<(), (&'static str
 fn apply_meta_root(root: &Root, meta: &SetMeta) -> Result<(), (&'static str, std::io::Error)> {
     let fd = root.fd().map_err(|e| ("open", e))?;
     match apply_meta_fd(fd.as_fd(), meta) {
-        Err((_, e)) if e.raw_os_error() == Some(libc::EBADF) => {}
+        Err((_, e)) if is_errno(&e, rustix::io::Errno::BADF) => {}
         r => return r,
     }
     let path = root.path();
@@ -254,7 +258,7 @@ fn lstat_at(root: &Root, rel: &[u8]) -> std::io::Result<Option<Meta>> {
         return match root.fd() {
             Ok(fd) => Ok(Some(meta_from_stat(&rustix::fs::fstat(&fd)?))),
             // Not a directory (or a dangling symlink): the caller wants to know what it is.
-            Err(e) if not_found(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e) if not_found(&e) || is_errno(&e, rustix::io::Errno::NOTDIR) => {
                 match fs::symlink_metadata(root.path()) {
                     Ok(m) => Ok(Some(meta_from_std(&m))),
                     Err(e) if not_found(&e) => Ok(None),
@@ -497,8 +501,7 @@ impl Tree for LocalTree {
     }
 
     fn can_chown(&self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        rustix::process::geteuid().is_root()
     }
 }
 

@@ -139,12 +139,20 @@ impl Root {
                     HAS_FCHMODAT2.store(YES, Ordering::Relaxed);
                     return Ok(());
                 }
-                // The kernel refuses to change a symlink's own mode; there is nothing to do.
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                // The kernel refuses to change a symlink's own mode: nothing to do. A file
+                // system that cannot chmod at all says the same, and that is an error.
+                Err(e @ rustix::io::Errno::OPNOTSUPP) => {
+                    return match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                            Ok(())
+                        }
+                        _ => Err(e.into()),
+                    };
+                }
+                Err(rustix::io::Errno::NOSYS) => {
                     HAS_FCHMODAT2.store(NO, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         // Before Linux 6.6: open the entry itself, refusing a symlink, and change the open
@@ -245,8 +253,12 @@ fn walk(root: &OwnedFd, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
 }
 
 /// `fchmodat2(dir, name, mode, AT_SYMLINK_NOFOLLOW)`: rustix has no wrapper for it yet.
-fn fchmodat2_nofollow(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
-    let name = CString::new(name).map_err(|_| invalid_path())?;
+fn fchmodat2_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    mode: u32,
+) -> Result<(), rustix::io::Errno> {
+    let name = CString::new(name).map_err(|_| rustix::io::Errno::INVAL)?;
     // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string that outlive the
     // call; the syscall reads nothing else.
     let r = unsafe {
@@ -261,7 +273,10 @@ fn fchmodat2_nofollow(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result
     if r == 0 {
         Ok(())
     } else {
-        Err(io::Error::last_os_error())
+        Err(
+            rustix::io::Errno::from_io_error(&io::Error::last_os_error())
+                .unwrap_or(rustix::io::Errno::IO),
+        )
     }
 }
 
@@ -327,7 +342,11 @@ mod tests {
         std::fs::write(t.path().join("f"), b"x").unwrap();
         for root in roots(t.path()) {
             let e = root.parent(b"f/x").map(|_| ()).unwrap_err();
-            assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+            assert_eq!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(rustix::io::Errno::NOTDIR),
+                "{e}"
+            );
         }
     }
 
