@@ -1,56 +1,71 @@
-//! `Tree` over the local file system.
+//! `Tree` over the local file system, confined to its root: nothing below the root is reached
+//! through a symlink (see [`confined`]).
+
+mod confined;
 
 use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind as IoKind;
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::path::RelPath;
 use crate::tree::{
     DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
     TreeResult,
 };
+use confined::Root;
+pub use confined::{openat2_in_use, PARENT_SYMLINK};
 
 const READ_CHUNK: usize = 256 * 1024;
 
 /// A directory on this machine.
 pub struct LocalTree {
-    root: Arc<PathBuf>,
-    /// A source read with `-L`/`--copy-unsafe-links` opens files through symlinks.
+    root: Arc<Root>,
+    /// A source read with `-L`/`--copy-unsafe-links`: paths are resolved through symlinks,
+    /// which is what the user asked for. Never a destination.
     follow_links: bool,
 }
 
 impl LocalTree {
     pub fn new(root: impl Into<PathBuf>) -> LocalTree {
         LocalTree {
-            root: Arc::new(root.into()),
+            root: Arc::new(Root::new(root.into(), true)),
             follow_links: false,
         }
     }
 
-    /// A source whose symlinks the user asked to be copied as what they point to.
+    /// The same tree, resolving paths the way kernels before Linux 5.6 (no `openat2`) and 6.6
+    /// (no `fchmodat2`) make us: only for tests of that fallback.
+    #[doc(hidden)]
+    pub fn with_legacy_syscalls(root: impl Into<PathBuf>) -> LocalTree {
+        LocalTree {
+            root: Arc::new(Root::new(root.into(), false)),
+            follow_links: false,
+        }
+    }
+
+    /// A source whose symlinks the user asked to be copied as what they point to: reads
+    /// follow symlinks in every path component. Only for sources, which are never written.
     pub fn following_links(mut self, follow: bool) -> LocalTree {
         self.follow_links = follow;
         self
     }
 
     fn full(&self, rel: &[u8]) -> PathBuf {
-        full_path(&self.root, rel)
-    }
-}
-
-fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
+        if rel.is_empty() {
+            self.root.path().to_path_buf()
+        } else {
+            self.root.path().join(OsStr::from_bytes(rel))
+        }
     }
 }
 
@@ -58,6 +73,7 @@ fn error(op: &'static str, path: &[u8], e: std::io::Error) -> TreeError {
     let kind = match e.kind() {
         IoKind::NotFound => ErrorKind::NotFound,
         IoKind::PermissionDenied => ErrorKind::PermissionDenied,
+        IoKind::Unsupported => ErrorKind::Unsupported,
         _ => ErrorKind::Other,
     };
     TreeError {
@@ -82,7 +98,43 @@ fn io_cause(e: &std::io::Error) -> String {
     }
 }
 
-pub(crate) fn meta_from_std(m: &fs::Metadata) -> Meta {
+fn is_errno(e: &std::io::Error, errno: rustix::io::Errno) -> bool {
+    rustix::io::Errno::from_io_error(e) == Some(errno)
+}
+
+fn kind_of(file_type: FileType) -> Kind {
+    match file_type {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::BlockDevice | FileType::CharacterDevice => Kind::Device,
+        FileType::Fifo | FileType::Socket => Kind::Special,
+        FileType::Unknown => Kind::Unknown,
+    }
+}
+
+// Field widths of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn meta_from_stat(st: &rustix::fs::Stat) -> Meta {
+    let kind = kind_of(FileType::from_raw_mode(st.st_mode as _));
+    Meta {
+        kind,
+        size: if kind == Kind::File || kind == Kind::Symlink {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime: st.st_mtime as i64,
+        mode: st.st_mode as u32 & 0o7777,
+        uid: Some(st.st_uid as u32),
+        gid: Some(st.st_gid as u32),
+        dev_ino: Some((st.st_dev as u64, st.st_ino as u64)),
+        nlink: st.st_nlink as u64,
+    }
+}
+
+fn meta_from_std(m: &fs::Metadata) -> Meta {
+    use std::os::unix::fs::FileTypeExt;
     let ft = m.file_type();
     let kind = if ft.is_file() {
         Kind::File
@@ -90,15 +142,12 @@ pub(crate) fn meta_from_std(m: &fs::Metadata) -> Meta {
         Kind::Dir
     } else if ft.is_symlink() {
         Kind::Symlink
+    } else if ft.is_block_device() || ft.is_char_device() {
+        Kind::Device
+    } else if ft.is_fifo() || ft.is_socket() {
+        Kind::Special
     } else {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_block_device() || ft.is_char_device() {
-            Kind::Device
-        } else if ft.is_fifo() || ft.is_socket() {
-            Kind::Special
-        } else {
-            Kind::Unknown
-        }
+        Kind::Unknown
     };
     Meta {
         kind,
@@ -122,53 +171,192 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking file system task panicked")
 }
 
-/// Sets the mtime of `path` itself, never a symlink's target, to whole seconds; atime is left
-/// alone.
-pub fn set_mtime_nofollow(path: &Path, mtime: i64) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(IoKind::InvalidInput, "path contains NUL"))?;
-    let times = [
-        libc::timespec {
+/// Only the mtime: atime is left as it is.
+fn mtime_only(mtime: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        libc::timespec {
-            tv_sec: mtime as libc::time_t,
+        last_modification: Timespec {
+            tv_sec: mtime as _,
             tv_nsec: 0,
         },
-    ];
-    // SAFETY: `c` is a valid NUL-terminated string and `times` has the two entries utimensat reads.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
-fn apply_meta(
-    path: &Path,
+/// Sets the mtime of `path` itself, never a symlink's target, to whole seconds; atime is left
+/// alone.
+pub fn set_mtime_nofollow(path: &Path, mtime: i64) -> std::io::Result<()> {
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &mtime_only(mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+/// `-1` asks chown to leave an id alone, so it cannot be applied as an id.
+fn owner_ids(meta: &SetMeta) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    (
+        meta.uid
+            .filter(|&u| u != u32::MAX)
+            .map(rustix::fs::Uid::from_raw),
+        meta.gid
+            .filter(|&g| g != u32::MAX)
+            .map(rustix::fs::Gid::from_raw),
+    )
+}
+
+/// Applies attributes to `name` in `dir` without following it if it is a symlink.
+fn apply_meta_at(
+    root: &Root,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
     kind: Kind,
     meta: &SetMeta,
 ) -> Result<(), (&'static str, std::io::Error)> {
-    if meta.uid.is_some() || meta.gid.is_some() {
+    let (uid, gid) = owner_ids(meta);
+    if uid.is_some() || gid.is_some() {
         // Ownership first: chown clears setuid/setgid bits, which chmod then restores.
-        std::os::unix::fs::lchown(path, meta.uid, meta.gid).map_err(|e| ("chown", e))?;
+        rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ("chown", e.into()))?;
     }
     if let (Some(mode), false) = (meta.mode, kind == Kind::Symlink) {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", e))?;
+        root.chmod_nofollow(dir, name, mode & 0o7777)
+            .map_err(|e| ("chmod", e))?;
     }
     if let Some(mtime) = meta.mtime {
-        set_mtime_nofollow(path, mtime).map_err(|e| ("set times of", e))?;
+        rustix::fs::utimensat(dir, name, &mtime_only(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ("set times of", e.into()))?;
     }
     Ok(())
+}
+
+/// Applies attributes to an open file or directory: no name is looked up at all.
+fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &SetMeta) -> Result<(), (&'static str, std::io::Error)> {
+    let (uid, gid) = owner_ids(meta);
+    if uid.is_some() || gid.is_some() {
+        rustix::fs::fchown(fd, uid, gid).map_err(|e| ("chown", e.into()))?;
+    }
+    if let Some(mode) = meta.mode {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| ("chmod", e.into()))?;
+    }
+    if let Some(mtime) = meta.mtime {
+        rustix::fs::futimens(fd, &mtime_only(mtime)).map_err(|e| ("set times of", e.into()))?;
+    }
+    Ok(())
+}
+
+/// The root's own attributes. Its descriptor is used when it could be opened for reading; a
+/// root we may only search is changed by the path the user gave.
+fn apply_meta_root(root: &Root, meta: &SetMeta) -> Result<(), (&'static str, std::io::Error)> {
+    let fd = root.fd().map_err(|e| ("open", e))?;
+    match apply_meta_fd(fd.as_fd(), meta) {
+        Err((_, e)) if is_errno(&e, rustix::io::Errno::BADF) => {}
+        r => return r,
+    }
+    let path = root.path();
+    let (uid, gid) = owner_ids(meta);
+    if uid.is_some() || gid.is_some() {
+        rustix::fs::chown(path, uid, gid).map_err(|e| ("chown", e.into()))?;
+    }
+    if let Some(mode) = meta.mode {
+        rustix::fs::chmod(path, Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| ("chmod", e.into()))?;
+    }
+    if let Some(mtime) = meta.mtime {
+        rustix::fs::utimensat(rustix::fs::CWD, path, &mtime_only(mtime), AtFlags::empty())
+            .map_err(|e| ("set times of", e.into()))?;
+    }
+    Ok(())
+}
+
+fn lstat_at(root: &Root, rel: &[u8]) -> std::io::Result<Option<Meta>> {
+    let not_found = |e: &std::io::Error| e.kind() == IoKind::NotFound;
+    if rel.is_empty() {
+        return match root.fd() {
+            Ok(fd) => Ok(Some(meta_from_stat(&rustix::fs::fstat(&fd)?))),
+            // Not a directory (or a dangling symlink): the caller wants to know what it is.
+            Err(e) if not_found(&e) || is_errno(&e, rustix::io::Errno::NOTDIR) => {
+                match fs::symlink_metadata(root.path()) {
+                    Ok(m) => Ok(Some(meta_from_std(&m))),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let (dir, name) = match root.parent(rel) {
+        Ok(p) => p,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(meta_from_stat(&st))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_dir_at(root: &Root, rel: &RelPath) -> TreeResult<Vec<DirEntry>> {
+    let dir = root
+        .open_dir(rel, OFlags::RDONLY)
+        .map_err(|e| error("opendir", rel, e))?;
+    let mut listing = rustix::fs::Dir::new(dir).map_err(|e| error("opendir", rel, e.into()))?;
+    let mut names = Vec::new();
+    while let Some(entry) = listing.read() {
+        let entry = entry.map_err(|e| error("readdir", rel, e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    // Each entry is looked up in the directory just listed, not by its path again.
+    let dir = listing.fd().map_err(|e| error("readdir", rel, e.into()))?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let meta = match rustix::fs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => meta_from_stat(&st),
+            // Vanished between readdir and stat: as if it never was there.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(error("lstat", &crate::path::join(rel, &name), e.into())),
+        };
+        out.push(DirEntry { name, meta });
+    }
+    Ok(out)
+}
+
+/// A listing through whatever symlinks lead to `full` (a source read with `-L`).
+fn read_dir_following(full: &Path, rel: &RelPath) -> TreeResult<Vec<DirEntry>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(full).map_err(|e| error("opendir", rel, e))? {
+        let entry = entry.map_err(|e| error("readdir", rel, e))?;
+        let name = entry.file_name().into_encoded_bytes();
+        let meta = match entry.metadata() {
+            Ok(m) => meta_from_std(&m),
+            // Vanished between readdir and stat: as if it never was there.
+            Err(e) if e.kind() == IoKind::NotFound => continue,
+            Err(e) => return Err(error("lstat", &crate::path::join(rel, &name), e)),
+        };
+        out.push(DirEntry { name, meta });
+    }
+    Ok(out)
+}
+
+/// Opens a regular file below the root for reading, never through a symlink.
+fn open_read_at(root: &Root, rel: &[u8]) -> std::io::Result<fs::File> {
+    let (dir, name) = root.parent(rel)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(fs::File::from(fd))
 }
 
 #[async_trait]
@@ -178,7 +366,7 @@ impl Tree for LocalTree {
     }
 
     fn describe(&self) -> String {
-        let s = self.root.display().to_string();
+        let s = self.root.path().display().to_string();
         match s.trim_end_matches('/') {
             "" => s,
             t => t.to_string(),
@@ -186,14 +374,18 @@ impl Tree for LocalTree {
     }
 
     async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
-        blocking(move || match fs::symlink_metadata(&full) {
-            Ok(m) => Ok(Some(meta_from_std(&m))),
-            Err(e) if e.kind() == IoKind::NotFound => Ok(None),
-            Err(e) => Err(error("lstat", &rel, e)),
-        })
-        .await
+        if self.follow_links {
+            let full = self.full(path);
+            return blocking(move || match fs::symlink_metadata(&full) {
+                Ok(m) => Ok(Some(meta_from_std(&m))),
+                Err(e) if e.kind() == IoKind::NotFound => Ok(None),
+                Err(e) => Err(error("lstat", &rel, e)),
+            })
+            .await;
+        }
+        blocking(move || lstat_at(&root, &rel).map_err(|e| error("lstat", &rel, e))).await
     }
 
     async fn stat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
@@ -208,34 +400,32 @@ impl Tree for LocalTree {
     }
 
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
-        blocking(move || {
-            let mut out = Vec::new();
-            let rd = fs::read_dir(&full).map_err(|e| error("opendir", &rel, e))?;
-            for entry in rd {
-                let entry = entry.map_err(|e| error("readdir", &rel, e))?;
-                let name = entry.file_name().as_bytes().to_vec();
-                let meta = match entry.metadata() {
-                    Ok(m) => meta_from_std(&m),
-                    // Vanished between readdir and stat: as if it never was there.
-                    Err(e) if e.kind() == IoKind::NotFound => continue,
-                    Err(e) => return Err(error("lstat", &crate::path::join(&rel, &name), e)),
-                };
-                out.push(DirEntry { name, meta });
-            }
-            Ok(out)
-        })
-        .await
+        if self.follow_links {
+            let full = self.full(path);
+            return blocking(move || read_dir_following(&full, &rel)).await;
+        }
+        blocking(move || read_dir_at(&root, &rel)).await
     }
 
     async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
+        if self.follow_links {
+            let full = self.full(path);
+            return blocking(move || {
+                fs::read_link(&full)
+                    .map(|t| t.into_os_string().into_encoded_bytes())
+                    .map_err(|e| error("readlink", &rel, e))
+            })
+            .await;
+        }
         blocking(move || {
-            fs::read_link(&full)
-                .map(|t| t.as_os_str().as_bytes().to_vec())
-                .map_err(|e| error("readlink", &rel, e))
+            let (dir, name) = root.parent(&rel).map_err(|e| error("readlink", &rel, e))?;
+            rustix::fs::readlinkat(&dir, name, Vec::new())
+                .map(|t| t.into_bytes())
+                .map_err(|e| error("readlink", &rel, e.into()))
         })
         .await
     }
@@ -245,20 +435,17 @@ impl Tree for LocalTree {
         path: &RelPath,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
-        let nofollow = if self.follow_links {
-            0
-        } else {
-            libc::O_NOFOLLOW
-        };
+        let (follow, full) = (self.follow_links, self.full(path));
         // One trip to the blocking pool opens the file and, for a small one, reads all of it.
         blocking(move || {
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(nofollow)
-                .open(full)
-                .map_err(|e| error("open", &rel, e))?;
+            let file = if follow {
+                fs::File::open(&full)
+            } else {
+                open_read_at(&root, &rel)
+            }
+            .map_err(|e| error("open", &rel, e))?;
             let mut reader = LocalReader {
                 file: Arc::new(file),
                 path: rel,
@@ -283,7 +470,7 @@ impl Tree for LocalTree {
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileWriter>> {
         let mut writer = LocalWriter {
-            full: self.full(path),
+            root: self.root.clone(),
             path: path.clone(),
             mode,
             file: None,
@@ -293,71 +480,106 @@ impl Tree for LocalTree {
         // A small file is created, written, stamped and synced in one trip to the blocking
         // pool at `finish`; a big one is created now and written as it comes.
         if expected_size > WRITE_BUFFER as u64 {
-            let (full, rel) = (writer.full.clone(), writer.path.clone());
-            writer.file = Some(blocking(move || create_new(&full, mode, &rel)).await?);
+            let (root, rel) = (writer.root.clone(), writer.path.clone());
+            writer.file = Some(blocking(move || create_new(&root, mode, &rel)).await?);
         }
         Ok(Box::new(writer))
     }
 
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
         blocking(move || {
-            fs::DirBuilder::new()
-                .mode(mode & 0o7777)
-                .create(&full)
-                .map_err(|e| error("mkdir", &rel, e))
+            if rel.is_empty() {
+                // The destination itself, where the user named it.
+                return fs::DirBuilder::new()
+                    .mode(mode & 0o7777)
+                    .create(root.path())
+                    .map_err(|e| error("mkdir", &rel, e));
+            }
+            let (dir, name) = root.parent(&rel).map_err(|e| error("mkdir", &rel, e))?;
+            rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| error("mkdir", &rel, e.into()))
         })
         .await
     }
 
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
         let target = target.to_vec();
         blocking(move || {
-            std::os::unix::fs::symlink(OsStr::from_bytes(&target), &full)
-                .map_err(|e| error("symlink", &rel, e))
+            let (dir, name) = root.parent(&rel).map_err(|e| error("symlink", &rel, e))?;
+            rustix::fs::symlinkat(&target[..], &dir, name)
+                .map_err(|e| error("symlink", &rel, e.into()))
         })
         .await
     }
 
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()> {
-        let from = self.full(existing);
-        let to = self.full(new);
-        let rel = new.clone();
-        blocking(move || fs::hard_link(&from, &to).map_err(|e| error("link", &rel, e))).await
+        let root = self.root.clone();
+        let (from, to) = (existing.clone(), new.clone());
+        blocking(move || {
+            let (from_dir, from_name) = root.parent(&from).map_err(|e| error("link", &to, e))?;
+            let (to_dir, to_name) = root.parent(&to).map_err(|e| error("link", &to, e))?;
+            // No AT_SYMLINK_FOLLOW: a symlink is linked itself, never its target.
+            rustix::fs::linkat(&from_dir, from_name, &to_dir, to_name, AtFlags::empty())
+                .map_err(|e| error("link", &to, e.into()))
+        })
+        .await
     }
 
     async fn remove_file(&self, path: &RelPath) -> TreeResult<()> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
-        blocking(move || fs::remove_file(&full).map_err(|e| error("unlink", &rel, e))).await
+        blocking(move || {
+            let (dir, name) = root.parent(&rel).map_err(|e| error("unlink", &rel, e))?;
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+                .map_err(|e| error("unlink", &rel, e.into()))
+        })
+        .await
     }
 
     async fn remove_dir(&self, path: &RelPath) -> TreeResult<()> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
-        blocking(move || fs::remove_dir(&full).map_err(|e| error("rmdir", &rel, e))).await
+        blocking(move || {
+            let (dir, name) = root.parent(&rel).map_err(|e| error("rmdir", &rel, e))?;
+            rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)
+                .map_err(|e| error("rmdir", &rel, e.into()))
+        })
+        .await
     }
 
     async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
-        let a = self.full(from);
-        let b = self.full(to);
-        let rel = to.clone();
-        blocking(move || fs::rename(&a, &b).map_err(|e| error("rename", &rel, e))).await
+        let root = self.root.clone();
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || {
+            let (from_dir, from_name) = root.parent(&from).map_err(|e| error("rename", &to, e))?;
+            let (to_dir, to_name) = root.parent(&to).map_err(|e| error("rename", &to, e))?;
+            rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name)
+                .map_err(|e| error("rename", &to, e.into()))
+        })
+        .await
     }
 
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()> {
-        let full = self.full(path);
+        let root = self.root.clone();
         let rel = path.clone();
         let meta = meta.clone();
-        blocking(move || apply_meta(&full, kind, &meta).map_err(|(op, e)| error(op, &rel, e))).await
+        blocking(move || {
+            if rel.is_empty() {
+                return apply_meta_root(&root, &meta).map_err(|(op, e)| error(op, &rel, e));
+            }
+            let (dir, name) = root.parent(&rel).map_err(|e| error("open", &rel, e))?;
+            apply_meta_at(&root, dir.as_fd(), name, kind, &meta)
+                .map_err(|(op, e)| error(op, &rel, e))
+        })
+        .await
     }
 
     fn can_chown(&self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        rustix::process::geteuid().is_root()
     }
 
     async fn create_file_based_on(
@@ -439,15 +661,17 @@ impl FileReader for LocalReader {
 /// What a writer keeps in memory before it has to go to the file.
 const WRITE_BUFFER: usize = 1 << 20;
 
-fn create_new(full: &Path, mode: u32, rel: &RelPath) -> TreeResult<Arc<fs::File>> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode & 0o777)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(full)
-        .map(Arc::new)
-        .map_err(|e| error("create", rel, e))
+/// Creates `rel`, which must not exist: O_EXCL also refuses a symlink in its place.
+fn create_new(root: &Root, mode: u32, rel: &RelPath) -> TreeResult<Arc<fs::File>> {
+    let (dir, name) = root.parent(rel).map_err(|e| error("create", rel, e))?;
+    let fd: OwnedFd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode & 0o777),
+    )
+    .map_err(|e| error("create", rel, e.into()))?;
+    Ok(Arc::new(fs::File::from(fd)))
 }
 
 fn write_all(file: &fs::File, chunks: &[Bytes], rel: &RelPath) -> TreeResult<()> {
@@ -459,7 +683,7 @@ fn write_all(file: &fs::File, chunks: &[Bytes], rel: &RelPath) -> TreeResult<()>
 }
 
 struct LocalWriter {
-    full: PathBuf,
+    root: Arc<Root>,
     path: RelPath,
     mode: u32,
     /// `None` until the file has to exist: small files are created at `finish`.
@@ -478,8 +702,8 @@ impl FileWriter for LocalWriter {
         }
         let chunks = std::mem::take(&mut self.buffered);
         self.buffered_len = 0;
-        let (full, rel, mode, file) = (
-            self.full.clone(),
+        let (root, rel, mode, file) = (
+            self.root.clone(),
             self.path.clone(),
             self.mode,
             self.file.clone(),
@@ -487,7 +711,7 @@ impl FileWriter for LocalWriter {
         let file = blocking(move || {
             let file = match file {
                 Some(f) => f,
-                None => create_new(&full, mode, &rel)?,
+                None => create_new(&root, mode, &rel)?,
             };
             write_all(&file, &chunks, &rel)?;
             Ok(file)
@@ -499,7 +723,7 @@ impl FileWriter for LocalWriter {
 
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         let LocalWriter {
-            full,
+            root,
             path,
             mode,
             file,
@@ -510,10 +734,12 @@ impl FileWriter for LocalWriter {
         blocking(move || {
             let file = match file {
                 Some(f) => f,
-                None => create_new(&full, mode, &path)?,
+                None => create_new(&root, mode, &path)?,
             };
             write_all(&file, &buffered, &path)?;
-            apply_meta(&full, Kind::File, &meta).map_err(|(op, e)| error(op, &path, e))?;
+            // The open file itself: whatever happens to its name meanwhile, nothing else is
+            // changed.
+            apply_meta_fd(file.as_fd(), &meta).map_err(|(op, e)| error(op, &path, e))?;
             file.sync_all().map_err(|e| error("fsync", &path, e))
         })
         .await

@@ -4,6 +4,8 @@
 //! The tests of one concern live in a module of their own beside this file; the helpers here
 //! are visible to them.
 
+mod confinement;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
