@@ -72,6 +72,8 @@ pub struct CliArgs {
     pub rsh: Option<OsString>,
     /// Ours, not rsync's: run this local sftp-server binary over pipes instead of ssh.
     pub sftp_server: Option<PathBuf>,
+    /// Ours: keep no delta index (`--no-index`): changed files are sent whole.
+    pub no_index: bool,
     /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
     pub require_atomic_replace: bool,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
@@ -139,6 +141,7 @@ impl Default for CliArgs {
             rsh: None,
             sftp_server: None,
             require_atomic_replace: false,
+            no_index: false,
             channels: None,
             modify_window: None,
             timeout: None,
@@ -680,6 +683,8 @@ static OPTIONS: &[Spec] = &[
         s.args.rsh = Some(v);
         Ok(())
     }),
+    flag("no-index", None, |s| s.args.no_index = true),
+    flag("index", None, |s| s.args.no_index = false),
     flag("require-atomic-replace", None, |s| {
         s.args.require_atomic_replace = true
     }),
@@ -1288,6 +1293,8 @@ Filtering (in command-line order, the first matching rule wins):
 Transfer and connection:
  -n, --dry-run              show what would happen, change nothing
      --partial              keep partly transferred files to resume later
+     --no-index             keep no record of what was sent, so changed files
+                            are sent whole next time (see README: delta)
      --require-atomic-replace
                             where the server lacks posix-rename, fail rather
                             than replace files by remove + rename

@@ -18,8 +18,8 @@ use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
 use sftp_client::{split_command, ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
-    ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, ServerQuirks, SftpTree,
-    SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex, ServerQuirks,
+    SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
 use output::{TerminalReporter, Verbosity};
@@ -147,6 +147,10 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,
+        // As rsync: whole files between local paths, deltas to and from a server.
+        whole_file: cli
+            .whole_file
+            .unwrap_or(cli.direction() == args::Direction::Local),
         size_only: cli.size_only,
         update: cli.update,
         ignore_existing: cli.ignore_existing,
@@ -190,6 +194,54 @@ impl Connection {
         drop(connector);
         totals
     }
+}
+
+/// The delta index in the user's state directory. Trouble with it costs speed, not
+/// correctness: it is reported and the run goes on without it.
+fn open_index(reporter: &TerminalReporter) -> Option<Arc<sync_index::Index>> {
+    let warn = |m: String| sync_engine::Reporter::warning(reporter, &m);
+    let Some(path) = sync_index::Index::default_path() else {
+        warn("no state directory (neither XDG_STATE_HOME nor HOME is set): changed files are sent whole".into());
+        return None;
+    };
+    match sync_index::Index::open(&path) {
+        Ok((index, opened)) => {
+            if let sync_index::Opened::Rebuilt { damaged } = opened {
+                warn(format!(
+                    "the delta index {} was damaged; it was moved to {} and a new one started",
+                    path.display(),
+                    damaged.display()
+                ));
+            }
+            Some(Arc::new(index))
+        }
+        Err(e) => {
+            warn(format!("{e}; changed files are sent whole"));
+            None
+        }
+    }
+}
+
+/// Names the server in the delta index: the remote shell command and login as given, or the
+/// local sftp-server program. Entries are used only when the file's size and mtime still
+/// match, so a name shared by two servers costs a whole-file send, never wrong data.
+fn server_identity(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> String {
+    if let Some(server) = &cli.sftp_server {
+        return format!("sftp-server {}", server.display());
+    }
+    let rsh = cli
+        .rsh
+        .clone()
+        .or_else(|| std::env::var_os("RSYNC_RSH"))
+        .unwrap_or_else(|| OsString::from("ssh"));
+    let mut id = String::from_utf8_lossy(rsh.as_bytes()).into_owned();
+    id.push(' ');
+    if let Some(u) = user {
+        id.push_str(&String::from_utf8_lossy(u));
+        id.push('@');
+    }
+    id.push_str(&String::from_utf8_lossy(host));
+    id
 }
 
 /// Connects to the server named in the remote operands: one channel now, the others opened
@@ -332,6 +384,8 @@ enum Attempt {
 /// Everything an attempt needs that stays the same across reconnects.
 struct Plan<'a> {
     cli: &'a CliArgs,
+    /// The delta index, when the destination is remote and one could be opened.
+    index: Option<Arc<sync_index::Index>>,
     opts: SyncOptions,
     dest_loc: Location,
     remote: Option<(Option<Vec<u8>>, Vec<u8>)>,
@@ -390,7 +444,14 @@ async fn run(cli: CliArgs) -> ExitCode {
         connect_timeout: cli.contimeout.map(|s| Duration::from_secs(s.into())),
         ..ClientConfig::default()
     };
+    let index = match (&dest_loc, &remote) {
+        (Location::Remote { .. }, Some(_)) if !cli.no_index && !cli.dry_run => {
+            open_index(&*reporter)
+        }
+        _ => None,
+    };
     let plan = Plan {
+        index,
         cli: &cli,
         opts,
         dest_loc,
@@ -578,6 +639,7 @@ async fn attempt(
     // directory (and has no trailing slash) means "copy to this name".
     let dest_path = location_path(dest_loc);
     let mut dest_file_name = None;
+    let mut dest_dir = dest_path.clone();
     let mut dest_tree = make_tree(dest_loc, &dest_path);
     if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
         if let SourceContent::Named(name) = &sources[0].content {
@@ -598,6 +660,7 @@ async fn attempt(
                 let (dir, content) = split_source(&dest_path);
                 if let SourceContent::Named(dest_name) = content {
                     dest_tree = make_tree(dest_loc, &dir);
+                    dest_dir = dir;
                     dest_file_name = Some(dest_name);
                 }
             }
@@ -615,11 +678,20 @@ async fn attempt(
         }
     }
 
+    let index = match (&plan.index, remote) {
+        (Some(index), Some((user, host))) => Some(Arc::new(RemoteIndex::new(
+            index.clone(),
+            server_identity(cli, user.as_deref(), host),
+            &dest_dir,
+        ))),
+        _ => None,
+    };
     let job = SyncJob {
         sources,
         dest: dest_tree.clone(),
         dest_file_name,
         tasks_per_lane: TASKS_PER_CHANNEL,
+        index,
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);

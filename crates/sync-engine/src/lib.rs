@@ -3,6 +3,7 @@
 //! The engine never prints or exits: what happens is told to a [`Reporter`], and how the run
 //! went comes back as a [`SyncOutcome`].
 
+pub mod delta_index;
 pub mod filter;
 pub mod local;
 pub mod mtime;
@@ -15,6 +16,7 @@ mod task;
 pub mod tree;
 pub mod validate;
 
+pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
 pub use local::LocalTree;
 pub use options::{DeleteWhen, SyncOptions};

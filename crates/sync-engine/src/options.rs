@@ -40,6 +40,8 @@ pub struct SyncOptions {
     pub ignore_errors: bool,
     pub max_delete: Option<u64>,
     pub checksum: bool,
+    /// `-W`: never send a delta, always the whole file.
+    pub whole_file: bool,
     pub size_only: bool,
     pub update: bool,
     pub ignore_existing: bool,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
+use crate::delta_index::RemoteIndex;
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
@@ -43,6 +44,9 @@ pub struct SyncJob {
     /// (`Tree::lanes`); each keeps its own requests in flight, so this is what hides round
     /// trips.
     pub tasks_per_lane: usize,
+    /// What earlier runs wrote to a remote destination, for delta transfer; `None` sends
+    /// changed files whole.
+    pub index: Option<Arc<RemoteIndex>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -318,7 +322,11 @@ struct Run<'a> {
 pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> SyncOutcome {
     let mut run = Run {
         job,
-        sh: Arc::new(Shared::new(opts.clone(), job.dest.clone())),
+        sh: Arc::new(Shared::new(
+            opts.clone(),
+            job.dest.clone(),
+            job.index.clone(),
+        )),
         reporter,
         outcome: SyncOutcome::default(),
         tasks: JoinSet::new(),
@@ -338,6 +346,9 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         run.outcome.fatal = Some(e);
     }
     run.print_held(usize::MAX);
+    if let Some(w) = job.index.as_ref().and_then(|ix| ix.flush()) {
+        reporter.warning(&w);
+    }
     // Whatever is still running after a fatal error can only fail; stop it.
     run.tasks.abort_all();
     run.outcome

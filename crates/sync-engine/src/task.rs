@@ -7,30 +7,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use delta::{DeltaEncoder, Op, Signature, SignatureBuilder};
 use tokio::sync::watch;
 
+use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
 use crate::path::{
     display_path, file_name, invalid_name_reason, join, parent, unsafe_symlink, RelPath,
 };
 use crate::report::{Item, Stats, UpdateType};
-use crate::tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};
+use crate::tree::{ErrorKind, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 
 /// What every task needs, shared by the whole run.
 pub(crate) struct Shared {
     pub opts: SyncOptions,
     pub dest: Arc<dyn Tree>,
+    pub index: Option<Arc<RemoteIndex>>,
     pub umask: u32,
     temp_counter: AtomicU64,
     deletions: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(opts: SyncOptions, dest: Arc<dyn Tree>) -> Shared {
+    pub fn new(opts: SyncOptions, dest: Arc<dyn Tree>, index: Option<Arc<RemoteIndex>>) -> Shared {
         Shared {
             opts,
             dest,
+            index,
             umask: process_umask().unwrap_or(0o022),
             temp_counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
@@ -298,6 +303,11 @@ impl Worker {
                 if let Err(e) = r {
                     return self.fail(e);
                 }
+                if meta.kind == Kind::File {
+                    if let Some(ix) = self.sh.index.clone() {
+                        self.report.warnings.extend(ix.removed(&path));
+                    }
+                }
             }
             let stats = &mut self.report.stats;
             stats.deleted_files += 1;
@@ -501,13 +511,16 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
-        match self.copy_file(&src, &dest_path, &meta).await {
-            Ok(CopyResult::Done(bytes)) => {
+        let base = self.delta_base(&dest_path, existing_file);
+        match self.copy_file(&src, &dest_path, &meta, base).await {
+            Ok(CopyResult::Done(copied)) => {
+                self.remember(&dest_path, &meta, &copied);
                 let stats = &mut self.report.stats;
                 stats.transferred_files += 1;
-                stats.transferred_size += bytes;
-                stats.literal_data += bytes;
-                item.transferred = bytes;
+                stats.transferred_size += copied.len;
+                stats.literal_data += copied.literal;
+                stats.matched_data += copied.matched;
+                item.transferred = copied.literal;
                 item.elapsed = Some(started.elapsed());
                 self.item(item);
                 Ok(())
@@ -600,11 +613,44 @@ impl Worker {
         join(parent(dest_path), &t)
     }
 
+    /// The old version's signature, when the destination still holds exactly what an earlier
+    /// run wrote there and can build the new version from ranges of it.
+    fn delta_base(&self, dest_path: &RelPath, existing: Option<&Meta>) -> Option<Signature> {
+        let ix = self.sh.index.as_ref()?;
+        let now = existing?;
+        if self.sh.opts.whole_file || now.size < DELTA_MIN_SIZE || !self.dest().copies_ranges() {
+            return None;
+        }
+        ix.base_signature(dest_path, now)
+    }
+
+    /// Keeps what was written in the index, for the next run's delta. Only with the mtime
+    /// set by us: without it, the next run could not tell the file is still ours.
+    fn remember(&mut self, dest_path: &RelPath, meta: &SetMeta, copied: &Copied) {
+        let Some(ix) = self.sh.index.clone() else {
+            return;
+        };
+        let warning = match (meta.mtime, copied.hash) {
+            (Some(mtime), Some(hash)) => ix.written(
+                dest_path,
+                sync_index::Entry {
+                    size: copied.len,
+                    mtime: self.dest().stored_mtime(mtime),
+                    file_hash: hash,
+                    signature: copied.signature.clone().unwrap_or_default(),
+                },
+            ),
+            _ => ix.removed(dest_path),
+        };
+        self.report.warnings.extend(warning);
+    }
+
     async fn copy_file(
         &mut self,
         src: &SourceEntry,
         dest_path: &RelPath,
         meta: &SetMeta,
+        base: Option<Signature>,
     ) -> Result<CopyResult, CopyError> {
         let mut reader = match src.tree.open_read(&src.path, src.meta.size).await {
             Ok(r) => r,
@@ -617,22 +663,43 @@ impl Worker {
         // still ends with the right modes. Nobody gains access early: the finished file has
         // the same bits.
         let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
-        let mut writer = match self
-            .dest()
-            .create_file(&temp, create_mode, src.meta.size)
-            .await
-        {
+        let mut base = base;
+        let mut created = Err(None);
+        if base.is_some() {
+            created = self
+                .dest()
+                .create_file_based_on(&temp, create_mode, dest_path)
+                .await
+                .map_err(Some);
+            // The old version could not be opened after all: send the whole file.
+            if matches!(&created, Err(Some(e)) if e.kind != ErrorKind::Connection) {
+                base = None;
+            }
+        }
+        if base.is_none() {
+            created = self
+                .dest()
+                .create_file(&temp, create_mode, src.meta.size)
+                .await
+                .map_err(Some);
+        }
+        let created = created.map_err(|e| e.expect("a create was tried"));
+        let mut writer = match created {
             Ok(w) => w,
             Err(e) => {
                 let _ = reader.close().await;
                 return Err(CopyError::Dest(e).naming(&temp, dest_path));
             }
         };
-        let mut done: u64 = 0;
+        let mut shaper = Shaper::new(self.sh.index.is_some(), src.meta.size, base.as_ref());
         let copied: Result<(), CopyError> = async {
             while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
-                done += chunk.len() as u64;
-                writer.write(chunk).await.map_err(CopyError::Dest)?;
+                for step in shaper.take(chunk) {
+                    step.send(&mut *writer).await.map_err(CopyError::Dest)?;
+                }
+            }
+            for step in shaper.end() {
+                step.send(&mut *writer).await.map_err(CopyError::Dest)?;
             }
             Ok(())
         }
@@ -653,7 +720,7 @@ impl Worker {
             }
         };
         match result {
-            Ok(()) => Ok(CopyResult::Done(done)),
+            Ok(()) => Ok(CopyResult::Done(shaper.finish())),
             Err(e) => {
                 // The old file is untouched; only our temp goes, unless the destination can
                 // no longer be reached (the CLI clears such temps on the next connection).
@@ -668,8 +735,125 @@ impl Worker {
 }
 
 enum CopyResult {
-    Done(u64),
+    Done(Copied),
     Vanished,
+}
+
+/// What one copy wrote.
+struct Copied {
+    len: u64,
+    /// Bytes sent; the rest were copied from the old version on the destination.
+    literal: u64,
+    matched: u64,
+    /// BLAKE3 of the new contents and their block signature, for the index.
+    hash: Option<[u8; 32]>,
+    signature: Option<Vec<u8>>,
+}
+
+/// One thing to do to the file being written.
+enum Step {
+    Write(Bytes),
+    Copy { from_offset: u64, len: u64 },
+}
+
+impl Step {
+    async fn send(self, writer: &mut dyn FileWriter) -> TreeResult<()> {
+        match self {
+            Step::Write(data) => writer.write(data).await,
+            Step::Copy { from_offset, len } => writer.copy_from_base(from_offset, len).await,
+        }
+    }
+}
+
+/// Turns the source's bytes into steps: as they are, or, against the old version's
+/// signature, into ranges to copy and literals; and on the way hashes and signs them for
+/// the index.
+struct Shaper<'s> {
+    encoder: Option<DeltaEncoder<'s>>,
+    hasher: Option<blake3::Hasher>,
+    signer: Option<SignatureBuilder>,
+    len: u64,
+    literal: u64,
+    matched: u64,
+}
+
+impl<'s> Shaper<'s> {
+    fn new(indexed: bool, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
+        let signer = (indexed && size >= DELTA_MIN_SIZE)
+            .then(|| SignatureBuilder::new(delta::block_size_for(size)).ok())
+            .flatten();
+        Shaper {
+            encoder: base.map(DeltaEncoder::new),
+            hasher: indexed.then(blake3::Hasher::new),
+            signer,
+            len: 0,
+            literal: 0,
+            matched: 0,
+        }
+    }
+
+    fn take(&mut self, chunk: Bytes) -> Vec<Step> {
+        self.len += chunk.len() as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&chunk);
+        }
+        if let Some(s) = &mut self.signer {
+            s.update(&chunk);
+        }
+        match &mut self.encoder {
+            None => {
+                self.literal += chunk.len() as u64;
+                vec![Step::Write(chunk)]
+            }
+            Some(encoder) => {
+                let mut steps = Vec::new();
+                let _ = encoder.feed(&chunk, &mut |op| {
+                    steps.push(op);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                self.steps(steps)
+            }
+        }
+    }
+
+    fn end(&mut self) -> Vec<Step> {
+        match self.encoder.take() {
+            None => Vec::new(),
+            Some(encoder) => {
+                let mut steps = Vec::new();
+                let _ = encoder.finish(&mut |op| {
+                    steps.push(op);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                self.steps(steps)
+            }
+        }
+    }
+
+    fn steps(&mut self, ops: Vec<Op>) -> Vec<Step> {
+        ops.into_iter()
+            .map(|op| match op {
+                Op::Copy { from_offset, len } => {
+                    self.matched += len;
+                    Step::Copy { from_offset, len }
+                }
+                Op::Literal(data) => {
+                    self.literal += data.len() as u64;
+                    Step::Write(Bytes::from(data))
+                }
+            })
+            .collect()
+    }
+
+    fn finish(self) -> Copied {
+        Copied {
+            len: self.len,
+            literal: self.literal,
+            matched: self.matched,
+            hash: self.hasher.map(|h| *h.finalize().as_bytes()),
+            signature: self.signer.map(|s| s.finish().to_bytes()),
+        }
+    }
 }
 
 enum CopyError {

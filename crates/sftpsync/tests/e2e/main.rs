@@ -16,6 +16,7 @@ use testkit::{
 };
 
 mod deletes;
+mod delta;
 mod errors;
 mod faults;
 mod hostile;
@@ -24,11 +25,24 @@ mod metadata;
 mod quirks;
 
 fn sftpsync(args: &[&str]) -> Output {
+    sftpsync_with_state(args, shared_state_dir())
+}
+
+/// Runs sftpsync with its delta index under `state` rather than the user's home.
+fn sftpsync_with_state(args: &[&str], state: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sftpsync"))
         .args(args)
+        .env("XDG_STATE_HOME", state)
         .stdin(Stdio::null())
         .output()
         .expect("run sftpsync")
+}
+
+/// One state directory for the tests that do not look at the index themselves.
+fn shared_state_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("state dir"))
+        .path()
 }
 
 fn ok(out: &Output) -> String {

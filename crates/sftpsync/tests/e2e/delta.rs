@@ -1,0 +1,222 @@
+//! Delta transfer on push: a changed file is rebuilt on the server from ranges of its old
+//! version (copy-data) plus what changed, using the index of what the last run wrote; and
+//! every fallback sends the whole file and still gets it right.
+
+use super::*;
+
+const SIZE: usize = 4 << 20;
+
+/// Pseudo-random bytes that do not compress or repeat.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `name: N bytes` from `--stats` output, with rsync's digit grouping removed.
+fn stat(out: &str, name: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {out}"));
+    line[name.len()..]
+        .trim_start_matches(':')
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+/// Bytes sent on the wire, from the summary line.
+fn sent(out: &str) -> u64 {
+    let line = out.lines().find(|l| l.starts_with("sent ")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    state: std::path::PathBuf,
+    server: String,
+}
+
+fn setup(server_args: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), noise(SIZE, 1)).unwrap();
+    std::fs::write(src.join("small"), b"small file").unwrap();
+    let wrapper = tmp.path().join("server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} {server_args} \"$@\"\n",
+            testkit::sftp_server_path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Setup {
+        src,
+        dst: tmp.path().join("dst"),
+        state: tmp.path().join("state"),
+        server: wrapper.to_str().unwrap().to_string(),
+        _tmp: tmp,
+    }
+}
+
+impl Setup {
+    fn push(&self, extra: &[&str]) -> String {
+        let (s, d) = (slash(&self.src), format!("localhost:{}", slash(&self.dst)));
+        let mut args = vec!["-a", "--stats", "--sftp-server", &self.server];
+        args.extend_from_slice(extra);
+        args.push(&s);
+        args.push(&d);
+        let out = sftpsync_with_state(&args, &self.state);
+        let text = ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        text + &err
+    }
+
+    /// Inserts a byte at the start of `big` and rewrites 4 KiB in its middle.
+    fn edit_big(&self) {
+        let mut data = std::fs::read(self.src.join("big")).unwrap();
+        data.insert(0, b'!');
+        let mid = data.len() / 2;
+        data[mid..mid + 4096].copy_from_slice(&noise(4096, 9));
+        std::fs::write(self.src.join("big"), data).unwrap();
+    }
+}
+
+#[test]
+fn changed_file_is_rebuilt_from_its_old_version() {
+    let s = setup("");
+    let first = s.push(&[]);
+    assert_eq!(stat(&first, "Matched data"), 0);
+    assert!(stat(&first, "Literal data") >= SIZE as u64, "{first}");
+
+    s.edit_big();
+    let second = s.push(&[]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    let literal = stat(&second, "Literal data");
+    let matched = stat(&second, "Matched data");
+    assert!(literal < 64 * 1024, "literal {literal}: {second}");
+    assert!(
+        matched > SIZE as u64 - 64 * 1024,
+        "matched {matched}: {second}"
+    );
+    assert!(
+        sent(&second) < 256 * 1024,
+        "sent {}: {second}",
+        sent(&second)
+    );
+
+    // The index now describes the new version: another edit is a delta again.
+    s.edit_big();
+    let third = s.push(&[]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert!(stat(&third, "Literal data") < 64 * 1024, "{third}");
+}
+
+#[test]
+fn whole_file_and_no_index_send_everything() {
+    let s = setup("");
+    s.push(&[]);
+    s.edit_big();
+    let whole = s.push(&["-W"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(stat(&whole, "Matched data"), 0, "{whole}");
+
+    // -W kept the index current, so a delta works again; --no-index ignores it.
+    s.edit_big();
+    let no_index = s.push(&["--no-index"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(stat(&no_index, "Matched data"), 0, "{no_index}");
+}
+
+/// The remote file changed behind our back (same size, other mtime): the index entry is
+/// stale and must not be used.
+#[test]
+fn stale_index_entry_sends_the_whole_file() {
+    let s = setup("");
+    s.push(&[]);
+    // Someone else rewrites the remote copy: other contents, same size, a new mtime.
+    std::fs::write(s.dst.join("big"), noise(SIZE, 77)).unwrap();
+    testkit::set_mtime_nofollow(&s.dst.join("big"), 1_000_000_000).unwrap();
+    s.edit_big();
+    let out = s.push(&[]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+}
+
+#[test]
+fn damaged_index_is_rebuilt_and_the_file_sent_whole() {
+    let s = setup("");
+    s.push(&[]);
+    let index = s.state.join("sftpsync/index.sqlite");
+    assert!(index.is_file());
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", index.display()));
+    }
+    std::fs::write(&index, b"garbage, not an index").unwrap();
+    s.edit_big();
+    let out = s.push(&[]);
+    assert!(out.contains("was damaged"), "{out}");
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+    // The new index serves the next run.
+    s.edit_big();
+    let next = s.push(&[]);
+    assert!(stat(&next, "Matched data") > 0, "{next}");
+    assert_trees_match_checksum(&s.src, &s.dst);
+}
+
+#[test]
+fn server_without_copy_data_gets_whole_files() {
+    let s = setup("-P copy-data");
+    s.push(&[]);
+    s.edit_big();
+    let out = s.push(&[]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+}
+
+/// The same through the real chrooted sshd, where the index is keyed by the ssh login.
+#[test]
+fn delta_push_through_sshd() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), noise(SIZE, 3)).unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("delta");
+    let state = tmp.path().join("state");
+    let run = || {
+        let ssh = server.ssh_command();
+        let dest = server.remote_spec(&format!("{remote}/"));
+        let out = sftpsync_with_state(&["-a", "--stats", "-e", &ssh, &slash(&src), &dest], &state);
+        ok(&out)
+    };
+    run();
+    let mut data = std::fs::read(src.join("big")).unwrap();
+    data.splice(1000..1000, b"inserted".iter().copied());
+    std::fs::write(src.join("big"), data).unwrap();
+    let out = run();
+    assert_trees_match_checksum(&src, &local);
+    assert!(stat(&out, "Literal data") < 64 * 1024, "{out}");
+}
