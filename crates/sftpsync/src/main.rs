@@ -446,7 +446,7 @@ async fn run(cli: CliArgs) -> ExitCode {
     };
     let index = match (&dest_loc, &remote) {
         (Location::Remote { .. }, Some(_)) if !cli.no_index && !cli.dry_run => {
-            open_index(&*reporter)
+            open_index(&reporter)
         }
         _ => None,
     };
