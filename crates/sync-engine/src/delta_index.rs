@@ -60,6 +60,12 @@ impl RemoteIndex {
         (sig.file_len() == now.size).then_some(sig)
     }
 
+    /// The whole-file hash of what is at `path`, on the same terms as `base_signature`.
+    pub fn content_hash(&self, path: &RelPath, now: &Meta) -> Option<[u8; 32]> {
+        let entry = self.index.get(&self.server, &self.key(path)).ok()??;
+        (entry.size == now.size && entry.mtime == now.mtime).then_some(entry.file_hash)
+    }
+
     /// Records what was just written. Returns a warning the first time the index cannot be
     /// written.
     pub fn written(&self, path: &RelPath, entry: Entry) -> Option<String> {

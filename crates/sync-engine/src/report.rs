@@ -164,6 +164,10 @@ pub struct Stats {
     pub transferred_size: u64,
     pub literal_data: u64,
     pub matched_data: u64,
+    /// `--checksum` on a remote destination: hashes taken from the delta index, and files
+    /// read back from the server to hash them.
+    pub checksums_from_index: u64,
+    pub checksums_read_remotely: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -187,6 +191,8 @@ impl std::ops::AddAssign for Stats {
         self.transferred_size += o.transferred_size;
         self.literal_data += o.literal_data;
         self.matched_data += o.matched_data;
+        self.checksums_from_index += o.checksums_from_index;
+        self.checksums_read_remotely += o.checksums_read_remotely;
     }
 }
 

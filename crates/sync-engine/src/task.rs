@@ -431,7 +431,7 @@ impl Worker {
             } else if opts.size_only || !times_kept {
                 false
             } else if opts.checksum {
-                match self.same_content(&src, &dest_path).await? {
+                match self.same_content(&src, &dest_path, d).await? {
                     Some(same) => {
                         item.checksum = !same;
                         !same
@@ -579,6 +579,7 @@ impl Worker {
         &mut self,
         src: &SourceEntry,
         dest_path: &RelPath,
+        dest_now: &Meta,
     ) -> Result<Option<bool>, Fatal> {
         let a = match hash_file(&*src.tree, &src.path).await {
             Ok(h) => h,
@@ -591,12 +592,29 @@ impl Worker {
                 return Ok(None);
             }
         };
-        let b = match hash_file(self.dest(), dest_path).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.fail(e)?;
-                return Ok(None);
+        // What sftpsync itself wrote there, unchanged since: no need to read it back.
+        let indexed = self
+            .sh
+            .index
+            .as_ref()
+            .and_then(|ix| ix.content_hash(dest_path, dest_now));
+        let b = match indexed {
+            Some(h) => {
+                self.report.stats.checksums_from_index += 1;
+                h
             }
+            None => match hash_file(self.dest(), dest_path).await {
+                Ok(h) => {
+                    if self.dest().side() == Side::Remote {
+                        self.report.stats.checksums_read_remotely += 1;
+                    }
+                    h
+                }
+                Err(e) => {
+                    self.fail(e)?;
+                    return Ok(None);
+                }
+            },
         };
         Ok(Some(a == b))
     }
