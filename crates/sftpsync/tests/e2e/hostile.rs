@@ -145,6 +145,24 @@ fn hostile_server_tells_the_truth_in_plain_scenario() {
     assert!(!a.dst.join("extraneous").exists(), "a clean run deletes");
 }
 
+/// rsync's code 24: a file listed and then gone when it is opened is a warning, not an
+/// error, and the rest (deletions included) goes on.
+#[test]
+fn file_vanished_before_transfer_exits_24() {
+    let a = arena();
+    let out = hostile_pull("vanish", &a);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(24), "{stderr}");
+    assert!(stderr.contains("file has vanished: \"gone\""), "{stderr}");
+    assert!(stderr.contains("(code 24)"), "{stderr}");
+    assert!(!a.dst.join("gone").exists());
+    assert_eq!(std::fs::read(a.dst.join("ok")).unwrap(), b"fine\n");
+    assert!(
+        !a.dst.join("extraneous").exists(),
+        "a vanished file blocks no deletion"
+    );
+}
+
 #[test]
 fn hostile_control_bytes_in_names_are_printed_escaped() {
     let a = arena();

@@ -58,6 +58,8 @@ enum Scenario {
     Setuid,
     /// `epoch` with mtime 0 and `end` with mtime u32::MAX, the ends of what SFTP v3 carries.
     EdgeTimes,
+    /// `gone` is listed but no longer there when it is opened: it vanished mid-run.
+    Vanish,
 }
 
 impl Scenario {
@@ -80,6 +82,7 @@ impl Scenario {
             "endless" => Scenario::Endless,
             "setuid" => Scenario::Setuid,
             "edge-times" => Scenario::EdgeTimes,
+            "vanish" => Scenario::Vanish,
             other => {
                 eprintln!("hostile-sftp-server: unknown HOSTILE_SCENARIO {other:?}");
                 std::process::exit(2);
@@ -287,6 +290,7 @@ impl Fs {
                 fs.file(b"/src/data", b"data\n");
                 root.push(listed(b"data", file_attrs(5)));
             }
+            Scenario::Vanish => root.push(listed(b"gone", file_attrs(5))),
             _ => {}
         }
         fs.listing(b"/src", vec![root]);
