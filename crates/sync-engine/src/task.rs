@@ -738,7 +738,7 @@ impl Worker {
             }
         };
         match result {
-            Ok(()) => Ok(CopyResult::Done(shaper.finish())),
+            Ok(()) => Ok(CopyResult::Done(shaper.finish().await)),
             Err(e) => {
                 // The old file is untouched; only our temp goes, unless the destination can
                 // no longer be reached (the CLI clears such temps on the next connection).
@@ -788,8 +788,7 @@ impl Step {
 /// the index.
 struct Shaper<'s> {
     encoder: Option<DeltaEncoder<'s>>,
-    hasher: Option<blake3::Hasher>,
-    signer: Option<SignatureBuilder>,
+    digest: Option<Digest>,
     len: u64,
     literal: u64,
     matched: u64,
@@ -797,13 +796,9 @@ struct Shaper<'s> {
 
 impl<'s> Shaper<'s> {
     fn new(indexed: bool, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
-        let signer = (indexed && size >= DELTA_MIN_SIZE)
-            .then(|| SignatureBuilder::new(delta::block_size_for(size)).ok())
-            .flatten();
         Shaper {
             encoder: base.map(DeltaEncoder::new),
-            hasher: indexed.then(blake3::Hasher::new),
-            signer,
+            digest: indexed.then(|| Digest::new(size)),
             len: 0,
             literal: 0,
             matched: 0,
@@ -812,11 +807,8 @@ impl<'s> Shaper<'s> {
 
     fn take(&mut self, chunk: Bytes) -> Vec<Step> {
         self.len += chunk.len() as u64;
-        if let Some(h) = &mut self.hasher {
-            h.update(&chunk);
-        }
-        if let Some(s) = &mut self.signer {
-            s.update(&chunk);
+        if let Some(d) = &mut self.digest {
+            d.update(&chunk);
         }
         match &mut self.encoder {
             None => {
@@ -863,13 +855,103 @@ impl<'s> Shaper<'s> {
             .collect()
     }
 
-    fn finish(self) -> Copied {
+    async fn finish(self) -> Copied {
+        let (hash, signature) = match self.digest {
+            Some(d) => {
+                let (h, s) = d.finish().await;
+                (Some(h), s)
+            }
+            None => (None, None),
+        };
         Copied {
             len: self.len,
             literal: self.literal,
             matched: self.matched,
-            hash: self.hasher.map(|h| *h.finalize().as_bytes()),
-            signature: self.signer.map(|s| s.finish().to_bytes()),
+            hash,
+            signature,
+        }
+    }
+}
+
+/// Files at least this big are hashed and signed on a thread of their own, beside the
+/// matcher and the writes: for a 1 GiB file the two hashes are seconds of CPU.
+const BACKGROUND_DIGEST_MIN: u64 = 16 << 20;
+
+/// The whole-file hash and block signature the index keeps of a file being written.
+struct Hashes {
+    hasher: blake3::Hasher,
+    signer: Option<SignatureBuilder>,
+}
+
+impl Hashes {
+    fn new(size: u64) -> Hashes {
+        Hashes {
+            hasher: blake3::Hasher::new(),
+            signer: (size >= DELTA_MIN_SIZE)
+                .then(|| SignatureBuilder::new(delta::block_size_for(size)).ok())
+                .flatten(),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        if let Some(s) = &mut self.signer {
+            s.update(data);
+        }
+    }
+
+    fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+        (
+            *self.hasher.finalize().as_bytes(),
+            self.signer.map(|s| s.finish().to_bytes()),
+        )
+    }
+}
+
+enum Digest {
+    Inline(Box<Hashes>),
+    Background {
+        chunks: std::sync::mpsc::SyncSender<Bytes>,
+        done: std::thread::JoinHandle<([u8; 32], Option<Vec<u8>>)>,
+    },
+}
+
+impl Digest {
+    fn new(size: u64) -> Digest {
+        let hashes = Hashes::new(size);
+        if size < BACKGROUND_DIGEST_MIN {
+            return Digest::Inline(Box::new(hashes));
+        }
+        let (chunks, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let done = std::thread::spawn(move || {
+            let mut hashes = hashes;
+            for chunk in rx {
+                hashes.update(&chunk);
+            }
+            hashes.finish()
+        });
+        Digest::Background { chunks, done }
+    }
+
+    fn update(&mut self, chunk: &Bytes) {
+        match self {
+            Digest::Inline(h) => h.update(chunk),
+            Digest::Background { chunks, .. } => {
+                // The thread only ends when `chunks` is dropped.
+                let _ = chunks.send(chunk.clone());
+            }
+        }
+    }
+
+    async fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+        match self {
+            Digest::Inline(h) => h.finish(),
+            Digest::Background { chunks, done } => {
+                drop(chunks);
+                tokio::task::spawn_blocking(move || done.join().expect("digest thread"))
+                    .await
+                    .expect("digest thread")
+            }
         }
     }
 }
