@@ -74,6 +74,8 @@ pub struct CliArgs {
     pub sftp_server: Option<PathBuf>,
     /// Ours: keep no delta index (`--no-index`): changed files are sent whole.
     pub no_index: bool,
+    /// Ours: `-c` believes the index's hash of what was written (`--trust-index`).
+    pub trust_index: bool,
     /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
     pub require_atomic_replace: bool,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
@@ -142,6 +144,7 @@ impl Default for CliArgs {
             sftp_server: None,
             require_atomic_replace: false,
             no_index: false,
+            trust_index: false,
             channels: None,
             modify_window: None,
             timeout: None,
@@ -684,7 +687,8 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("no-index", None, |s| s.args.no_index = true),
-    flag("index", None, |s| s.args.no_index = false),
+    flag("trust-index", None, |s| s.args.trust_index = true),
+    flag("no-trust-index", None, |s| s.args.trust_index = false),
     flag("require-atomic-replace", None, |s| {
         s.args.require_atomic_replace = true
     }),
@@ -1292,9 +1296,12 @@ Filtering (in command-line order, the first matching rule wins):
 
 Transfer and connection:
  -n, --dry-run              show what would happen, change nothing
-     --partial              keep partly transferred files to resume later
+     --partial              keep an interrupted file as .NAME.partial and go on
+                            from it next time
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
+     --trust-index          with -c, take a hash from the index, not the server,
+                            for files sftpsync wrote and nobody has touched
      --require-atomic-replace
                             where the server lacks posix-rename, fail rather
                             than replace files by remove + rename

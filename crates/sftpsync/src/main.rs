@@ -147,6 +147,8 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,
+        partial: cli.partial,
+        trust_index: cli.trust_index,
         // As rsync: whole files between local paths, deltas to and from a server.
         whole_file: cli
             .whole_file
@@ -416,12 +418,6 @@ async fn run(cli: CliArgs) -> ExitCode {
         return fail(exit::SYNTAX);
     }
 
-    if cli.partial && !cli.quiet {
-        eprintln!(
-            "sftpsync: --partial is not supported yet: an interrupted file is discarded and \
-             sent again in full next time"
-        );
-    }
     let verbosity = Verbosity {
         verbose: cli.verbose,
         quiet: cli.quiet,
@@ -667,8 +663,11 @@ async fn attempt(
         }
     }
     let dest_tree: Arc<dyn Tree> = Arc::new(TrackingTree::new(dest_tree, plan.temps.clone()));
-    // What a cut attempt left behind goes first, now that the destination is reachable.
-    plan.temps.clear(&*dest_tree).await;
+    // What a cut attempt left behind goes first, now that the destination is reachable;
+    // with --partial it is kept, to go on from.
+    if !cli.partial {
+        plan.temps.clear(&*dest_tree).await;
+    }
     if cli.verbose > 0 && !cli.quiet && !*announced {
         *announced = true;
         if cli.direction() == args::Direction::Pull {
@@ -696,7 +695,7 @@ async fn attempt(
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);
     let lost = connection.as_ref().and_then(|c| session_loss(&c.pool));
-    if outcome.fatal.is_some() {
+    if outcome.fatal.is_some() && !cli.partial {
         // A local destination can be cleaned up now; a remote one waits for the next
         // connection (or, with no retries left, keeps them: see TempLog).
         plan.temps.clear(&*dest_tree).await;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sync_engine::path::RelPath;
 use sync_engine::tree::{DirEntry, FileReader, FileWriter, TreeResult};
 use sync_engine::{Kind, Meta, SetMeta, Side, Tree};
@@ -118,6 +119,16 @@ impl Tree for TrackingTree {
     }
     fn copies_ranges(&self) -> bool {
         self.inner.copies_ranges()
+    }
+    async fn reopen_for_append(
+        &self,
+        path: &RelPath,
+        offset: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        self.inner.reopen_for_append(path, offset).await
+    }
+    async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
+        self.inner.read_range(path, offset, len).await
     }
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
         self.inner.mkdir(path, mode).await

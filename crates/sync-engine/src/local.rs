@@ -486,6 +486,62 @@ impl Tree for LocalTree {
         Ok(Box::new(writer))
     }
 
+    async fn reopen_for_append(
+        &self,
+        path: &RelPath,
+        offset: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        let (root, rel) = (self.root.clone(), path.clone());
+        let file = blocking(move || {
+            let (dir, name) = root.parent(&rel).map_err(|e| error("open", &rel, e))?;
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| error("open", &rel, e.into()))?;
+            let file = fs::File::from(fd);
+            file.set_len(offset)
+                .map_err(|e| error("truncate", &rel, e))?;
+            use std::io::Seek;
+            (&file)
+                .seek(std::io::SeekFrom::Start(offset))
+                .map_err(|e| error("seek", &rel, e))?;
+            Ok::<_, TreeError>(Arc::new(file))
+        })
+        .await?;
+        Ok(Box::new(LocalWriter {
+            root: self.root.clone(),
+            path: path.clone(),
+            mode: 0o600,
+            file: Some(file),
+            buffered: Vec::new(),
+            buffered_len: 0,
+        }))
+    }
+
+    async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
+        let (root, rel) = (self.root.clone(), path.clone());
+        blocking(move || {
+            let file = open_read_at(&root, &rel).map_err(|e| error("open", &rel, e))?;
+            let mut buf = vec![0u8; len as usize];
+            let mut filled = 0;
+            while filled < buf.len() {
+                use std::os::unix::fs::FileExt;
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == IoKind::Interrupted => {}
+                    Err(e) => return Err(error("read", &rel, e)),
+                }
+            }
+            buf.truncate(filled);
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
         let root = self.root.clone();
         let rel = path.clone();

@@ -40,6 +40,12 @@ pub struct SyncOptions {
     pub ignore_errors: bool,
     pub max_delete: Option<u64>,
     pub checksum: bool,
+    /// `--partial`: an interrupted file is kept under `.NAME.partial` and the next run goes on
+    /// from where it stopped.
+    pub partial: bool,
+    /// `--trust-index` (ours): `-c` takes a remote file's hash from the delta index when its
+    /// size and mtime are still what was written, instead of reading the file back.
+    pub trust_index: bool,
     /// `-W`: never send a delta, always the whole file.
     pub whole_file: bool,
     pub size_only: bool,

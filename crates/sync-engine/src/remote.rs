@@ -545,6 +545,66 @@ impl Tree for SftpTree {
         self.pool.first().extensions().copy_data
     }
 
+    async fn reopen_for_append(
+        &self,
+        path: &RelPath,
+        offset: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let client = self.client();
+        let handle = client
+            .open(&full, OpenFlags::WRITE, &Attrs::default())
+            .await
+            .map_err(|e| sftp_error("open", path, e))?;
+        // Whatever lies past the verified part goes, so the file ends up exactly as written.
+        let cut = Attrs {
+            size: Some(offset),
+            ..Default::default()
+        };
+        if let Err(e) = client.fsetstat(&handle, &cut).await {
+            let _ = client.close(&handle).await;
+            return Err(sftp_error("truncate", path, e));
+        }
+        let write_size = client.write_size() as usize;
+        Ok(Box::new(SftpWriter {
+            home: client.clone(),
+            handles: vec![WriteHandle::new(client, handle)],
+            path: path.clone(),
+            full,
+            write_size,
+            pending: BytesMut::new(),
+            offset,
+            writes_sent: 0,
+            quirks: self.quirks.clone(),
+            server: self.describe.clone(),
+            warnings: self.warnings.clone(),
+            base: None,
+        }))
+    }
+
+    async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
+        let client = self.client();
+        let handle = client
+            .open(&self.full(path), OpenFlags::READ, &Attrs::default())
+            .await
+            .map_err(|e| sftp_error("open", path, e))?;
+        let mut out = BytesMut::new();
+        let result = async {
+            while out.len() < len as usize {
+                let want = (len as usize - out.len()).min(client.read_size() as usize) as u32;
+                match client.read(&handle, offset + out.len() as u64, want).await {
+                    Ok(Some(data)) if !data.is_empty() => out.extend_from_slice(&data),
+                    Ok(_) => break,
+                    Err(e) => return Err(sftp_error("read", path, e)),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = client.send(&Request::Close { handle: &handle.0 }, 0).await;
+        result.map(|()| out.freeze())
+    }
+
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()> {
         let attrs = Attrs {
             permissions: Some(mode & 0o7777),

@@ -1047,10 +1047,16 @@ impl<'a> Run<'a> {
         if dest_entries.is_empty() {
             return;
         }
-        let wanted: HashSet<&[u8]> = children.iter().map(|c| c.name.as_slice()).collect();
+        let mut wanted: HashSet<Vec<u8>> = children.iter().map(|c| c.name.clone()).collect();
+        if self.opts().partial {
+            // A kept partial of a file still in the source is what the next copy resumes.
+            for c in children {
+                wanted.insert([&b"."[..], &c.name, b".partial"].concat());
+            }
+        }
         let mut extra: Vec<Child> = dest_entries
             .iter()
-            .filter(|(name, _)| !wanted.contains(name.as_slice()))
+            .filter(|(name, _)| !wanted.contains(*name))
             .map(|(name, meta)| Child {
                 name: name.clone(),
                 meta: meta.clone(),

@@ -592,11 +592,13 @@ impl Worker {
                 return Ok(None);
             }
         };
-        // What sftpsync itself wrote there, unchanged since: no need to read it back.
+        // What sftpsync itself wrote there, unchanged since, if the user trusts that: a
+        // change that kept size and mtime is then not seen, which is what -c is for.
         let indexed = self
             .sh
             .index
             .as_ref()
+            .filter(|_| self.sh.opts.trust_index)
             .and_then(|ix| ix.content_hash(dest_path, dest_now));
         let b = match indexed {
             Some(h) => {
@@ -617,6 +619,42 @@ impl Worker {
             },
         };
         Ok(Some(a == b))
+    }
+
+    /// Where `--partial` keeps a file being written: a fixed name, so the next run finds it.
+    fn partial_name(dest_path: &[u8]) -> RelPath {
+        let name = file_name(dest_path);
+        let keep = &name[..name.len().min(200)];
+        let mut t = Vec::with_capacity(keep.len() + 10);
+        t.push(b'.');
+        t.extend_from_slice(keep);
+        t.extend_from_slice(b".partial");
+        join(parent(dest_path), &t)
+    }
+
+    /// How much of a kept partial file can be trusted: its size, if its last bytes (up to
+    /// 64 KiB) equal the source's at the same place. A partial that does not fit is removed.
+    async fn resumable(&self, src: &SourceEntry, partial: &RelPath) -> Option<u64> {
+        const TAIL: u64 = 64 * 1024;
+        let meta = self.dest().lstat(partial).await.ok()??;
+        if meta.kind != Kind::File {
+            return None;
+        }
+        let fits = meta.size > 0 && meta.size <= src.meta.size && {
+            let n = meta.size.min(TAIL);
+            let at = meta.size - n;
+            let (kept, ours) = futures::join!(
+                self.dest().read_range(partial, at, n as u32),
+                src.tree.read_range(&src.path, at, n as u32)
+            );
+            matches!((kept, ours), (Ok(a), Ok(b)) if a == b && a.len() as u64 == n)
+        };
+        if fits {
+            Some(meta.size)
+        } else {
+            let _ = self.dest().remove_file(partial).await;
+            None
+        }
     }
 
     fn temp_name(&self, dest_path: &[u8]) -> RelPath {
@@ -675,7 +713,16 @@ impl Worker {
             Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
             Err(e) => return Err(CopyError::Source(e)),
         };
-        let temp = self.temp_name(dest_path);
+        let partial = self.sh.opts.partial;
+        let (temp, resume_at) = if partial {
+            let temp = Self::partial_name(dest_path);
+            let at = self.resumable(src, &temp).await;
+            (temp, at)
+        } else {
+            (self.temp_name(dest_path), None)
+        };
+        // A resumed file is not also a delta: its start is already there.
+        let base = if resume_at.is_some() { None } else { base };
         // Created with the final permission bits, never the special ones, and always writable
         // by us: a server that ignores SETSTAT but honours the mode given at creation then
         // still ends with the right modes. Nobody gains access early: the finished file has
@@ -683,6 +730,9 @@ impl Worker {
         let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
         let mut base = base;
         let mut created = Err(None);
+        if let Some(at) = resume_at {
+            created = self.dest().reopen_for_append(&temp, at).await.map_err(Some);
+        }
         if base.is_some() {
             created = self
                 .dest()
@@ -694,10 +744,13 @@ impl Worker {
                 base = None;
             }
         }
-        if base.is_none() {
+        if base.is_none() && resume_at.is_none() {
+            // A partial must be a clean prefix if cut: one channel writes it, in order (the
+            // size is what spreads a file over channels).
+            let spread_size = if partial { 0 } else { src.meta.size };
             created = self
                 .dest()
-                .create_file(&temp, create_mode, src.meta.size)
+                .create_file(&temp, create_mode, spread_size)
                 .await
                 .map_err(Some);
         }
@@ -710,6 +763,7 @@ impl Worker {
             }
         };
         let mut shaper = Shaper::new(self.sh.index.is_some(), src.meta.size, base.as_ref());
+        shaper.skip = resume_at.unwrap_or(0);
         let copied: Result<(), CopyError> = async {
             while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
                 for step in shaper.take(chunk) {
@@ -741,9 +795,10 @@ impl Worker {
             Ok(()) => Ok(CopyResult::Done(shaper.finish().await)),
             Err(e) => {
                 // The old file is untouched; only our temp goes, unless the destination can
-                // no longer be reached (the CLI clears such temps on the next connection).
+                // no longer be reached (the CLI clears such temps on the next connection),
+                // or it is a partial to resume from next time.
                 let dest_lost = matches!(&e, CopyError::Dest(d) if d.kind == ErrorKind::Connection);
-                if !dest_lost {
+                if !dest_lost && !partial {
                     let _ = self.dest().remove_file(&temp).await;
                 }
                 Err(e.naming(&temp, dest_path))
@@ -789,6 +844,8 @@ impl Step {
 struct Shaper<'s> {
     encoder: Option<DeltaEncoder<'s>>,
     digest: Option<Digest>,
+    /// Bytes at the start that a resumed partial already holds: hashed, not sent.
+    skip: u64,
     len: u64,
     literal: u64,
     matched: u64,
@@ -799,6 +856,7 @@ impl<'s> Shaper<'s> {
         Shaper {
             encoder: base.map(DeltaEncoder::new),
             digest: indexed.then(|| Digest::new(size)),
+            skip: 0,
             len: 0,
             literal: 0,
             matched: 0,
@@ -809,6 +867,16 @@ impl<'s> Shaper<'s> {
         self.len += chunk.len() as u64;
         if let Some(d) = &mut self.digest {
             d.update(&chunk);
+        }
+        let mut chunk = chunk;
+        if self.skip > 0 {
+            let n = self.skip.min(chunk.len() as u64);
+            self.skip -= n;
+            self.matched += n;
+            chunk = chunk.slice(n as usize..);
+            if chunk.is_empty() {
+                return Vec::new();
+            }
         }
         match &mut self.encoder {
             None => {

@@ -143,6 +143,15 @@ pub trait Tree: Send + Sync {
     ) -> TreeResult<Box<dyn FileWriter>>;
     /// Whether `create_file_based_on` works (over SFTP: the copy-data extension).
     fn copies_ranges(&self) -> bool;
+    /// Opens an existing file (a kept partial transfer) to go on writing it at `offset`;
+    /// anything past `offset` is cut off.
+    async fn reopen_for_append(
+        &self,
+        path: &RelPath,
+        offset: u64,
+    ) -> TreeResult<Box<dyn FileWriter>>;
+    /// Up to `len` bytes of a file from `offset`: fewer only at its end.
+    async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes>;
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
     async fn symlink(&self, path: &RelPath, target: &[u8]) -> TreeResult<()>;
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;

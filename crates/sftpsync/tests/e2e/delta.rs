@@ -221,13 +221,16 @@ fn delta_push_through_sshd() {
     assert!(stat(&out, "Literal data") < 64 * 1024, "{out}");
 }
 
-/// `-c` compares against the hash the index keeps of what was written, instead of reading
-/// the file back from the server; without the index it reads, and `--stats` says which.
+/// `-c --trust-index` compares against the hash the index keeps of what was written,
+/// instead of reading the file back from the server; plain `-c` reads, as rsync's does, and
+/// `--stats` says which.
 #[test]
 fn checksum_uses_the_index_instead_of_reading_the_server() {
     let s = setup("");
     s.push(&[]);
-    let indexed = s.push(&["-c"]);
+    let plain = s.push(&["-c"]);
+    assert_eq!(stat(&plain, "Checksums read from the server"), 2, "{plain}");
+    let indexed = s.push(&["-c", "--trust-index"]);
     assert_eq!(
         stat(&indexed, "Checksums from the delta index"),
         2,
@@ -243,14 +246,14 @@ fn checksum_uses_the_index_instead_of_reading_the_server() {
         "{indexed}"
     );
 
-    let read = s.push(&["-c", "--no-index"]);
+    let read = s.push(&["-c", "--trust-index", "--no-index"]);
     assert_eq!(stat(&read, "Checksums read from the server"), 2, "{read}");
     assert!(stat(&read, "Total bytes received") > SIZE as u64, "{read}");
 
     // A file changed behind our back (later, so its mtime moved) is read, not trusted.
     std::fs::write(s.dst.join("small"), b"other file").unwrap();
     testkit::set_mtime_nofollow(&s.dst.join("small"), 2_000_000_000).unwrap();
-    let out = s.push(&["-c", "-i"]);
+    let out = s.push(&["-c", "--trust-index", "-i"]);
     assert_eq!(stat(&out, "Checksums read from the server"), 1, "{out}");
     assert!(out.contains("small"), "{out}");
     assert_trees_match_checksum(&s.src, &s.dst);

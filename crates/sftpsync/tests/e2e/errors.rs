@@ -166,7 +166,7 @@ fn unreadable_local_file_fails_only_itself() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_sftpsync"))
-        .args(["-r", "--sftp-server"])
+        .args(["-r", "--no-index", "--sftp-server"])
         .arg(testkit::sftp_server_path())
         .arg(slash(&src))
         .arg(format!("localhost:{}", slash(&dst)))

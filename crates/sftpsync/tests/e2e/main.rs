@@ -23,6 +23,7 @@ mod hostile;
 mod links;
 mod metadata;
 mod quirks;
+mod resume;
 
 fn sftpsync(args: &[&str]) -> Output {
     sftpsync_with_state(args, shared_state_dir())
