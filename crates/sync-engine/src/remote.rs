@@ -205,6 +205,33 @@ impl SftpTree {
         }
     }
 
+    /// A writer for `path` through `handles` (the first is where it was opened), starting at
+    /// `offset`; `base` is the old version open for copy-data.
+    fn writer(
+        &self,
+        path: &RelPath,
+        full: Vec<u8>,
+        handles: Vec<WriteHandle>,
+        offset: u64,
+        base: Option<Handle>,
+    ) -> Box<dyn FileWriter> {
+        let home = handles[0].client.clone();
+        Box::new(SftpWriter {
+            write_size: home.write_size() as usize,
+            home,
+            handles,
+            path: path.clone(),
+            full,
+            pending: BytesMut::new(),
+            offset,
+            writes_sent: 0,
+            quirks: self.quirks.clone(),
+            server: self.describe.clone(),
+            warnings: self.warnings.clone(),
+            base,
+        })
+    }
+
     /// Whether a refused SETSTAT was the server refusing the request itself rather than this
     /// file's permissions: a SETSTAT that changes nothing is refused only then.
     async fn refuses_every_setstat(&self, full: &[u8]) -> bool {
@@ -470,22 +497,7 @@ impl Tree for SftpTree {
                 .into_iter()
                 .filter_map(Result::ok),
         );
-        let write_size = handles[0].client.write_size() as usize;
-        let home = handles[0].client.clone();
-        Ok(Box::new(SftpWriter {
-            home,
-            handles,
-            path: path.clone(),
-            full,
-            write_size,
-            pending: BytesMut::new(),
-            offset: 0,
-            writes_sent: 0,
-            quirks: self.quirks.clone(),
-            server: self.describe.clone(),
-            warnings: self.warnings.clone(),
-            base: None,
-        }))
+        Ok(self.writer(path, full, handles, 0, None))
     }
 
     async fn create_file_based_on(
@@ -524,21 +536,8 @@ impl Tree for SftpTree {
                 return Err(sftp_error("create", path, e));
             }
         };
-        let write_size = client.write_size() as usize;
-        Ok(Box::new(SftpWriter {
-            home: client.clone(),
-            handles: vec![WriteHandle::new(client, handle)],
-            path: path.clone(),
-            full,
-            write_size,
-            pending: BytesMut::new(),
-            offset: 0,
-            writes_sent: 0,
-            quirks: self.quirks.clone(),
-            server: self.describe.clone(),
-            warnings: self.warnings.clone(),
-            base: Some(base_handle),
-        }))
+        let handles = vec![WriteHandle::new(client, handle)];
+        Ok(self.writer(path, full, handles, 0, Some(base_handle)))
     }
 
     fn copies_ranges(&self) -> bool {
@@ -565,21 +564,8 @@ impl Tree for SftpTree {
             let _ = client.close(&handle).await;
             return Err(sftp_error("truncate", path, e));
         }
-        let write_size = client.write_size() as usize;
-        Ok(Box::new(SftpWriter {
-            home: client.clone(),
-            handles: vec![WriteHandle::new(client, handle)],
-            path: path.clone(),
-            full,
-            write_size,
-            pending: BytesMut::new(),
-            offset,
-            writes_sent: 0,
-            quirks: self.quirks.clone(),
-            server: self.describe.clone(),
-            warnings: self.warnings.clone(),
-            base: None,
-        }))
+        let handles = vec![WriteHandle::new(client, handle)];
+        Ok(self.writer(path, full, handles, offset, None))
     }
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {

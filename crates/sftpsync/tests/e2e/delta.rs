@@ -19,22 +19,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// `name: N bytes` from `--stats` output, with rsync's digit grouping removed.
-fn stat(out: &str, name: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name} in {out}"));
-    line[name.len()..]
-        .trim_start_matches(':')
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .replace(',', "")
-        .parse()
-        .unwrap()
-}
-
 /// Bytes sent on the wire, from the summary line.
 fn sent(out: &str) -> u64 {
     let line = out.lines().find(|l| l.starts_with("sent ")).unwrap();
@@ -60,21 +44,13 @@ fn setup(server_args: &str) -> Setup {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big"), noise(SIZE, 1)).unwrap();
     std::fs::write(src.join("small"), b"small file").unwrap();
-    let wrapper = tmp.path().join("server");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} {server_args} \"$@\"\n",
-            testkit::sftp_server_path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = format!("{} {server_args}", testkit::sftp_server_path().display());
+    let server = server_script(tmp.path(), "server", &command);
     Setup {
         src,
         dst: tmp.path().join("dst"),
         state: tmp.path().join("state"),
-        server: wrapper.to_str().unwrap().to_string(),
+        server,
         _tmp: tmp,
     }
 }
@@ -106,14 +82,17 @@ impl Setup {
 fn changed_file_is_rebuilt_from_its_old_version() {
     let s = setup("");
     let first = s.push(&[]);
-    assert_eq!(stat(&first, "Matched data"), 0);
-    assert!(stat(&first, "Literal data") >= SIZE as u64, "{first}");
+    assert_eq!(stats_value(&first, "Matched data"), 0);
+    assert!(
+        stats_value(&first, "Literal data") >= SIZE as u64,
+        "{first}"
+    );
 
     s.edit_big();
     let second = s.push(&[]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    let literal = stat(&second, "Literal data");
-    let matched = stat(&second, "Matched data");
+    let literal = stats_value(&second, "Literal data");
+    let matched = stats_value(&second, "Matched data");
     assert!(literal < 64 * 1024, "literal {literal}: {second}");
     assert!(
         matched > SIZE as u64 - 64 * 1024,
@@ -129,7 +108,7 @@ fn changed_file_is_rebuilt_from_its_old_version() {
     s.edit_big();
     let third = s.push(&[]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert!(stat(&third, "Literal data") < 64 * 1024, "{third}");
+    assert!(stats_value(&third, "Literal data") < 64 * 1024, "{third}");
 }
 
 #[test]
@@ -139,13 +118,13 @@ fn whole_file_and_no_index_send_everything() {
     s.edit_big();
     let whole = s.push(&["-W"]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert_eq!(stat(&whole, "Matched data"), 0, "{whole}");
+    assert_eq!(stats_value(&whole, "Matched data"), 0, "{whole}");
 
     // -W kept the index current, so a delta works again; --no-index ignores it.
     s.edit_big();
     let no_index = s.push(&["--no-index"]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert_eq!(stat(&no_index, "Matched data"), 0, "{no_index}");
+    assert_eq!(stats_value(&no_index, "Matched data"), 0, "{no_index}");
 }
 
 /// The remote file changed behind our back (same size, other mtime): the index entry is
@@ -160,7 +139,7 @@ fn stale_index_entry_sends_the_whole_file() {
     s.edit_big();
     let out = s.push(&[]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+    assert_eq!(stats_value(&out, "Matched data"), 0, "{out}");
 }
 
 #[test]
@@ -177,11 +156,11 @@ fn damaged_index_is_rebuilt_and_the_file_sent_whole() {
     let out = s.push(&[]);
     assert!(out.contains("was damaged"), "{out}");
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+    assert_eq!(stats_value(&out, "Matched data"), 0, "{out}");
     // The new index serves the next run.
     s.edit_big();
     let next = s.push(&[]);
-    assert!(stat(&next, "Matched data") > 0, "{next}");
+    assert!(stats_value(&next, "Matched data") > 0, "{next}");
     assert_trees_match_checksum(&s.src, &s.dst);
 }
 
@@ -192,7 +171,7 @@ fn server_without_copy_data_gets_whole_files() {
     s.edit_big();
     let out = s.push(&[]);
     assert_trees_match_checksum(&s.src, &s.dst);
-    assert_eq!(stat(&out, "Matched data"), 0, "{out}");
+    assert_eq!(stats_value(&out, "Matched data"), 0, "{out}");
 }
 
 /// The same through the real chrooted sshd, where the index is keyed by the ssh login.
@@ -218,7 +197,7 @@ fn delta_push_through_sshd() {
     std::fs::write(src.join("big"), data).unwrap();
     let out = run();
     assert_trees_match_checksum(&src, &local);
-    assert!(stat(&out, "Literal data") < 64 * 1024, "{out}");
+    assert!(stats_value(&out, "Literal data") < 64 * 1024, "{out}");
 }
 
 /// `-c --trust-index` compares against the hash the index keeps of what was written,
@@ -229,32 +208,47 @@ fn checksum_uses_the_index_instead_of_reading_the_server() {
     let s = setup("");
     s.push(&[]);
     let plain = s.push(&["-c"]);
-    assert_eq!(stat(&plain, "Checksums read from the server"), 2, "{plain}");
+    assert_eq!(
+        stats_value(&plain, "Checksums read from the server"),
+        2,
+        "{plain}"
+    );
     let indexed = s.push(&["-c", "--trust-index"]);
     assert_eq!(
-        stat(&indexed, "Checksums from the delta index"),
+        stats_value(&indexed, "Checksums from the delta index"),
         2,
         "{indexed}"
     );
     assert_eq!(
-        stat(&indexed, "Checksums read from the server"),
+        stats_value(&indexed, "Checksums read from the server"),
         0,
         "{indexed}"
     );
     assert!(
-        stat(&indexed, "Total bytes received") < 64 * 1024,
+        stats_value(&indexed, "Total bytes received") < 64 * 1024,
         "{indexed}"
     );
 
     let read = s.push(&["-c", "--trust-index", "--no-index"]);
-    assert_eq!(stat(&read, "Checksums read from the server"), 2, "{read}");
-    assert!(stat(&read, "Total bytes received") > SIZE as u64, "{read}");
+    assert_eq!(
+        stats_value(&read, "Checksums read from the server"),
+        2,
+        "{read}"
+    );
+    assert!(
+        stats_value(&read, "Total bytes received") > SIZE as u64,
+        "{read}"
+    );
 
     // A file changed behind our back (later, so its mtime moved) is read, not trusted.
     std::fs::write(s.dst.join("small"), b"other file").unwrap();
     testkit::set_mtime_nofollow(&s.dst.join("small"), 2_000_000_000).unwrap();
     let out = s.push(&["-c", "--trust-index", "-i"]);
-    assert_eq!(stat(&out, "Checksums read from the server"), 1, "{out}");
+    assert_eq!(
+        stats_value(&out, "Checksums read from the server"),
+        1,
+        "{out}"
+    );
     assert!(out.contains("small"), "{out}");
     assert_trees_match_checksum(&s.src, &s.dst);
 }

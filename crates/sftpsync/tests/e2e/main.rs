@@ -46,6 +46,31 @@ fn shared_state_dir() -> &'static Path {
         .path()
 }
 
+/// A script named `name` in `dir` that runs `command` with the arguments it is given, for
+/// `--sftp-server`: sftp-server with options, or behind a filter.
+fn server_script(dir: &Path, name: &str, command: &str) -> String {
+    let script = dir.join(name);
+    std::fs::write(&script, format!("#!/bin/sh\nexec {command} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script.to_str().unwrap().to_string()
+}
+
+/// A number from `--stats` output (`Name: 1,234 bytes`), digit grouping removed.
+fn stats_value(out: &str, name: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {out}"));
+    line[name.len()..]
+        .trim_start_matches(':')
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),

@@ -170,18 +170,12 @@ fn pull_replacing_a_setuid_file_keeps_its_local_mode_like_rsync() {
 
 /// A wrapper script that runs sftp-server behind the test kit's filtering proxy.
 fn filtered_server(dir: &Path, name: &str, filter_args: &str, server_args: &str) -> String {
-    let wrapper = dir.join(name);
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} {filter_args} -- {} {server_args} \"$@\"\n",
-            testkit::sftp_filter_path().display(),
-            testkit::sftp_server_path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper.to_str().unwrap().to_string()
+    let command = format!(
+        "{} {filter_args} -- {} {server_args}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    server_script(dir, name, &command)
 }
 
 fn push_via(server: &str, extra: &[&str], src: &Path, dst: &Path) -> Output {

@@ -3,19 +3,10 @@
 
 use super::*;
 
-/// A wrapper script that runs sftp-server with `args` (e.g. `-P posix-rename`).
+/// A script that runs sftp-server with `args` (e.g. `-P posix-rename`).
 fn sftp_server_with(dir: &Path, name: &str, args: &str) -> String {
-    let wrapper = dir.join(name);
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec {} {args} \"$@\"\n",
-            testkit::sftp_server_path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper.to_str().unwrap().to_string()
+    let command = format!("{} {args}", testkit::sftp_server_path().display());
+    server_script(dir, name, &command)
 }
 
 /// Pushes `src/` to `dst/` through the given sftp-server wrapper.

@@ -7,21 +7,6 @@ use super::*;
 
 const SIZE: usize = 8 << 20;
 
-fn stat_value(out: &str, name: &str) -> u64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(name))
-        .unwrap_or_else(|| panic!("no {name} in {out}"));
-    line[name.len()..]
-        .trim_start_matches(':')
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .replace(',', "")
-        .parse()
-        .unwrap()
-}
-
 /// Pushes `src/` through a proxy that cuts the connection after `cut` bytes to the server.
 fn cut_push(server: &SftpOnlyServer, src: &Path, remote: &str, cut: u64) -> Output {
     let proxy = CutProxy::start(
@@ -69,8 +54,8 @@ fn partial_push_resumes_where_it_was_cut() {
     assert!(!local.join(".big.partial").exists());
     // The server may still have been writing what it had received when `kept` was read,
     // so the resumed run can find more than that.
-    let literal = stat_value(&text, "Literal data");
-    let matched = stat_value(&text, "Matched data");
+    let literal = stats_value(&text, "Literal data");
+    let matched = stats_value(&text, "Matched data");
     assert_eq!(literal + matched, SIZE as u64, "{text}");
     assert!(matched >= kept && literal > 0, "kept {kept}: {text}");
 }
@@ -96,7 +81,7 @@ fn partial_that_does_not_match_is_sent_again_whole() {
     let out = push(server, &["-a", "--partial", "--stats"], &src, &remote);
     let text = ok(&out);
     assert_trees_match_checksum(&src, &local);
-    assert_eq!(stat_value(&text, "Literal data"), SIZE as u64, "{text}");
+    assert_eq!(stats_value(&text, "Literal data"), SIZE as u64, "{text}");
     assert!(!local.join(".big.partial").exists());
 }
 
@@ -123,7 +108,7 @@ fn without_partial_a_cut_file_is_sent_whole_next_time() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!local.join(".big.partial").exists());
     let text = ok(&push(server, &["-a", "--delete", "--stats"], &src, &remote));
-    assert_eq!(stat_value(&text, "Literal data"), SIZE as u64, "{text}");
+    assert_eq!(stats_value(&text, "Literal data"), SIZE as u64, "{text}");
     assert_trees_match_checksum(&src, &local);
 }
 
@@ -150,8 +135,8 @@ fn partial_pull_resumes_from_a_kept_local_prefix() {
         &slash(&dst),
     ]);
     let text = ok(&out);
-    assert_eq!(stat_value(&text, "Matched data"), 1 << 20, "{text}");
-    assert_eq!(stat_value(&text, "Literal data"), 2 << 20, "{text}");
+    assert_eq!(stats_value(&text, "Matched data"), 1 << 20, "{text}");
+    assert_eq!(stats_value(&text, "Literal data"), 2 << 20, "{text}");
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), data);
     assert!(!dst.join(".f.partial").exists());
 }
