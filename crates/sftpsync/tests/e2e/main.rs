@@ -384,13 +384,16 @@ fn exit_codes_follow_rsync() {
 /// Pushes `src/` into `dst/` through sftp-server over pipes (no sshd): the fast tier.
 fn pipe_push(extra: &[&str], src: &Path, dst: &Path) -> Output {
     let server = testkit::sftp_server_path();
-    let server = server.to_str().unwrap();
-    let src = slash(src);
-    let dest = format!("localhost:{}", slash(dst));
+    push_through(server.to_str().unwrap(), extra, src, dst)
+}
+
+/// Pushes `src/` into `dst/` through `server` (a program run over pipes) instead of ssh.
+fn push_through(server: &str, extra: &[&str], src: &Path, dst: &Path) -> Output {
     let mut args = vec!["--sftp-server", server];
     args.extend_from_slice(extra);
-    args.push(&src);
-    args.push(&dest);
+    let (s, d) = (slash(src), format!("localhost:{}", slash(dst)));
+    args.push(&s);
+    args.push(&d);
     sftpsync(&args)
 }
 

@@ -178,15 +178,6 @@ fn filtered_server(dir: &Path, name: &str, filter_args: &str, server_args: &str)
     server_script(dir, name, &command)
 }
 
-fn push_via(server: &str, extra: &[&str], src: &Path, dst: &Path) -> Output {
-    let mut args = vec!["--sftp-server", server];
-    args.extend_from_slice(extra);
-    let (s, d) = (slash(src), format!("localhost:{}", slash(dst)));
-    args.push(&s);
-    args.push(&d);
-    sftpsync(&args)
-}
-
 /// Pushing: without -p no OPEN, MKDIR or SETSTAT carries a special bit (checked on the wire,
 /// through the logging proxy); with -p and -a the bits arrive, also on files whose owner
 /// changes (a chown on the server clears setuid and setgid). The server's tree always ends
@@ -214,7 +205,7 @@ fn push_sends_special_bits_only_with_p_like_rsync() {
         );
         let dst = tmp.path().join(format!("dst{i}"));
         let expected = tmp.path().join(format!("rsync{i}"));
-        ok(&push_via(&server, &[flags], &src, &dst));
+        ok(&push_through(&server, &[flags], &src, &dst));
         rsync_umask("022", flags, &src, &expected);
         assert_eq!(modes(&dst), modes(&expected), "sftpsync {flags} vs rsync");
 
@@ -365,7 +356,7 @@ fn push_to_server_that_loses_times(tmp: &Path, server: &str) {
     generate_mixed_tree(&src, 11, 300);
     let dst = tmp.join("dst");
 
-    let out = push_via(server, &["-a", "--delete"], &src, &dst);
+    let out = push_through(server, &["-a", "--delete"], &src, &dst);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(
@@ -377,7 +368,7 @@ fn push_to_server_that_loses_times(tmp: &Path, server: &str) {
     assert_eq!(err.lines().count(), 1, "nothing else to say: {err}");
     assert_trees_match_with(&src, &dst, &["--no-t", "-c"]);
 
-    let again = ok(&push_via(
+    let again = ok(&push_through(
         server,
         &["-ai", "--delete", "--size-only"],
         &src,

@@ -9,16 +9,6 @@ fn sftp_server_with(dir: &Path, name: &str, args: &str) -> String {
     server_script(dir, name, &command)
 }
 
-/// Pushes `src/` to `dst/` through the given sftp-server wrapper.
-fn push_through(server: &str, extra: &[&str], src: &Path, dst: &Path) -> Output {
-    let mut args = vec!["--sftp-server", server];
-    args.extend_from_slice(extra);
-    let (s, d) = (slash(src), format!("localhost:{}", slash(dst)));
-    args.push(&s);
-    args.push(&d);
-    sftpsync(&args)
-}
-
 /// Without posix-rename, replacement falls back to remove + rename and says so once.
 #[test]
 fn sftp_server_without_posix_rename_still_replaces_files() {
