@@ -984,6 +984,8 @@ def render_markdown(results: dict) -> str:
         out.append("")
     if results.get("million"):
         out += render_million(results["million"])
+    if results.get("delta_targets"):
+        out += render_delta_targets(results["delta_targets"])
     return "\n".join(out) + "\n"
 
 
@@ -1269,6 +1271,88 @@ def run_million(args, lab: Lab, tools: Tools, results: dict) -> None:
     save_and_render(results)
 
 
+def run_delta_targets(args, lab: Lab, tools: Tools, results: dict) -> None:
+    """Issue 5's single-file targets at RTT 20, on set B's 1 GiB file: a byte inserted at its
+    start, and a push killed at about half way and then resumed with --partial."""
+    rtt = 20
+    base = generate_sets(args.scale)
+    big = next(p for p in (base / "B").iterdir() if p.is_file())
+    size = big.stat().st_size
+    work = ROOT / "delta-work"
+    if work.exists():
+        shutil.rmtree(work)
+    src = work / "src"
+    src.mkdir(parents=True)
+    shutil.copy2(big, src / big.name)
+    logdir = RUN_DIR / "logs"
+    logdir.mkdir(exist_ok=True)
+    runner = Runner(lab, args.timeout, logdir)
+    dest = DATA / "delta"
+    owner = (lab.uid, lab.gid)
+
+    def push(name: str, extra: list[str], kill_at: int | None = None) -> dict:
+        argv = tools.command("sftpsync", "push", rtt, str(src), "delta", logdir)
+        argv[1:1] = ["--stats", *extra]
+        before = lab.proxy_stats("sftp", rtt, wait_idle=5)
+        t0 = time.monotonic()
+        proc = runner.start(argv, f"sftpsync-{name}")
+        if kill_at is not None:
+            # kill -9 of the whole process group once about kill_at bytes went up.
+            while proc.popen.poll() is None:
+                if lab.proxy_stats("sftp", rtt)["up"] - before["up"] >= kill_at:
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+        code, _ = runner.wait(proc, time.monotonic() + args.timeout)
+        wall = time.monotonic() - t0
+        after = runner.reap_orphans("sftp", rtt)
+        r = {"wall": round(wall, 3), "up": after["up"] - before["up"],
+             "down": after["down"] - before["down"], "exit": code, "cmd": shlex.join(argv)}
+        log(f"  {name}: exit {code}, wall {wall:.2f} s, up {fmt_mb(r['up'])} MB")
+        return r
+
+    entry = {"file_size": size, "rtt": rtt, "machine": machine_info(tools.sftpsync)}
+    log("delta targets: first push, then a byte inserted at the start")
+    reset_tree(dest, None, owner, False)
+    entry["first"] = push("first", [])
+    data = (src / big.name).read_bytes()
+    (src / big.name).write_bytes(b"!" + data)
+    del data
+    entry["insert"] = push("insert", [])
+    ok, _ = verify(src, dest)
+    entry["insert"]["status"] = "ok" if ok and entry["insert"]["exit"] == 0 else "FAILED"
+
+    log("delta targets: a push killed at about half way, then resumed")
+    reset_tree(dest, None, owner, False)
+    entry["killed"] = push("killed", ["--partial"], kill_at=size // 2)
+    entry["resumed"] = push("resumed", ["--partial"])
+    ok, _ = verify(src, dest)
+    entry["resumed"]["status"] = "ok" if ok and entry["resumed"]["exit"] == 0 else "FAILED"
+    results["delta_targets"] = entry
+    save_and_render(results)
+    shutil.rmtree(work)
+
+
+def render_delta_targets(d: dict) -> list[str]:
+    mib = d["file_size"] / (1 << 20)
+    out = [f"## Delta and resume on one {mib:.0f} MiB file (sftpsync push, RTT {d['rtt']} ms)",
+           "",
+           "Targets (issue 5): a byte inserted at the start is re-sent in under 1 MiB; a push "
+           "killed (kill -9) at about half way is finished by a `--partial` run that sends "
+           "under 0.6 GiB.", ""]
+    out += render_machine(d.get("machine", {}))
+    out += ["| run | wall s | up MB | down MB | exit | status |",
+            "|---|---:|---:|---:|---:|---|"]
+    for name, label in (("first", "first push"), ("insert", "re-push after a 1-byte insert"),
+                        ("killed", "push killed at ~50%"), ("resumed", "resumed with --partial")):
+        r = d.get(name)
+        if r:
+            out.append(f"| {label} | {fmt_s(r['wall'])} | {fmt_mb(r['up'])} | "
+                       f"{fmt_mb(r['down'])} | {r['exit']} | {r.get('status', '')} |")
+    out.append("")
+    return out
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="sftpsync benchmark (see bench/README.md)")
     p.add_argument("--quick", action="store_true",
@@ -1276,6 +1360,9 @@ def parse_args(argv):
     p.add_argument("--million", action="store_true",
                    help="only the bounded-memory scenario: push a 1M-entry tree, then re-sync")
     p.add_argument("--million-entries", type=int, default=1_000_000)
+    p.add_argument("--delta-targets", action="store_true",
+                   help="only issue 5's single-file scenarios: a 1-byte insert and a killed, "
+                        "resumed push of the 1 GiB file, at RTT 20")
     p.add_argument("--set", dest="sets", help="comma-separated subset of A,B,C,D")
     p.add_argument("--tools", help="comma-separated subset of " + ",".join(ALL_TOOLS)
                    + " (or 'all')")
@@ -1327,6 +1414,8 @@ def parse_args(argv):
     args.extra = extra
     if args.million:
         args.rtts = [0]
+    if args.delta_targets:
+        args.rtts = [20]
     return args
 
 
@@ -1371,6 +1460,8 @@ def main(argv=None) -> int:
         tools = Tools(lab, Path(args.sftpsync), args.extra)
         if args.million:
             run_million(args, lab, tools, results)
+        elif args.delta_targets:
+            run_delta_targets(args, lab, tools, results)
         else:
             run_matrix(args, lab, tools, args.scale, results)
     finally:
