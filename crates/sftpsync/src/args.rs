@@ -65,6 +65,8 @@ pub struct CliArgs {
     pub stats: bool,
     pub progress: bool,
     pub partial: bool,
+    /// `--partial-dir=DIR` (implies `--partial`).
+    pub partial_dir: Option<Vec<u8>>,
     /// rsync's level, not a plain count: 1 by default, +1 per `-h`, 0 after `--no-h`.
     pub human_readable: u8,
     /// `-e COMMAND` exactly as given (not yet split into words). `None`: the glue falls back
@@ -139,6 +141,7 @@ impl Default for CliArgs {
             stats: false,
             progress: false,
             partial: false,
+            partial_dir: None,
             human_readable: 1,
             rsh: None,
             sftp_server: None,
@@ -674,6 +677,22 @@ static OPTIONS: &[Spec] = &[
     // Transfer and connection.
     flag("dry-run", Some(b'n'), |s| s.args.dry_run = true),
     flag("partial", None, |s| s.args.partial = true),
+    value("partial-dir", None, |s, name, v| {
+        let dir = v.into_vec();
+        let bad =
+            |why: &str| ArgsError::new(ArgsErrorKind::BadValue, format!("option {name}: {why}"));
+        if dir.is_empty() || dir.starts_with(b"/") {
+            return Err(bad(
+                "must be a directory name relative to each file's directory",
+            ));
+        }
+        if dir.contains(&b'/') || dir == b"." || dir == b".." {
+            return Err(bad("must be one directory name, without '/'"));
+        }
+        s.args.partial = true;
+        s.args.partial_dir = Some(dir);
+        Ok(())
+    }),
     flag("no-partial", None, |s| s.args.partial = false),
     value("rsh", Some(b'e'), |s, name, v| {
         // rsync would run the host name as the command; refuse instead.
@@ -862,7 +881,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("compress-threads", None),
     ("zt", None),
     ("skip-compress", None),
-    ("partial-dir", None),
     ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
     ("log-file-format", None),
@@ -1298,6 +1316,7 @@ Transfer and connection:
  -n, --dry-run              show what would happen, change nothing
      --partial              keep an interrupted file as .NAME.partial and go on
                             from it next time
+     --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -1663,6 +1682,25 @@ mod tests {
     }
 
     #[test]
+    fn partial_dir_implies_partial_and_must_be_one_relative_name() {
+        let a = run(&["--partial-dir=.rsync-partial", "a", "b"]);
+        assert!(a.partial);
+        assert_eq!(a.partial_dir.as_deref(), Some(&b".rsync-partial"[..]));
+        for bad in [
+            "--partial-dir=/tmp",
+            "--partial-dir=a/b",
+            "--partial-dir=..",
+            "--partial-dir=",
+        ] {
+            assert_eq!(
+                err(&[bad, "a", "b"]).kind(),
+                ArgsErrorKind::BadValue,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn delete_when_options_imply_delete_and_do_not_combine() {
         for (flag, when) in [
             ("--del", DeleteTiming::During),
@@ -1709,8 +1747,8 @@ mod tests {
 
         for (arg, msg) in [
             (
-                "--partial-dir=.p",
-                "option --partial-dir is not supported by sftpsync yet",
+                "--append-verify",
+                "option --append-verify is not supported by sftpsync yet",
             ),
             (
                 "--inplace",

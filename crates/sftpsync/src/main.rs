@@ -123,6 +123,14 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
     if cli.delete_excluded {
         filters = filters.without_receiver_excludes();
     }
+    if let Some(dir) = &cli.partial_dir {
+        // As rsync: a perishable exclude after the user's rules, so partial files are never
+        // sent and not deleted before the copy that resumes from them.
+        let rule = [&b"-p "[..], dir, b"/"].concat();
+        filters
+            .add_filter_rule(&rule)
+            .context("bad --partial-dir for a filter rule")?;
+    }
     Ok(SyncOptions {
         recursive: cli.recursive,
         links: cli.links,
@@ -148,6 +156,7 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,
         partial: cli.partial,
+        partial_dir: cli.partial_dir.clone(),
         trust_index: cli.trust_index,
         // As rsync: whole files between local paths, deltas to and from a server.
         whole_file: cli

@@ -43,6 +43,9 @@ pub struct SyncOptions {
     /// `--partial`: an interrupted file is kept under `.NAME.partial` and the next run goes on
     /// from where it stopped.
     pub partial: bool,
+    /// `--partial-dir=DIR`: partial files go into DIR, one name relative to each file's
+    /// directory, made when needed and removed when empty again.
+    pub partial_dir: Option<Vec<u8>>,
     /// `--trust-index` (ours): `-c` takes a remote file's hash from the delta index when its
     /// size and mtime are still what was written, instead of reading the file back.
     pub trust_index: bool,

@@ -621,9 +621,13 @@ impl Worker {
         Ok(Some(a == b))
     }
 
-    /// Where `--partial` keeps a file being written: a fixed name, so the next run finds it.
-    fn partial_name(dest_path: &[u8]) -> RelPath {
+    /// Where `--partial` keeps a file being written: a fixed name, so the next run finds it;
+    /// with `--partial-dir`, the file's own name in that directory.
+    fn partial_name(&self, dest_path: &[u8]) -> RelPath {
         let name = file_name(dest_path);
+        if let Some(dir) = &self.sh.opts.partial_dir {
+            return join(&join(parent(dest_path), dir), name);
+        }
         let keep = &name[..name.len().min(200)];
         let mut t = Vec::with_capacity(keep.len() + 10);
         t.push(b'.');
@@ -715,8 +719,12 @@ impl Worker {
         };
         let partial = self.sh.opts.partial;
         let (temp, resume_at) = if partial {
-            let temp = Self::partial_name(dest_path);
+            let temp = self.partial_name(dest_path);
             let at = self.resumable(src, &temp).await;
+            if at.is_none() && self.sh.opts.partial_dir.is_some() {
+                // Made when needed; one that is already there is fine.
+                let _ = self.dest().mkdir(&parent(&temp).to_vec(), 0o700).await;
+            }
             (temp, at)
         } else {
             (self.temp_name(dest_path), None)
@@ -791,6 +799,10 @@ impl Worker {
                 Err(e)
             }
         };
+        if result.is_ok() && self.sh.opts.partial_dir.is_some() {
+            // Gone once empty, as rsync's; one still holding other partials stays.
+            let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
+        }
         match result {
             Ok(()) => Ok(CopyResult::Done(shaper.finish().await)),
             Err(e) => {

@@ -9,6 +9,16 @@ const SIZE: usize = 8 << 20;
 
 /// Pushes `src/` through a proxy that cuts the connection after `cut` bytes to the server.
 fn cut_push(server: &SftpOnlyServer, src: &Path, remote: &str, cut: u64) -> Output {
+    cut_push_with(server, &["--partial"], src, remote, cut)
+}
+
+fn cut_push_with(
+    server: &SftpOnlyServer,
+    extra: &[&str],
+    src: &Path,
+    remote: &str,
+    cut: u64,
+) -> Output {
     let proxy = CutProxy::start(
         server.port(),
         vec![Fault::Cut {
@@ -18,16 +28,45 @@ fn cut_push(server: &SftpOnlyServer, src: &Path, remote: &str, cut: u64) -> Outp
     );
     let ssh = proxy.ssh_command(server);
     let dest = server.remote_spec(&format!("{remote}/"));
-    sftpsync(&[
-        "-a",
-        "--partial",
-        "--retries=0",
-        "--channels=1",
-        "-e",
-        &ssh,
-        &slash(src),
-        &dest,
-    ])
+    let mut args = vec!["-a", "--retries=0", "--channels=1", "-e", &ssh];
+    args.extend_from_slice(extra);
+    let s = slash(src);
+    args.push(&s);
+    args.push(&dest);
+    sftpsync(&args)
+}
+
+/// `--partial-dir`: the kept file is DIR/NAME, survives `--delete` until the copy that
+/// resumes from it, and DIR goes once it is empty.
+#[test]
+fn partial_dir_keeps_the_file_there_and_resumes_from_it() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), XorShift::new(11).bytes(SIZE)).unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("partial-dir");
+
+    let out = cut_push_with(
+        server,
+        &["--partial-dir=.part"],
+        &src,
+        &remote,
+        SIZE as u64 / 2,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(local.join(".part/big").is_file(), "kept in the partial dir");
+    assert!(!local.join(".big.partial").exists());
+
+    let flags = ["-a", "--delete", "--partial-dir=.part", "--stats"];
+    let text = ok(&push(server, &flags, &src, &remote));
+    assert_trees_match_checksum(&src, &local);
+    assert!(
+        !local.join(".part").exists(),
+        "the empty partial dir is removed"
+    );
+    assert!(stats_value(&text, "Matched data") > 0, "{text}");
 }
 
 #[test]
