@@ -78,6 +78,8 @@ pub struct CliArgs {
     pub no_index: bool,
     /// Ours: `-c` believes the index's hash of what was written (`--trust-index`).
     pub trust_index: bool,
+    /// Ours: read each written file back and compare hashes (`--verify`).
+    pub verify: bool,
     /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
     pub require_atomic_replace: bool,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
@@ -148,6 +150,7 @@ impl Default for CliArgs {
             require_atomic_replace: false,
             no_index: false,
             trust_index: false,
+            verify: false,
             channels: None,
             modify_window: None,
             timeout: None,
@@ -707,6 +710,8 @@ static OPTIONS: &[Spec] = &[
     }),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
+    flag("verify", None, |s| s.args.verify = true),
+    flag("no-verify", None, |s| s.args.verify = false),
     flag("no-trust-index", None, |s| s.args.trust_index = false),
     flag("require-atomic-replace", None, |s| {
         s.args.require_atomic_replace = true
@@ -1321,6 +1326,8 @@ Transfer and connection:
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
                             for files sftpsync wrote and nobody has touched
+     --verify               read each written file back and compare its hash
+                            with the source's before putting it in place
      --require-atomic-replace
                             where the server lacks posix-rename, fail rather
                             than replace files by remove + rename

@@ -158,6 +158,7 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         partial: cli.partial,
         partial_dir: cli.partial_dir.clone(),
         trust_index: cli.trust_index,
+        verify: cli.verify,
         // As rsync: whole files between local paths, deltas to and from a server.
         whole_file: cli
             .whole_file

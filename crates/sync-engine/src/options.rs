@@ -49,6 +49,9 @@ pub struct SyncOptions {
     /// `--trust-index` (ours): `-c` takes a remote file's hash from the delta index when its
     /// size and mtime are still what was written, instead of reading the file back.
     pub trust_index: bool,
+    /// `--verify` (ours): each written file is read back and its hash compared with what was
+    /// read from the source before it is put in place.
+    pub verify: bool,
     /// `-W`: never send a delta, always the whole file.
     pub whole_file: bool,
     pub size_only: bool,

@@ -621,6 +621,28 @@ impl Worker {
         Ok(Some(a == b))
     }
 
+    /// `--verify`: reads `temp` back and compares its hash with what was sent.
+    async fn verify_written(
+        &self,
+        temp: &RelPath,
+        dest_path: &RelPath,
+        sent: [u8; 32],
+    ) -> Result<(), CopyError> {
+        match hash_file(self.dest(), temp).await {
+            Ok(h) if h == sent => Ok(()),
+            Ok(_) => Err(CopyError::Dest(TreeError {
+                op: "verify",
+                side: self.dest().side(),
+                path: dest_path.clone(),
+                cause: "what was written differs from the source when read back (BLAKE3); \
+                        the old file is kept"
+                    .into(),
+                kind: ErrorKind::Other,
+            })),
+            Err(e) => Err(CopyError::Dest(e)),
+        }
+    }
+
     /// Where `--partial` keeps a file being written: a fixed name, so the next run finds it;
     /// with `--partial-dir`, the file's own name in that directory.
     fn partial_name(&self, dest_path: &[u8]) -> RelPath {
@@ -770,7 +792,8 @@ impl Worker {
                 return Err(CopyError::Dest(e).naming(&temp, dest_path));
             }
         };
-        let mut shaper = Shaper::new(self.sh.index.is_some(), src.meta.size, base.as_ref());
+        let hashed = self.sh.index.is_some() || self.sh.opts.verify;
+        let mut shaper = Shaper::new(hashed, src.meta.size, base.as_ref());
         shaper.skip = resume_at.unwrap_or(0);
         let copied: Result<(), CopyError> = async {
             while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
@@ -787,11 +810,26 @@ impl Worker {
         let _ = reader.close().await;
         let result = match copied {
             Ok(()) => match writer.finish(meta).await {
-                Ok(()) => self
-                    .dest()
-                    .rename_replace(&temp, dest_path)
-                    .await
-                    .map_err(CopyError::Dest),
+                Ok(()) => {
+                    let copied = shaper.finish().await;
+                    let verified = match (self.sh.opts.verify, copied.hash) {
+                        (true, Some(sent)) => self.verify_written(&temp, dest_path, sent).await,
+                        _ => Ok(()),
+                    };
+                    match verified {
+                        Ok(()) => self
+                            .dest()
+                            .rename_replace(&temp, dest_path)
+                            .await
+                            .map(|()| copied)
+                            .map_err(CopyError::Dest),
+                        Err(e) => {
+                            // A garbled file is no partial to go on from.
+                            let _ = self.dest().remove_file(&temp).await;
+                            Err(e)
+                        }
+                    }
+                }
                 Err(e) => Err(CopyError::Dest(e)),
             },
             Err(e) => {
@@ -804,7 +842,7 @@ impl Worker {
             let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
         }
         match result {
-            Ok(()) => Ok(CopyResult::Done(shaper.finish().await)),
+            Ok(copied) => Ok(CopyResult::Done(copied)),
             Err(e) => {
                 // The old file is untouched; only our temp goes, unless the destination can
                 // no longer be reached (the CLI clears such temps on the next connection),

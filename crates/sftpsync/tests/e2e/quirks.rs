@@ -92,3 +92,51 @@ fn setstat_refused_warns_once_and_keeps_the_data() {
         "nothing to send by size: {again}"
     );
 }
+
+/// `--verify` reads each written file back: a server that garbles what it writes is caught,
+/// the file fails alone and its old version stays. Without `--verify` the damage goes
+/// unseen, which is why the option exists.
+#[test]
+fn verify_catches_a_server_that_garbles_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --corrupt-writes -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let garbling = server_script(tmp.path(), "garbling", &command);
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"new contents").unwrap();
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(dst.join("f"), b"old").unwrap();
+
+    let out = push_through(&garbling, &["-r", "--verify"], &src, &dst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(23), "{err}");
+    assert!(
+        err.contains("\"f\"") && err.contains("differs from the source"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::read_dir(&dst).unwrap().count(),
+        1,
+        "no temp file is left"
+    );
+
+    ok(&push_through(&garbling, &["-r"], &src, &dst));
+    assert_ne!(std::fs::read(dst.join("f")).unwrap(), b"new contents");
+
+    // A healthy server passes the check.
+    std::fs::remove_file(dst.join("f")).unwrap();
+    let healthy = testkit::sftp_server_path();
+    ok(&push_through(
+        healthy.to_str().unwrap(),
+        &["-r", "--verify"],
+        &src,
+        &dst,
+    ));
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"new contents");
+}

@@ -2,12 +2,14 @@
 //! told to on the way, to imitate servers that accept requests and then do not honour them.
 //!
 //! ```text
-//! sftp-filter [--ignore LIST] [--strip-times LIST] [--log FILE] -- SERVER [ARGS...]
+//! sftp-filter [--ignore LIST] [--strip-times LIST] [--corrupt-writes] [--log FILE] -- SERVER [ARGS...]
 //! ```
 //!
 //! LIST is comma-separated request names (`setstat,fsetstat,lsetstat,open,mkdir,...`).
 //! `--ignore`: the proxy answers those requests with SSH_FX_OK itself and never forwards them.
 //! `--strip-times`: forwarded without their atime/mtime, so the server keeps its own.
+//! `--corrupt-writes`: the last byte of every WRITE's data is flipped on the way, as a
+//! broken disk or server would garble it.
 //! `--log`: one line per request (name, the attributes it carries, what was done with it), so
 //! a test can check what the client sent.
 
@@ -48,7 +50,7 @@ const NAMES: &[(&str, u8)] = &[
 fn usage(why: &str) -> ! {
     eprintln!(
         "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--strip-times LIST] \
-         [--log FILE] -- SERVER [ARGS...]"
+         [--corrupt-writes] [--log FILE] -- SERVER [ARGS...]"
     );
     std::process::exit(2);
 }
@@ -71,6 +73,7 @@ struct Options {
     ignore: HashSet<String>,
     strip_times: HashSet<String>,
     log: Option<std::fs::File>,
+    corrupt_writes: bool,
     server: Vec<String>,
 }
 
@@ -80,12 +83,14 @@ fn parse_args() -> Options {
         ignore: HashSet::new(),
         strip_times: HashSet::new(),
         log: None,
+        corrupt_writes: false,
         server: Vec::new(),
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ignore" => opts.ignore.extend(name_list(args.next())),
             "--strip-times" => opts.strip_times.extend(name_list(args.next())),
+            "--corrupt-writes" => opts.corrupt_writes = true,
             "--log" => {
                 let path = args.next().unwrap_or_else(|| usage("--log needs a FILE"));
                 let file = std::fs::OpenOptions::new()
@@ -269,6 +274,12 @@ fn main() {
         };
         let mut forward = packet.to_vec();
         let mut action = "forwarded";
+        // A WRITE ends with its data (after id, handle and offset): flip its last byte.
+        let data_len = string_at(&forward, 5).and_then(|(_, at)| u32_at(&forward, at + 8));
+        if opts.corrupt_writes && forward[0] == pt::WRITE && data_len.is_some_and(|n| n > 0) {
+            *forward.last_mut().expect("non-empty") ^= 0xff;
+            action = "forwarded corrupted";
+        }
         if let Some(p) = &parsed {
             if opts.ignore.contains(&p.name) {
                 action = "ignored";
