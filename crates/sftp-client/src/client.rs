@@ -1078,13 +1078,13 @@ async fn read_loop(
             },
         };
         match result {
+            // A connection cut mid-packet is lost like any other (a reconnect may help), not
+            // a server breaking the protocol.
             Ok(0) if decoder.pending() > 0 => {
-                let detail = format!(
+                break format!(
                     "connection closed in the middle of a packet ({} bytes of it received)",
                     decoder.pending()
-                );
-                protocol_failure(&shared, detail).await;
-                return;
+                )
             }
             Ok(0) => break "connection closed by the server".to_string(),
             Ok(n) => {

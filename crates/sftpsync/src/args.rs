@@ -65,6 +65,8 @@ pub struct CliArgs {
     pub stats: bool,
     pub progress: bool,
     pub partial: bool,
+    /// `--inplace`: rewrite destination files where they are.
+    pub inplace: bool,
     /// `--partial-dir=DIR` (implies `--partial`).
     pub partial_dir: Option<Vec<u8>>,
     /// rsync's level, not a plain count: 1 by default, +1 per `-h`, 0 after `--no-h`.
@@ -144,6 +146,7 @@ impl Default for CliArgs {
             progress: false,
             partial: false,
             partial_dir: None,
+            inplace: false,
             human_readable: 1,
             rsh: None,
             sftp_server: None,
@@ -413,6 +416,12 @@ impl State {
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
         }
+        if a.inplace && a.partial_dir.is_some() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "--inplace cannot be used with --partial-dir",
+            ));
+        }
         if self.delete_when_clash {
             return Err(ArgsError::new(
                 ArgsErrorKind::BadOperands,
@@ -680,6 +689,8 @@ static OPTIONS: &[Spec] = &[
     // Transfer and connection.
     flag("dry-run", Some(b'n'), |s| s.args.dry_run = true),
     flag("partial", None, |s| s.args.partial = true),
+    flag("inplace", None, |s| s.args.inplace = true),
+    flag("no-inplace", None, |s| s.args.inplace = false),
     value("partial-dir", None, |s, name, v| {
         let dir = v.into_vec();
         let bad =
@@ -789,7 +800,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-open-noatime", None),
     ignored("no-sparse", None),
     ignored("no-S", None),
-    ignored("no-inplace", None),
     ignored("no-append", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
@@ -857,7 +867,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("max-alloc", None),
     ("sparse", Some(b'S')),
     ("preallocate", None),
-    ("inplace", None),
     ("append", None),
     ("append-verify", None),
     ("delete-missing-args", None),
@@ -1322,6 +1331,8 @@ Transfer and connection:
      --partial              keep an interrupted file as .NAME.partial and go on
                             from it next time
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file
+     --inplace              rewrite files where they are, no temp file (not
+                            atomic); only changed blocks, when the index allows
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -1756,10 +1767,6 @@ mod tests {
             (
                 "--append-verify",
                 "option --append-verify is not supported by sftpsync yet",
-            ),
-            (
-                "--inplace",
-                "option --inplace is not supported by sftpsync yet",
             ),
             (
                 "--fuzzy",

@@ -157,6 +157,7 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         checksum: cli.checksum,
         partial: cli.partial,
         partial_dir: cli.partial_dir.clone(),
+        inplace: cli.inplace,
         trust_index: cli.trust_index,
         verify: cli.verify,
         // As rsync: whole files between local paths, deltas to and from a server.

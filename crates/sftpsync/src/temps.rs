@@ -127,6 +127,9 @@ impl Tree for TrackingTree {
     ) -> TreeResult<Box<dyn FileWriter>> {
         self.inner.reopen_for_append(path, offset).await
     }
+    async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+        self.inner.open_in_place(path, mode).await
+    }
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
         self.inner.read_range(path, offset, len).await
     }

@@ -476,6 +476,7 @@ impl Tree for LocalTree {
             file: None,
             buffered: Vec::new(),
             buffered_len: 0,
+            in_place: false,
         };
         // A small file is created, written, stamped and synced in one trip to the blocking
         // pool at `finish`; a big one is created now and written as it comes.
@@ -518,6 +519,36 @@ impl Tree for LocalTree {
             file: Some(file),
             buffered: Vec::new(),
             buffered_len: 0,
+            in_place: false,
+        }))
+    }
+
+    async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+        let (root, rel) = (self.root.clone(), path.clone());
+        let file = blocking(move || {
+            let (dir, name) = root.parent(&rel).map_err(|e| error("open", &rel, e))?;
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::NOFOLLOW
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC,
+                Mode::from_raw_mode(mode & 0o777),
+            )
+            .map_err(|e| error("open", &rel, e.into()))?;
+            Ok::<_, TreeError>(Arc::new(fs::File::from(fd)))
+        })
+        .await?;
+        Ok(Box::new(LocalWriter {
+            root: self.root.clone(),
+            path: path.clone(),
+            mode,
+            file: Some(file),
+            buffered: Vec::new(),
+            buffered_len: 0,
+            in_place: true,
         }))
     }
 
@@ -746,6 +777,8 @@ struct LocalWriter {
     file: Option<Arc<fs::File>>,
     buffered: Vec<Bytes>,
     buffered_len: usize,
+    /// Rewritten in place: cut to where the writing ended at `finish`.
+    in_place: bool,
 }
 
 #[async_trait]
@@ -777,6 +810,27 @@ impl FileWriter for LocalWriter {
         Ok(())
     }
 
+    async fn skip(&mut self, len: u64) -> TreeResult<()> {
+        let (chunks, rel) = (std::mem::take(&mut self.buffered), self.path.clone());
+        self.buffered_len = 0;
+        let Some(file) = self.file.clone() else {
+            return Err(error(
+                "seek",
+                &rel,
+                std::io::Error::other("not rewritten in place"),
+            ));
+        };
+        blocking(move || {
+            use std::io::Seek;
+            write_all(&file, &chunks, &rel)?;
+            (&*file)
+                .seek(std::io::SeekFrom::Current(len as i64))
+                .map(|_| ())
+                .map_err(|e| error("seek", &rel, e))
+        })
+        .await
+    }
+
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         let LocalWriter {
             root,
@@ -784,6 +838,7 @@ impl FileWriter for LocalWriter {
             mode,
             file,
             buffered,
+            in_place,
             ..
         } = *self;
         let meta = meta.clone();
@@ -793,6 +848,13 @@ impl FileWriter for LocalWriter {
                 None => create_new(&root, mode, &path)?,
             };
             write_all(&file, &buffered, &path)?;
+            if in_place {
+                use std::io::Seek;
+                let end = (&*file)
+                    .stream_position()
+                    .map_err(|e| error("seek", &path, e))?;
+                file.set_len(end).map_err(|e| error("truncate", &path, e))?;
+            }
             // The open file itself: whatever happens to its name meanwhile, nothing else is
             // changed.
             apply_meta_fd(file.as_fd(), &meta).map_err(|(op, e)| error(op, &path, e))?;

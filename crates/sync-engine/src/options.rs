@@ -52,6 +52,9 @@ pub struct SyncOptions {
     /// `--verify` (ours): each written file is read back and its hash compared with what was
     /// read from the source before it is put in place.
     pub verify: bool,
+    /// `--inplace`: files are rewritten where they are, without a temp file; with an index
+    /// entry for the old version, only the blocks that changed are written.
+    pub inplace: bool,
     /// `-W`: never send a delta, always the whole file.
     pub whole_file: bool,
     pub size_only: bool,

@@ -215,6 +215,17 @@ impl SftpTree {
         offset: u64,
         base: Option<Handle>,
     ) -> Box<dyn FileWriter> {
+        self.sftp_writer(path, full, handles, offset, base)
+    }
+
+    fn sftp_writer(
+        &self,
+        path: &RelPath,
+        full: Vec<u8>,
+        handles: Vec<WriteHandle>,
+        offset: u64,
+        base: Option<Handle>,
+    ) -> Box<SftpWriter> {
         let home = handles[0].client.clone();
         Box::new(SftpWriter {
             write_size: home.write_size() as usize,
@@ -229,6 +240,7 @@ impl SftpTree {
             server: self.describe.clone(),
             warnings: self.warnings.clone(),
             base,
+            in_place: false,
         })
     }
 
@@ -566,6 +578,23 @@ impl Tree for SftpTree {
         }
         let handles = vec![WriteHandle::new(client, handle)];
         Ok(self.writer(path, full, handles, offset, None))
+    }
+
+    async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let client = self.client();
+        let attrs = Attrs {
+            permissions: Some(mode & 0o777),
+            ..Default::default()
+        };
+        let handle = client
+            .open(&full, OpenFlags::WRITE | OpenFlags::CREAT, &attrs)
+            .await
+            .map_err(|e| sftp_error("open", path, e))?;
+        let handles = vec![WriteHandle::new(client, handle)];
+        let mut writer = self.sftp_writer(path, full, handles, 0, None);
+        writer.in_place = true;
+        Ok(writer)
     }
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
@@ -940,6 +969,30 @@ impl SftpWriter {
                 .await;
             return Err(e);
         }
+        if self.in_place {
+            // Old bytes past the new end must go; a server that will not cut the file leaves
+            // it wrong, which must not pass for success.
+            let cut = Attrs {
+                size: Some(self.offset),
+                ..Default::default()
+            };
+            let truncated = home
+                .send(
+                    &Request::Fsetstat {
+                        handle: &home.handle.0,
+                        attrs: &cut,
+                    },
+                    "truncate",
+                    &path,
+                )
+                .await?
+                .ok()
+                .await;
+            if let Err(e) = truncated {
+                let _ = home.client.close(&home.handle).await;
+                return Err(sftp_error("truncate", &path, e));
+            }
+        }
         // The rest goes out in one batch behind the writes: one round trip, not four.
         let with_owner = !self.quirks.chown_refused.load(Ordering::Relaxed);
         let meta = &with_both_owners(meta, with_owner, home.client.fstat(&home.handle)).await;
@@ -1083,6 +1136,8 @@ struct SftpWriter {
     /// The old version that ranges are copied from (`create_file_based_on`), open for reading
     /// on the same channel.
     base: Option<Handle>,
+    /// Rewritten in place (`open_in_place`): cut to where the writing ended at `finish`.
+    in_place: bool,
 }
 
 #[async_trait]
@@ -1098,6 +1153,24 @@ impl FileWriter for SftpWriter {
                 return Err(SftpWriter::explain(&self.home, &self.full, e).await);
             }
         }
+        Ok(())
+    }
+
+    async fn skip(&mut self, len: u64) -> TreeResult<()> {
+        if !self.in_place {
+            return Err(TreeError {
+                op: "seek",
+                side: Side::Remote,
+                path: self.path.clone(),
+                cause: "this file is not being rewritten in place".into(),
+                kind: ErrorKind::Unsupported,
+            });
+        }
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending).freeze();
+            self.send_write(rest).await?;
+        }
+        self.offset += len;
         Ok(())
     }
 

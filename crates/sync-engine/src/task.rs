@@ -511,8 +511,14 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
-        let base = self.delta_base(&dest_path, existing_file);
-        match self.copy_file(&src, &dest_path, &meta, base).await {
+        let copy = if opts.inplace {
+            let old = self.index_signature(&dest_path, existing_file);
+            self.copy_in_place(&src, &dest_path, &meta, old).await
+        } else {
+            let base = self.delta_base(&dest_path, existing_file);
+            self.copy_file(&src, &dest_path, &meta, base).await
+        };
+        match copy {
             Ok(CopyResult::Done(copied)) => {
                 self.remember(&dest_path, &meta, &copied);
                 let stats = &mut self.report.stats;
@@ -698,12 +704,73 @@ impl Worker {
     /// The old version's signature, when the destination still holds exactly what an earlier
     /// run wrote there and can build the new version from ranges of it.
     fn delta_base(&self, dest_path: &RelPath, existing: Option<&Meta>) -> Option<Signature> {
+        if !self.dest().copies_ranges() {
+            return None;
+        }
+        self.index_signature(dest_path, existing)
+    }
+
+    /// The index's signature of what is at `dest_path`, if it still describes it.
+    fn index_signature(&self, dest_path: &RelPath, existing: Option<&Meta>) -> Option<Signature> {
         let ix = self.sh.index.as_ref()?;
         let now = existing?;
-        if self.sh.opts.whole_file || now.size < DELTA_MIN_SIZE || !self.dest().copies_ranges() {
+        if self.sh.opts.whole_file || now.size < DELTA_MIN_SIZE {
             return None;
         }
         ix.base_signature(dest_path, now)
+    }
+
+    /// `--inplace`: writes into the destination file itself. Against the old version's
+    /// signature, blocks that are the same at the same place are passed over; everything
+    /// else is written. Not atomic, by the user's choice, as rsync's.
+    async fn copy_in_place(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        meta: &SetMeta,
+        old: Option<Signature>,
+    ) -> Result<CopyResult, CopyError> {
+        let mut reader = match src.tree.open_read(&src.path, src.meta.size).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
+            Err(e) => return Err(CopyError::Source(e)),
+        };
+        let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
+        let mut writer = match self.dest().open_in_place(dest_path, create_mode).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reader.close().await;
+                return Err(CopyError::Dest(e));
+            }
+        };
+        let hashed = self.sh.index.is_some() || self.sh.opts.verify;
+        let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        shaper.aligned = old.map(AlignedDiff::new);
+        let copied: Result<(), CopyError> = async {
+            while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
+                for step in shaper.take(chunk) {
+                    step.send(&mut *writer).await.map_err(CopyError::Dest)?;
+                }
+            }
+            for step in shaper.end() {
+                step.send(&mut *writer).await.map_err(CopyError::Dest)?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = reader.close().await;
+        match copied {
+            Ok(()) => writer.finish(meta).await.map_err(CopyError::Dest)?,
+            Err(e) => {
+                writer.abandon().await;
+                return Err(e);
+            }
+        }
+        let copied = shaper.finish().await;
+        if let (true, Some(sent)) = (self.sh.opts.verify, copied.hash) {
+            self.verify_written(dest_path, dest_path, sent).await?;
+        }
+        Ok(CopyResult::Done(copied))
     }
 
     /// Keeps what was written in the index, for the next run's delta. Only with the mtime
@@ -876,7 +943,12 @@ struct Copied {
 /// One thing to do to the file being written.
 enum Step {
     Write(Bytes),
-    Copy { from_offset: u64, len: u64 },
+    Copy {
+        from_offset: u64,
+        len: u64,
+    },
+    /// In place: these bytes are already there.
+    Skip(u64),
 }
 
 impl Step {
@@ -884,7 +956,60 @@ impl Step {
         match self {
             Step::Write(data) => writer.write(data).await,
             Step::Copy { from_offset, len } => writer.copy_from_base(from_offset, len).await,
+            Step::Skip(len) => writer.skip(len).await,
         }
+    }
+}
+
+/// `--inplace` against the old version's signature: the new file in blocks at the old
+/// block boundaries; a block equal to the old one at the same place needs no writing.
+struct AlignedDiff {
+    old: Signature,
+    pending: Vec<u8>,
+    next_block: usize,
+}
+
+impl AlignedDiff {
+    fn new(old: Signature) -> AlignedDiff {
+        AlignedDiff {
+            pending: Vec::with_capacity(old.block_size() as usize),
+            old,
+            next_block: 0,
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8], steps: &mut Vec<Step>) {
+        let bs = self.old.block_size() as usize;
+        while !data.is_empty() {
+            let take = (bs - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == bs {
+                self.block(steps);
+            }
+        }
+    }
+
+    fn end(&mut self, steps: &mut Vec<Step>) {
+        if !self.pending.is_empty() {
+            self.block(steps);
+        }
+    }
+
+    fn block(&mut self, steps: &mut Vec<Step>) {
+        let i = self.next_block;
+        self.next_block += 1;
+        let data = std::mem::take(&mut self.pending);
+        let bs = u64::from(self.old.block_size());
+        let old_len = self.old.file_len().saturating_sub(i as u64 * bs).min(bs);
+        let same = i < self.old.blocks().len()
+            && old_len == data.len() as u64
+            && delta::BlockSig::of(&data) == self.old.blocks()[i];
+        steps.push(if same {
+            Step::Skip(data.len() as u64)
+        } else {
+            Step::Write(Bytes::from(data))
+        });
     }
 }
 
@@ -896,6 +1021,8 @@ struct Shaper<'s> {
     digest: Option<Digest>,
     /// Bytes at the start that a resumed partial already holds: hashed, not sent.
     skip: u64,
+    /// `--inplace` against an old version.
+    aligned: Option<AlignedDiff>,
     len: u64,
     literal: u64,
     matched: u64,
@@ -907,6 +1034,7 @@ impl<'s> Shaper<'s> {
             encoder: base.map(DeltaEncoder::new),
             digest: indexed.then(|| Digest::new(size)),
             skip: 0,
+            aligned: None,
             len: 0,
             literal: 0,
             matched: 0,
@@ -928,6 +1056,11 @@ impl<'s> Shaper<'s> {
                 return Vec::new();
             }
         }
+        if let Some(aligned) = &mut self.aligned {
+            let mut steps = Vec::new();
+            aligned.feed(&chunk, &mut steps);
+            return self.count(steps);
+        }
         match &mut self.encoder {
             None => {
                 self.literal += chunk.len() as u64;
@@ -945,6 +1078,11 @@ impl<'s> Shaper<'s> {
     }
 
     fn end(&mut self) -> Vec<Step> {
+        if let Some(aligned) = &mut self.aligned {
+            let mut steps = Vec::new();
+            aligned.end(&mut steps);
+            return self.count(steps);
+        }
         match self.encoder.take() {
             None => Vec::new(),
             Some(encoder) => {
@@ -956,6 +1094,17 @@ impl<'s> Shaper<'s> {
                 self.steps(steps)
             }
         }
+    }
+
+    /// Counts in-place steps as rsync's stats do: passed-over bytes as matched.
+    fn count(&mut self, steps: Vec<Step>) -> Vec<Step> {
+        for s in &steps {
+            match s {
+                Step::Write(d) => self.literal += d.len() as u64,
+                Step::Skip(n) | Step::Copy { len: n, .. } => self.matched += n,
+            }
+        }
+        steps
     }
 
     fn steps(&mut self, ops: Vec<Op>) -> Vec<Step> {

@@ -150,6 +150,10 @@ pub trait Tree: Send + Sync {
         path: &RelPath,
         offset: u64,
     ) -> TreeResult<Box<dyn FileWriter>>;
+    /// Opens `path` to be rewritten where it is (`--inplace`), created if missing: nothing is
+    /// truncated until `finish`, which cuts the file where the writing ended, so ranges passed
+    /// over with `skip` keep their bytes.
+    async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>>;
     /// Up to `len` bytes of a file from `offset`: fewer only at its end.
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes>;
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;
@@ -194,6 +198,16 @@ pub trait FileWriter: Send {
             side: Side::Local,
             path: Vec::new(),
             cause: "this file was not created from a base".into(),
+            kind: ErrorKind::Unsupported,
+        })
+    }
+    /// Moves on `len` bytes without writing them (`Tree::open_in_place` writers only).
+    async fn skip(&mut self, _len: u64) -> TreeResult<()> {
+        Err(TreeError {
+            op: "seek",
+            side: Side::Local,
+            path: Vec::new(),
+            cause: "this file is not being rewritten in place".into(),
             kind: ErrorKind::Unsupported,
         })
     }

@@ -409,16 +409,30 @@ async fn reply_to_unknown_id_fails_the_waiting_requests_without_hanging() {
 }
 
 #[tokio::test]
-async fn oversized_truncated_and_huge_count_replies_are_protocol_errors() {
+async fn oversized_and_huge_count_replies_are_protocol_errors() {
     for (scenario, what) in [
         ("oversized", "exceeds the limit"),
-        ("truncated", "connection closed in the middle of a packet"),
         ("huge-count", "claims 2147483648 entries"),
     ] {
         let c = hostile(scenario).await;
         assert_protocol(bounded(c.read_dir(b"/src")).await, what);
         bounded(c.shutdown()).await;
     }
+}
+
+/// A stream that ends inside a packet is a lost connection, as a cut network path would
+/// make it: worth a reconnect, unlike a server that breaks the protocol.
+#[tokio::test]
+async fn truncated_reply_is_a_lost_connection() {
+    let c = hostile("truncated").await;
+    match bounded(c.read_dir(b"/src")).await {
+        Err(e @ SftpError::Closed { .. }) => {
+            assert!(e.to_string().contains("in the middle of a packet"), "{e}");
+            assert!(e.is_lost_session());
+        }
+        other => panic!("want a lost connection, got {other:?}"),
+    }
+    bounded(c.shutdown()).await;
 }
 
 #[tokio::test]

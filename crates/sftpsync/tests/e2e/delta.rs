@@ -252,3 +252,44 @@ fn checksum_uses_the_index_instead_of_reading_the_server() {
     assert!(out.contains("small"), "{out}");
     assert_trees_match_checksum(&s.src, &s.dst);
 }
+
+/// `--inplace` on a server without copy-data: the file is rewritten where it is (same inode,
+/// no temp), and with the index only the blocks that changed at their place are written.
+#[test]
+fn inplace_writes_only_changed_blocks_into_the_same_file() {
+    use std::os::unix::fs::MetadataExt;
+    let s = setup("-P copy-data");
+    s.push(&["--inplace"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    let inode = std::fs::metadata(s.dst.join("big")).unwrap().ino();
+
+    // 4 KiB rewritten in the middle: one or two blocks go.
+    let mut data = std::fs::read(s.src.join("big")).unwrap();
+    let mid = data.len() / 2;
+    data[mid..mid + 4096].copy_from_slice(&noise(4096, 5));
+    // Each version gets its own mtime: the same size in the same second would look unchanged.
+    write_at(&s.src.join("big"), &data, 1_700_000_001);
+    let out = s.push(&["--inplace"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert!(stats_value(&out, "Literal data") < 128 * 1024, "{out}");
+    assert_eq!(std::fs::metadata(s.dst.join("big")).unwrap().ino(), inode);
+    assert_eq!(
+        std::fs::read_dir(&s.dst).unwrap().count(),
+        2,
+        "no temp file"
+    );
+
+    // Shorter: the old tail is cut off.
+    data.truncate(SIZE / 3);
+    write_at(&s.src.join("big"), &data, 1_700_000_002);
+    let out = s.push(&["--inplace"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert!(stats_value(&out, "Literal data") < 128 * 1024, "{out}");
+
+    // Shifted content cannot be matched in place: it is all written, and still right.
+    data.insert(0, b'!');
+    write_at(&s.src.join("big"), &data, 1_700_000_003);
+    s.push(&["--inplace"]);
+    assert_trees_match_checksum(&s.src, &s.dst);
+    assert_eq!(std::fs::metadata(s.dst.join("big")).unwrap().ino(), inode);
+}

@@ -72,6 +72,8 @@ fn hostile_run(scenario: &str, outside: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sftpsync"))
         .arg("--sftp-server")
         .arg(&server)
+        // A server that hangs up is not reconnected to here: each lie is met once.
+        .arg("--retries=0")
         .args(args)
         .env("HOSTILE_SCENARIO", scenario)
         .env("HOSTILE_OUTSIDE", outside)
@@ -296,9 +298,15 @@ fn hostile_oversized_packet_is_a_protocol_error() {
     protocol_refused("oversized", "exceeds the limit");
 }
 
+/// Ended inside a packet: a lost connection (exit 12), which a retry would reconnect.
 #[test]
-fn hostile_truncated_packet_is_a_protocol_error() {
-    protocol_refused("truncated", "connection closed in the middle of a packet");
+fn hostile_truncated_packet_is_a_lost_connection() {
+    let (_, stderr) = pull_refused("truncated", 12, &[]);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("connection closed in the middle of a packet"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
 }
 
 #[test]
