@@ -213,15 +213,16 @@ fn checksum_uses_the_index_instead_of_reading_the_server() {
         2,
         "{plain}"
     );
+    // Only files of 64 KiB or more are in the index: `small` is read either way.
     let indexed = s.push(&["-c", "--trust-index"]);
     assert_eq!(
         stats_value(&indexed, "Checksums from the delta index"),
-        2,
+        1,
         "{indexed}"
     );
     assert_eq!(
         stats_value(&indexed, "Checksums read from the server"),
-        0,
+        1,
         "{indexed}"
     );
     assert!(
