@@ -2,7 +2,6 @@
 //! typical edits of large files send only about the changed bytes.
 
 use std::io::Cursor;
-use std::time::Instant;
 
 use delta::{apply, block_size_for, delta, DeltaEncoder, Op, Signature, Stats, LITERAL_CHUNK};
 use proptest::prelude::*;
@@ -293,81 +292,5 @@ fn literal_chunk_boundaries_do_not_disturb_matching() {
             ops == whole,
             "feeding {piece} bytes at a time changed the ops"
         );
-    }
-}
-
-/// Nanoseconds this thread has spent on a CPU (Linux), so throughput can be stated
-/// independently of other load on a shared machine.
-fn thread_cpu_ns() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    stat.split_whitespace().next()?.parse().ok()
-}
-
-/// Times `f`, returning (wall MiB/s, CPU MiB/s if known) for `mib` MiB of input.
-fn rate(mib: f64, f: impl FnOnce()) -> (f64, Option<f64>) {
-    let (t, cpu) = (Instant::now(), thread_cpu_ns());
-    f();
-    let wall = mib / t.elapsed().as_secs_f64();
-    let cpu = cpu
-        .zip(thread_cpu_ns())
-        .map(|(a, b)| mib / ((b - a) as f64 / 1e9));
-    (wall, cpu)
-}
-
-/// Throughput on a 256 MiB buffer, in wall-clock and in CPU-time terms. Run with
-/// `cargo test -p delta --release -- --ignored --nocapture throughput`.
-#[test]
-#[ignore]
-fn throughput_256mib() {
-    let len = 256 << 20;
-    let old = pseudo_random(len, 6);
-    let bs = block_size_for(len as u64);
-    let mib = len as f64 / (1 << 20) as f64;
-    let mut report = Vec::new();
-
-    let mut sig = None;
-    report.push((
-        "signature",
-        rate(mib, || {
-            sig = Some(Signature::compute(&old[..], bs).unwrap());
-        }),
-    ));
-    let sig = sig.unwrap();
-
-    // Matching path: one byte inserted at the front, so every block is found shifted.
-    let mut shifted = vec![0u8];
-    shifted.extend_from_slice(&old);
-    report.push((
-        "delta, all matching",
-        rate(mib, || {
-            let mut it = delta(&sig, &shifted[..]);
-            assert_eq!(it.by_ref().inspect(|op| assert!(op.is_ok())).count(), 2);
-            assert_eq!(it.stats().literal, 1);
-        }),
-    ));
-
-    // Missing path: nothing matches, the window rolls over every byte.
-    let unrelated = pseudo_random(len, 7);
-    report.push((
-        "delta, nothing matching",
-        rate(mib, || {
-            let mut it = delta(&sig, &unrelated[..]);
-            it.by_ref().for_each(|op| drop(op.unwrap()));
-            assert_eq!(it.stats().matched, 0);
-        }),
-    ));
-
-    report.push((
-        "delta + apply",
-        rate(mib, || {
-            let ops: Vec<Op> = delta(&sig, &shifted[..]).map(|op| op.unwrap()).collect();
-            let applied = apply(Cursor::new(&old[..]), &ops, std::io::sink()).unwrap();
-            assert_eq!(applied.len, shifted.len() as u64);
-        }),
-    ));
-
-    for (what, (wall, cpu)) in report {
-        let cpu = cpu.map_or("?".to_string(), |c| format!("{c:.0}"));
-        eprintln!("block {bs}, {what}: {wall:.0} MiB/s wall, {cpu} MiB/s of CPU time");
     }
 }
