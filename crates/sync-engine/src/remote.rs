@@ -936,10 +936,7 @@ impl SftpWriter {
 
     /// Sends what is left, then sets attributes, syncs and closes, in one batch.
     async fn complete(mut self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending).freeze();
-            self.send_write(rest).await?;
-        }
+        self.flush_pending().await?;
         let path = self.path.clone();
         // Writes through other channels must land before the times are set on the file.
         let mut extra_result = Ok(());
@@ -1101,6 +1098,25 @@ impl SftpWriter {
         closed
     }
 
+    fn unsupported(&self, op: &'static str, cause: &str) -> TreeError {
+        TreeError {
+            op,
+            side: Side::Remote,
+            path: self.path.clone(),
+            cause: cause.into(),
+            kind: ErrorKind::Unsupported,
+        }
+    }
+
+    /// Sends what `write` held back for a whole request, short as it may be.
+    async fn flush_pending(&mut self) -> TreeResult<()> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending).freeze();
+            self.send_write(rest).await?;
+        }
+        Ok(())
+    }
+
     /// Sends one WRITE through the next channel in turn.
     async fn send_write(&mut self, chunk: Bytes) -> TreeResult<()> {
         let n = self.handles.len();
@@ -1158,37 +1174,19 @@ impl FileWriter for SftpWriter {
 
     async fn skip(&mut self, len: u64) -> TreeResult<()> {
         if !self.in_place {
-            return Err(TreeError {
-                op: "seek",
-                side: Side::Remote,
-                path: self.path.clone(),
-                cause: "this file is not being rewritten in place".into(),
-                kind: ErrorKind::Unsupported,
-            });
+            return Err(self.unsupported("seek", "this file is not being rewritten in place"));
         }
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending).freeze();
-            self.send_write(rest).await?;
-        }
+        self.flush_pending().await?;
         self.offset += len;
         Ok(())
     }
 
     async fn copy_from_base(&mut self, from_offset: u64, len: u64) -> TreeResult<()> {
         let Some(base) = self.base.clone() else {
-            return Err(TreeError {
-                op: "copy",
-                side: Side::Remote,
-                path: self.path.clone(),
-                cause: "this file was not created from a base".into(),
-                kind: ErrorKind::Unsupported,
-            });
+            return Err(self.unsupported("copy", "this file was not created from a base"));
         };
         // Bytes written so far go first, so that offsets stay in order.
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending).freeze();
-            self.send_write(rest).await?;
-        }
+        self.flush_pending().await?;
         let h = &mut self.handles[0];
         h.drain_to(WRITE_BEHIND - 1, &self.path).await?;
         let reply = h

@@ -18,7 +18,9 @@ use crate::path::{
     display_path, file_name, invalid_name_reason, join, parent, unsafe_symlink, RelPath,
 };
 use crate::report::{Item, Stats, UpdateType};
-use crate::tree::{ErrorKind, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
+use crate::tree::{
+    ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult,
+};
 
 /// What every task needs, shared by the whole run.
 pub(crate) struct Shared {
@@ -746,18 +748,7 @@ impl Worker {
         let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
         let mut shaper = Shaper::new(hashed, src.meta.size, None);
         shaper.aligned = old.map(AlignedDiff::new);
-        let copied: Result<(), CopyError> = async {
-            while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
-                for step in shaper.take(chunk) {
-                    step.send(&mut *writer).await.map_err(CopyError::Dest)?;
-                }
-            }
-            for step in shaper.end() {
-                step.send(&mut *writer).await.map_err(CopyError::Dest)?;
-            }
-            Ok(())
-        }
-        .await;
+        let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
         match copied {
             Ok(()) => writer.finish(meta).await.map_err(CopyError::Dest)?,
@@ -869,18 +860,7 @@ impl Worker {
         let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
         let mut shaper = Shaper::new(hashed, src.meta.size, base.as_ref());
         shaper.skip = resume_at.unwrap_or(0);
-        let copied: Result<(), CopyError> = async {
-            while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
-                for step in shaper.take(chunk) {
-                    step.send(&mut *writer).await.map_err(CopyError::Dest)?;
-                }
-            }
-            for step in shaper.end() {
-                step.send(&mut *writer).await.map_err(CopyError::Dest)?;
-            }
-            Ok(())
-        }
-        .await;
+        let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
         let result = match copied {
             Ok(()) => match writer.finish(meta).await {
@@ -1046,6 +1026,23 @@ impl<'s> Shaper<'s> {
             literal: 0,
             matched: 0,
         }
+    }
+
+    /// Moves the whole source through: reads, shapes, sends the steps to `writer`.
+    async fn pump(
+        &mut self,
+        reader: &mut dyn FileReader,
+        writer: &mut dyn FileWriter,
+    ) -> Result<(), CopyError> {
+        while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
+            for step in self.take(chunk) {
+                step.send(writer).await.map_err(CopyError::Dest)?;
+            }
+        }
+        for step in self.end() {
+            step.send(writer).await.map_err(CopyError::Dest)?;
+        }
+        Ok(())
     }
 
     fn take(&mut self, chunk: Bytes) -> Vec<Step> {
