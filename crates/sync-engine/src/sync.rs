@@ -14,7 +14,10 @@ use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
-use crate::task::{modes_differ, sort_rsync_by, Fatal, Gate, Report, Shared, SourceEntry, Worker};
+use crate::task::{
+    modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Shared,
+    SourceEntry, Worker,
+};
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
 
@@ -741,7 +744,8 @@ impl<'a> Run<'a> {
             source: 0,
         };
         let src_path = name.clone();
-        self.non_dir(&child, src_path, dest_name, dest_meta, &Gate::open())
+        let kept = KeptPartial::Unknown;
+        self.non_dir(&child, src_path, dest_name, dest_meta, kept, &Gate::open())
             .await
     }
 
@@ -845,7 +849,8 @@ impl<'a> Run<'a> {
                     continue;
                 }
                 if !self.scan_only {
-                    self.non_dir(&child, path.clone(), path, existing, &gate)
+                    let kept = self.kept_partial(&child.name, &dest_entries);
+                    self.non_dir(&child, path.clone(), path, existing, kept, &gate)
                         .await?;
                 }
             }
@@ -1051,7 +1056,7 @@ impl<'a> Run<'a> {
         if self.opts().partial {
             // A kept partial of a file still in the source is what the next copy resumes.
             for c in children {
-                wanted.insert([&b"."[..], &c.name, b".partial"].concat());
+                wanted.insert(partial_file_name(&c.name));
             }
         }
         let mut extra: Vec<Child> = dest_entries
@@ -1104,6 +1109,24 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Whether the destination directory's listing holds a `--partial` file for `name`.
+    fn kept_partial(&self, name: &[u8], dest_entries: &HashMap<Vec<u8>, Meta>) -> KeptPartial {
+        let opts = self.opts();
+        if !opts.partial {
+            return KeptPartial::Absent;
+        }
+        let looked_up = match &opts.partial_dir {
+            // Inside the directory, which was not listed: only its absence tells.
+            Some(dir) if dest_entries.contains_key(dir) => return KeptPartial::Unknown,
+            Some(_) => None,
+            None => dest_entries.get(&partial_file_name(name)),
+        };
+        match looked_up {
+            Some(m) => KeptPartial::Present(m.clone()),
+            None => KeptPartial::Absent,
+        }
+    }
+
     /// Files, symlinks and special files. `src_path` differs from `dest_path` only for a
     /// single file copied under a new name.
     async fn non_dir(
@@ -1112,6 +1135,7 @@ impl<'a> Run<'a> {
         src_path: RelPath,
         dest_path: RelPath,
         existing: Option<Meta>,
+        kept_partial: KeptPartial,
         gate: &Gate,
     ) -> Result<(), Fatal> {
         let tree = self.job.sources[child.source].tree.clone();
@@ -1145,6 +1169,7 @@ impl<'a> Run<'a> {
                     tree,
                     path: src_path,
                     meta,
+                    kept_partial,
                 };
                 self.spawn_entry(gate, src, dest_path, existing).await
             }
@@ -1162,6 +1187,7 @@ impl<'a> Run<'a> {
                     tree,
                     path: src_path,
                     meta,
+                    kept_partial: KeptPartial::Unknown,
                 };
                 self.spawn_entry(gate, src, dest_path, existing).await
             }

@@ -117,6 +117,19 @@ pub(crate) struct SourceEntry {
     pub tree: Arc<dyn Tree>,
     pub path: RelPath,
     pub meta: Meta,
+    /// What the destination's listing showed of a `--partial` file kept for this entry.
+    pub kept_partial: KeptPartial,
+}
+
+/// A kept `--partial` file as the walk saw it: when the listing tells, no request is needed
+/// to look for one.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum KeptPartial {
+    /// Not in a listing the walk has (`--partial-dir`, or a single file copied by name).
+    #[default]
+    Unknown,
+    Absent,
+    Present(Meta),
 }
 
 type BoxStep<'a> = Pin<Box<dyn Future<Output = Result<(), Fatal>> + Send + 'a>>;
@@ -655,22 +668,21 @@ impl Worker {
     /// with `--partial-dir`, the file's own name in that directory.
     fn partial_name(&self, dest_path: &[u8]) -> RelPath {
         let name = file_name(dest_path);
-        if let Some(dir) = &self.sh.opts.partial_dir {
-            return join(&join(parent(dest_path), dir), name);
+        match &self.sh.opts.partial_dir {
+            Some(dir) => join(&join(parent(dest_path), dir), name),
+            None => join(parent(dest_path), &partial_file_name(name)),
         }
-        let keep = &name[..name.len().min(200)];
-        let mut t = Vec::with_capacity(keep.len() + 10);
-        t.push(b'.');
-        t.extend_from_slice(keep);
-        t.extend_from_slice(b".partial");
-        join(parent(dest_path), &t)
     }
 
     /// How much of a kept partial file can be trusted: its size, if its last bytes (up to
     /// 64 KiB) equal the source's at the same place. A partial that does not fit is removed.
     async fn resumable(&self, src: &SourceEntry, partial: &RelPath) -> Option<u64> {
         const TAIL: u64 = 64 * 1024;
-        let meta = self.dest().lstat(partial).await.ok()??;
+        let meta = match &src.kept_partial {
+            KeptPartial::Absent => return None,
+            KeptPartial::Present(m) => m.clone(),
+            KeptPartial::Unknown => self.dest().lstat(partial).await.ok()??,
+        };
         if meta.kind != Kind::File {
             return None;
         }
@@ -1254,6 +1266,13 @@ fn process_umask() -> Option<u32> {
 fn parse_umask(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok().map(|m| m & 0o777)
+}
+
+/// `.NAME.partial`, the name `--partial` keeps a file under beside it (the name cut to leave
+/// room under a 255-byte limit).
+pub(crate) fn partial_file_name(name: &[u8]) -> Vec<u8> {
+    let keep = &name[..name.len().min(200)];
+    [&b"."[..], keep, b".partial"].concat()
 }
 
 pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
