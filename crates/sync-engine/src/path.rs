@@ -34,22 +34,6 @@ pub fn parent(path: &[u8]) -> &[u8] {
     }
 }
 
-/// Why a name from a listing cannot be used, if it cannot: a hostile or broken server must not
-/// be able to make us touch anything outside the directory being listed.
-pub fn invalid_name_reason(name: &[u8]) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("empty name")
-    } else if name == b"." || name == b".." {
-        Some("name is . or ..")
-    } else if name.contains(&b'/') {
-        Some("name contains /")
-    } else if name.contains(&0) {
-        Some("name contains a NUL byte")
-    } else {
-        None
-    }
-}
-
 /// Whether a symlink at `link_path` (relative to the transfer's root) with this `target` may
 /// lead outside the tree, by rsync's rule for `--safe-links` and `--copy-unsafe-links`: an
 /// empty or absolute target is unsafe, and so is one whose leading `..` components climb above
@@ -188,16 +172,6 @@ mod tests {
         assert_eq!(file_name(b"a/b/c"), b"c");
         assert_eq!(parent(b"a/b/c"), b"a/b");
         assert_eq!(parent(b"c"), b"");
-    }
-
-    #[test]
-    fn bad_names_are_refused() {
-        for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0b"] {
-            assert!(invalid_name_reason(bad).is_some(), "{bad:?}");
-        }
-        for ok in [&b"a"[..], b"...", b".hidden", b"caf\xe9", b"a b\nc"] {
-            assert!(invalid_name_reason(ok).is_none(), "{ok:?}");
-        }
     }
 
     #[test]

@@ -14,13 +14,12 @@ use tokio::sync::watch;
 use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
-use crate::path::{
-    display_path, file_name, invalid_name_reason, join, parent, unsafe_symlink, RelPath,
-};
+use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Stats, UpdateType};
 use crate::tree::{
     ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult,
 };
+use crate::validate::validate_listing;
 
 /// What every task needs, shared by the whole run.
 pub(crate) struct Shared {
@@ -272,10 +271,10 @@ impl Worker {
         path: &'b RelPath,
     ) -> Pin<Box<dyn Future<Output = Result<(), TreeError>> + Send + 'b>> {
         Box::pin(async move {
-            for e in self.dest().read_dir(path).await? {
-                if invalid_name_reason(&e.name).is_some() {
-                    continue;
-                }
+            // Only names the listing checks allow; the others were never ours to delete.
+            let (entries, _) =
+                validate_listing(self.dest().side(), path, self.dest().read_dir(path).await?);
+            for e in entries {
                 let p = join(path, &e.name);
                 if e.meta.kind == Kind::Dir {
                     self.remove_tree(&p).await?;
@@ -295,11 +294,9 @@ impl Worker {
                     Ok(l) => l,
                     Err(e) => return self.fail(e),
                 };
-                let mut kids: Vec<(Vec<u8>, Meta)> = list
-                    .into_iter()
-                    .filter(|e| invalid_name_reason(&e.name).is_none())
-                    .map(|e| (e.name, e.meta))
-                    .collect();
+                let (list, _) = validate_listing(self.dest().side(), &path, list);
+                let mut kids: Vec<(Vec<u8>, Meta)> =
+                    list.into_iter().map(|e| (e.name, e.meta)).collect();
                 sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
                 for (name, m) in kids.into_iter().rev() {
                     self.delete_entry(join(&path, &name), m).await?;

@@ -116,6 +116,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bad_names_are_refused() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0b"] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+        for ok in [&b"a"[..], b"...", b".hidden", b"caf\xe9", b"a b\nc"] {
+            assert!(name_problem(ok).is_none(), "{ok:?}");
+        }
+    }
+
     fn names(v: &[DirEntry]) -> Vec<&[u8]> {
         v.iter().map(|e| e.name.as_slice()).collect()
     }
