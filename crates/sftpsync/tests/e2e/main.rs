@@ -55,6 +55,16 @@ fn server_script(dir: &Path, name: &str, command: &str) -> String {
     script.to_str().unwrap().to_string()
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A number from `--stats` output (`Name: 1,234 bytes`), digit grouping removed.
 fn stats_value(out: &str, name: &str) -> u64 {
     let line = out
