@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sftp_proto::{
-    encode_init, Attrs, ClientExtensions, FrameDecoder, Limits, NameEntry, OpenFlags, ProtoError,
-    Request, Response, StatVfs, Status, StatusCode, Version, DEFAULT_MAX_PACKET,
+    encode_init, Attrs, ClientExtensions, FileHashes, FrameDecoder, Limits, NameEntry, OpenFlags,
+    ProtoError, Request, Response, StatVfs, Status, StatusCode, Version, DEFAULT_MAX_PACKET,
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Child;
@@ -885,6 +885,33 @@ impl SftpClient {
             .call_one_name(&Request::HomeDirectory { user })
             .await?
             .filename)
+    }
+
+    /// Hashes of `path`'s blocks computed by the server (`check-file-name`). Servers need not
+    /// announce it (ProFTPD does not under v3), so it is simply asked; one that does not
+    /// know it answers with a status, usually SSH_FX_OP_UNSUPPORTED. The reply must fit in
+    /// one packet: the caller keeps the number of blocks asked for small.
+    pub async fn check_file_name(
+        &self,
+        path: &[u8],
+        algorithms: &[u8],
+        offset: u64,
+        len: u64,
+        block_size: u32,
+    ) -> Result<FileHashes, SftpError> {
+        let req = Request::CheckFileName {
+            path,
+            algorithms,
+            offset,
+            len,
+            block_size,
+        };
+        let data = self.call_extended(&req).await?;
+        // A reply we cannot read fails this request only: the stream itself is intact.
+        FileHashes::decode(&data).map_err(|e| SftpError::Invalid {
+            op: req.name(),
+            detail: e.to_string(),
+        })
     }
 
     /// Any SSH_FXP_EXTENDED request; returns the raw reply.

@@ -236,6 +236,16 @@ pub enum Request<'a> {
     HomeDirectory {
         user: &'a [u8],
     },
+    /// `check-file-name`: hashes of a file's blocks, computed by the server. `len` 0 means up
+    /// to the end of the file, `block_size` 0 one hash over the whole range.
+    CheckFileName {
+        path: &'a [u8],
+        /// Comma-separated, in order of preference; the server picks one.
+        algorithms: &'a [u8],
+        offset: u64,
+        len: u64,
+        block_size: u32,
+    },
     /// Any other SSH_FXP_EXTENDED request: name and raw request-specific data.
     Extended {
         name: &'a [u8],
@@ -275,6 +285,7 @@ impl Request<'_> {
             Request::ExpandPath { .. } => "expand-path",
             Request::CopyData { .. } => "copy-data",
             Request::HomeDirectory { .. } => "home-directory",
+            Request::CheckFileName { .. } => "check-file-name",
             Request::Extended { .. } => "extended",
         }
     }
@@ -398,6 +409,20 @@ impl Request<'_> {
             Request::HomeDirectory { user } => {
                 extended(&mut w, id, ext::HOME_DIRECTORY.as_bytes());
                 w.string(user);
+            }
+            Request::CheckFileName {
+                path,
+                algorithms,
+                offset,
+                len,
+                block_size,
+            } => {
+                extended(&mut w, id, ext::CHECK_FILE_NAME.as_bytes());
+                w.string(path);
+                w.string(algorithms);
+                w.u64(*offset);
+                w.u64(*len);
+                w.u32(*block_size);
             }
             Request::Extended { name, data } => {
                 extended(&mut w, id, name);
@@ -709,6 +734,34 @@ impl StatVfs {
     }
 }
 
+/// Reply to `check-file-name`: the algorithm the server chose and the hashes, one per block
+/// in order, all of that algorithm's length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHashes {
+    pub algorithm: Vec<u8>,
+    pub hashes: Bytes,
+}
+
+impl FileHashes {
+    /// The reply starts with the extension's name, "check-file", then the algorithm; the rest
+    /// of the packet is the hashes back to back. Their length is the caller's to check, as
+    /// only it knows the algorithm's digest size.
+    pub fn decode(data: &Bytes) -> Result<FileHashes, ProtoError> {
+        let mut r = Reader::new(data);
+        let name = r.string("check-file reply name")?;
+        if name != b"check-file" {
+            return Err(ProtoError::Unexpected {
+                what: "check-file reply name",
+            });
+        }
+        let algorithm = r.string("hash algorithm")?.to_vec();
+        Ok(FileHashes {
+            algorithm,
+            hashes: data.slice(r.position()..),
+        })
+    }
+}
+
 /// Raw contents of an SSH_FXP_EXTENDED_REPLY, for extensions we do not decode ourselves.
 pub type ExtendedReply = Bytes;
 
@@ -773,6 +826,39 @@ mod tests {
         assert_eq!(r.u64("len").unwrap(), 2);
         assert_eq!(r.string("wh").unwrap(), b"h2");
         assert_eq!(r.u64("wo").unwrap(), 3);
+
+        let out = encoded(&Request::CheckFileName {
+            path: b"f",
+            algorithms: b"sha256,md5",
+            offset: 4,
+            len: 5,
+            block_size: 6,
+        });
+        let mut r = Reader::new(&out[9..]);
+        assert_eq!(r.string("name").unwrap(), b"check-file-name");
+        assert_eq!(r.string("path").unwrap(), b"f");
+        assert_eq!(r.string("algorithms").unwrap(), b"sha256,md5");
+        assert_eq!(r.u64("offset").unwrap(), 4);
+        assert_eq!(r.u64("len").unwrap(), 5);
+        assert_eq!(r.u32("block size").unwrap(), 6);
+        assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn check_file_reply_gives_algorithm_and_hashes() {
+        let mut w = Writer::with_buf(Vec::new(), u64::MAX);
+        w.string(b"check-file");
+        w.string(b"md5");
+        let mut data = w.buf;
+        data.extend_from_slice(&[7; 32]);
+        let got = FileHashes::decode(&Bytes::from(data)).unwrap();
+        assert_eq!(got.algorithm, b"md5");
+        assert_eq!(&got.hashes[..], &[7; 32]);
+
+        let mut w = Writer::with_buf(Vec::new(), u64::MAX);
+        w.string(b"md5");
+        assert!(FileHashes::decode(&Bytes::from(w.buf)).is_err());
+        assert!(FileHashes::decode(&Bytes::from_static(b"\0\0")).is_err());
     }
 
     #[test]

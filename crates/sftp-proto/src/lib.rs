@@ -10,8 +10,8 @@ mod frame;
 
 pub use attrs::{Attrs, FileKind};
 pub use codec::{
-    encode_init, ClientExtensions, ExtendedReply, Limits, NameEntry, OpenFlags, Request, Response,
-    StatVfs, Status, StatusCode, Version,
+    encode_init, ClientExtensions, ExtendedReply, FileHashes, Limits, NameEntry, OpenFlags,
+    Request, Response, StatVfs, Status, StatusCode, Version,
 };
 pub use frame::FrameDecoder;
 
@@ -37,6 +37,8 @@ pub enum ProtoError {
     Trailing { what: &'static str, trailing: usize },
     #[error("name list claims {0} entries, more than the packet can hold")]
     BadCount(u32),
+    #[error("unexpected contents in {what}")]
+    Unexpected { what: &'static str },
     #[error("a field of {len} bytes is longer than an SFTP length field can say")]
     TooLong { len: u64 },
 }
@@ -84,6 +86,8 @@ pub mod ext {
     pub const EXPAND_PATH: &str = "expand-path@openssh.com";
     pub const COPY_DATA: &str = "copy-data";
     pub const HOME_DIRECTORY: &str = "home-directory";
+    /// Hashes computed by the server (ProFTPD answers it under v3 without announcing it).
+    pub const CHECK_FILE_NAME: &str = "check-file-name";
     /// gesftpserver announces that it takes SYMLINK arguments in the draft's order.
     pub const SYMLINK_ORDER: &str = "symlink-order@rjk.greenend.org.uk";
 }

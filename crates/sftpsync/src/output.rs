@@ -217,12 +217,14 @@ pub fn stats_text(s: &Stats, sent: u64, received: u64, human: u8) -> String {
         "Matched data: {} bytes\n",
         size(s.matched_data, human)
     ));
-    if s.checksums_from_index + s.checksums_read_remotely > 0 {
-        // Ours: where --checksum found the destination's hashes.
+    if s.checksums_from_index + s.checksums_read_remotely + s.checksums_by_server > 0 {
+        // Ours: where --checksum found the remote side's hashes.
         t.push_str(&format!(
-            "Checksums from the delta index: {}\nChecksums read from the server: {}\n",
+            "Checksums from the delta index: {}\nChecksums read from the server: {}\n\
+             Checksums computed by the server: {}\n",
             group_digits(s.checksums_from_index),
-            group_digits(s.checksums_read_remotely)
+            group_digits(s.checksums_read_remotely),
+            group_digits(s.checksums_by_server)
         ));
     }
     t.push_str(&format!("Total bytes sent: {}\n", size(sent, human)));

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sync_engine::path::RelPath;
 use sync_engine::tree::{DirEntry, FileReader, FileWriter, TreeResult};
-use sync_engine::{Kind, Meta, SetMeta, Side, Tree};
+use sync_engine::{BlockHashes, HashRange, Kind, Meta, SetMeta, Side, Tree};
 
 /// Temp names created and not yet renamed over their target or removed, relative to the
 /// destination tree's root. Shared by every attempt of one run.
@@ -129,6 +129,13 @@ impl Tree for TrackingTree {
     }
     async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
         self.inner.open_in_place(path, mode).await
+    }
+    async fn block_hashes(
+        &self,
+        path: &RelPath,
+        range: HashRange,
+    ) -> TreeResult<Option<BlockHashes>> {
+        self.inner.block_hashes(path, range).await
     }
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
         self.inner.read_range(path, offset, len).await

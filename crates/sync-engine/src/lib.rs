@@ -11,6 +11,7 @@ pub mod options;
 pub mod path;
 pub mod remote;
 pub mod report;
+mod server_hashes;
 pub mod sync;
 mod task;
 pub mod tree;
@@ -24,4 +25,6 @@ pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
 pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
 pub use task::hash_file;
-pub use tree::{ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError};
+pub use tree::{
+    BlockHashes, ErrorKind, HashAlgorithm, HashRange, Kind, Meta, SetMeta, Side, Tree, TreeError,
+};

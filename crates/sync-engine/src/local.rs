@@ -19,8 +19,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::path::RelPath;
 use crate::tree::{
-    DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
-    TreeResult,
+    BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashRange, Kind, Meta, SetMeta, Side,
+    Tree, TreeError, TreeResult,
 };
 use confined::Root;
 pub use confined::{openat2_in_use, PARENT_SYMLINK};
@@ -477,6 +477,7 @@ impl Tree for LocalTree {
             buffered: Vec::new(),
             buffered_len: 0,
             in_place: false,
+            base: None,
         };
         // A small file is created, written, stamped and synced in one trip to the blocking
         // pool at `finish`; a big one is created now and written as it comes.
@@ -520,6 +521,7 @@ impl Tree for LocalTree {
             buffered: Vec::new(),
             buffered_len: 0,
             in_place: false,
+            base: None,
         }))
     }
 
@@ -549,6 +551,7 @@ impl Tree for LocalTree {
             buffered: Vec::new(),
             buffered_len: 0,
             in_place: true,
+            base: None,
         }))
     }
 
@@ -672,20 +675,37 @@ impl Tree for LocalTree {
     async fn create_file_based_on(
         &self,
         path: &RelPath,
-        _mode: u32,
-        _base: &RelPath,
+        mode: u32,
+        base: &RelPath,
     ) -> TreeResult<Box<dyn FileWriter>> {
-        Err(TreeError {
-            op: "create",
-            side: Side::Local,
-            path: path.clone(),
-            cause: "building a file from ranges of another is only done on SFTP servers".into(),
-            kind: ErrorKind::Unsupported,
+        let (root, rel, base_rel) = (self.root.clone(), path.clone(), base.clone());
+        let (file, base) = blocking(move || {
+            let base = open_read_at(&root, &base_rel).map_err(|e| error("open", &base_rel, e))?;
+            Ok((create_new(&root, mode, &rel)?, Arc::new(base)))
         })
+        .await?;
+        Ok(Box::new(LocalWriter {
+            root: self.root.clone(),
+            path: path.clone(),
+            mode,
+            file: Some(file),
+            buffered: Vec::new(),
+            buffered_len: 0,
+            in_place: false,
+            base: Some(base),
+        }))
     }
 
     fn copies_ranges(&self) -> bool {
-        false
+        true
+    }
+
+    async fn block_hashes(
+        &self,
+        _path: &RelPath,
+        _range: HashRange,
+    ) -> TreeResult<Option<BlockHashes>> {
+        Ok(None)
     }
 
     fn keeps_times(&self) -> bool {
@@ -769,6 +789,63 @@ fn write_all(file: &fs::File, chunks: &[Bytes], rel: &RelPath) -> TreeResult<()>
     Ok(())
 }
 
+/// Appends `len` bytes of `base` from `offset` at `to`'s position: in the kernel where it can
+/// (and without copying at all on filesystems that share extents), else through a buffer.
+fn copy_range(base: &fs::File, offset: u64, to: &fs::File, len: u64) -> std::io::Result<()> {
+    let (mut at, mut left) = (offset, len);
+    while left > 0 {
+        let want = left.min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(base, Some(&mut at), to, None, want) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    IoKind::UnexpectedEof,
+                    "the old version ended early",
+                ))
+            }
+            Ok(n) => left -= n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => return copy_range_buffered(base, at, to, left),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_buffered(
+    base: &fs::File,
+    mut at: u64,
+    to: &fs::File,
+    len: u64,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match base.read_at(&mut buf[..want], at) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    IoKind::UnexpectedEof,
+                    "the old version ended early",
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == IoKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        (&*to).write_all(&buf[..n])?;
+        at += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 struct LocalWriter {
     root: Arc<Root>,
     path: RelPath,
@@ -779,6 +856,8 @@ struct LocalWriter {
     buffered_len: usize,
     /// Rewritten in place: cut to where the writing ended at `finish`.
     in_place: bool,
+    /// The old version that `copy_from_base` copies ranges of (`create_file_based_on`).
+    base: Option<Arc<fs::File>>,
 }
 
 #[async_trait]
@@ -808,6 +887,23 @@ impl FileWriter for LocalWriter {
         .await?;
         self.file = Some(file);
         Ok(())
+    }
+
+    async fn copy_from_base(&mut self, from_offset: u64, len: u64) -> TreeResult<()> {
+        let (chunks, rel) = (std::mem::take(&mut self.buffered), self.path.clone());
+        self.buffered_len = 0;
+        let (Some(file), Some(base)) = (self.file.clone(), self.base.clone()) else {
+            return Err(error(
+                "copy",
+                &rel,
+                std::io::Error::other("this file was not created from a base"),
+            ));
+        };
+        blocking(move || {
+            write_all(&file, &chunks, &rel)?;
+            copy_range(&base, from_offset, &file, len).map_err(|e| error("copy", &rel, e))
+        })
+        .await
     }
 
     async fn skip(&mut self, len: u64) -> TreeResult<()> {

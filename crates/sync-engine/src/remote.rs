@@ -1,7 +1,7 @@
 //! `Tree` over an SFTP session: a directory on the server.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -13,8 +13,8 @@ use sftp_client::{
 use crate::mtime::{fits_wire, wire_mtime};
 use crate::path::RelPath;
 use crate::tree::{
-    DirEntry, ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError,
-    TreeResult,
+    BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashAlgorithm, HashRange, Kind, Meta,
+    SetMeta, Side, Tree, TreeError, TreeResult,
 };
 
 /// Reads kept in flight per open handle.
@@ -42,7 +42,17 @@ pub struct ServerQuirks {
     times_read_back: AtomicBool,
     /// A time outside what SFTP v3 carries was clamped; warned once.
     warned_clamped_mtime: AtomicBool,
+    /// Whether the server answers `check-file-name`: one of the `CHECK_FILE_*` values.
+    check_file: AtomicU8,
 }
+
+const CHECK_FILE_UNKNOWN: u8 = 0;
+const CHECK_FILE_WORKS: u8 = 1;
+const CHECK_FILE_ABSENT: u8 = 2;
+
+/// The hashes asked of `check-file`, preferred first: SHA-256 is strong and fast on both
+/// sides where the CPU has SHA instructions; MD5 comes last, as the server's own choice.
+const CHECK_FILE_ALGORITHMS: &[u8] = b"sha256,sha512,sha1,md5";
 
 /// The server takes attribute changes as a failure of the whole file only for these causes;
 /// anything else (a full disk, say) is a real error.
@@ -595,6 +605,70 @@ impl Tree for SftpTree {
         let mut writer = self.sftp_writer(path, full, handles, 0, None);
         writer.in_place = true;
         Ok(writer)
+    }
+
+    async fn block_hashes(
+        &self,
+        path: &RelPath,
+        range: HashRange,
+    ) -> TreeResult<Option<BlockHashes>> {
+        let known = &self.quirks.check_file;
+        if known.load(Ordering::Relaxed) == CHECK_FILE_ABSENT {
+            return Ok(None);
+        }
+        let reply = self
+            .client()
+            .check_file_name(
+                &self.full(path),
+                CHECK_FILE_ALGORITHMS,
+                range.offset,
+                range.len,
+                range.block_size,
+            )
+            .await;
+        let refused_for_this_file = |e: &SftpError| {
+            matches!(
+                e.status(),
+                Some(StatusCode::NoSuchFile | StatusCode::PermissionDenied)
+            )
+        };
+        let hashes = match reply {
+            Ok(h) => h,
+            // Until it has worked once, any other refusal means the server does not know it.
+            Err(e)
+                if known.load(Ordering::Relaxed) == CHECK_FILE_UNKNOWN
+                    && !e.is_connection_error()
+                    && !refused_for_this_file(&e) =>
+            {
+                known.store(CHECK_FILE_ABSENT, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(sftp_error("check-file", path, e)),
+        };
+        let Some(algorithm) = HashAlgorithm::from_name(&hashes.algorithm) else {
+            // Not one we asked for: nothing here can compute it to compare.
+            known.store(CHECK_FILE_ABSENT, Ordering::Relaxed);
+            return Ok(None);
+        };
+        if hashes.hashes.len() % algorithm.hash_len() != 0 {
+            return Err(sftp_error(
+                "check-file",
+                path,
+                SftpError::Invalid {
+                    op: "check-file-name",
+                    detail: format!(
+                        "{} bytes of {} hashes, not a whole number of them",
+                        hashes.hashes.len(),
+                        algorithm.name()
+                    ),
+                },
+            ));
+        }
+        known.store(CHECK_FILE_WORKS, Ordering::Relaxed);
+        Ok(Some(BlockHashes {
+            algorithm,
+            hashes: hashes.hashes,
+        }))
     }
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {

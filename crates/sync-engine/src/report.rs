@@ -168,6 +168,8 @@ pub struct Stats {
     /// read back from the server to hash them.
     pub checksums_from_index: u64,
     pub checksums_read_remotely: u64,
+    /// `--checksum` with hashes the server computed (`check-file`), nothing read remotely.
+    pub checksums_by_server: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -193,6 +195,7 @@ impl std::ops::AddAssign for Stats {
         self.matched_data += o.matched_data;
         self.checksums_from_index += o.checksums_from_index;
         self.checksums_read_remotely += o.checksums_read_remotely;
+        self.checksums_by_server += o.checksums_by_server;
     }
 }
 

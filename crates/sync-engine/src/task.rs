@@ -16,8 +16,10 @@ use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Stats, UpdateType};
+use crate::server_hashes::{self, BuildError, ServerHashTrust, Versions};
 use crate::tree::{
-    ErrorKind, FileReader, FileWriter, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult,
+    ErrorKind, FileReader, FileWriter, HashRange, Kind, Meta, SetMeta, Side, Tree, TreeError,
+    TreeResult,
 };
 use crate::validate::validate_listing;
 
@@ -27,6 +29,7 @@ pub(crate) struct Shared {
     pub dest: Arc<dyn Tree>,
     pub index: Option<Arc<RemoteIndex>>,
     pub umask: u32,
+    pub server_hashes: ServerHashTrust,
     temp_counter: AtomicU64,
     deletions: AtomicU64,
 }
@@ -38,6 +41,7 @@ impl Shared {
             dest,
             index,
             umask: process_umask().unwrap_or(0o022),
+            server_hashes: ServerHashTrust::default(),
             temp_counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
         }
@@ -526,6 +530,11 @@ impl Worker {
         let copy = if opts.inplace {
             let old = self.index_signature(&dest_path, existing_file);
             self.copy_in_place(&src, &dest_path, &meta, old).await
+        } else if let Some(done) = self
+            .copy_by_server_hashes(&src, &dest_path, &meta, existing_file)
+            .await
+        {
+            done
         } else {
             let base = self.delta_base(&dest_path, existing_file);
             self.copy_file(&src, &dest_path, &meta, base).await
@@ -599,6 +608,10 @@ impl Worker {
         dest_path: &RelPath,
         dest_now: &Meta,
     ) -> Result<Option<bool>, Fatal> {
+        if let Some(same) = self.same_by_server_hash(src, dest_path).await {
+            self.report.stats.checksums_by_server += 1;
+            return Ok(Some(same));
+        }
         let a = match hash_file(&*src.tree, &src.path).await {
             Ok(h) => h,
             Err(e) if e.is_not_found() => {
@@ -637,6 +650,33 @@ impl Worker {
             },
         };
         Ok(Some(a == b))
+    }
+
+    /// `--checksum` where the remote side hashes files itself (`check-file`): its hash
+    /// against ours of the local file, so the remote one is not read over the wire. `None`
+    /// when it cannot, or anything goes wrong: the caller then reads both, and reports.
+    async fn same_by_server_hash(&self, src: &SourceEntry, dest_path: &RelPath) -> Option<bool> {
+        let size = src.meta.size;
+        if size == 0 || !self.sh.server_hashes.usable() {
+            return None;
+        }
+        let (remote, remote_path, local, local_path) = match src.tree.side() {
+            Side::Remote => (&*src.tree, &src.path, self.dest(), dest_path),
+            Side::Local => (self.dest(), dest_path, &*src.tree, &src.path),
+        };
+        let whole = HashRange {
+            offset: 0,
+            len: size,
+            block_size: 0,
+        };
+        let theirs = remote.block_hashes(remote_path, whole).await.ok()??;
+        if theirs.count() != 1 {
+            return None;
+        }
+        let ours = server_hashes::file_hash(local, local_path, theirs.algorithm)
+            .await
+            .ok()?;
+        Some(theirs.hashes[..] == ours[..])
     }
 
     /// `--verify`: reads `temp` back and compares its hash with what was sent.
@@ -799,6 +839,155 @@ impl Worker {
             _ => ix.removed(dest_path),
         };
         self.report.warnings.extend(warning);
+    }
+
+    /// From a server that hashes blocks itself (`check-file`; a pull): only the blocks that
+    /// differ from the old version here are fetched, the rest copied from it. `None` when
+    /// that does not apply or does not work out, and the whole file is to be copied.
+    async fn copy_by_server_hashes(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        meta: &SetMeta,
+        existing: Option<&Meta>,
+    ) -> Option<Result<CopyResult, CopyError>> {
+        let sh = self.sh.clone();
+        let opts = &sh.opts;
+        let old = existing?;
+        if opts.whole_file
+            || src.meta.size < DELTA_MIN_SIZE
+            || old.size == 0
+            || !sh.server_hashes.usable()
+            || !self.dest().copies_ranges()
+        {
+            return None;
+        }
+        let temp = if opts.partial {
+            let temp = self.partial_name(dest_path);
+            // A kept partial file is resumed by the plain copy instead.
+            if self.resumable(src, &temp).await.is_some() {
+                return None;
+            }
+            temp
+        } else {
+            self.temp_name(dest_path)
+        };
+        let versions = Versions {
+            source: &*src.tree,
+            source_path: &src.path,
+            size: src.meta.size,
+            base: self.dest(),
+            base_path: dest_path,
+            base_size: old.size,
+        };
+        let plan = server_hashes::plan(&versions, !sh.server_hashes.verified())
+            .await
+            .ok()??;
+        if opts.partial && opts.partial_dir.is_some() {
+            let _ = self.dest().mkdir(&parent(&temp).to_vec(), 0o700).await;
+        }
+        let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
+        let mut writer = self
+            .dest()
+            .create_file_based_on(&temp, create_mode, dest_path)
+            .await
+            .ok()?;
+        let built = match server_hashes::build(&versions, &plan, &mut *writer).await {
+            Ok(()) => writer.finish(meta).await.map_err(BuildError::Dest),
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        let built = match built {
+            Ok(()) if opts.verify => self.verify_by_server_hash(src, &temp, dest_path).await,
+            other => other,
+        };
+        let result = match built {
+            Ok(()) => self
+                .dest()
+                .rename_replace(&temp, dest_path)
+                .await
+                .map_err(CopyError::Dest),
+            Err(BuildError::Source(e)) => Err(CopyError::Source(e)),
+            Err(BuildError::Dest(e)) => Err(CopyError::Dest(e)),
+            Err(BuildError::Mismatch) => {
+                let _ = self.dest().remove_file(&temp).await;
+                if !sh.server_hashes.verified() && sh.server_hashes.fail() {
+                    self.report.warnings.push(format!(
+                        "{}: the server's check-file hashes do not match the data it sends; \
+                         whole files are copied from it for the rest of this run",
+                        src.tree.describe()
+                    ));
+                }
+                // Unverified, the server is at fault; verified, the file changed meanwhile.
+                return None;
+            }
+        };
+        if result.is_ok() && opts.partial_dir.is_some() {
+            let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
+        }
+        Some(match result {
+            Ok(()) => {
+                sh.server_hashes.passed();
+                let literal = plan.fetched();
+                Ok(CopyResult::Done(Copied {
+                    len: src.meta.size,
+                    literal,
+                    matched: src.meta.size - literal,
+                    hash: None,
+                    signature: None,
+                }))
+            }
+            Err(CopyError::Source(e)) if e.is_not_found() => {
+                let _ = self.dest().remove_file(&temp).await;
+                Ok(CopyResult::Vanished)
+            }
+            Err(e) => {
+                let dest_lost = matches!(&e, CopyError::Dest(d) if d.kind == ErrorKind::Connection);
+                if !dest_lost && !opts.partial {
+                    let _ = self.dest().remove_file(&temp).await;
+                }
+                Err(e.naming(&temp, dest_path))
+            }
+        })
+    }
+
+    /// `--verify` after a build from server hashes: the server's hash of its whole file
+    /// against a read-back of what was written here.
+    async fn verify_by_server_hash(
+        &self,
+        src: &SourceEntry,
+        temp: &RelPath,
+        dest_path: &RelPath,
+    ) -> Result<(), BuildError> {
+        let whole = HashRange {
+            offset: 0,
+            len: src.meta.size,
+            block_size: 0,
+        };
+        let theirs = src.tree.block_hashes(&src.path, whole).await;
+        let theirs = theirs.map_err(BuildError::Source)?;
+        let ours = match &theirs {
+            Some(t) => Some(
+                server_hashes::file_hash(self.dest(), temp, t.algorithm)
+                    .await
+                    .map_err(BuildError::Dest)?,
+            ),
+            None => None,
+        };
+        match (theirs, ours) {
+            (Some(t), Some(o)) if t.count() == 1 && t.hashes[..] == o[..] => Ok(()),
+            _ => Err(BuildError::Dest(TreeError {
+                op: "verify",
+                side: self.dest().side(),
+                path: dest_path.clone(),
+                cause: "what was written differs from the server's hash of the source when \
+                        read back; the old file is kept"
+                    .into(),
+                kind: ErrorKind::Other,
+            })),
+        }
     }
 
     async fn copy_file(

@@ -101,6 +101,96 @@ pub struct DirEntry {
     pub meta: Meta,
 }
 
+/// A hash function a side can compute blocks of its files with where they are (SFTP
+/// `check-file`), by the names that extension uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Md5,
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    pub const ALL: [HashAlgorithm; 6] = [
+        HashAlgorithm::Md5,
+        HashAlgorithm::Sha1,
+        HashAlgorithm::Sha224,
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgorithm::Md5 => "md5",
+            HashAlgorithm::Sha1 => "sha1",
+            HashAlgorithm::Sha224 => "sha224",
+            HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Sha384 => "sha384",
+            HashAlgorithm::Sha512 => "sha512",
+        }
+    }
+
+    pub fn from_name(name: &[u8]) -> Option<HashAlgorithm> {
+        Self::ALL.into_iter().find(|a| a.name().as_bytes() == name)
+    }
+
+    /// Bytes in one hash.
+    pub fn hash_len(self) -> usize {
+        match self {
+            HashAlgorithm::Md5 => 16,
+            HashAlgorithm::Sha1 => 20,
+            HashAlgorithm::Sha224 => 28,
+            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha384 => 48,
+            HashAlgorithm::Sha512 => 64,
+        }
+    }
+
+    /// A hasher for this side to compute the same hashes over its own bytes.
+    pub fn hasher(self) -> Box<dyn digest::DynDigest + Send> {
+        match self {
+            HashAlgorithm::Md5 => Box::new(md5::Md5::default()),
+            HashAlgorithm::Sha1 => Box::new(sha1::Sha1::default()),
+            HashAlgorithm::Sha224 => Box::new(sha2::Sha224::default()),
+            HashAlgorithm::Sha256 => Box::new(sha2::Sha256::default()),
+            HashAlgorithm::Sha384 => Box::new(sha2::Sha384::default()),
+            HashAlgorithm::Sha512 => Box::new(sha2::Sha512::default()),
+        }
+    }
+}
+
+/// What to hash of a file where it is: `len` bytes from `offset` (0: to the end), one hash
+/// per `block_size` bytes (0: one hash of the whole range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashRange {
+    pub offset: u64,
+    pub len: u64,
+    pub block_size: u32,
+}
+
+/// Hashes of consecutive blocks, computed by the side the file is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHashes {
+    pub algorithm: HashAlgorithm,
+    /// Back to back, `algorithm.hash_len()` bytes each, in block order.
+    pub hashes: Bytes,
+}
+
+impl BlockHashes {
+    pub fn count(&self) -> usize {
+        self.hashes.len() / self.algorithm.hash_len()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let n = self.algorithm.hash_len();
+        self.hashes.get(i * n..(i + 1) * n)
+    }
+}
+
 /// A directory hierarchy rooted somewhere; every path is relative to that root.
 ///
 /// No method has a default body, so that a wrapper (the CLI's `TrackingTree`) cannot forget
@@ -154,6 +244,14 @@ pub trait Tree: Send + Sync {
     /// truncated until `finish`, which cuts the file where the writing ended, so ranges passed
     /// over with `skip` keep their bytes.
     async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>>;
+    /// Hashes of a file's blocks computed where the file is, so that its bytes need not
+    /// cross the wire to be compared. `Ok(None)` when this side cannot (an SFTP server
+    /// without `check-file`; a local file is simply read).
+    async fn block_hashes(
+        &self,
+        path: &RelPath,
+        range: HashRange,
+    ) -> TreeResult<Option<BlockHashes>>;
     /// Up to `len` bytes of a file from `offset`: fewer only at its end.
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes>;
     async fn mkdir(&self, path: &RelPath, mode: u32) -> TreeResult<()>;

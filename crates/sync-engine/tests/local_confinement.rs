@@ -106,6 +106,18 @@ async fn every_operation_under_a_symlinked_parent_fails_and_changes_nothing_outs
             mode,
             tree.create_file(&p("a/b/new"), 0o644, 1 << 30).await,
         );
+        assert_parent_symlink(
+            "create based on",
+            mode,
+            tree.create_file_based_on(&p("a/b/new"), 0o644, &p("x"))
+                .await,
+        );
+        assert_parent_symlink(
+            "base of a create",
+            mode,
+            tree.create_file_based_on(&p("new"), 0o644, &p("a/b/f"))
+                .await,
+        );
         assert_parent_symlink("mkdir", mode, tree.mkdir(&p("a/b/d"), 0o755).await);
         assert_parent_symlink("symlink", mode, tree.symlink(&p("a/b/s"), b"/etc").await);
         assert_parent_symlink("link", mode, tree.hard_link(&p("x"), &p("a/b/h")).await);
@@ -393,4 +405,42 @@ async fn root_that_is_not_a_directory_is_reported_as_what_it_is() {
             assert_eq!(got, want, "{mode} {name}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_file_built_from_ranges_of_its_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("old"), &old).unwrap();
+    for (mode, tree) in trees(dir.path()) {
+        let new = format!("new-{mode}").into_bytes();
+        let mut w = tree
+            .create_file_based_on(&new, 0o644, &b"old".to_vec())
+            .await
+            .unwrap();
+        w.write(Bytes::from_static(b"head")).await.unwrap();
+        w.copy_from_base(1000, 2_000_000).await.unwrap();
+        w.write(Bytes::from(vec![7u8; 70_000])).await.unwrap();
+        w.copy_from_base(0, 10).await.unwrap();
+        w.finish(&SetMeta::default()).await.unwrap();
+
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&old[1000..2_001_000]);
+        want.extend_from_slice(&[7u8; 70_000]);
+        want.extend_from_slice(&old[..10]);
+        let got = std::fs::read(dir.path().join(std::str::from_utf8(&new).unwrap())).unwrap();
+        assert!(got == want, "{mode}: the new file is not what was built");
+
+        // A range past the old version's end is an error, not a short file.
+        let mut w = tree
+            .create_file_based_on(
+                &format!("short-{mode}").into_bytes(),
+                0o644,
+                &b"old".to_vec(),
+            )
+            .await
+            .unwrap();
+        assert!(w.copy_from_base(2_999_000, 2000).await.is_err(), "{mode}");
+    }
+    assert_eq!(std::fs::read(dir.path().join("old")).unwrap(), old);
 }

@@ -4,6 +4,7 @@
 //! The tests of one concern live in a module of their own beside this file; the helpers here
 //! are visible to them.
 
+mod check_file;
 mod confinement;
 
 use std::os::unix::fs::PermissionsExt;

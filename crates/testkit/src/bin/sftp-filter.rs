@@ -2,7 +2,8 @@
 //! told to on the way, to imitate servers that accept requests and then do not honour them.
 //!
 //! ```text
-//! sftp-filter [--ignore LIST] [--strip-times LIST] [--corrupt-writes] [--log FILE] -- SERVER [ARGS...]
+//! sftp-filter [--ignore LIST] [--strip-times LIST] [--corrupt-writes] [--check-file]
+//!             [--check-file-bad-tail] [--log FILE] -- SERVER [ARGS...]
 //! ```
 //!
 //! LIST is comma-separated request names (`setstat,fsetstat,lsetstat,open,mkdir,...`).
@@ -10,6 +11,11 @@
 //! `--strip-times`: forwarded without their atime/mtime, so the server keeps its own.
 //! `--corrupt-writes`: the last byte of every WRITE's data is flipped on the way, as a
 //! broken disk or server would garble it.
+//! `--check-file`: the proxy answers `check-file-name` itself with SHA-256 hashes of the
+//! file's blocks (the path is opened as the server would, relative to the same directory),
+//! as ProFTPD does; OpenSSH's sftp-server has no such extension.
+//! `--check-file-bad-tail`: the same, but the hash of a file's last block is wrong, as a
+//! server with a bug in its hashing would send.
 //! `--log`: one line per request (name, the attributes it carries, what was done with it), so
 //! a test can check what the client sent.
 
@@ -20,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use sftp_proto::packet_type as pt;
 use sftp_proto::{Attrs, FrameDecoder};
+use sha2::Digest;
 
 const FX_OK: u32 = 0;
 /// Far above any packet a client sends: the proxy is not where limits are tested.
@@ -50,7 +57,8 @@ const NAMES: &[(&str, u8)] = &[
 fn usage(why: &str) -> ! {
     eprintln!(
         "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--strip-times LIST] \
-         [--corrupt-writes] [--log FILE] -- SERVER [ARGS...]"
+         [--corrupt-writes] [--check-file] [--check-file-bad-tail] [--log FILE] -- SERVER \
+         [ARGS...]"
     );
     std::process::exit(2);
 }
@@ -74,7 +82,14 @@ struct Options {
     strip_times: HashSet<String>,
     log: Option<std::fs::File>,
     corrupt_writes: bool,
+    check_file: Option<CheckFile>,
     server: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckFile {
+    Honest,
+    BadTail,
 }
 
 fn parse_args() -> Options {
@@ -84,6 +99,7 @@ fn parse_args() -> Options {
         strip_times: HashSet::new(),
         log: None,
         corrupt_writes: false,
+        check_file: None,
         server: Vec::new(),
     };
     while let Some(a) = args.next() {
@@ -91,6 +107,8 @@ fn parse_args() -> Options {
             "--ignore" => opts.ignore.extend(name_list(args.next())),
             "--strip-times" => opts.strip_times.extend(name_list(args.next())),
             "--corrupt-writes" => opts.corrupt_writes = true,
+            "--check-file" => opts.check_file = Some(CheckFile::Honest),
+            "--check-file-bad-tail" => opts.check_file = Some(CheckFile::BadTail),
             "--log" => {
                 let path = args.next().unwrap_or_else(|| usage("--log needs a FILE"));
                 let file = std::fs::OpenOptions::new()
@@ -205,6 +223,67 @@ fn status_ok(id: u32) -> Vec<u8> {
     framed(&p)
 }
 
+/// The answer to a `check-file-name` request (`packet` without its length prefix): SHA-256 of
+/// each block of the asked range, or a status when the file cannot be read.
+fn check_file_reply(packet: &[u8], id: u32, mode: CheckFile) -> Vec<u8> {
+    const EXTENDED_REPLY: u8 = 201;
+    const FX_NO_SUCH_FILE: u32 = 2;
+    const FX_OP_UNSUPPORTED: u32 = 8;
+    let status = |code: u32| {
+        let mut p = vec![pt::STATUS];
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        framed(&p)
+    };
+    let fields = (|| {
+        let (_, at) = string_at(packet, 5)?;
+        let (path, at) = string_at(packet, at)?;
+        let (algorithms, at) = string_at(packet, at)?;
+        let offset = u64::from(u32_at(packet, at)?) << 32 | u64::from(u32_at(packet, at + 4)?);
+        let len = u64::from(u32_at(packet, at + 8)?) << 32 | u64::from(u32_at(packet, at + 12)?);
+        let block = u32_at(packet, at + 16)?;
+        Some((path.to_vec(), algorithms.to_vec(), offset, len, block))
+    })();
+    let Some((path, algorithms, offset, len, block)) = fields else {
+        return status(FX_OP_UNSUPPORTED);
+    };
+    if !algorithms.split(|&b| b == b',').any(|a| a == b"sha256") {
+        return status(FX_OP_UNSUPPORTED);
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(data) = std::fs::read(std::ffi::OsStr::from_bytes(&path)) else {
+        return status(FX_NO_SUCH_FILE);
+    };
+    let start = (offset as usize).min(data.len());
+    let end = if len == 0 {
+        data.len()
+    } else {
+        (start + len as usize).min(data.len())
+    };
+    let range = &data[start..end];
+    let block = if block == 0 {
+        range.len().max(1)
+    } else {
+        block as usize
+    };
+    let mut p = vec![EXTENDED_REPLY];
+    p.extend_from_slice(&id.to_be_bytes());
+    for s in [&b"check-file"[..], b"sha256"] {
+        p.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        p.extend_from_slice(s);
+    }
+    let blocks: Vec<&[u8]> = range.chunks(block).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        let mut hash: [u8; 32] = sha2::Sha256::digest(b).into();
+        if mode == CheckFile::BadTail && i + 1 == blocks.len() && end == data.len() {
+            hash[0] ^= 1;
+        }
+        p.extend_from_slice(&hash);
+    }
+    framed(&p)
+}
+
 fn main() {
     let mut opts = parse_args();
     let mut child = Command::new(&opts.server[0])
@@ -281,6 +360,14 @@ fn main() {
             action = "forwarded corrupted";
         }
         if let Some(p) = &parsed {
+            if let (Some(mode), "check-file-name") = (opts.check_file, p.name.as_str()) {
+                let reply = check_file_reply(&packet, p.id, mode);
+                let mut out = client_out.lock().unwrap();
+                if out.write_all(&reply).and_then(|_| out.flush()).is_err() {
+                    break 'requests;
+                }
+                continue;
+            }
             if opts.ignore.contains(&p.name) {
                 action = "ignored";
             } else if let (true, Some((start, end, a))) =
