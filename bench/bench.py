@@ -291,11 +291,46 @@ Match User {user}
 """
 
 
+# ProFTPD with mod_sftp, for the pull with server-side hashes (check-file): the bench user
+# is confined to DATA, which the client sees as "/".
+PROFTPD_CONF = """\
+# Written by sftpsync's bench/bench.py for a throwaway benchmark server.
+ServerType standalone
+ServerName "sftpsync bench"
+DefaultAddress {host}
+SocketBindTight on
+Port {port}
+UseIPv6 off
+UseReverseDNS off
+User nobody
+Group nogroup
+PidFile {run}/proftpd.pid
+ScoreboardFile {run}/proftpd.scoreboard
+TransferLog none
+WtmpLog off
+DelayEngine off
+AuthPAM off
+AuthOrder mod_auth_unix.c
+RequireValidShell off
+DefaultRoot {data}
+AllowOverwrite on
+Umask 022
+ModulePath /usr/lib/proftpd
+LoadModule mod_sftp.c
+SFTPEngine on
+SFTPLog {run}/proftpd-sftp.log
+SFTPHostKey {run}/host_ed25519
+SFTPAuthMethods publickey
+SFTPAuthorizedUserKeys file:{run}/authorized_keys.rfc4716
+SFTPCompression off
+"""
+
+
 @dataclass
 class Endpoint:
     """One sshd plus, per RTT, a delay-proxy in front of it."""
 
-    kind: str  # "sftp" (SFTP-only, chrooted) or "shell"
+    kind: str  # "sftp" (SFTP-only, chrooted), "shell", or "proftpd" (SFTP-only, confined)
     port: int
     proxies: dict = field(default_factory=dict)  # rtt -> (port, stats file)
 
@@ -303,7 +338,8 @@ class Endpoint:
 class Lab:
     """Servers, proxies and the ssh options every tool uses. Stops what it started."""
 
-    def __init__(self, rtts: list[int], proxy_bin: Path, cipher: str | None):
+    def __init__(self, rtts: list[int], proxy_bin: Path, cipher: str | None,
+                 proftpd: bool = False):
         self.procs: list[subprocess.Popen] = []
         self.uid, self.gid = ensure_user()
         for d in (ROOT, CHROOT):
@@ -323,19 +359,13 @@ class Lab:
                    "-f", RUN_DIR / name)
         shutil.copyfile(RUN_DIR / "client_ed25519.pub", RUN_DIR / "authorized_keys")
 
-        self.endpoints = {k: Endpoint(k, free_port()) for k in ("sftp", "shell")}
+        kinds = ["sftp", "shell"] + (["proftpd"] if proftpd else [])
+        self.endpoints = {k: Endpoint(k, free_port()) for k in kinds}
         for ep in self.endpoints.values():
-            conf = RUN_DIR / f"sshd-{ep.kind}.conf"
-            text = SSHD_COMMON.format(port=ep.port, host=HOST, run=RUN_DIR, kind=ep.kind,
-                                      user=USER)
-            if ep.kind == "sftp":
-                text += SSHD_SFTP_ONLY.format(user=USER, login=SFTP_LOGIN, chroot=CHROOT)
-            conf.write_text(text)
-            sh("/usr/sbin/sshd", "-t", "-f", conf)
-            logf = open(RUN_DIR / f"sshd-{ep.kind}.log", "ab")
-            self.procs.append(subprocess.Popen(
-                ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
-                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True))
+            if ep.kind == "proftpd":
+                self.procs.append(self.start_proftpd(ep.port))
+            else:
+                self.procs.append(self.start_sshd(ep))
             for rtt in rtts:
                 port = free_port()
                 stats = RUN_DIR / f"proxy-{ep.kind}-{rtt}.json"
@@ -371,6 +401,32 @@ class Lab:
         self.rclone_conf.write_text("")
         self.known_pids = {p.pid for p in self.procs}
         self.wait_ready()
+
+    def start_sshd(self, ep: Endpoint) -> subprocess.Popen:
+        conf = RUN_DIR / f"sshd-{ep.kind}.conf"
+        text = SSHD_COMMON.format(port=ep.port, host=HOST, run=RUN_DIR, kind=ep.kind,
+                                  user=USER)
+        if ep.kind == "sftp":
+            text += SSHD_SFTP_ONLY.format(user=USER, login=SFTP_LOGIN, chroot=CHROOT)
+        conf.write_text(text)
+        sh("/usr/sbin/sshd", "-t", "-f", conf)
+        logf = open(RUN_DIR / f"sshd-{ep.kind}.log", "ab")
+        return subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)],
+                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_proftpd(self, port: int) -> subprocess.Popen:
+        if not os.path.exists("/usr/lib/proftpd/mod_sftp.so"):
+            raise RuntimeError("ProFTPD's mod_sftp is missing: apt-get install proftpd-core "
+                               "proftpd-mod-crypto")
+        # mod_sftp reads user keys only in RFC 4716 form.
+        exported = sh("ssh-keygen", "-e", "-f", RUN_DIR / "client_ed25519.pub", capture=True)
+        (RUN_DIR / "authorized_keys.rfc4716").write_text(exported.stdout)
+        conf = RUN_DIR / "proftpd.conf"
+        conf.write_text(PROFTPD_CONF.format(host=HOST, port=port, run=RUN_DIR, data=DATA))
+        sh("/usr/sbin/proftpd", "-t", "-c", conf, capture=True)
+        logf = open(RUN_DIR / "proftpd.log", "ab")
+        return subprocess.Popen(["/usr/sbin/proftpd", "-n", "-c", str(conf)],
+                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 20
@@ -500,10 +556,12 @@ class Runner:
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
         timer.start()
         try:
-            _, status, ru = os.wait4(pid, 0)
+            if proc.popen.returncode is None:
+                _, status, ru = os.wait4(pid, 0)
+                proc.popen.returncode = os.waitstatus_to_exitcode(status)
+            # else a poll() while it ran (the kill loop of the delta targets) reaped it.
         finally:
             timer.cancel()
-        proc.popen.returncode = os.waitstatus_to_exitcode(status)
         try:
             maxrss = int(proc.rss.read_text().split()[-1])
         except (OSError, ValueError, IndexError):
@@ -1328,9 +1386,52 @@ def run_delta_targets(args, lab: Lab, tools: Tools, results: dict) -> None:
     entry["resumed"] = push("resumed", ["--partial"])
     ok, _ = verify(src, dest)
     entry["resumed"]["status"] = "ok" if ok and entry["resumed"]["exit"] == 0 else "FAILED"
+    entry.update(pull_with_server_hashes(args, lab, tools, runner, base, rtt))
     results["delta_targets"] = entry
     save_and_render(results)
     shutil.rmtree(work)
+
+
+def pull_with_server_hashes(args, lab: Lab, tools: Tools, runner: Runner, base: Path,
+                            rtt: int) -> dict:
+    """Set C's big file pulled over its old version: from ProFTPD, which hashes blocks for
+    the client (check-file), and for contrast from OpenSSH, which cannot."""
+    old, new = base / "Cold" / "big.bin", base / "Cnew" / "big.bin"
+    served = DATA / "pull-new"
+    if served.exists():
+        shutil.rmtree(served)
+    served.mkdir()
+    shutil.copy2(new, served / "big.bin")
+    sh("chown", "-R", f"{lab.uid}:{lab.gid}", served)
+    local = LOCAL / "pull-old"
+    out = {}
+    # ProFTPD confines the user to DATA, which it shows as "/"; the sshd's login dir is DATA.
+    for kind, remote_dir, name in (("proftpd", "/pull-new", "proftpd_pull"),
+                                   ("sftp", "pull-new", "openssh_pull")):
+        if kind not in lab.endpoints:
+            continue
+        if local.exists():
+            shutil.rmtree(local)
+        local.mkdir(parents=True)
+        shutil.copy2(old, local / "big.bin")
+        port = lab.proxy_port(kind, rtt)
+        argv = [str(tools.sftpsync), "-a", "--stats", "-e", tools.ssh_cmd(port),
+                f"{USER}@{HOST}:{remote_dir}/", f"{local}/"]
+        before = lab.proxy_stats(kind, rtt, wait_idle=5)
+        t0 = time.monotonic()
+        proc = runner.start(argv, f"sftpsync-{name}")
+        code, _ = runner.wait(proc, time.monotonic() + args.timeout)
+        wall = time.monotonic() - t0
+        after = runner.reap_orphans(kind, rtt)
+        ok, _ = verify(served, local)
+        r = {"wall": round(wall, 3), "up": after["up"] - before["up"],
+             "down": after["down"] - before["down"], "exit": code, "cmd": shlex.join(argv),
+             "status": "ok" if ok and code == 0 else "FAILED"}
+        log(f"  {name}: exit {code}, wall {wall:.2f} s, down {fmt_mb(r['down'])} MB")
+        out[name] = r
+    shutil.rmtree(served)
+    shutil.rmtree(local, ignore_errors=True)
+    return out
 
 
 def render_delta_targets(d: dict) -> list[str]:
@@ -1339,12 +1440,15 @@ def render_delta_targets(d: dict) -> list[str]:
            "",
            "Targets (issue 5): a byte inserted at the start is re-sent in under 1 MiB; a push "
            "killed (kill -9) at about half way is finished by a `--partial` run that sends "
-           "under 0.6 GiB.", ""]
+           "under 0.6 GiB; set C's big file (100 x 4 KiB rewritten) is pulled from ProFTPD over "
+           "its old version with under 8 MiB received.", ""]
     out += render_machine(d.get("machine", {}))
     out += ["| run | wall s | up MB | down MB | exit | status |",
             "|---|---:|---:|---:|---:|---|"]
     for name, label in (("first", "first push"), ("insert", "re-push after a 1-byte insert"),
-                        ("killed", "push killed at ~50%"), ("resumed", "resumed with --partial")):
+                        ("killed", "push killed at ~50%"), ("resumed", "resumed with --partial"),
+                        ("proftpd_pull", "pull of C's big file from ProFTPD (check-file)"),
+                        ("openssh_pull", "the same pull from OpenSSH (no check-file)")):
         r = d.get(name)
         if r:
             out.append(f"| {label} | {fmt_s(r['wall'])} | {fmt_mb(r['up'])} | "
@@ -1453,7 +1557,7 @@ def main(argv=None) -> int:
         return 2
     set_child_subreaper()
     started = time.monotonic()
-    lab = Lab(args.rtts, Path(args.delay_proxy), args.cipher)
+    lab = Lab(args.rtts, Path(args.delay_proxy), args.cipher, proftpd=args.delta_targets)
     # Stop servers on Ctrl-C/termination too; results so far are already saved.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

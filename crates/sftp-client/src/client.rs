@@ -1050,7 +1050,8 @@ async fn read_loop(
     shared: Arc<Shared>,
 ) {
     let detail = loop {
-        // Replies can be as large as our biggest READ plus header, and no larger.
+        // Replies can be as large as our biggest READ plus header, or a check-file reply
+        // (see DEFAULT_MAX_PACKET), and no larger.
         let max = (shared.read_size.load(Ordering::Relaxed) + 1024).max(DEFAULT_MAX_PACKET);
         decoder.set_max_packet(max);
         loop {

@@ -743,20 +743,18 @@ pub struct FileHashes {
 }
 
 impl FileHashes {
-    /// The reply starts with the extension's name, "check-file", then the algorithm; the rest
-    /// of the packet is the hashes back to back. Their length is the caller's to check, as
-    /// only it knows the algorithm's digest size.
+    /// The draft has the reply start with the extension's name, "check-file", then the
+    /// algorithm; ProFTPD sends the algorithm alone, so the name is skipped where present.
+    /// The rest of the packet is the hashes back to back. Their length is the caller's to
+    /// check, as only it knows the algorithm's digest size.
     pub fn decode(data: &Bytes) -> Result<FileHashes, ProtoError> {
         let mut r = Reader::new(data);
-        let name = r.string("check-file reply name")?;
-        if name != b"check-file" {
-            return Err(ProtoError::Unexpected {
-                what: "check-file reply name",
-            });
+        let mut algorithm = r.string("hash algorithm")?;
+        if algorithm == b"check-file" {
+            algorithm = r.string("hash algorithm")?;
         }
-        let algorithm = r.string("hash algorithm")?.to_vec();
         Ok(FileHashes {
-            algorithm,
+            algorithm: algorithm.to_vec(),
             hashes: data.slice(r.position()..),
         })
     }
@@ -855,9 +853,15 @@ mod tests {
         assert_eq!(got.algorithm, b"md5");
         assert_eq!(&got.hashes[..], &[7; 32]);
 
+        // ProFTPD leaves the name out.
         let mut w = Writer::with_buf(Vec::new(), u64::MAX);
-        w.string(b"md5");
-        assert!(FileHashes::decode(&Bytes::from(w.buf)).is_err());
+        w.string(b"sha256");
+        let mut data = w.buf;
+        data.extend_from_slice(&[9; 64]);
+        let got = FileHashes::decode(&Bytes::from(data)).unwrap();
+        assert_eq!(got.algorithm, b"sha256");
+        assert_eq!(&got.hashes[..], &[9; 64]);
+
         assert!(FileHashes::decode(&Bytes::from_static(b"\0\0")).is_err());
     }
 

@@ -3,29 +3,30 @@
 //! ours runs on the server.
 //!
 //! The server cannot roll a checksum for us, so blocks are compared at the same offsets only:
-//! content that moved is fetched again. Two passes keep the hashes themselves few: coarse
-//! blocks over the whole file, then fine blocks inside the coarse ones that differ.
+//! content that moved is fetched again.
+//!
+//! All hashes of a file are asked for in one request from offset 0. ProFTPD 1.3.8, the
+//! common server with `check-file`, hashes `offset + length` bytes from `offset` (and then
+//! pads its reply past the end of the file), so a request at any other offset would cost a
+//! reply as long as the file is deep. From offset 0 that count is right.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::path::RelPath;
-use crate::tree::{BlockHashes, FileWriter, HashAlgorithm, HashRange, Tree, TreeError, TreeResult};
+use crate::tree::{FileWriter, HashAlgorithm, HashRange, Tree, TreeError, TreeResult};
 
-/// The blocks compared in the end: the least that is fetched for a change.
-const FINE_BLOCK: u64 = 8 * 1024;
-/// The coarse pass has about this many blocks, within the bounds below.
-const COARSE_BLOCKS: u64 = 4096;
-const MAX_COARSE_BLOCK: u64 = 4 << 20;
-/// Blocks asked for in one request: with hashes of up to 64 bytes the reply stays under
-/// 64 KiB, far inside any server's packet limit.
-const BLOCKS_PER_REQUEST: u64 = 1000;
-/// Requests kept in flight.
+/// The smallest block compared: the least that is fetched for a change.
+const MIN_BLOCK: u64 = 8 * 1024;
+/// The most blocks a file is cut into: with hashes of up to 32 bytes (the algorithms asked
+/// for), the one reply stays within the client's packet limit.
+const MAX_BLOCKS: u64 = 65536;
+/// Reads kept in flight.
 const IN_FLIGHT: usize = 8;
 /// The most fetched in one read, so that a long run of changed blocks is read in parallel.
-const PIECE: u64 = 32 * FINE_BLOCK;
+const PIECE: u64 = 256 * 1024;
 
 /// What the run has learnt of the server's hashes.
 #[derive(Default)]
@@ -107,92 +108,34 @@ pub(crate) struct Versions<'a> {
 /// at least one block is fetched even when nothing differs, so that the server's hashes are
 /// checked against real bytes before they are trusted.
 pub(crate) async fn plan(v: &Versions<'_>, sample: bool) -> TreeResult<Option<Plan>> {
-    let coarse = coarse_block(v.size);
-    let Some((algorithm, coarse_hashes)) = server_hashes(v, 0, v.size, coarse).await? else {
+    let block = block_size(v.size);
+    let range = HashRange {
+        offset: 0,
+        len: v.size,
+        block_size: block as u32,
+    };
+    let Some(theirs) = v.source.block_hashes(v.source_path, range).await? else {
         return Ok(None);
     };
-    let local = local_hashes(v, algorithm, coarse).await?;
-    let differing: Vec<u64> = (0..blocks(v.size, coarse))
-        .filter(|&i| {
-            local.get(i as usize).cloned().flatten().as_deref() != coarse_hashes.get(i as usize)
-        })
+    let count = blocks(v.size, block);
+    if theirs.count() as u64 != count {
+        return Ok(None);
+    }
+    let algorithm = theirs.algorithm;
+    let ours = local_hashes(v, algorithm, block).await?;
+    let piece = |i: u64| block_piece(v.size, block, i, theirs.get(i as usize));
+    let mut pieces: Vec<Piece> = (0..count)
+        .filter(|&i| ours.get(i as usize).cloned().flatten().as_deref() != theirs.get(i as usize))
+        .map(piece)
         .collect();
-    if differing.len() as u64 * coarse > v.size / 2 {
-        return Ok(None);
+    if pieces.is_empty() && sample {
+        pieces.push(piece(count - 1));
     }
-    let coarse_piece = |i: u64| block_piece(v.size, coarse, i, coarse_hashes.get(i as usize));
-    let mut pieces = if coarse == FINE_BLOCK {
-        differing.iter().map(|&i| coarse_piece(i)).collect()
-    } else {
-        match refine(v, algorithm, coarse, &differing).await? {
-            Some(p) => p,
-            None => return Ok(None),
-        }
+    let plan = Plan {
+        algorithm,
+        pieces: merge(pieces),
     };
-    if pieces.is_empty() && sample && v.size > 0 {
-        pieces.push(coarse_piece(blocks(v.size, coarse) - 1));
-    }
-    let pieces = merge(pieces);
-    let plan = Plan { algorithm, pieces };
     Ok((plan.fetched() <= v.size / 2).then_some(plan))
-}
-
-/// The fine pass: within each differing coarse block, the fine blocks that differ.
-async fn refine(
-    v: &Versions<'_>,
-    algorithm: HashAlgorithm,
-    coarse: u64,
-    differing: &[u64],
-) -> TreeResult<Option<Vec<Piece>>> {
-    // A closure taking a reference here makes the caller's future fail to be Send
-    // (rust-lang/rust#102211), hence `copied` and the collected futures.
-    let per_block: Vec<_> = differing
-        .iter()
-        .copied()
-        .map(|i| {
-            async move {
-                let offset = i * coarse;
-                let len = coarse.min(v.size - offset);
-                let theirs = match server_hashes(v, offset, len, FINE_BLOCK).await? {
-                    Some((a, h)) if a == algorithm => h,
-                    // The server changed its mind between passes.
-                    _ => return Ok(None),
-                };
-                let mut ours = Vec::new();
-                if offset < v.base_size {
-                    let have = len.min(v.base_size - offset);
-                    let old = v.base.read_range(v.base_path, offset, have as u32).await?;
-                    let hashes = old
-                        .chunks(FINE_BLOCK as usize)
-                        .map(|c| hash_of(algorithm, c))
-                        .collect();
-                    ours = comparable(
-                        hashes,
-                        offset,
-                        FINE_BLOCK,
-                        v.size,
-                        offset + old.len() as u64,
-                    );
-                }
-                let start = offset / FINE_BLOCK;
-                let pieces = (0..blocks(len, FINE_BLOCK))
-                    .filter(|&k| {
-                        let hash = theirs.get(k as usize);
-                        hash.is_none() || ours.get(k as usize).cloned().flatten().as_deref() != hash
-                    })
-                    .map(|k| block_piece(v.size, FINE_BLOCK, start + k, theirs.get(k as usize)))
-                    .collect();
-                Ok::<_, TreeError>(Some(pieces))
-            }
-            .boxed()
-        })
-        .collect();
-    let per_block = futures::stream::iter(per_block).buffered(IN_FLIGHT);
-    let lists: Vec<Option<Vec<Piece>>> = per_block.try_collect().await?;
-    Ok(lists
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .map(|l| l.concat()))
 }
 
 /// Block `i` of `block` bytes as a piece to fetch, with the server's hash of it.
@@ -282,55 +225,9 @@ pub(crate) async fn build(
     Ok(())
 }
 
-/// About `COARSE_BLOCKS` blocks, a power of two between the fine block and 4 MiB.
-fn coarse_block(size: u64) -> u64 {
-    size.div_ceil(COARSE_BLOCKS)
-        .next_power_of_two()
-        .clamp(FINE_BLOCK, MAX_COARSE_BLOCK)
-}
-
-/// The source side's hashes of `len` bytes from `offset` in `block`s, asked for in requests
-/// of `BLOCKS_PER_REQUEST`. `Ok(None)` when the side cannot hash, or answered with a count
-/// of hashes that does not fit the range (then nothing it says is used).
-async fn server_hashes(
-    v: &Versions<'_>,
-    offset: u64,
-    len: u64,
-    block: u64,
-) -> TreeResult<Option<(HashAlgorithm, BlockHashes)>> {
-    let span = block * BLOCKS_PER_REQUEST;
-    let requests: Vec<_> = (0..blocks(len, span))
-        .map(|k| {
-            let at = offset + k * span;
-            let range = HashRange {
-                offset: at,
-                len: span.min(offset + len - at),
-                block_size: block as u32,
-            };
-            v.source.block_hashes(v.source_path, range)
-        })
-        .collect();
-    let replies: Vec<Option<BlockHashes>> = futures::stream::iter(requests)
-        .buffered(IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let mut algorithm = None;
-    let mut all = Vec::new();
-    for reply in replies {
-        let Some(reply) = reply else { return Ok(None) };
-        if *algorithm.get_or_insert(reply.algorithm) != reply.algorithm {
-            return Ok(None);
-        }
-        all.extend_from_slice(&reply.hashes);
-    }
-    let Some(algorithm) = algorithm else {
-        return Ok(None);
-    };
-    let hashes = BlockHashes {
-        algorithm,
-        hashes: Bytes::from(all),
-    };
-    Ok((hashes.count() as u64 == blocks(len, block)).then_some((algorithm, hashes)))
+/// At least `MIN_BLOCK`, a power of two, and no more than `MAX_BLOCKS` blocks.
+fn block_size(size: u64) -> u64 {
+    size.div_ceil(MAX_BLOCKS).next_power_of_two().max(MIN_BLOCK)
 }
 
 /// The old version's hashes of the new version's blocks of `block` bytes, read in one pass
@@ -445,17 +342,18 @@ mod tests {
     }
 
     #[test]
-    fn coarse_blocks_grow_with_the_file_within_bounds() {
-        assert_eq!(coarse_block(64 * 1024), FINE_BLOCK);
-        assert_eq!(coarse_block(32 << 20), FINE_BLOCK);
-        assert_eq!(coarse_block((32 << 20) + 1), 2 * FINE_BLOCK);
-        assert_eq!(coarse_block(1 << 30), 256 * 1024);
-        assert_eq!(coarse_block(1 << 40), MAX_COARSE_BLOCK);
+    fn blocks_grow_with_the_file_to_keep_their_number_bounded() {
+        assert_eq!(block_size(64 * 1024), MIN_BLOCK);
+        assert_eq!(block_size(512 << 20), MIN_BLOCK);
+        assert_eq!(block_size((512 << 20) + 1), 2 * MIN_BLOCK);
+        assert_eq!(block_size(1 << 30), 16 * 1024);
+        assert_eq!(blocks(1 << 40, block_size(1 << 40)), MAX_BLOCKS);
+        assert!(blocks((1 << 40) + 1, block_size((1 << 40) + 1)) <= MAX_BLOCKS);
     }
 
     #[test]
     fn neighbouring_pieces_merge_up_to_the_read_size() {
-        let f = FINE_BLOCK;
+        let f = MIN_BLOCK;
         let merged = merge(vec![piece(0, f, f), piece(f, f, f), piece(3 * f, f, f)]);
         assert_eq!(
             merged.iter().map(|p| (p.offset, p.len)).collect::<Vec<_>>(),
