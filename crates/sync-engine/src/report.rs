@@ -168,6 +168,10 @@ pub struct Stats {
     /// read back from the server to hash them.
     pub checksums_from_index: u64,
     pub checksums_read_remotely: u64,
+    /// `--append-verify`: receivers' starts checked against the delta index, and bytes read
+    /// from the server only to check them (rsync moves neither).
+    pub append_checks_from_index: u64,
+    pub append_check_data_read: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -193,6 +197,8 @@ impl std::ops::AddAssign for Stats {
         self.matched_data += o.matched_data;
         self.checksums_from_index += o.checksums_from_index;
         self.checksums_read_remotely += o.checksums_read_remotely;
+        self.append_checks_from_index += o.append_checks_from_index;
+        self.append_check_data_read += o.append_check_data_read;
     }
 }
 
