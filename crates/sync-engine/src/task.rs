@@ -620,7 +620,21 @@ impl Worker {
     /// in a directory we may not write.
     pub async fn resend(&mut self, r: Resend) -> Result<(), Fatal> {
         let started = Instant::now();
-        let item = Item::new(self.sh.update_type(), Kind::File, r.dest_path.clone());
+        let mut item = Item::new(self.sh.update_type(), Kind::File, r.dest_path.clone());
+        // Flagged against the file as the failed append left it (its attributes untouched),
+        // as rsync's generator sees it on its second go.
+        if let Ok(Some(d)) = self.dest().lstat(&r.dest_path).await {
+            let (opts, src) = (&self.sh.opts, &r.src.meta);
+            item.size = d.size != src.size;
+            if opts.times {
+                let stored = self.dest().stored_mtime(src.mtime);
+                item.time = mtimes_differ(stored, d.mtime, opts.modify_window);
+            } else {
+                item.time_now = true;
+            }
+            item.perms = opts.perms && modes_differ(src.mode, d.mode);
+            self.owner_fix(src, Some(&d), &mut SetMeta::default(), &mut item);
+        }
         let copy = self
             .copy_in_place(&r.src, &r.dest_path, &r.meta, None)
             .await;
