@@ -637,8 +637,14 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         if let Err(e) = client.fsetstat(&handle, &cut).await {
-            let _ = client.close(&handle).await;
-            return Err(sftp_error("truncate", path, e));
+            // A server that refuses attribute changes can still be appended to when there is
+            // nothing to cut, which is the usual case for --append.
+            let fits = refuses_setstat(&e)
+                && matches!(client.fstat(&handle).await, Ok(a) if a.size == Some(offset));
+            if !fits {
+                let _ = client.close(&handle).await;
+                return Err(sftp_error("truncate", path, e));
+            }
         }
         let handles = vec![WriteHandle::new(client, handle)];
         Ok(self.writer(path, full, handles, offset, None))
