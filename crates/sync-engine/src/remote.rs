@@ -765,8 +765,9 @@ impl Tree for SftpTree {
                 if e.kind == ErrorKind::Other {
                     // SFTP v3 has no code for EXDEV: the likeliest cause is worth naming.
                     e.cause.push_str(
-                    " (the partial directory must be on the same file system as the destination)",
-                );
+                        " (is the partial directory on another file system than the destination? \
+                     The server can only rename within one)",
+                    );
                 }
                 e
             })
