@@ -67,8 +67,11 @@ pub struct CliArgs {
     pub partial: bool,
     /// `--inplace`: rewrite destination files where they are.
     pub inplace: bool,
-    /// `--partial-dir=DIR` (implies `--partial`).
+    /// `--partial-dir=DIR` (implies `--partial`): one relative name, or an absolute path.
     pub partial_dir: Option<Vec<u8>>,
+    /// rsync's append mode: 0 off, 1 `--append`, 2 `--append-verify` (the last one given
+    /// wins). Either implies `--inplace`.
+    pub append: u8,
     /// rsync's level, not a plain count: 1 by default, +1 per `-h`, 0 after `--no-h`.
     pub human_readable: u8,
     /// `-e COMMAND` exactly as given (not yet split into words). `None`: the glue falls back
@@ -146,6 +149,7 @@ impl Default for CliArgs {
             progress: false,
             partial: false,
             partial_dir: None,
+            append: 0,
             inplace: false,
             human_readable: 1,
             rsh: None,
@@ -415,6 +419,21 @@ impl State {
         }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
+        }
+        if a.append > 0 {
+            if a.whole_file == Some(true) {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::BadOperands,
+                    "--append cannot be used with --whole-file",
+                ));
+            }
+            if a.partial_dir.is_some() {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::BadOperands,
+                    "--append cannot be used with --partial-dir",
+                ));
+            }
+            a.inplace = true;
         }
         if a.inplace && a.partial_dir.is_some() {
             return Err(ArgsError::new(
@@ -692,21 +711,16 @@ static OPTIONS: &[Spec] = &[
     flag("inplace", None, |s| s.args.inplace = true),
     flag("no-inplace", None, |s| s.args.inplace = false),
     value("partial-dir", None, |s, name, v| {
-        let dir = v.into_vec();
-        let bad =
-            |why: &str| ArgsError::new(ArgsErrorKind::BadValue, format!("option {name}: {why}"));
-        if dir.is_empty() || dir.starts_with(b"/") {
-            return Err(bad(
-                "must be a directory name relative to each file's directory",
-            ));
-        }
-        if dir.contains(&b'/') || dir == b"." || dir == b".." {
-            return Err(bad("must be one directory name, without '/'"));
-        }
+        let dir = partial_dir(&v.into_vec()).map_err(|why| {
+            ArgsError::new(ArgsErrorKind::BadValue, format!("option {name}: {why}"))
+        })?;
         s.args.partial = true;
         s.args.partial_dir = Some(dir);
         Ok(())
     }),
+    flag("append", None, |s| s.args.append = 1),
+    flag("append-verify", None, |s| s.args.append = 2),
+    flag("no-append", None, |s| s.args.append = 0),
     flag("no-partial", None, |s| s.args.partial = false),
     value("rsh", Some(b'e'), |s, name, v| {
         // rsync would run the host name as the command; refuse instead.
@@ -800,7 +814,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-open-noatime", None),
     ignored("no-sparse", None),
     ignored("no-S", None),
-    ignored("no-append", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
     ignored("no-compress", None),
@@ -867,8 +880,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("max-alloc", None),
     ("sparse", Some(b'S')),
     ("preallocate", None),
-    ("append", None),
-    ("append-verify", None),
     ("delete-missing-args", None),
     ("ignore-missing-args", None),
     ("remove-source-files", None),
@@ -1242,6 +1253,25 @@ fn show(bytes: &[u8]) -> String {
     out
 }
 
+/// A `--partial-dir` value as the engine takes it: an absolute path (one directory for every
+/// file), or one name to make beside each file. Trailing slashes go; a relative path of more
+/// than one name is refused, since rsync would make only its last name and the rest would
+/// have to exist in every directory.
+fn partial_dir(dir: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let trimmed = match dir.iter().rposition(|&b| b != b'/') {
+        Some(i) => &dir[..=i],
+        None if dir.is_empty() => return Err("needs a directory"),
+        None => b"/",
+    };
+    if trimmed.starts_with(b"/") {
+        return Ok(trimmed.to_vec());
+    }
+    if trimmed.contains(&b'/') || trimmed == b"." || trimmed == b".." {
+        return Err("must be one directory name or an absolute path");
+    }
+    Ok(trimmed.to_vec())
+}
+
 fn version_text() -> String {
     format!(
         "sftpsync {}\n\
@@ -1330,9 +1360,15 @@ Transfer and connection:
  -n, --dry-run              show what would happen, change nothing
      --partial              keep an interrupted file as .NAME.partial and go on
                             from it next time
-     --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file
+     --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
+                            one absolute DIR on the receiver for every file
      --inplace              rewrite files where they are, no temp file (not
                             atomic); only changed blocks, when the index allows
+     --append               only add the new end of files that grew, in place;
+                            files not longer on the sender are left alone, and
+                            the receiver's data is taken as it is
+     --append-verify        the same, but check the receiver's data against
+                            the sender's start and resend the file if it differs
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -1700,20 +1736,58 @@ mod tests {
     }
 
     #[test]
-    fn partial_dir_implies_partial_and_must_be_one_relative_name() {
+    fn partial_dir_implies_partial_and_is_one_name_or_absolute() {
         let a = run(&["--partial-dir=.rsync-partial", "a", "b"]);
         assert!(a.partial);
         assert_eq!(a.partial_dir.as_deref(), Some(&b".rsync-partial"[..]));
+        for (given, kept) in [
+            ("--partial-dir=/var/tmp/p//", "/var/tmp/p"),
+            ("--partial-dir=/", "/"),
+            ("--partial-dir=.part/", ".part"),
+        ] {
+            let a = run(&[given, "a", "b"]);
+            assert_eq!(a.partial_dir.as_deref(), Some(kept.as_bytes()), "{given}");
+        }
         for bad in [
-            "--partial-dir=/tmp",
             "--partial-dir=a/b",
             "--partial-dir=..",
+            "--partial-dir=./",
             "--partial-dir=",
         ] {
             assert_eq!(
                 err(&[bad, "a", "b"]).kind(),
                 ArgsErrorKind::BadValue,
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn append_implies_inplace_last_one_wins_and_refuses_what_rsync_refuses() {
+        let a = run(&["--append", "--no-inplace", "a", "b"]);
+        assert_eq!((a.append, a.inplace), (1, true));
+        assert_eq!(run(&["--append", "--append-verify", "a", "b"]).append, 2);
+        assert_eq!(run(&["--append-verify", "--append", "a", "b"]).append, 1);
+        let a = run(&["--append-verify", "--no-append", "a", "b"]);
+        assert_eq!((a.append, a.inplace), (0, false));
+        assert!(run(&["--append", "--no-W", "a", "b"]).inplace);
+        for (args, msg) in [
+            (
+                &["--append", "-W"][..],
+                "--append cannot be used with --whole-file",
+            ),
+            (
+                &["--partial-dir=/p", "--append-verify"][..],
+                "--append cannot be used with --partial-dir",
+            ),
+        ] {
+            let mut all = args.to_vec();
+            all.extend(["a", "b"]);
+            let e = err(&all);
+            assert_eq!(
+                (e.kind(), e.message()),
+                (ArgsErrorKind::BadOperands, msg),
+                "{args:?}"
             );
         }
     }
@@ -1765,8 +1839,8 @@ mod tests {
 
         for (arg, msg) in [
             (
-                "--append-verify",
-                "option --append-verify is not supported by sftpsync yet",
+                "--delay-updates",
+                "option --delay-updates is not supported by sftpsync yet",
             ),
             (
                 "--fuzzy",

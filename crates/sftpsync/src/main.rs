@@ -18,8 +18,8 @@ use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
 use sftp_client::{split_command, ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
-    ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex, ServerQuirks,
-    SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex,
+    ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
 use output::{TerminalReporter, Verbosity};
@@ -123,9 +123,10 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
     if cli.delete_excluded {
         filters = filters.without_receiver_excludes();
     }
-    if let Some(dir) = &cli.partial_dir {
+    if let Some(dir) = cli.partial_dir.as_ref().filter(|d| !d.starts_with(b"/")) {
         // As rsync: a perishable exclude after the user's rules, so partial files are never
-        // sent and not deleted before the copy that resumes from them.
+        // sent and not deleted before the copy that resumes from them. An absolute DIR is
+        // outside the tree and needs none.
         let rule = [&b"-p "[..], dir, b"/"].concat();
         filters
             .add_filter_rule(&rule)
@@ -157,6 +158,11 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         checksum: cli.checksum,
         partial: cli.partial,
         partial_dir: cli.partial_dir.clone(),
+        append: match cli.append {
+            0 => AppendMode::Off,
+            1 => AppendMode::Append,
+            _ => AppendMode::Verify,
+        },
         inplace: cli.inplace,
         trust_index: cli.trust_index,
         verify: cli.verify,
@@ -610,12 +616,9 @@ async fn attempt(
         s.push_str(&sync_engine::path::escape_name(trimmed));
         s
     };
-    let make_tree = |loc: &Location, dir: &[u8]| -> Arc<dyn Tree> {
+    let make_tree_following = |loc: &Location, dir: &[u8], follow: bool| -> Arc<dyn Tree> {
         match loc {
-            Location::Local(_) => Arc::new(
-                LocalTree::new(local_root(dir))
-                    .following_links(cli.copy_links || cli.copy_unsafe_links),
-            ),
+            Location::Local(_) => Arc::new(LocalTree::new(local_root(dir)).following_links(follow)),
             Location::Remote { .. } => Arc::new(
                 SftpTree::new(
                     connection
@@ -631,6 +634,9 @@ async fn attempt(
                 .atomic_replace_only(cli.require_atomic_replace),
             ),
         }
+    };
+    let make_tree = |loc: &Location, dir: &[u8]| {
+        make_tree_following(loc, dir, cli.copy_links || cli.copy_unsafe_links)
     };
 
     let mut sources = Vec::new();
@@ -702,6 +708,13 @@ async fn attempt(
         dest_file_name,
         tasks_per_lane: TASKS_PER_CHANNEL,
         index,
+        // On the destination's side, confined to itself like any tree there: the engine
+        // moves each finished file from it into the destination, never joins their paths.
+        partial_dir_tree: cli
+            .partial_dir
+            .as_ref()
+            .filter(|d| d.starts_with(b"/"))
+            .map(|dir| make_tree_following(dest_loc, dir, false)),
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);

@@ -227,6 +227,14 @@ pub fn stats_text(s: &Stats, sent: u64, received: u64, human: u8) -> String {
             group_digits(s.checksums_by_server)
         ));
     }
+    if s.append_checks_from_index + s.append_check_data_read > 0 {
+        // Ours: what --append-verify cost beyond rsync's tail.
+        t.push_str(&format!(
+            "Appends checked from the delta index: {}\nData read to check appends: {} bytes\n",
+            group_digits(s.append_checks_from_index),
+            size(s.append_check_data_read, human)
+        ));
+    }
     t.push_str(&format!("Total bytes sent: {}\n", size(sent, human)));
     t.push_str(&format!(
         "Total bytes received: {}\n",

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sync_engine::path::RelPath;
-use sync_engine::tree::{DirEntry, FileReader, FileWriter, TreeResult};
+use sync_engine::tree::{Anchor, DirEntry, FileReader, FileWriter, TreeResult};
 use sync_engine::{BlockHashes, HashRange, Kind, Meta, SetMeta, Side, Tree};
 
 /// Temp names created and not yet renamed over their target or removed, relative to the
@@ -91,9 +91,10 @@ impl Tree for TrackingTree {
     async fn open_read(
         &self,
         path: &RelPath,
+        offset: u64,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
-        self.inner.open_read(path, expected_size).await
+        self.inner.open_read(path, offset, expected_size).await
     }
     async fn create_file(
         &self,
@@ -165,6 +166,18 @@ impl Tree for TrackingTree {
             self.forget(from);
         }
         r
+    }
+    fn anchor(&self) -> Anchor {
+        self.inner.anchor()
+    }
+    async fn rename_replace_from(
+        &self,
+        from_tree: &Anchor,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> TreeResult<()> {
+        // `from` is another tree's (an absolute --partial-dir): never one of our temps.
+        self.inner.rename_replace_from(from_tree, from, to).await
     }
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()> {
         self.inner.set_meta(path, kind, meta).await

@@ -20,7 +20,7 @@ pub mod validate;
 pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
 pub use local::LocalTree;
-pub use options::{DeleteWhen, SyncOptions};
+pub use options::{AppendMode, DeleteWhen, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
 pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};

@@ -19,11 +19,11 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::path::RelPath;
 use crate::tree::{
-    BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashRange, Kind, Meta, SetMeta, Side,
-    Tree, TreeError, TreeResult,
+    Anchor, BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashRange, Kind, Meta,
+    SetMeta, Side, Tree, TreeError, TreeResult,
 };
-use confined::Root;
 pub use confined::{openat2_in_use, PARENT_SYMLINK};
+use confined::{DirFd, Root};
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -433,6 +433,7 @@ impl Tree for LocalTree {
     async fn open_read(
         &self,
         path: &RelPath,
+        offset: u64,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
         let root = self.root.clone();
@@ -446,16 +447,23 @@ impl Tree for LocalTree {
                 open_read_at(&root, &rel)
             }
             .map_err(|e| error("open", &rel, e))?;
+            if offset > 0 {
+                use std::io::Seek;
+                (&file)
+                    .seek(std::io::SeekFrom::Start(offset))
+                    .map_err(|e| error("seek", &rel, e))?;
+            }
             let mut reader = LocalReader {
                 file: Arc::new(file),
                 path: rel,
                 first: None,
                 eof: false,
             };
-            if expected_size < READ_CHUNK as u64 {
+            let expected_rest = expected_size.saturating_sub(offset);
+            if expected_rest < READ_CHUNK as u64 {
                 // One byte more than expected shows whether the file grew since the listing.
-                let chunk = read_chunk(&reader.file, &reader.path, expected_size as usize + 1)?;
-                reader.eof = chunk.len() <= expected_size as usize;
+                let chunk = read_chunk(&reader.file, &reader.path, expected_rest as usize + 1)?;
+                reader.eof = chunk.len() <= expected_rest as usize;
                 reader.first = Some(chunk);
             }
             Ok(Box::new(reader) as Box<dyn FileReader>)
@@ -634,6 +642,10 @@ impl Tree for LocalTree {
         let root = self.root.clone();
         let rel = path.clone();
         blocking(move || {
+            if rel.is_empty() {
+                // The root itself, where the user named it, as `mkdir` makes it.
+                return fs::remove_dir(root.path()).map_err(|e| error("rmdir", &rel, e));
+            }
             let (dir, name) = root.parent(&rel).map_err(|e| error("rmdir", &rel, e))?;
             rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR)
                 .map_err(|e| error("rmdir", &rel, e.into()))
@@ -649,6 +661,42 @@ impl Tree for LocalTree {
             let (to_dir, to_name) = root.parent(&to).map_err(|e| error("rename", &to, e))?;
             rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name)
                 .map_err(|e| error("rename", &to, e.into()))
+        })
+        .await
+    }
+
+    fn anchor(&self) -> Anchor {
+        Anchor(Arc::new(self.root.clone()))
+    }
+
+    async fn rename_replace_from(
+        &self,
+        from_tree: &Anchor,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> TreeResult<()> {
+        let Some(from_root) = from_tree.0.downcast_ref::<Arc<Root>>().cloned() else {
+            return Err(TreeError {
+                op: "rename",
+                side: Side::Local,
+                path: to.clone(),
+                cause: "the file to move is not on this machine".into(),
+                kind: ErrorKind::Unsupported,
+            });
+        };
+        let root = self.root.clone();
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || {
+            let (from_dir, from_name) = from_root
+                .parent(&from)
+                .map_err(|e| error("rename", &to, e))?;
+            let (to_dir, to_name) = root.parent(&to).map_err(|e| error("rename", &to, e))?;
+            match rustix::fs::renameat(&from_dir, from_name, &to_dir, to_name) {
+                Err(rustix::io::Errno::XDEV) => {
+                    copy_across(&from_dir, from_name, &to_dir, to_name, &to)
+                }
+                r => r.map_err(|e| error("rename", &to, e.into())),
+            }
         })
         .await
     }
@@ -763,6 +811,66 @@ impl FileReader for LocalReader {
     async fn close(self: Box<Self>) -> TreeResult<()> {
         Ok(())
     }
+}
+
+/// `rename_replace_from` between two file systems, as rsync does it: the finished file is
+/// copied to a temp name beside `to_name` with its mode, owner and mtime, synced, renamed over
+/// it, and only then removed from where it was. Both ends stay relative to their directories.
+// Field widths of `struct stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn copy_across(
+    from_dir: &DirFd,
+    from_name: &[u8],
+    to_dir: &DirFd,
+    to_name: &[u8],
+    rel: &RelPath,
+) -> TreeResult<()> {
+    let fail = |op, e: rustix::io::Errno| error(op, rel, e.into());
+    let source = rustix::fs::openat(
+        from_dir,
+        from_name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail("open", e))?;
+    let st = rustix::fs::fstat(&source).map_err(|e| fail("stat", e))?;
+    let mut temp = Vec::with_capacity(to_name.len().min(200) + 16);
+    temp.push(b'.');
+    temp.extend_from_slice(&to_name[..to_name.len().min(200)]);
+    temp.extend_from_slice(format!(".{}.copy", std::process::id()).as_bytes());
+    let target = rustix::fs::openat(
+        to_dir,
+        &temp[..],
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| fail("create", e))?;
+    let (mut source, target) = (fs::File::from(source), fs::File::from(target));
+    let copied = std::io::copy(&mut source, &mut &target)
+        .map_err(|e| error("copy", rel, e))
+        .and_then(|_| {
+            let meta = SetMeta {
+                mode: Some(st.st_mode as u32 & 0o7777),
+                mtime: Some(st.st_mtime as i64),
+                // Only root may give a file away; anyone else keeps it as their own.
+                uid: rustix::process::geteuid()
+                    .is_root()
+                    .then_some(st.st_uid as u32),
+                gid: rustix::process::geteuid()
+                    .is_root()
+                    .then_some(st.st_gid as u32),
+            };
+            apply_meta_fd(target.as_fd(), &meta).map_err(|(op, e)| error(op, rel, e))?;
+            target.sync_all().map_err(|e| error("fsync", rel, e))?;
+            rustix::fs::renameat(to_dir, &temp[..], to_dir, to_name).map_err(|e| fail("rename", e))
+        });
+    if let Err(e) = copied {
+        let _ = rustix::fs::unlinkat(to_dir, &temp[..], AtFlags::empty());
+        return Err(e);
+    }
+    // The file is in place; a copy left behind is only a partial that matches to its end.
+    let _ = rustix::fs::unlinkat(from_dir, from_name, AtFlags::empty());
+    Ok(())
 }
 
 /// What a writer keeps in memory before it has to go to the file.
@@ -960,4 +1068,84 @@ impl FileWriter for LocalWriter {
     }
 
     async fn abandon(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The fallback for a rename between file systems, run here on one: the result must be
+    /// what a rename gives.
+    #[test]
+    fn copy_across_leaves_what_a_rename_would() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = a.path().join("f");
+        std::fs::write(&from, b"partial data").unwrap();
+        std::fs::set_permissions(&from, fs::Permissions::from_mode(0o640)).unwrap();
+        set_mtime_nofollow(&from, 1_234_567).unwrap();
+        std::fs::write(b.path().join("g"), b"old").unwrap();
+        let (ra, rb) = (
+            Root::new(a.path().into(), true),
+            Root::new(b.path().into(), true),
+        );
+        copy_across(
+            &ra.fd().unwrap(),
+            b"f",
+            &rb.fd().unwrap(),
+            b"g",
+            &b"g".to_vec(),
+        )
+        .unwrap();
+        let moved = b.path().join("g");
+        assert_eq!(std::fs::read(&moved).unwrap(), b"partial data");
+        let m = std::fs::metadata(&moved).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_234_567));
+        assert!(!from.exists());
+        assert_eq!(
+            std::fs::read_dir(b.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_start_at_the_offset_asked_small_or_big() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = LocalTree::new(dir.path());
+        for (len, at) in [(1000usize, 10u64), (1000, 1000), (3 << 20, 5 << 19)] {
+            let data: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+            std::fs::write(dir.path().join("f"), &data).unwrap();
+            let mut r = tree
+                .open_read(&b"f".to_vec(), at, len as u64)
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while let Some(c) = r.next_chunk().await.unwrap() {
+                got.extend_from_slice(&c);
+            }
+            assert_eq!(got, &data[at as usize..], "{len} from {at}");
+        }
+    }
+
+    #[test]
+    fn copy_across_refuses_a_symlink_and_leaves_the_target() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::os::unix::fs::symlink("/etc/passwd", a.path().join("f")).unwrap();
+        std::fs::write(b.path().join("g"), b"old").unwrap();
+        let (ra, rb) = (
+            Root::new(a.path().into(), true),
+            Root::new(b.path().into(), true),
+        );
+        let r = copy_across(
+            &ra.fd().unwrap(),
+            b"f",
+            &rb.fd().unwrap(),
+            b"g",
+            &b"g".to_vec(),
+        );
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(b.path().join("g")).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(b.path()).unwrap().count(), 1);
+    }
 }

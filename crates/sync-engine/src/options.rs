@@ -16,6 +16,19 @@ pub enum DeleteWhen {
     After,
 }
 
+/// rsync's `--append` and `--append-verify`: files that grew on the sender get only their new
+/// tail, written onto the end of the receiver's file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppendMode {
+    #[default]
+    Off,
+    /// `--append`: the receiver's data is taken to be the sender's start, unchecked.
+    Append,
+    /// `--append-verify`: the receiver's data is checked against the sender's start, and the
+    /// file is rewritten whole when they differ.
+    Verify,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub recursive: bool,
@@ -44,8 +57,11 @@ pub struct SyncOptions {
     /// from where it stopped.
     pub partial: bool,
     /// `--partial-dir=DIR`: partial files go into DIR, one name relative to each file's
-    /// directory, made when needed and removed when empty again.
+    /// directory, made when needed and removed when empty again. An absolute DIR is one
+    /// directory on the receiving side for every file (`SyncJob::partial_dir_tree`).
     pub partial_dir: Option<Vec<u8>>,
+    /// `--append`/`--append-verify`; the caller sets `inplace` with it, as rsync does.
+    pub append: AppendMode,
     /// `--trust-index` (ours): `-c` takes a remote file's hash from the delta index when its
     /// size and mtime are still what was written, instead of reading the file back.
     pub trust_index: bool,

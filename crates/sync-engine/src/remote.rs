@@ -13,8 +13,8 @@ use sftp_client::{
 use crate::mtime::{fits_wire, wire_mtime};
 use crate::path::RelPath;
 use crate::tree::{
-    BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashAlgorithm, HashRange, Kind, Meta,
-    SetMeta, Side, Tree, TreeError, TreeResult,
+    Anchor, BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashAlgorithm, HashRange,
+    Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult,
 };
 
 /// Reads kept in flight per open handle.
@@ -289,20 +289,81 @@ impl SftpTree {
     }
 
     fn full(&self, rel: &[u8]) -> Vec<u8> {
-        match (self.base.is_empty(), rel.is_empty()) {
-            (true, true) => b".".to_vec(),
-            (true, false) => rel.to_vec(),
-            (false, true) => self.base.clone(),
-            (false, false) => {
-                let mut p = self.base.clone();
-                if !p.ends_with(b"/") {
-                    p.push(b'/');
+        full_path(&self.base, rel)
+    }
+
+    /// Renames the full path `a` over `b` (`to` is `b` as the user knows it, for messages),
+    /// atomically where the server can.
+    async fn rename_full(&self, a: &[u8], b: &[u8], to: &RelPath) -> TreeResult<()> {
+        if self.pool.first().extensions().posix_rename {
+            return self
+                .client()
+                .posix_rename(a, b)
+                .await
+                .map_err(|e| sftp_error("rename", to, e));
+        }
+        // Plain RENAME refuses to replace: remove the target first. Between the two requests
+        // the target is missing, so say once per run that replacement is not atomic here.
+        match self.client().rename(a, b).await {
+            Ok(()) => Ok(()),
+            Err(e) if self.atomic_replace_only => Err(TreeError {
+                op: "rename",
+                side: Side::Remote,
+                path: to.clone(),
+                cause: format!(
+                    "{e}; the server offers no posix-rename, and replacing the file by remove + \
+                     rename is refused (--require-atomic-replace)"
+                ),
+                kind: ErrorKind::Unsupported,
+            }),
+            Err(_) => {
+                if !self
+                    .quirks
+                    .warned_non_atomic_rename
+                    .swap(true, Ordering::Relaxed)
+                {
+                    (self.warnings)(format!(
+                        "{} does not offer posix-rename: files are replaced by remove + rename, \
+                         not atomically",
+                        self.describe
+                    ));
                 }
-                p.extend_from_slice(rel);
-                p
+                match self.client().remove(b).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(sftp_error("rename", to, e)),
+                }
+                self.client()
+                    .rename(a, b)
+                    .await
+                    .map_err(|e| sftp_error("rename", to, e))
             }
         }
     }
+}
+
+/// `rel` below `base` as the server is to see it: `base` alone when `rel` is empty, and
+/// relative to the login directory when `base` is.
+fn full_path(base: &[u8], rel: &[u8]) -> Vec<u8> {
+    match (base.is_empty(), rel.is_empty()) {
+        (true, true) => b".".to_vec(),
+        (true, false) => rel.to_vec(),
+        (false, true) => base.to_vec(),
+        (false, false) => {
+            let mut p = base.to_vec();
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(rel);
+            p
+        }
+    }
+}
+
+/// Another tree's root on the same session, for `rename_replace_from`.
+struct RemoteAnchor {
+    pool: Arc<ChannelPool>,
+    base: Vec<u8>,
 }
 
 pub(crate) fn sftp_error(op: &'static str, path: &[u8], e: SftpError) -> TreeError {
@@ -449,6 +510,7 @@ impl Tree for SftpTree {
     async fn open_read(
         &self,
         path: &RelPath,
+        offset: u64,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
         let full = self.full(path);
@@ -459,7 +521,9 @@ impl Tree for SftpTree {
                 Ok::<_, SftpError>((c, h))
             }
         };
-        let channels = self.channels_for(expected_size).await;
+        let channels = self
+            .channels_for(expected_size.saturating_sub(offset))
+            .await;
         let mut handles = Vec::with_capacity(channels.len());
         for r in futures::future::join_all(channels.into_iter().map(open)).await {
             match r {
@@ -477,7 +541,7 @@ impl Tree for SftpTree {
             path: path.clone(),
             expected: expected_size,
             read_size,
-            next_offset: 0,
+            next_offset: offset,
             reads_sent: 0,
             in_flight: VecDeque::new(),
             eof: false,
@@ -584,8 +648,14 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         if let Err(e) = client.fsetstat(&handle, &cut).await {
-            let _ = client.close(&handle).await;
-            return Err(sftp_error("truncate", path, e));
+            // A server that refuses attribute changes can still be appended to when there is
+            // nothing to cut, which is the usual case for --append.
+            let fits = refuses_setstat(&e)
+                && matches!(client.fstat(&handle).await, Ok(a) if a.size == Some(offset));
+            if !fits {
+                let _ = client.close(&handle).await;
+                return Err(sftp_error("truncate", path, e));
+            }
         }
         let handles = vec![WriteHandle::new(client, handle)];
         Ok(self.writer(path, full, handles, offset, None))
@@ -735,51 +805,47 @@ impl Tree for SftpTree {
     }
 
     async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
-        let (a, b) = (self.full(from), self.full(to));
-        if self.pool.first().extensions().posix_rename {
-            return self
-                .client()
-                .posix_rename(&a, &b)
-                .await
-                .map_err(|e| sftp_error("rename", to, e));
-        }
-        // Plain RENAME refuses to replace: remove the target first. Between the two requests
-        // the target is missing, so say once per run that replacement is not atomic here.
-        match self.client().rename(&a, &b).await {
-            Ok(()) => Ok(()),
-            Err(e) if self.atomic_replace_only => Err(TreeError {
-                op: "rename",
-                side: Side::Remote,
-                path: to.clone(),
-                cause: format!(
-                    "{e}; the server offers no posix-rename, and replacing the file by remove + \
-                     rename is refused (--require-atomic-replace)"
-                ),
-                kind: ErrorKind::Unsupported,
-            }),
-            Err(_) => {
-                if !self
-                    .quirks
-                    .warned_non_atomic_rename
-                    .swap(true, Ordering::Relaxed)
-                {
-                    (self.warnings)(format!(
-                        "{} does not offer posix-rename: files are replaced by remove + rename, \
-                         not atomically",
-                        self.describe
-                    ));
-                }
-                match self.client().remove(&b).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(sftp_error("rename", to, e)),
-                }
-                self.client()
-                    .rename(&a, &b)
-                    .await
-                    .map_err(|e| sftp_error("rename", to, e))
+        self.rename_full(&self.full(from), &self.full(to), to).await
+    }
+
+    fn anchor(&self) -> Anchor {
+        Anchor(Arc::new(RemoteAnchor {
+            pool: self.pool.clone(),
+            base: self.base.clone(),
+        }))
+    }
+
+    async fn rename_replace_from(
+        &self,
+        from_tree: &Anchor,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> TreeResult<()> {
+        let from_base = match from_tree.0.downcast_ref::<RemoteAnchor>() {
+            Some(a) if Arc::ptr_eq(&a.pool, &self.pool) => a.base.clone(),
+            _ => {
+                return Err(TreeError {
+                    op: "rename",
+                    side: Side::Remote,
+                    path: to.clone(),
+                    cause: "the file to move is not on this server session".into(),
+                    kind: ErrorKind::Unsupported,
+                })
             }
-        }
+        };
+        let a = full_path(&from_base, from);
+        self.rename_full(&a, &self.full(to), to)
+            .await
+            .map_err(|mut e| {
+                if e.kind == ErrorKind::Other {
+                    // SFTP v3 has no code for EXDEV: the likeliest cause is worth naming.
+                    e.cause.push_str(
+                        " (is the partial directory on another file system than the destination? \
+                     The server can only rename within one)",
+                    );
+                }
+                e
+            })
     }
 
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()> {
@@ -1356,6 +1422,53 @@ mod tests {
         want.extend_from_slice(&old[..10]);
         assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), want);
         assert_eq!(std::fs::read(dir.path().join("old")).unwrap(), old);
+    }
+
+    #[tokio::test]
+    async fn rename_from_another_tree_of_the_session_and_only_that() {
+        let (dest_dir, part_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dest = tree_over_pipes(dest_dir.path()).await;
+        use std::os::unix::ffi::OsStrExt;
+        let part = SftpTree::new(
+            dest.pool.clone(),
+            part_dir.path().as_os_str().as_bytes().to_vec(),
+            "partials".into(),
+            dest.quirks.clone(),
+            Arc::new(|_| {}),
+        );
+        let w = part.create_file(&b"f".to_vec(), 0o644, 0).await.unwrap();
+        w.finish(&SetMeta::default()).await.unwrap();
+        std::fs::write(dest_dir.path().join("g"), b"old").unwrap();
+
+        let stranger = tree_over_pipes(part_dir.path()).await;
+        let e = dest
+            .rename_replace_from(&stranger.anchor(), &b"f".to_vec(), &b"g".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+
+        dest.rename_replace_from(&part.anchor(), &b"f".to_vec(), &b"g".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dest_dir.path().join("g")).unwrap(), b"");
+        assert!(!part_dir.path().join("f").exists());
+    }
+
+    #[tokio::test]
+    async fn reads_start_at_the_offset_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let tree = tree_over_pipes(dir.path()).await;
+        let mut r = tree
+            .open_read(&b"f".to_vec(), 123_456, data.len() as u64)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = r.next_chunk().await.unwrap() {
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(got, &data[123_456..]);
     }
 
     #[tokio::test]

@@ -170,6 +170,10 @@ pub struct Stats {
     pub checksums_read_remotely: u64,
     /// `--checksum` with hashes the server computed (`check-file`), nothing read remotely.
     pub checksums_by_server: u64,
+    /// `--append-verify`: receivers' starts checked against the delta index, and bytes read
+    /// from the server only to check them (rsync moves neither).
+    pub append_checks_from_index: u64,
+    pub append_check_data_read: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -196,6 +200,8 @@ impl std::ops::AddAssign for Stats {
         self.checksums_from_index += o.checksums_from_index;
         self.checksums_read_remotely += o.checksums_read_remotely;
         self.checksums_by_server += o.checksums_by_server;
+        self.append_checks_from_index += o.append_checks_from_index;
+        self.append_check_data_read += o.append_check_data_read;
     }
 }
 

@@ -238,7 +238,7 @@ async fn local_hashes(
     block: u64,
 ) -> TreeResult<Vec<Option<Vec<u8>>>> {
     let want = v.size.min(v.base_size);
-    let mut reader = v.base.open_read(v.base_path, want).await?;
+    let mut reader = v.base.open_read(v.base_path, 0, want).await?;
     let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let hasher = tokio::task::spawn_blocking(move || {
         let mut hashes = Vec::new();
@@ -314,7 +314,7 @@ pub(crate) async fn file_hash(
     path: &RelPath,
     algorithm: HashAlgorithm,
 ) -> TreeResult<Vec<u8>> {
-    let mut reader = tree.open_read(path, 0).await?;
+    let mut reader = tree.open_read(path, 0, 0).await?;
     let mut hasher = algorithm.hasher();
     let result = async {
         while let Some(chunk) = reader.next_chunk().await? {

@@ -15,8 +15,8 @@ use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Reporter, Stats, UpdateType};
 use crate::task::{
-    modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Shared,
-    SourceEntry, Worker,
+    modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Resend,
+    Shared, SourceEntry, Worker,
 };
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
@@ -50,6 +50,10 @@ pub struct SyncJob {
     /// What earlier runs wrote to a remote destination, for delta transfer; `None` sends
     /// changed files whole.
     pub index: Option<Arc<RemoteIndex>>,
+    /// With an absolute `--partial-dir=DIR`: a tree rooted at DIR on the destination's side
+    /// (and, when remote, on its session). Partial files live there under their base names
+    /// and are renamed into the destination from there.
+    pub partial_dir_tree: Option<Arc<dyn Tree>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -314,6 +318,8 @@ struct Run<'a> {
     /// For -H: first destination path written for each source inode.
     hard_links: HashMap<(u64, u64), RelPath>,
     links: Vec<LinkJob>,
+    /// `--append-verify` files to send again after the walk.
+    resends: Vec<Resend>,
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
     pending_deletions: Vec<(RelPath, Meta)>,
@@ -329,6 +335,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
             opts.clone(),
             job.dest.clone(),
             job.index.clone(),
+            job.partial_dir_tree.clone(),
         )),
         reporter,
         outcome: SyncOutcome::default(),
@@ -342,6 +349,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         touched_dirs: HashSet::new(),
         hard_links: HashMap::new(),
         links: Vec::new(),
+        resends: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
     };
@@ -349,6 +357,15 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         run.outcome.fatal = Some(e);
     }
     run.print_held(usize::MAX);
+    let partial_dir_used = run
+        .sh
+        .partial_dir_used
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if let (Some(t), None, true) = (&job.partial_dir_tree, &run.outcome.fatal, partial_dir_used) {
+        // As rsync, the partial dir goes once empty; one in use by every file can only be
+        // tried when all are done. One holding kept partials (or the user's files) stays.
+        let _ = t.remove_dir(&Vec::new()).await;
+    }
     if let Some(w) = job.index.as_ref().and_then(|ix| ix.flush()) {
         reporter.warning(&w);
     }
@@ -391,6 +408,16 @@ impl<'a> Run<'a> {
         }
         self.top().await?;
         self.drain().await?;
+        for resend in std::mem::take(&mut self.resends) {
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w.resend(resend).await;
+                w.finish(r)
+            })
+            .await?;
+        }
+        self.drain().await?;
         // Links need their first name in place, so they wait for every copy.
         for link in std::mem::take(&mut self.links) {
             let sh = self.sh.clone();
@@ -427,6 +454,7 @@ impl<'a> Run<'a> {
         self.outcome.source_io_error |= report.source_io_error;
         self.outcome.deletions_skipped += report.deletions_skipped;
         self.outcome.stats += report.stats;
+        self.resends.extend(report.resends);
         match report.fatal {
             Some(e) => Err(Fatal(e)),
             None => Ok(()),
@@ -1116,6 +1144,8 @@ impl<'a> Run<'a> {
             return KeptPartial::Absent;
         }
         let looked_up = match &opts.partial_dir {
+            // Outside the destination: not in any listing the walk has.
+            Some(_) if self.job.partial_dir_tree.is_some() => return KeptPartial::Unknown,
             // Inside the directory, which was not listed: only its absence tells.
             Some(dir) if dest_entries.contains_key(dir) => return KeptPartial::Unknown,
             Some(_) => None,

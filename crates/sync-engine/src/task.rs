@@ -1,9 +1,10 @@
 //! Work on single entries that runs concurrently with the walk: copies, links, deletions,
 //! attribute fixes. Each task reports back what it did instead of touching shared state.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
-use crate::options::SyncOptions;
+use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Stats, UpdateType};
 use crate::server_hashes::{self, BuildError, ServerHashTrust, Versions};
@@ -28,22 +29,35 @@ pub(crate) struct Shared {
     pub opts: SyncOptions,
     pub dest: Arc<dyn Tree>,
     pub index: Option<Arc<RemoteIndex>>,
+    /// The directory of an absolute `--partial-dir`, on the destination's side.
+    pub partial_tree: Option<Arc<dyn Tree>>,
     pub umask: u32,
     pub server_hashes: ServerHashTrust,
     temp_counter: AtomicU64,
     deletions: AtomicU64,
+    partial_names: NameLocks,
+    /// A file was written through `partial_tree`, so its directory may have been made.
+    pub partial_dir_used: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(opts: SyncOptions, dest: Arc<dyn Tree>, index: Option<Arc<RemoteIndex>>) -> Shared {
+    pub fn new(
+        opts: SyncOptions,
+        dest: Arc<dyn Tree>,
+        index: Option<Arc<RemoteIndex>>,
+        partial_tree: Option<Arc<dyn Tree>>,
+    ) -> Shared {
         Shared {
             opts,
             dest,
             index,
+            partial_tree,
             umask: process_umask().unwrap_or(0o022),
             server_hashes: ServerHashTrust::default(),
             temp_counter: AtomicU64::new(0),
             deletions: AtomicU64::new(0),
+            partial_names: NameLocks::default(),
+            partial_dir_used: AtomicBool::new(false),
         }
     }
 
@@ -71,6 +85,50 @@ impl Shared {
     }
 }
 
+/// One lock per name. In an absolute `--partial-dir` every file's partial is named by its
+/// base name alone, so `a/f` and `b/f` copied at once would write, resume from or remove the
+/// same file: they take turns instead.
+#[derive(Default)]
+struct NameLocks(std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>);
+
+impl NameLocks {
+    async fn lock(&self, name: &[u8]) -> NameGuard<'_> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_vec())
+            .or_default()
+            .clone();
+        NameGuard {
+            locks: self,
+            name: name.to_vec(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+struct NameGuard<'a> {
+    locks: &'a NameLocks,
+    name: Vec<u8>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for NameGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Released under the map's lock: a task that wants the name clones it under that lock
+        // too, so a lock nobody else holds or waits for can go from the map here.
+        drop(self.guard.take());
+        if map
+            .get(&self.name)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.name);
+        }
+    }
+}
+
 /// Stops the run: only for errors after which nothing else can work.
 pub(crate) struct Fatal(pub TreeError);
 
@@ -87,6 +145,16 @@ pub(crate) struct Report {
     pub source_io_error: bool,
     pub deletions_skipped: u64,
     pub fatal: Option<TreeError>,
+    /// Files to send again once every other file is done (`--append-verify`).
+    pub resends: Vec<Resend>,
+}
+
+/// A file `--append-verify` appended to, whose receiver's start turned out not to be the
+/// source's: it is rewritten whole in a pass after the others, as rsync's redo pass does.
+pub(crate) struct Resend {
+    src: SourceEntry,
+    dest_path: RelPath,
+    meta: SetMeta,
 }
 
 /// Opens once a directory exists on the destination; entries inside it wait on it. A
@@ -489,6 +557,14 @@ impl Worker {
             self.owner_fix(&src.meta, None, &mut meta, &mut ignored);
         }
 
+        if transfer
+            && opts.append != AppendMode::Off
+            && existing_file.is_some_and(|d| d.size >= src.meta.size)
+        {
+            // rsync's --append passes over a file that did not grow, attributes and all: only
+            // one that the quick check finds up to date still has them fixed (below).
+            return Ok(());
+        }
         if !transfer {
             if !item.is_change() {
                 return Ok(());
@@ -527,35 +603,104 @@ impl Worker {
             return Ok(());
         }
         let started = Instant::now();
-        let copy = if opts.inplace {
-            let old = self.index_signature(&dest_path, existing_file);
-            self.copy_in_place(&src, &dest_path, &meta, old).await
-        } else if let Some(done) = self
-            .copy_by_server_hashes(&src, &dest_path, &meta, existing_file)
-            .await
-        {
-            done
-        } else {
-            let base = self.delta_base(&dest_path, existing_file);
-            self.copy_file(&src, &dest_path, &meta, base).await
+        let copy = match existing_file.filter(|_| opts.append != AppendMode::Off) {
+            Some(now) => self.copy_append(&src, &dest_path, &meta, now).await,
+            None if opts.inplace => {
+                let old = self.index_signature(&dest_path, existing_file);
+                self.copy_in_place(&src, &dest_path, &meta, old).await
+            }
+            None => match self
+                .copy_by_server_hashes(&src, &dest_path, &meta, existing_file)
+                .await
+            {
+                Some(done) => done,
+                None => {
+                    let base = self.delta_base(&dest_path, existing_file);
+                    self.copy_file(&src, &dest_path, &meta, base).await
+                }
+            },
         };
+        self.settle(copy, item, src, dest_path, meta, started)
+    }
+
+    /// `--append-verify`'s second go at a file whose receiver's start differed: a plain
+    /// in-place copy of the whole file, shown as a line with nothing left to flag. In place
+    /// rather than through a temp file, as rsync: the user chose in-place writes (--append
+    /// implies --inplace), and files that grow in place are often held open, hard-linked, or
+    /// in a directory we may not write.
+    pub async fn resend(&mut self, r: Resend) -> Result<(), Fatal> {
+        let started = Instant::now();
+        let mut item = Item::new(self.sh.update_type(), Kind::File, r.dest_path.clone());
+        // Flagged against the file as the failed append left it (its attributes untouched),
+        // as rsync's generator sees it on its second go.
+        if let Ok(Some(d)) = self.dest().lstat(&r.dest_path).await {
+            let (opts, src) = (&self.sh.opts, &r.src.meta);
+            item.size = d.size != src.size;
+            if opts.times {
+                let stored = self.dest().stored_mtime(src.mtime);
+                item.time = mtimes_differ(stored, d.mtime, opts.modify_window);
+            } else {
+                item.time_now = true;
+            }
+            item.perms = opts.perms && modes_differ(src.mode, d.mode);
+            self.owner_fix(src, Some(&d), &mut SetMeta::default(), &mut item);
+        }
+        let copy = self
+            .copy_in_place(&r.src, &r.dest_path, &r.meta, None)
+            .await;
+        self.settle(copy, item, r.src, r.dest_path, r.meta, started)
+    }
+
+    /// Counts and reports how a copy went.
+    fn settle(
+        &mut self,
+        copy: Result<CopyResult, CopyError>,
+        item: Item,
+        src: SourceEntry,
+        dest_path: RelPath,
+        meta: SetMeta,
+        started: Instant,
+    ) -> Result<(), Fatal> {
         match copy {
             Ok(CopyResult::Done(copied)) => {
                 self.remember(&dest_path, &meta, &copied);
-                let stats = &mut self.report.stats;
-                stats.transferred_files += 1;
-                stats.transferred_size += copied.len;
-                stats.literal_data += copied.literal;
-                stats.matched_data += copied.matched;
-                item.transferred = copied.literal;
-                item.elapsed = Some(started.elapsed());
-                self.item(item);
+                self.transferred(item, &copied, started);
+                Ok(())
+            }
+            Ok(CopyResult::StartDiffers(appended)) => {
+                // As rsync: the append is counted and shown, and the file is sent again in a
+                // pass of its own once the other files are done.
+                self.transferred(item, &appended, started);
+                self.report.warnings.push(format!(
+                    "\"{}\" failed verification: the receiver's copy does not start as the \
+                     source does; it is sent again whole",
+                    display_path(&dest_path)
+                ));
+                self.report.resends.push(Resend {
+                    src,
+                    dest_path,
+                    meta,
+                });
                 Ok(())
             }
             Ok(CopyResult::Vanished) => self.vanished(&src.path),
             Err(CopyError::Source(e)) => self.source_error(e),
             Err(CopyError::Dest(e)) => self.fail(e),
         }
+    }
+
+    /// Counts one finished copy in the stats and reports its item.
+    fn transferred(&mut self, mut item: Item, copied: &Copied, started: Instant) {
+        let stats = &mut self.report.stats;
+        stats.transferred_files += 1;
+        stats.transferred_size += copied.len;
+        stats.literal_data += copied.literal;
+        stats.matched_data += copied.matched;
+        stats.append_checks_from_index += u64::from(copied.start_checked_by_index);
+        stats.append_check_data_read += copied.read_to_check;
+        item.transferred = copied.literal;
+        item.elapsed = Some(started.elapsed());
+        self.item(item);
     }
 
     /// A later name of an inode already written becomes a hard link to the first name.
@@ -679,18 +824,19 @@ impl Worker {
         Some(theirs.hashes[..] == ours[..])
     }
 
-    /// `--verify`: reads `temp` back and compares its hash with what was sent.
+    /// `--verify`: reads `temp` in `tree` back and compares its hash with what was sent.
     async fn verify_written(
         &self,
+        tree: &dyn Tree,
         temp: &RelPath,
         dest_path: &RelPath,
         sent: [u8; 32],
     ) -> Result<(), CopyError> {
-        match hash_file(self.dest(), temp).await {
+        match hash_file(tree, temp).await {
             Ok(h) if h == sent => Ok(()),
             Ok(_) => Err(CopyError::Dest(TreeError {
                 op: "verify",
-                side: self.dest().side(),
+                side: tree.side(),
                 path: dest_path.clone(),
                 cause: "what was written differs from the source when read back (BLAKE3); \
                         the old file is kept"
@@ -702,23 +848,33 @@ impl Worker {
     }
 
     /// Where `--partial` keeps a file being written: a fixed name, so the next run finds it;
-    /// with `--partial-dir`, the file's own name in that directory.
+    /// with `--partial-dir`, the file's own name in that directory (in the tree of an absolute
+    /// one: see `copy_file`).
     fn partial_name(&self, dest_path: &[u8]) -> RelPath {
         let name = file_name(dest_path);
+        if self.sh.partial_tree.is_some() {
+            return name.to_vec();
+        }
         match &self.sh.opts.partial_dir {
             Some(dir) => join(&join(parent(dest_path), dir), name),
             None => join(parent(dest_path), &partial_file_name(name)),
         }
     }
 
-    /// How much of a kept partial file can be trusted: its size, if its last bytes (up to
-    /// 64 KiB) equal the source's at the same place. A partial that does not fit is removed.
-    async fn resumable(&self, src: &SourceEntry, partial: &RelPath) -> Option<u64> {
+    /// How much of a kept partial file (in `tree`) can be trusted: its size, if its last
+    /// bytes (up to 64 KiB) equal the source's at the same place. A partial that does not fit
+    /// is removed.
+    async fn resumable(
+        &self,
+        tree: &dyn Tree,
+        src: &SourceEntry,
+        partial: &RelPath,
+    ) -> Option<u64> {
         const TAIL: u64 = 64 * 1024;
         let meta = match &src.kept_partial {
             KeptPartial::Absent => return None,
             KeptPartial::Present(m) => m.clone(),
-            KeptPartial::Unknown => self.dest().lstat(partial).await.ok()??,
+            KeptPartial::Unknown => tree.lstat(partial).await.ok()??,
         };
         if meta.kind != Kind::File {
             return None;
@@ -727,7 +883,7 @@ impl Worker {
             let n = meta.size.min(TAIL);
             let at = meta.size - n;
             let (kept, ours) = futures::join!(
-                self.dest().read_range(partial, at, n as u32),
+                tree.read_range(partial, at, n as u32),
                 src.tree.read_range(&src.path, at, n as u32)
             );
             matches!((kept, ours), (Ok(a), Ok(b)) if a == b && a.len() as u64 == n)
@@ -735,7 +891,7 @@ impl Worker {
         if fits {
             Some(meta.size)
         } else {
-            let _ = self.dest().remove_file(partial).await;
+            let _ = tree.remove_file(partial).await;
             None
         }
     }
@@ -781,7 +937,7 @@ impl Worker {
         meta: &SetMeta,
         old: Option<Signature>,
     ) -> Result<CopyResult, CopyError> {
-        let mut reader = match src.tree.open_read(&src.path, src.meta.size).await {
+        let mut reader = match src.tree.open_read(&src.path, 0, src.meta.size).await {
             Ok(r) => r,
             Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
             Err(e) => return Err(CopyError::Source(e)),
@@ -808,9 +964,117 @@ impl Worker {
         }
         let copied = shaper.finish().await;
         if let (true, Some(sent)) = (self.sh.opts.verify, copied.hash) {
-            self.verify_written(dest_path, dest_path, sent).await?;
+            self.verify_written(self.dest(), dest_path, dest_path, sent)
+                .await?;
         }
         Ok(CopyResult::Done(copied))
+    }
+
+    /// `--append`: writes the source from the receiver's size on onto the end of the
+    /// receiver's file (`now` is what the listing showed of it). With `--append-verify` the
+    /// receiver's start is compared with the source's meanwhile; when they differ the file's
+    /// times are left alone, so that a run cut short before the rewrite cannot leave it
+    /// looking up to date.
+    async fn copy_append(
+        &self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        meta: &SetMeta,
+        now: &Meta,
+    ) -> Result<CopyResult, CopyError> {
+        let at = now.size;
+        let check = self.sh.opts.append == AppendMode::Verify;
+        // The source's start is read only to compare or hash it: a plain append of a pulled
+        // file moves nothing but the tail.
+        let whole = check || self.sh.opts.verify;
+        let from = if whole { 0 } else { at };
+        let mut reader = match src.tree.open_read(&src.path, from, src.meta.size).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
+            Err(e) => return Err(CopyError::Source(e)),
+        };
+        let mut writer = match self.dest().reopen_for_append(dest_path, at).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reader.close().await;
+                return Err(CopyError::Dest(e));
+            }
+        };
+        let hashed = whole && (self.indexed(src.meta.size) || self.sh.opts.verify);
+        let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        if whole {
+            shaper.skip = at;
+            shaper.skip_is_matched = false;
+        } else {
+            shaper.len = at;
+        }
+        shaper.prefix = check.then(blake3::Hasher::new);
+        let theirs = async {
+            if check {
+                Some(self.receiver_start(dest_path, now).await)
+            } else {
+                None
+            }
+        };
+        let (pumped, theirs) = futures::join!(shaper.pump(&mut *reader, &mut *writer), theirs);
+        let _ = reader.close().await;
+        let (differs, by_index) = match (pumped, theirs) {
+            (Err(e), _) => {
+                writer.abandon().await;
+                return Err(e);
+            }
+            (Ok(()), Some(Err(e))) => {
+                writer.abandon().await;
+                return Err(CopyError::Dest(e));
+            }
+            (Ok(()), None) => (false, false),
+            (Ok(()), Some(Ok((hash, by_index)))) => {
+                let ours = shaper.prefix.take().map(|h| *h.finalize().as_bytes());
+                (hash.is_none() || hash != ours, by_index)
+            }
+        };
+        let kept = SetMeta::default();
+        writer
+            .finish(if differs { &kept } else { meta })
+            .await
+            .map_err(CopyError::Dest)?;
+        let mut copied = shaper.finish().await;
+        if check {
+            copied.start_checked_by_index = by_index;
+            // What rsync would not move: the source's start on a pull, the receiver's read back
+            // on a push.
+            let remote = |t: &dyn Tree| u64::from(t.side() == Side::Remote);
+            copied.read_to_check =
+                at * (remote(&*src.tree) + if by_index { 0 } else { remote(self.dest()) });
+        }
+        if differs {
+            return Ok(CopyResult::StartDiffers(copied));
+        }
+        if let (true, Some(sent)) = (self.sh.opts.verify, copied.hash) {
+            self.verify_written(self.dest(), dest_path, dest_path, sent)
+                .await?;
+        }
+        Ok(CopyResult::Done(copied))
+    }
+
+    /// The hash of the receiver's first `now.size` bytes (`None` if it is shorter now), and
+    /// whether it came from the index: only with `--trust-index`, on the same terms as `-c`,
+    /// since checking the receiver's data is the point of `--append-verify`.
+    async fn receiver_start(
+        &self,
+        dest_path: &RelPath,
+        now: &Meta,
+    ) -> TreeResult<(Option<[u8; 32]>, bool)> {
+        let indexed = self
+            .sh
+            .index
+            .as_ref()
+            .filter(|_| self.sh.opts.trust_index)
+            .and_then(|ix| ix.content_hash(dest_path, now));
+        if let Some(h) = indexed {
+            return Ok((Some(h), true));
+        }
+        Ok((hash_prefix(self.dest(), dest_path, now.size).await?, false))
     }
 
     /// Keeps what was written in the index, for the next run's delta. Only with the mtime
@@ -859,13 +1123,15 @@ impl Worker {
             || old.size == 0
             || !sh.server_hashes.usable()
             || !self.dest().copies_ranges()
+            // An absolute --partial-dir is another tree: the old version is not at hand there.
+            || (opts.partial && sh.partial_tree.is_some())
         {
             return None;
         }
         let temp = if opts.partial {
             let temp = self.partial_name(dest_path);
             // A kept partial file is resumed by the plain copy instead.
-            if self.resumable(src, &temp).await.is_some() {
+            if self.resumable(self.dest(), src, &temp).await.is_some() {
                 return None;
             }
             temp
@@ -937,6 +1203,8 @@ impl Worker {
                     matched: src.meta.size - literal,
                     hash: None,
                     signature: None,
+                    start_checked_by_index: false,
+                    read_to_check: 0,
                 }))
             }
             Err(CopyError::Source(e)) if e.is_not_found() => {
@@ -997,25 +1265,43 @@ impl Worker {
         meta: &SetMeta,
         base: Option<Signature>,
     ) -> Result<CopyResult, CopyError> {
-        let mut reader = match src.tree.open_read(&src.path, src.meta.size).await {
+        let mut reader = match src.tree.open_read(&src.path, 0, src.meta.size).await {
             Ok(r) => r,
             Err(e) if e.is_not_found() => return Ok(CopyResult::Vanished),
             Err(e) => return Err(CopyError::Source(e)),
         };
         let partial = self.sh.opts.partial;
+        // An absolute --partial-dir is a tree of its own on the destination's side: the file is
+        // written there and moved into place at the end, each path resolved in its own tree.
+        let outside = self.sh.partial_tree.clone().filter(|_| partial);
+        let temp_tree = outside.clone().unwrap_or_else(|| self.sh.dest.clone());
+        let sh = self.sh.clone();
+        let _turn = match &outside {
+            Some(_) => {
+                sh.partial_dir_used.store(true, Ordering::Relaxed);
+                Some(sh.partial_names.lock(file_name(dest_path)).await)
+            }
+            None => None,
+        };
         let (temp, resume_at) = if partial {
             let temp = self.partial_name(dest_path);
-            let at = self.resumable(src, &temp).await;
+            let at = self.resumable(&*temp_tree, src, &temp).await;
             if at.is_none() && self.sh.opts.partial_dir.is_some() {
-                // Made when needed; one that is already there is fine.
-                let _ = self.dest().mkdir(&parent(&temp).to_vec(), 0o700).await;
+                // Made when needed (only its last component, as rsync); one that is already
+                // there is fine.
+                let _ = temp_tree.mkdir(&parent(&temp).to_vec(), 0o700).await;
             }
             (temp, at)
         } else {
             (self.temp_name(dest_path), None)
         };
-        // A resumed file is not also a delta: its start is already there.
-        let base = if resume_at.is_some() { None } else { base };
+        // A resumed file is not also a delta: its start is already there. Nor is one written
+        // outside the destination: copy-data needs the old version in the same tree.
+        let base = if resume_at.is_some() || outside.is_some() {
+            None
+        } else {
+            base
+        };
         // Created with the final permission bits, never the special ones, and always writable
         // by us: a server that ignores SETSTAT but honours the mode given at creation then
         // still ends with the right modes. Nobody gains access early: the finished file has
@@ -1024,7 +1310,7 @@ impl Worker {
         let mut base = base;
         let mut created = Err(None);
         if let Some(at) = resume_at {
-            created = self.dest().reopen_for_append(&temp, at).await.map_err(Some);
+            created = temp_tree.reopen_for_append(&temp, at).await.map_err(Some);
         }
         if base.is_some() {
             created = self
@@ -1041,8 +1327,7 @@ impl Worker {
             // A partial must be a clean prefix if cut: one channel writes it, in order (the
             // size is what spreads a file over channels).
             let spread_size = if partial { 0 } else { src.meta.size };
-            created = self
-                .dest()
+            created = temp_tree
                 .create_file(&temp, create_mode, spread_size)
                 .await
                 .map_err(Some);
@@ -1065,19 +1350,26 @@ impl Worker {
                 Ok(()) => {
                     let copied = shaper.finish().await;
                     let verified = match (self.sh.opts.verify, copied.hash) {
-                        (true, Some(sent)) => self.verify_written(&temp, dest_path, sent).await,
+                        (true, Some(sent)) => {
+                            self.verify_written(&*temp_tree, &temp, dest_path, sent)
+                                .await
+                        }
                         _ => Ok(()),
                     };
                     match verified {
-                        Ok(()) => self
-                            .dest()
-                            .rename_replace(&temp, dest_path)
-                            .await
-                            .map(|()| copied)
-                            .map_err(CopyError::Dest),
+                        Ok(()) => match &outside {
+                            None => self.dest().rename_replace(&temp, dest_path).await,
+                            Some(t) => {
+                                self.dest()
+                                    .rename_replace_from(&t.anchor(), &temp, dest_path)
+                                    .await
+                            }
+                        }
+                        .map(|()| copied)
+                        .map_err(CopyError::Dest),
                         Err(e) => {
                             // A garbled file is no partial to go on from.
-                            let _ = self.dest().remove_file(&temp).await;
+                            let _ = temp_tree.remove_file(&temp).await;
                             Err(e)
                         }
                     }
@@ -1089,8 +1381,9 @@ impl Worker {
                 Err(e)
             }
         };
-        if result.is_ok() && self.sh.opts.partial_dir.is_some() {
-            // Gone once empty, as rsync's; one still holding other partials stays.
+        if result.is_ok() && self.sh.opts.partial_dir.is_some() && outside.is_none() {
+            // Gone once empty, as rsync's; one still holding other partials stays. An absolute
+            // one is shared by every file in flight: it goes at the end of the run.
             let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
         }
         match result {
@@ -1101,7 +1394,7 @@ impl Worker {
                 // or it is a partial to resume from next time.
                 let dest_lost = matches!(&e, CopyError::Dest(d) if d.kind == ErrorKind::Connection);
                 if !dest_lost && !partial {
-                    let _ = self.dest().remove_file(&temp).await;
+                    let _ = temp_tree.remove_file(&temp).await;
                 }
                 Err(e.naming(&temp, dest_path))
             }
@@ -1111,6 +1404,8 @@ impl Worker {
 
 enum CopyResult {
     Done(Copied),
+    /// `--append-verify`: the tail was appended, but the receiver's start is not the source's.
+    StartDiffers(Copied),
     Vanished,
 }
 
@@ -1123,6 +1418,10 @@ struct Copied {
     /// BLAKE3 of the new contents and their block signature, for the index.
     hash: Option<[u8; 32]>,
     signature: Option<Vec<u8>>,
+    /// `--append-verify`: the receiver's start was checked against the index's hash of it.
+    start_checked_by_index: bool,
+    /// `--append-verify`: bytes read from the remote side only to check the receiver's start.
+    read_to_check: u64,
 }
 
 /// One thing to do to the file being written.
@@ -1204,8 +1503,14 @@ impl AlignedDiff {
 struct Shaper<'s> {
     encoder: Option<DeltaEncoder<'s>>,
     digest: Option<Digest>,
-    /// Bytes at the start that a resumed partial already holds: hashed, not sent.
+    /// Bytes at the start that the destination already holds (a resumed partial, or the
+    /// file appended to): hashed, not sent.
     skip: u64,
+    /// Whether skipped bytes count as matched data: a resumed partial's do (rsync's resume is
+    /// a delta against it), an appended file's do not (rsync counts only the tail).
+    skip_is_matched: bool,
+    /// `--append-verify`: the hash of the skipped bytes, to compare with the receiver's.
+    prefix: Option<blake3::Hasher>,
     /// `--inplace` against an old version.
     aligned: Option<AlignedDiff>,
     len: u64,
@@ -1219,6 +1524,8 @@ impl<'s> Shaper<'s> {
             encoder: base.map(DeltaEncoder::new),
             digest: indexed.then(|| Digest::new(size)),
             skip: 0,
+            skip_is_matched: true,
+            prefix: None,
             aligned: None,
             len: 0,
             literal: 0,
@@ -1252,7 +1559,12 @@ impl<'s> Shaper<'s> {
         if self.skip > 0 {
             let n = self.skip.min(chunk.len() as u64);
             self.skip -= n;
-            self.matched += n;
+            if self.skip_is_matched {
+                self.matched += n;
+            }
+            if let Some(p) = &mut self.prefix {
+                p.update(&chunk[..n as usize]);
+            }
             chunk = chunk.slice(n as usize..);
             if chunk.is_empty() {
                 return Vec::new();
@@ -1338,6 +1650,8 @@ impl<'s> Shaper<'s> {
             matched: self.matched,
             hash,
             signature,
+            start_checked_by_index: false,
+            read_to_check: 0,
         }
     }
 }
@@ -1495,9 +1809,34 @@ fn temp_suffix(counter: u64) -> String {
     s
 }
 
+/// Hash of the first `len` bytes of one side's file; `None` when it is shorter than that.
+async fn hash_prefix(tree: &dyn Tree, path: &RelPath, len: u64) -> TreeResult<Option<[u8; 32]>> {
+    let mut hasher = blake3::Hasher::new();
+    if len == 0 {
+        return Ok(Some(*hasher.finalize().as_bytes()));
+    }
+    let mut reader = tree.open_read(path, 0, len).await?;
+    let mut got = 0u64;
+    let result = async {
+        while got < len {
+            let Some(chunk) = reader.next_chunk().await? else {
+                break;
+            };
+            let take = (len - got).min(chunk.len() as u64);
+            hasher.update(&chunk[..take as usize]);
+            got += take;
+        }
+        Ok::<_, TreeError>(())
+    }
+    .await;
+    let _ = reader.close().await;
+    result?;
+    Ok((got == len).then(|| *hasher.finalize().as_bytes()))
+}
+
 /// Whole-file hash of one side's file, read through the tree.
 pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], TreeError> {
-    let mut reader = tree.open_read(path, 0).await?;
+    let mut reader = tree.open_read(path, 0, 0).await?;
     let mut hasher = blake3::Hasher::new();
     let result = async {
         while let Some(chunk) = reader.next_chunk().await? {
@@ -1536,6 +1875,77 @@ mod tests {
         assert_eq!(a.len(), 6);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[tokio::test]
+    async fn prefix_hash_covers_exactly_the_prefix_and_none_when_shorter() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let tree = crate::LocalTree::new(dir.path());
+        let f = b"f".to_vec();
+        for len in [0, 1, 300_000, 700_000] {
+            let want = *blake3::hash(&data[..len]).as_bytes();
+            let got = hash_prefix(&tree, &f, len as u64).await.unwrap();
+            assert_eq!(got, Some(want), "{len}");
+        }
+        assert_eq!(hash_prefix(&tree, &f, 700_001).await.unwrap(), None);
+    }
+
+    #[test]
+    fn appended_start_is_hashed_not_sent_and_not_matched() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
+        let run = |matched_skip: bool| {
+            let mut shaper = Shaper::new(false, data.len() as u64, None);
+            shaper.skip = 2500;
+            shaper.skip_is_matched = matched_skip;
+            shaper.prefix = Some(blake3::Hasher::new());
+            let mut sent = Vec::new();
+            for chunk in data.chunks(1000) {
+                for step in shaper.take(Bytes::copy_from_slice(chunk)) {
+                    match step {
+                        Step::Write(d) => sent.extend_from_slice(&d),
+                        _ => panic!("only writes without a base"),
+                    }
+                }
+            }
+            let prefix = shaper.prefix.take().unwrap().finalize();
+            (sent, prefix, shaper.literal, shaper.matched)
+        };
+        let (sent, prefix, literal, matched) = run(false);
+        assert_eq!(sent, &data[2500..]);
+        assert_eq!(prefix, blake3::hash(&data[..2500]));
+        assert_eq!((literal, matched), (7500, 0));
+        assert_eq!(
+            run(true).3,
+            2500,
+            "a resumed partial's start counts as matched"
+        );
+    }
+
+    #[tokio::test]
+    async fn same_names_take_turns_and_their_locks_are_dropped() {
+        let locks = Arc::new(NameLocks::default());
+        let first = locks.lock(b"f").await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _turn = locks.lock(b"f").await;
+                tx.send(()).unwrap();
+            })
+        };
+        // Another name is not held up.
+        drop(locks.lock(b"g").await);
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "the second holder of f must wait");
+        drop(first);
+        waiter.await.unwrap();
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            locks.0.lock().unwrap().is_empty(),
+            "no lock kept for names not in use"
+        );
     }
 
     #[tokio::test]

@@ -62,6 +62,12 @@ impl SetMeta {
     }
 }
 
+/// Where a tree's root is, handed from one tree to another of the same side so that a file can
+/// be renamed between them (`Tree::rename_replace_from`, for `--partial-dir=/DIR`). Only the
+/// tree kind that made it can use it; to anything else it is opaque.
+#[derive(Clone)]
+pub struct Anchor(pub(crate) std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
 /// A failed operation on one tree, naming the path, the side and the cause.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{op} {side} \"{path}\" failed: {cause}", side = side.word(), path = display_path(path))]
@@ -207,11 +213,13 @@ pub trait Tree: Send + Sync {
     /// Entries of a directory, without `.` and `..`, in no particular order.
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>>;
     async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>>;
-    /// Opens a file for reading. `expected_size` (0 if unknown) lets the reader plan its
-    /// requests; the file is read to its real end whatever it says.
+    /// Opens a file for reading from `offset` on. `expected_size` (the whole file's, 0 if
+    /// unknown) lets the reader plan its requests; the file is read to its real end whatever
+    /// it says.
     async fn open_read(
         &self,
         path: &RelPath,
+        offset: u64,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>>;
     /// Creates a new, empty file at `path`, which must not exist (a temp name).
@@ -259,9 +267,21 @@ pub trait Tree: Send + Sync {
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()>;
     /// Removes a file, symlink or other non-directory.
     async fn remove_file(&self, path: &RelPath) -> TreeResult<()>;
+    /// Removes an empty directory; the empty path is the root itself, as for `mkdir`.
     async fn remove_dir(&self, path: &RelPath) -> TreeResult<()>;
     /// Renames `from` over `to`, replacing it atomically where the side can.
     async fn rename_replace(&self, from: &RelPath, to: &RelPath) -> TreeResult<()>;
+    /// This tree's root, for `rename_replace_from` on another tree of the same side.
+    fn anchor(&self) -> Anchor;
+    /// Renames `from`, a path in the tree `from_tree` is the anchor of (same side, same
+    /// session), over `to` in this tree. Each path is resolved inside its own tree, so neither
+    /// tree's confinement is weakened.
+    async fn rename_replace_from(
+        &self,
+        from_tree: &Anchor,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> TreeResult<()>;
     /// Applies attributes; never follows a final symlink.
     async fn set_meta(&self, path: &RelPath, kind: Kind, meta: &SetMeta) -> TreeResult<()>;
     /// Whether ownership changes can be applied on this side.

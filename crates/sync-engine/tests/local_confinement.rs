@@ -152,7 +152,7 @@ async fn every_operation_under_a_symlinked_parent_fails_and_changes_nothing_outs
         assert_parent_symlink("read_dir", mode, tree.read_dir(&p("a/b")).await);
         assert_parent_symlink("read_dir of the link", mode, tree.read_dir(&p("a")).await);
         assert_parent_symlink("readlink", mode, tree.read_link(&p("a/b/f")).await);
-        assert_parent_symlink("open", mode, tree.open_read(&p("a/b/f"), 7).await);
+        assert_parent_symlink("open", mode, tree.open_read(&p("a/b/f"), 0, 7).await);
     }
     assert_eq!(
         snapshot(fx.outside.path()),
@@ -353,7 +353,7 @@ async fn ordinary_operations_work_with_both_resolvers() {
         );
 
         let mut r = tree
-            .open_read(&p("sub/big"), big.len() as u64)
+            .open_read(&p("sub/big"), 0, big.len() as u64)
             .await
             .unwrap();
         let mut read = Vec::new();
@@ -443,4 +443,41 @@ async fn a_file_built_from_ranges_of_its_old_version() {
         assert!(w.copy_from_base(2_999_000, 2000).await.is_err(), "{mode}");
     }
     assert_eq!(std::fs::read(dir.path().join("old")).unwrap(), old);
+}
+
+/// `--partial-dir=/DIR` on a pull: a file finished in a tree of its own is renamed into the
+/// destination with each end resolved in its own tree, so a symlinked parent on either side
+/// is refused and nothing outside either root changes.
+#[tokio::test]
+async fn rename_between_two_trees_stays_inside_both() {
+    let fx = escape_fixture();
+    let partials = tempfile::tempdir().unwrap();
+    let before = snapshot(fx.outside.path());
+    for (mode, dest) in trees(fx.root.path()) {
+        let part = LocalTree::new(partials.path());
+        let from = format!("{mode}-part").into_bytes();
+        write_file(&part, &from, 7).await.unwrap();
+        let to = format!("{mode}-moved").into_bytes();
+
+        // Into a symlinked parent of the destination: refused, the partial stays.
+        let (anchor, into_link) = (part.anchor(), [&b"a/b/"[..], &to].concat());
+        let r = dest.rename_replace_from(&anchor, &from, &into_link).await;
+        assert_parent_symlink("rename into", mode, r);
+        assert!(partials.path().join(mode.to_string() + "-part").exists());
+
+        // Out of a symlinked parent of the partial tree: refused too.
+        symlink(fx.outside.path(), partials.path().join("l")).unwrap();
+        let r = dest
+            .rename_replace_from(&anchor, &b"l/b/f".to_vec(), &to)
+            .await;
+        assert_parent_symlink("rename out of", mode, r);
+        std::fs::remove_file(partials.path().join("l")).unwrap();
+
+        dest.rename_replace_from(&anchor, &from, &to).await.unwrap();
+        let moved = fx.root.path().join(mode.to_string() + "-moved");
+        assert_eq!(std::fs::read(&moved).unwrap(), b"written");
+        assert_eq!(std::fs::metadata(&moved).unwrap().mtime(), 1_000_000);
+        assert!(!partials.path().join(mode.to_string() + "-part").exists());
+    }
+    assert_eq!(snapshot(fx.outside.path()), before);
 }

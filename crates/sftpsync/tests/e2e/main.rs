@@ -4,11 +4,12 @@
 //! The tests of one concern live in a module of their own beside this file; the helpers here
 //! are visible to them.
 
+mod append;
 mod check_file;
 mod confinement;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use testkit::{

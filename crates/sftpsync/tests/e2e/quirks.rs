@@ -93,6 +93,25 @@ fn setstat_refused_warns_once_and_keeps_the_data() {
     );
 }
 
+/// `--append` opens the receiver's file without cutting anything off, so a server that
+/// refuses every attribute change (and so the truncate) can still be appended to.
+#[test]
+fn append_works_on_a_server_that_refuses_setstat() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = sftp_server_with(tmp.path(), "no-setstat-append", "-P setstat,fsetstat");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&dst).unwrap();
+    let data = testkit::XorShift::new(3).bytes(200_000);
+    std::fs::write(src.join("log"), &data).unwrap();
+    std::fs::write(dst.join("log"), &data[..50_000]).unwrap();
+    let out = push_through(&server, &["-r", "--append", "--stats"], &src, &dst);
+    let text = ok(&out);
+    let got = std::fs::read(dst.join("log")).unwrap();
+    assert!(got == data, "{} bytes, not as sent: {text}", got.len());
+    assert_eq!(stats_value(&text, "Literal data"), 150_000, "{text}");
+}
+
 /// `--verify` reads each written file back: a server that garbles what it writes is caught,
 /// the file fails alone and its old version stays. Without `--verify` the damage goes
 /// unseen, which is why the option exists.

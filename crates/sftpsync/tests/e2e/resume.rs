@@ -19,21 +19,131 @@ fn cut_push_with(
     remote: &str,
     cut: u64,
 ) -> Output {
-    let proxy = CutProxy::start(
-        server.port(),
-        vec![Fault::Cut {
-            flow: Flow::ToServer,
-            after: cut,
-        }],
-    );
-    let ssh = proxy.ssh_command(server);
     let dest = server.remote_spec(&format!("{remote}/"));
+    cut_run(server, Flow::ToServer, extra, &slash(src), &dest, cut)
+}
+
+/// Runs sftpsync from `from` to `to` through a proxy that cuts `flow` after `cut` bytes.
+fn cut_run(
+    server: &SftpOnlyServer,
+    flow: Flow,
+    extra: &[&str],
+    from: &str,
+    to: &str,
+    cut: u64,
+) -> Output {
+    let proxy = CutProxy::start(server.port(), vec![Fault::Cut { flow, after: cut }]);
+    let ssh = proxy.ssh_command(server);
     let mut args = vec!["-a", "--retries=0", "--channels=1", "-e", &ssh];
     args.extend_from_slice(extra);
-    let s = slash(src);
-    args.push(&s);
-    args.push(&dest);
+    args.push(from);
+    args.push(to);
     sftpsync(&args)
+}
+
+/// `--partial-dir=/DIR` on a push: the partial is DIR/NAME on the server, outside the
+/// destination, and the next run goes on from it and renames the file into place from there.
+#[test]
+fn absolute_partial_dir_on_push_keeps_the_file_there_and_resumes_from_it() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), XorShift::new(12).bytes(SIZE)).unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("abs-partial-push");
+    let (parts, parts_local) = server.fresh_remote_dir("abs-partials");
+    let flag = format!("--partial-dir={}/{parts}/p", testkit::server::LOGIN_DIR);
+
+    let out = cut_push_with(server, &[&flag], &src, &remote, SIZE as u64 / 2);
+    assert_ne!(out.status.code(), Some(0));
+    let kept = std::fs::metadata(parts_local.join("p/big"))
+        .expect("kept in the absolute partial dir")
+        .len();
+    assert!(kept > 0 && kept < SIZE as u64, "kept {kept}");
+    assert!(names_in(&local).is_empty(), "{:?}", names_in(&local));
+
+    let text = ok(&push(
+        server,
+        &["-a", "--delete", &flag, "--stats"],
+        &src,
+        &remote,
+    ));
+    assert_trees_match_checksum(&src, &local);
+    assert!(
+        !parts_local.join("p").exists(),
+        "the empty partial dir is removed"
+    );
+    let literal = stats_value(&text, "Literal data");
+    let matched = stats_value(&text, "Matched data");
+    assert_eq!(literal + matched, SIZE as u64, "{text}");
+    assert!(matched >= kept && literal > 0, "kept {kept}: {text}");
+}
+
+/// The same on a pull, with DIR on this machine outside the destination.
+#[test]
+fn absolute_partial_dir_on_pull_keeps_the_file_there_and_resumes_from_it() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, remote_local) = server.fresh_remote_dir("abs-partial-pull");
+    std::fs::write(remote_local.join("big"), XorShift::new(13).bytes(SIZE)).unwrap();
+    chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
+    let dst = tmp.path().join("dst");
+    let parts = tmp.path().join("parts/p");
+    std::fs::create_dir_all(parts.parent().unwrap()).unwrap();
+    let flag = format!("--partial-dir={}", parts.display());
+    let from = server.remote_spec(&format!("{remote}/"));
+
+    let out = cut_run(
+        server,
+        Flow::ToClient,
+        &[&flag],
+        &from,
+        &slash(&dst),
+        SIZE as u64 / 2,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let kept = std::fs::metadata(parts.join("big"))
+        .expect("kept in the absolute partial dir")
+        .len();
+    assert!(kept > 0 && kept < SIZE as u64, "kept {kept}");
+    assert!(!dst.join("big").exists());
+
+    let text = ok(&pull(server, &["-a", &flag, "--stats"], &remote, &dst));
+    assert_trees_match_checksum(&remote_local, &dst);
+    assert!(!parts.exists(), "the empty partial dir is removed");
+    let literal = stats_value(&text, "Literal data");
+    let matched = stats_value(&text, "Matched data");
+    assert_eq!(literal + matched, SIZE as u64, "{text}");
+    assert!(matched >= kept && literal > 0, "kept {kept}: {text}");
+}
+
+/// In an absolute partial dir every file's partial is named by its base name alone: files of
+/// one name in many directories, copied at once, must not use each other's.
+#[test]
+fn absolute_partial_dir_keeps_files_of_one_name_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    for i in 0..24 {
+        let dir = src.join(format!("d{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), XorShift::new(100 + i).bytes(300_000)).unwrap();
+    }
+    let server = testkit::sftp_server_path();
+    let server = server.to_str().unwrap();
+    let parts = tmp.path().join("parts");
+    let flag = format!("--partial-dir={}", parts.display());
+
+    let pushed = tmp.path().join("pushed");
+    ok(&push_through(server, &["-a", &flag], &src, &pushed));
+    assert_trees_match_checksum(&src, &pushed);
+
+    let pulled = tmp.path().join("pulled");
+    let from = format!("localhost:{}", slash(&src));
+    let args = ["--sftp-server", server, "-a", &flag, &from, &slash(&pulled)];
+    ok(&sftpsync(&args));
+    assert_trees_match_checksum(&src, &pulled);
+    assert!(!parts.exists());
 }
 
 /// `--partial-dir`: the kept file is DIR/NAME, survives `--delete` until the copy that
