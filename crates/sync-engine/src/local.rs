@@ -477,16 +477,7 @@ impl Tree for LocalTree {
         mode: u32,
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileWriter>> {
-        let mut writer = LocalWriter {
-            root: self.root.clone(),
-            path: path.clone(),
-            mode,
-            file: None,
-            buffered: Vec::new(),
-            buffered_len: 0,
-            in_place: false,
-            base: None,
-        };
+        let mut writer = LocalWriter::new(self, path, mode, None);
         // A small file is created, written, stamped and synced in one trip to the blocking
         // pool at `finish`; a big one is created now and written as it comes.
         if expected_size > WRITE_BUFFER as u64 {
@@ -521,16 +512,7 @@ impl Tree for LocalTree {
             Ok::<_, TreeError>(Arc::new(file))
         })
         .await?;
-        Ok(Box::new(LocalWriter {
-            root: self.root.clone(),
-            path: path.clone(),
-            mode: 0o600,
-            file: Some(file),
-            buffered: Vec::new(),
-            buffered_len: 0,
-            in_place: false,
-            base: None,
-        }))
+        Ok(Box::new(LocalWriter::new(self, path, 0o600, Some(file))))
     }
 
     async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
@@ -552,14 +534,8 @@ impl Tree for LocalTree {
         })
         .await?;
         Ok(Box::new(LocalWriter {
-            root: self.root.clone(),
-            path: path.clone(),
-            mode,
-            file: Some(file),
-            buffered: Vec::new(),
-            buffered_len: 0,
             in_place: true,
-            base: None,
+            ..LocalWriter::new(self, path, mode, Some(file))
         }))
     }
 
@@ -733,14 +709,8 @@ impl Tree for LocalTree {
         })
         .await?;
         Ok(Box::new(LocalWriter {
-            root: self.root.clone(),
-            path: path.clone(),
-            mode,
-            file: Some(file),
-            buffered: Vec::new(),
-            buffered_len: 0,
-            in_place: false,
             base: Some(base),
+            ..LocalWriter::new(self, path, mode, Some(file))
         }))
     }
 
@@ -966,6 +936,22 @@ struct LocalWriter {
     in_place: bool,
     /// The old version that `copy_from_base` copies ranges of (`create_file_based_on`).
     base: Option<Arc<fs::File>>,
+}
+
+impl LocalWriter {
+    /// A plain writer of a new file: buffered, not in place, with no base.
+    fn new(tree: &LocalTree, path: &RelPath, mode: u32, file: Option<Arc<fs::File>>) -> Self {
+        LocalWriter {
+            root: tree.root.clone(),
+            path: path.clone(),
+            mode,
+            file,
+            buffered: Vec::new(),
+            buffered_len: 0,
+            in_place: false,
+            base: None,
+        }
+    }
 }
 
 #[async_trait]

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::path::RelPath;
+use crate::task::read_whole;
 use crate::tree::{FileWriter, HashAlgorithm, HashRange, Tree, TreeError, TreeResult};
 
 /// The smallest block compared: the least that is fetched for a change.
@@ -314,17 +315,8 @@ pub(crate) async fn file_hash(
     path: &RelPath,
     algorithm: HashAlgorithm,
 ) -> TreeResult<Vec<u8>> {
-    let mut reader = tree.open_read(path, 0, 0).await?;
     let mut hasher = algorithm.hasher();
-    let result = async {
-        while let Some(chunk) = reader.next_chunk().await? {
-            hasher.update(&chunk);
-        }
-        Ok::<_, TreeError>(())
-    }
-    .await;
-    let _ = reader.close().await;
-    result?;
+    read_whole(tree, path, |chunk| hasher.update(chunk)).await?;
     Ok(hasher.finalize().to_vec())
 }
 

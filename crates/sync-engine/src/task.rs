@@ -1836,18 +1836,31 @@ async fn hash_prefix(tree: &dyn Tree, path: &RelPath, len: u64) -> TreeResult<Op
 
 /// Whole-file hash of one side's file, read through the tree.
 pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], TreeError> {
-    let mut reader = tree.open_read(path, 0, 0).await?;
     let mut hasher = blake3::Hasher::new();
+    read_whole(tree, path, |chunk| {
+        hasher.update(chunk);
+    })
+    .await?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Reads a whole file through its tree, handing each chunk to `take`; the reader is closed
+/// whatever happens.
+pub(crate) async fn read_whole(
+    tree: &dyn Tree,
+    path: &RelPath,
+    mut take: impl FnMut(&[u8]) + Send,
+) -> TreeResult<()> {
+    let mut reader = tree.open_read(path, 0, 0).await?;
     let result = async {
         while let Some(chunk) = reader.next_chunk().await? {
-            hasher.update(&chunk);
+            take(&chunk);
         }
         Ok::<_, TreeError>(())
     }
     .await;
     let _ = reader.close().await;
-    result?;
-    Ok(*hasher.finalize().as_bytes())
+    result
 }
 
 #[cfg(test)]
