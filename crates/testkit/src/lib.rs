@@ -10,12 +10,14 @@ use std::io;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod instance;
 pub mod oracle;
 pub mod prng;
 pub mod proxy;
 pub mod server;
 pub mod tree;
 
+pub use instance::TestServer;
 pub use oracle::{
     assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, copy_tree,
     rsync_diff, rsync_itemize,
