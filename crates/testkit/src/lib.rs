@@ -1,6 +1,6 @@
-//! Test support for sftpsync: a throwaway SFTP-only OpenSSH server, the local sftp-server for
-//! the pipe tier, builders for test trees, local rsync as the oracle that judges results, and a
-//! TCP proxy that breaks connections on purpose.
+//! Test support for sftpsync: throwaway SFTP servers (a chrooted SFTP-only OpenSSH sshd and
+//! ProFTPD's mod_sftp), the local sftp-server for the pipe tier, builders for test trees, local
+//! rsync as the oracle that judges results, and a TCP proxy that breaks connections on purpose.
 //!
 //! Everything here is test fixture code: setup helpers panic with a message saying what failed
 //! (a test cannot do anything useful without its fixture), while the few calls a test may want
@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 mod instance;
 pub mod oracle;
 pub mod prng;
+pub mod proftpd;
 pub mod proxy;
 pub mod server;
 pub mod tree;
@@ -23,6 +24,7 @@ pub use oracle::{
     rsync_diff, rsync_itemize,
 };
 pub use prng::XorShift;
+pub use proftpd::ProftpdServer;
 pub use proxy::{CutProxy, Fault, Flow};
 pub use server::{SftpOnlyServer, TEST_USER};
 pub use tree::{
