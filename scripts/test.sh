@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, integration and end-to-end tests.
-# The end-to-end tests start a throwaway OpenSSH sshd with a chroot, which needs root.
+# The end-to-end tests start throwaway servers (OpenSSH sshd, ProFTPD) with a chroot, which
+# needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,13 +10,25 @@ need=()
 [ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
+[ -x /usr/sbin/proftpd ] || need+=(proftpd-core)
+[ -f /usr/lib/proftpd/mod_sftp.so ] || need+=(proftpd-mod-crypto)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing packages: ${need[*]} (run as root or install them first)" >&2
         exit 1
     fi
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+    # The tests start their own ProFTPD; keep the package's postinst from starting the system
+    # one (a policy-rc.d exiting 101 denies service starts), and remove only a policy we made.
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" ||
+        { [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "the end-to-end tests start sshd with a chroot and must run as root" >&2

@@ -1,6 +1,6 @@
-//! Test support for sftpsync: a throwaway SFTP-only OpenSSH server, the local sftp-server for
-//! the pipe tier, builders for test trees, local rsync as the oracle that judges results, and a
-//! TCP proxy that breaks connections on purpose.
+//! Test support for sftpsync: throwaway SFTP servers (a chrooted SFTP-only OpenSSH sshd and
+//! ProFTPD's mod_sftp), the local sftp-server for the pipe tier, builders for test trees, local
+//! rsync as the oracle that judges results, and a TCP proxy that breaks connections on purpose.
 //!
 //! Everything here is test fixture code: setup helpers panic with a message saying what failed
 //! (a test cannot do anything useful without its fixture), while the few calls a test may want
@@ -10,17 +10,21 @@ use std::io;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod instance;
 pub mod oracle;
 pub mod prng;
+pub mod proftpd;
 pub mod proxy;
 pub mod server;
 pub mod tree;
 
+pub use instance::TestServer;
 pub use oracle::{
     assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, copy_tree,
     rsync_diff, rsync_itemize,
 };
 pub use prng::XorShift;
+pub use proftpd::ProftpdServer;
 pub use proxy::{CutProxy, Fault, Flow};
 pub use server::{SftpOnlyServer, TEST_USER};
 pub use tree::{

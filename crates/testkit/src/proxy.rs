@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::server::SftpOnlyServer;
+use crate::TestServer;
 
 /// Which way bytes flow through the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ impl CutProxy {
 
     /// An `-e` command for `server` that goes through this proxy. The host key is still
     /// checked strictly: `HostKeyAlias` names the entry recorded for the real port.
-    pub fn ssh_command(&self, server: &SftpOnlyServer) -> String {
+    pub fn ssh_command(&self, server: &TestServer) -> String {
         let mut args = server.ssh_args();
         let p = args
             .iter()

@@ -1,5 +1,5 @@
-//! Checks the fixtures against the real tools: the SFTP-only sshd really serves SFTP (and only
-//! SFTP), rsync really cannot use it, and the tree builders plus the rsync oracle agree with
+//! Checks the fixtures against the real tools: the SFTP-only sshd and ProFTPD really serve SFTP
+//! (and only SFTP), rsync really cannot use them, and the tree builders plus the rsync oracle agree with
 //! `cp -a`.
 
 use std::fs;
@@ -10,7 +10,8 @@ use std::process::{Command, Output, Stdio};
 
 use testkit::{
     assert_trees_match, assert_trees_match_checksum, chown_tree, copy_tree, generate_mixed_tree,
-    mutate_tree, rsync_diff, rsync_itemize, sftp_server_path, SftpOnlyServer, TreeBuilder,
+    mutate_tree, rsync_diff, rsync_itemize, sftp_server_path, ProftpdServer, SftpOnlyServer,
+    TestServer, TreeBuilder,
 };
 
 fn show(out: &Output) -> String {
@@ -22,7 +23,7 @@ fn show(out: &Output) -> String {
     )
 }
 
-fn sftp_batch(server: &SftpOnlyServer, batch: &str) -> Output {
+fn sftp_batch(server: &TestServer, batch: &str) -> Output {
     let mut child = Command::new("sftp")
         .args(server.ssh_options())
         .args(["-b", "-"])
@@ -173,6 +174,102 @@ fn private_server_stops_and_cleans_up_on_drop() {
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "sshd {pid} survived drop"
+    );
+    assert!(!dir.exists(), "{} survived drop", dir.display());
+}
+
+#[test]
+fn proftpd_put_and_get_land_in_its_root_as_the_test_user() {
+    let server = ProftpdServer::shared();
+    let (remote, local_remote) = server.fresh_remote_dir("putget");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hello.txt");
+    fs::write(&src, b"hello over mod_sftp\n").unwrap();
+    let back = tmp.path().join("back.txt");
+
+    let batch = format!(
+        "pwd\nput {} {remote}/hello.txt\nget /{remote}/hello.txt {}\n",
+        src.display(),
+        back.display()
+    );
+    let out = sftp_batch(server, &batch);
+    assert!(
+        out.status.success(),
+        "sftp failed; proftpd log:\n{}\n{}",
+        server.log_contents(),
+        show(&out)
+    );
+    // DefaultRoot makes the data directory the user's `/`, and the login directory.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /\n"),
+        "{}",
+        show(&out)
+    );
+    let landed = local_remote.join("hello.txt");
+    assert_eq!(fs::read(&landed).unwrap(), b"hello over mod_sftp\n");
+    let meta = fs::metadata(&landed).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (server.uid(), server.gid()));
+    assert_eq!(fs::read(&back).unwrap(), b"hello over mod_sftp\n");
+    assert_eq!(local_remote, server.data_dir().join(&remote));
+    let kh = fs::read_to_string(server.known_hosts()).unwrap();
+    assert!(kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", server.port())));
+}
+
+#[test]
+fn proftpd_runs_no_commands_so_rsync_fails() {
+    let server = ProftpdServer::shared();
+    let out = Command::new("ssh")
+        .args(server.ssh_options())
+        .arg(server.user_at_host())
+        .arg("echo SHELL-RAN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("SHELL-RAN"),
+        "{}",
+        show(&out)
+    );
+    // mod_sftp refuses "exec" channel requests outright; ssh exits with 255.
+    assert_eq!(out.status.code(), Some(255), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exec request failed"),
+        "{}",
+        show(&out)
+    );
+
+    let (remote, local_remote) = server.fresh_remote_dir("rsync");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("a"), b"a").unwrap();
+    let out = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", tmp.path().display()))
+        .arg(server.remote_spec(&format!("{remote}/")))
+        .arg("-e")
+        .arg(server.ssh_command())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(fs::read_dir(&local_remote).unwrap().count(), 0);
+}
+
+#[test]
+fn private_proftpd_stops_and_cleans_up_on_drop() {
+    let server = ProftpdServer::start();
+    assert_ne!(server.port(), ProftpdServer::shared().port());
+    let (pid, dir) = (server.pid(), server.dir().to_owned());
+    let out = sftp_batch(&server, "pwd\n");
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        server.log_contents().contains("Login successful"),
+        "{}",
+        server.log_contents()
+    );
+    drop(server);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "proftpd {pid} survived drop"
     );
     assert!(!dir.exists(), "{} survived drop", dir.display());
 }

@@ -1,5 +1,6 @@
-//! End-to-end: the real `sftpsync` binary against a real chrooted, SFTP-only OpenSSH sshd, with
-//! local rsync as the oracle; plus the fast tier against sftp-server over pipes.
+//! End-to-end: the real `sftpsync` binary against a real chrooted, SFTP-only OpenSSH sshd (and,
+//! in `proftpd`, ProFTPD's mod_sftp), with local rsync as the oracle; plus the fast tier
+//! against sftp-server over pipes.
 //!
 //! The tests of one concern live in a module of their own beside this file; the helpers here
 //! are visible to them.
@@ -15,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use testkit::{
     assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, chown_tree,
     copy_tree, generate_mixed_tree, mutate_tree, rsync_diff, rsync_itemize, SftpOnlyServer,
+    TestServer,
 };
 
 mod deletes;
@@ -24,6 +26,7 @@ mod faults;
 mod hostile;
 mod links;
 mod metadata;
+mod proftpd;
 mod quirks;
 mod resume;
 
@@ -100,12 +103,12 @@ fn slash(p: &Path) -> String {
 
 /// A source tree owned by the test user, so `-a` (owner and group) compares equal with what
 /// the non-root SFTP user writes.
-fn owned_tree(server: &SftpOnlyServer, root: &Path, seed: u64, n: usize) {
+fn owned_tree(server: &TestServer, root: &Path, seed: u64, n: usize) {
     generate_mixed_tree(root, seed, n);
     chown_tree(root, server.uid(), server.gid()).unwrap();
 }
 
-fn push(server: &SftpOnlyServer, extra: &[&str], src: &Path, remote: &str) -> Output {
+fn push(server: &TestServer, extra: &[&str], src: &Path, remote: &str) -> Output {
     let ssh = server.ssh_command();
     let src = slash(src);
     let dest = server.remote_spec(&format!("{remote}/"));
@@ -116,7 +119,7 @@ fn push(server: &SftpOnlyServer, extra: &[&str], src: &Path, remote: &str) -> Ou
     sftpsync(&args)
 }
 
-fn pull(server: &SftpOnlyServer, extra: &[&str], remote: &str, dst: &Path) -> Output {
+fn pull(server: &TestServer, extra: &[&str], remote: &str, dst: &Path) -> Output {
     let ssh = server.ssh_command();
     let src = server.remote_spec(&format!("{remote}/"));
     let dst = slash(dst);
