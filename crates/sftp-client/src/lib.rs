@@ -10,6 +10,7 @@ mod transport;
 pub use client::{ClientConfig, Handle, PendingReply, SftpClient};
 pub use error::SftpError;
 pub use sftp_proto::{
-    Attrs, ClientExtensions, FileKind, Limits, NameEntry, OpenFlags, Request, StatVfs, StatusCode,
+    ext, Attrs, ClientExtensions, FileKind, Limits, NameEntry, OpenFlags, Request, StatVfs,
+    StatusCode, Version,
 };
 pub use transport::{split_command, ssh_command, StderrLog, Transport};

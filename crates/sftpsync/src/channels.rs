@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use futures::future::join_all;
-use sftp_client::{ClientConfig, SftpClient, SftpError, Transport};
+use sftp_client::{ClientConfig, SftpClient, SftpError, Transport, Version};
 
 /// How the channels of a run came to be, for -v.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum Sharing {
     /// The remote shell is not OpenSSH's ssh, or multiplexing did not come up: each channel
     /// is its own connection.
     SeparateConnections,
+    /// The server mixes up the requests of channels that share a connection, so each extra
+    /// channel is its own connection (see `keeps_channels_apart`).
+    SeparateForServer,
     /// `--sftp-server`: each channel is its own local server process.
     LocalServers,
 }
@@ -234,10 +237,14 @@ pub async fn open(
         ),
     };
     let first = open_one(&route, first_words.as_deref(), config).await?;
-    let sharing = match socket {
+    let (more_words, sharing) = match (&route, socket) {
         // The master listens once it has logged in, which the SFTP handshake proves.
-        Some(path) if !path.exists() => Sharing::SeparateConnections,
-        _ => sharing,
+        (_, Some(path)) if !path.exists() => (more_words, Sharing::SeparateConnections),
+        (Route::Ssh { rsh, .. }, Some(_)) if !keeps_channels_apart(first.version()) => (
+            Some(with_options(rsh, &["-oBatchMode=yes".into()])),
+            Sharing::SeparateForServer,
+        ),
+        _ => (more_words, sharing),
     };
     Ok((
         first,
@@ -249,6 +256,15 @@ pub async fn open(
             _control_dir: control_dir,
         },
     ))
+}
+
+/// Whether the server keeps apart the SFTP requests of channels that share one SSH
+/// connection. ProFTPD's mod_sftp (up to 1.3.8 at least, proftpd/proftpd#1897) reassembles
+/// requests in one buffer per connection, so two channels' writes corrupt each other and the
+/// session hangs. Its VERSION reply is told apart by a `versions` extension without OpenSSH's
+/// `limits@openssh.com`; a server behind OpenSSH's sshd runs one process per channel.
+fn keeps_channels_apart(v: &Version) -> bool {
+    v.extension("versions").is_none() || v.extension(sftp_client::ext::LIMITS).is_some()
 }
 
 /// A directory only we can enter, for the ControlMaster socket. Unix socket paths are
@@ -278,6 +294,27 @@ mod tests {
         assert!(is_openssh(&w("/usr/bin/ssh")));
         assert!(!is_openssh(&w("/usr/local/bin/my-ssh-wrapper")));
         assert!(!is_openssh(&w("sshpass -p x ssh")));
+    }
+
+    #[test]
+    fn proftpd_gets_channels_of_their_own() {
+        let version = |names: &[&str]| Version {
+            version: 3,
+            extensions: names
+                .iter()
+                .map(|n| (n.as_bytes().to_vec(), b"1".to_vec()))
+                .collect(),
+        };
+        // ProFTPD 1.3.8's v3 extensions.
+        let proftpd = ["versions", "fsync@openssh.com", "posix-rename@openssh.com"];
+        assert!(!keeps_channels_apart(&version(&proftpd)));
+        let openssh = [
+            "posix-rename@openssh.com",
+            "limits@openssh.com",
+            "copy-data",
+        ];
+        assert!(keeps_channels_apart(&version(&openssh)));
+        assert!(keeps_channels_apart(&version(&[])));
     }
 
     #[test]

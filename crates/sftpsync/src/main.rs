@@ -306,7 +306,12 @@ async fn connect(
             }
             pool.settle();
             let noteworthy = failed.is_some()
-                || (opened > 1 && connector.sharing == channels::Sharing::SeparateConnections);
+                || (opened > 1
+                    && matches!(
+                        connector.sharing,
+                        channels::Sharing::SeparateConnections
+                            | channels::Sharing::SeparateForServer
+                    ));
             say(
                 describe_channels(opened, &connector.sharing, failed.as_ref()),
                 noteworthy,
@@ -328,6 +333,9 @@ fn describe_channels(
         channels::Sharing::Multiplexed => " sharing one SSH connection",
         channels::Sharing::SeparateConnections => {
             " over separate connections (the remote shell does not multiplex)"
+        }
+        channels::Sharing::SeparateForServer => {
+            " over separate connections (this server mixes up channels that share one)"
         }
         channels::Sharing::LocalServers => " to local sftp-server processes",
     };
