@@ -178,3 +178,47 @@ fn relative_symlinks_are_written_verbatim() {
         );
     }
 }
+
+/// ProFTPD hashes blocks for us (check-file, unannounced in v3): a pull over an old version
+/// fetches only the blocks that changed, `-c` compares by its whole-file hash, and the
+/// result is exact.
+#[test]
+fn pull_fetches_only_changed_blocks_by_proftpd_check_file() {
+    let server = ProftpdServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, served) = server.fresh_remote_dir("hashed");
+    let mut data = patterned(3 << 20, 5);
+    TreeBuilder::new(&served)
+        .file_with("big", &data, 0o644, 1_500_000_000)
+        .finish();
+    chown_tree(&served, server.uid(), server.gid()).unwrap();
+    let back = tmp.path().join("back");
+    ok(&pull(server, &["-a"], &remote, &back));
+
+    for at in [100, 1 << 20, (3 << 20) - 10] {
+        data[at] ^= 0xff;
+    }
+    TreeBuilder::new(&served)
+        .file_with("big", &data, 0o644, 1_600_000_000)
+        .finish();
+    chown_tree(&served, server.uid(), server.gid()).unwrap();
+    let out = ok(&pull(server, &["-a", "--stats"], &remote, &back));
+    assert_eq!(std::fs::read(back.join("big")).unwrap(), data);
+    // Three 8 KiB blocks of 3 MiB.
+    assert_eq!(stats_value(&out, "Literal data"), 3 * 8192, "{out}");
+    assert!(
+        stats_value(&out, "Total bytes received") < 256 * 1024,
+        "{out}"
+    );
+
+    // Same content, another mtime: -c asks ProFTPD for its hash instead of reading the file.
+    testkit::set_mtime_nofollow(&back.join("big"), 1_700_000_000).unwrap();
+    let out = ok(&pull(server, &["-a", "-c", "--stats"], &remote, &back));
+    assert_eq!(
+        stats_value(&out, "Checksums computed by the server"),
+        1,
+        "{out}"
+    );
+    assert_eq!(stats_value(&out, "Literal data"), 0, "{out}");
+    compare(&served, &back);
+}
