@@ -85,8 +85,8 @@ impl Tree for TrackingTree {
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
         self.inner.read_dir(path).await
     }
-    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
-        self.inner.read_link(path).await
+    async fn read_link(&self, path: &RelPath, listed_size: Option<u64>) -> TreeResult<Vec<u8>> {
+        self.inner.read_link(path, listed_size).await
     }
     async fn open_read(
         &self,

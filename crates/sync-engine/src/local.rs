@@ -409,7 +409,7 @@ impl Tree for LocalTree {
         blocking(move || read_dir_at(&root, &rel)).await
     }
 
-    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
+    async fn read_link(&self, path: &RelPath, _listed_size: Option<u64>) -> TreeResult<Vec<u8>> {
         let root = self.root.clone();
         let rel = path.clone();
         if self.follow_links {

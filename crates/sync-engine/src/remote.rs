@@ -44,6 +44,8 @@ pub struct ServerQuirks {
     warned_clamped_mtime: AtomicBool,
     /// Whether the server answers `check-file-name`: one of the `CHECK_FILE_*` values.
     check_file: AtomicU8,
+    /// A relative symlink target came back absolute and could not be restored; warned once.
+    warned_absolute_links: AtomicBool,
 }
 
 const CHECK_FILE_UNKNOWN: u8 = 0;
@@ -54,6 +56,23 @@ const CHECK_FILE_ABSENT: u8 = 2;
 /// sides where the CPU has SHA instructions. None is longer than 32 bytes, which keeps a
 /// reply of 65536 hashes within the client's packet limit.
 const CHECK_FILE_ALGORITHMS: &[u8] = b"sha256,sha224,sha1,md5";
+
+/// The relative target a symlink holds, from a server's absolute answer for it, the true
+/// length of the target and the absolute path of the link's directory: what follows that
+/// directory in the answer, when it is as long as the target and holds no `.` or `..` (which
+/// the server would have resolved, changing the text). `None` when it cannot be told.
+fn stored_relative_target<'a>(answer: &'a [u8], len: u64, dir: &[u8]) -> Option<&'a [u8]> {
+    let prefix = if dir.ends_with(b"/") {
+        dir.to_vec()
+    } else {
+        [dir, b"/"].concat()
+    };
+    let tail = answer.strip_prefix(&prefix[..])?;
+    let plain = tail
+        .split(|&b| b == b'/')
+        .all(|c| !c.is_empty() && c != b"." && c != b"..");
+    (tail.len() as u64 == len && plain).then_some(tail)
+}
 
 /// The server takes attribute changes as a failure of the whole file only for these causes;
 /// anything else (a full disk, say) is a real error.
@@ -93,6 +112,16 @@ impl ServerQuirks {
             warn(format!(
                 "{server} speaks SFTP v3, which cannot carry modification times before 1970 or \
                  after 2106: such times are stored as the nearest one it can"
+            ));
+        }
+    }
+
+    fn note_absolute_links(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if !self.warned_absolute_links.swap(true, Ordering::Relaxed) {
+            warn(format!(
+                "{server} reads relative symlink targets back as absolute paths, and some \
+                 (with . or ..) cannot be restored: those links are copied as the server \
+                 shows them"
             ));
         }
     }
@@ -500,11 +529,36 @@ impl Tree for SftpTree {
             .collect())
     }
 
-    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>> {
-        self.client()
-            .readlink(&self.full(path))
+    async fn read_link(&self, path: &RelPath, listed_size: Option<u64>) -> TreeResult<Vec<u8>> {
+        let client = self.client();
+        let full = self.full(path);
+        let target = client
+            .readlink(&full)
             .await
-            .map_err(|e| sftp_error("readlink", path, e))
+            .map_err(|e| sftp_error("readlink", path, e))?;
+        // ProFTPD answers a relative target with the absolute path it leads to. The link's
+        // size in its listing is the length of what it holds, which tells such an answer from
+        // a real one. (Not LSTAT's: ProFTPD's follows the link.)
+        let Some(len) =
+            listed_size.filter(|&n| target.starts_with(b"/") && n != target.len() as u64)
+        else {
+            return Ok(target);
+        };
+        let dir = match crate::path::parent(&full) {
+            b"" => client.realpath(b".").await,
+            parent => client.realpath(parent).await,
+        };
+        match dir
+            .ok()
+            .and_then(|d| stored_relative_target(&target, len, &d).map(<[u8]>::to_vec))
+        {
+            Some(relative) => Ok(relative),
+            None => {
+                self.quirks
+                    .note_absolute_links(&self.describe, &*self.warnings);
+                Ok(target)
+            }
+        }
     }
 
     async fn open_read(
@@ -1380,6 +1434,23 @@ impl FileWriter for SftpWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_link_targets_are_restored_from_absolute_answers() {
+        // `sub/t` in /d comes back as /d/sub/t; the link holds 5 bytes.
+        assert_eq!(
+            stored_relative_target(b"/d/sub/t", 5, b"/d"),
+            Some(&b"sub/t"[..])
+        );
+        assert_eq!(stored_relative_target(b"/t", 1, b"/"), Some(&b"t"[..]));
+        // `../x` in /d resolved to /x, and `./x` in /a to /a/x: the text is gone.
+        assert_eq!(stored_relative_target(b"/x", 4, b"/d"), None);
+        assert_eq!(stored_relative_target(b"/a/x", 3, b"/a"), None);
+        assert_eq!(stored_relative_target(b"/a/x", 3, b"/"), Some(&b"a/x"[..]));
+        // Somewhere else than the link's directory, or with dot components left in.
+        assert_eq!(stored_relative_target(b"/dsub/t", 5, b"/d"), None);
+        assert_eq!(stored_relative_target(b"/d/./t", 3, b"/d"), None);
+    }
     use sftp_client::{ClientConfig, Transport};
 
     async fn tree_over_pipes(root: &std::path::Path) -> SftpTree {

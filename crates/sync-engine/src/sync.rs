@@ -190,7 +190,8 @@ async fn follow_links(
         .filter(|(_, e)| e.meta.kind == Kind::Symlink)
         .map(|(i, e)| {
             let path = join(dir, &e.name);
-            async move { (i, referent(tree, &path, follow).await) }
+            let size = e.meta.size;
+            async move { (i, referent(tree, &path, Some(size), follow).await) }
         });
     let mut dropped = HashSet::new();
     let mut errors = Vec::new();
@@ -219,9 +220,12 @@ async fn follow_links(
 async fn referent(
     tree: &dyn Tree,
     path: &RelPath,
+    listed_size: Option<u64>,
     follow: FollowLinks,
 ) -> TreeResult<Option<Meta>> {
-    if follow == FollowLinks::Unsafe && !unsafe_symlink(&tree.read_link(path).await?, path) {
+    if follow == FollowLinks::Unsafe
+        && !unsafe_symlink(&tree.read_link(path, listed_size).await?, path)
+    {
         return Ok(None);
     }
     match tree.stat(path).await? {
@@ -746,7 +750,11 @@ impl<'a> Run<'a> {
                 if follow == FollowLinks::None {
                     return Ok(Some(m));
                 }
-                Ok(Some(referent(tree, name, follow).await?.unwrap_or(m)))
+                Ok(Some(
+                    referent(tree, name, Some(m.size), follow)
+                        .await?
+                        .unwrap_or(m),
+                ))
             }
             other => Ok(other),
         }

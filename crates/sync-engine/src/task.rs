@@ -412,7 +412,7 @@ impl Worker {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
-        let target = match src.tree.read_link(&src.path).await {
+        let target = match src.tree.read_link(&src.path, Some(src.meta.size)).await {
             Ok(t) => t,
             Err(e) if e.is_not_found() => return self.vanished(&src.path),
             Err(e) => return self.source_error(e),
@@ -435,27 +435,29 @@ impl Worker {
                 }
                 item.created = true;
             }
-            Some(m) if m.kind == Kind::Symlink => match self.dest().read_link(&dest_path).await {
-                Ok(t) if t == target => {
-                    create = false;
-                    item.update = UpdateType::NoUpdate;
-                    if opts.times
-                        && self.dest().side() == Side::Local
-                        && mtimes_differ(src.meta.mtime, m.mtime, opts.modify_window)
-                    {
-                        item.time = true;
-                    }
-                }
-                Ok(_) => {
-                    item.checksum = true;
-                    if !opts.dry_run {
-                        if let Err(e) = self.dest().remove_file(&dest_path).await {
-                            return self.fail(e);
+            Some(m) if m.kind == Kind::Symlink => {
+                match self.dest().read_link(&dest_path, Some(m.size)).await {
+                    Ok(t) if t == target => {
+                        create = false;
+                        item.update = UpdateType::NoUpdate;
+                        if opts.times
+                            && self.dest().side() == Side::Local
+                            && mtimes_differ(src.meta.mtime, m.mtime, opts.modify_window)
+                        {
+                            item.time = true;
                         }
                     }
+                    Ok(_) => {
+                        item.checksum = true;
+                        if !opts.dry_run {
+                            if let Err(e) = self.dest().remove_file(&dest_path).await {
+                                return self.fail(e);
+                            }
+                        }
+                    }
+                    Err(e) => return self.fail(e),
                 }
-                Err(e) => return self.fail(e),
-            },
+            }
             Some(m) => {
                 item.created = true;
                 let m = m.clone();

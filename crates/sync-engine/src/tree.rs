@@ -212,7 +212,10 @@ pub trait Tree: Send + Sync {
     async fn stat(&self, path: &RelPath) -> TreeResult<Option<Meta>>;
     /// Entries of a directory, without `.` and `..`, in no particular order.
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>>;
-    async fn read_link(&self, path: &RelPath) -> TreeResult<Vec<u8>>;
+    /// What a symlink holds. `listed_size` is the link's size as its directory listing showed
+    /// it, where known: it lets a server that answers with the path the target resolves to
+    /// (ProFTPD) be corrected.
+    async fn read_link(&self, path: &RelPath, listed_size: Option<u64>) -> TreeResult<Vec<u8>>;
     /// Opens a file for reading from `offset` on. `expected_size` (the whole file's, 0 if
     /// unknown) lets the reader plan its requests; the file is read to its real end whatever
     /// it says.

@@ -5,7 +5,8 @@
 //! - it offers no lsetstat, so a symlink's own mtime stays whatever the server gave it, and
 //!   the comparisons leave link times out (`-J`);
 //! - READLINK answers a relative link's target as an absolute path (`sub/b` in `/d` comes back
-//!   as `/d/sub/b`), so only absolute links round-trip; relative ones are checked as written;
+//!   as `/d/sub/b`); sftpsync undoes that where the link's listed size allows, which it does
+//!   not for a target with `..` (`relative_symlinks_are_written_verbatim`);
 //! - mod_sftp reassembles SFTP requests in one buffer per connection, not per channel: two
 //!   SFTP channels multiplexed over one SSH connection corrupt each other's requests as soon
 //!   as one spans two SSH data messages. sftpsync tells ProFTPD by its VERSION reply and gives
@@ -149,8 +150,8 @@ fn multiplexed_channels_hang_proftpd() {
     assert_trees_match_with(&src, &local, &["-J", "-H", "-c"]);
 }
 
-/// Relative symlinks reach the server exactly as written. (Reading them back is where
-/// ProFTPD differs, see the module docs.)
+/// Relative symlinks reach the server exactly as written, and come back as written where
+/// ProFTPD's absolute answer can be undone.
 #[test]
 fn relative_symlinks_are_written_verbatim() {
     let server = ProftpdServer::shared();
@@ -177,6 +178,30 @@ fn relative_symlinks_are_written_verbatim() {
             Path::new(target)
         );
     }
+
+    // ProFTPD reads them back as absolute paths; the links' own sizes tell the targets they
+    // hold, except one with `..`, which the server resolved away.
+    let again = ok(&push(server, &["-ai", "--channels=1"], &src, &remote));
+    assert_eq!(
+        again.trim(),
+        "cLc........ sub/up -> ../sub/target",
+        "{again}"
+    );
+    let back = tmp.path().join("back");
+    let out = pull(server, &["-a", "--channels=1"], &remote, &back);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("relative symlink targets back as absolute"),
+        "{stderr}"
+    );
+    for (link, target) in [("down", "sub/target"), ("dangling", "no/such/thing")] {
+        assert_eq!(
+            std::fs::read_link(back.join(link)).unwrap(),
+            Path::new(target)
+        );
+    }
+    let up = std::fs::read_link(back.join("sub/up")).unwrap();
+    assert!(up.is_absolute(), "{up:?}");
 }
 
 /// ProFTPD hashes blocks for us (check-file, unannounced in v3): a pull over an old version
