@@ -10,7 +10,7 @@ mod transport;
 pub use client::{ClientConfig, Handle, PendingReply, SftpClient};
 pub use error::SftpError;
 pub use sftp_proto::{
-    ext, Attrs, ClientExtensions, FileKind, Limits, NameEntry, OpenFlags, Request, StatVfs,
-    StatusCode, Version,
+    encode_init, ext, packet_type, Attrs, ClientExtensions, FileKind, Limits, NameEntry, OpenFlags,
+    Request, StatVfs, StatusCode, Version,
 };
-pub use transport::{split_command, ssh_command, StderrLog, Transport};
+pub use transport::{split_command, ssh_command, ssh_exec_command, StderrLog, Transport};

@@ -152,6 +152,27 @@ pub fn ssh_command(
     user: Option<&[u8]>,
     host: &[u8],
 ) -> (OsString, Vec<OsString>) {
+    ssh_running(rsh, user, host, &[OsStr::new("-s")], OsStr::new("sftp"))
+}
+
+/// The program and arguments that run `command` on the host through a shell, as rsync
+/// starts its server: only to find out whether the server allows that.
+pub fn ssh_exec_command(
+    rsh: &[OsString],
+    user: Option<&[u8]>,
+    host: &[u8],
+    command: &OsStr,
+) -> (OsString, Vec<OsString>) {
+    ssh_running(rsh, user, host, &[], command)
+}
+
+fn ssh_running(
+    rsh: &[OsString],
+    user: Option<&[u8]>,
+    host: &[u8],
+    flags: &[&OsStr],
+    what: &OsStr,
+) -> (OsString, Vec<OsString>) {
     let (program, mut args) = match rsh.split_first() {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
         None => (OsString::from("ssh"), Vec::new()),
@@ -168,14 +189,14 @@ pub fn ssh_command(
         args.push("-l".into());
         args.push(OsString::from_vec(u.to_vec()));
     }
-    args.push("-s".into());
+    args.extend(flags.iter().map(|f| f.to_os_string()));
     args.push("--".into());
     let host = host
         .strip_prefix(b"[")
         .and_then(|h| h.strip_suffix(b"]"))
         .unwrap_or(host);
     args.push(OsStr::from_bytes(host).to_owned());
-    args.push("sftp".into());
+    args.push(what.to_os_string());
     (program, args)
 }
 

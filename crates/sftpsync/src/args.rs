@@ -1117,6 +1117,25 @@ fn split_operand(arg: &[u8]) -> Result<Option<HostSpec<'_>>, ArgsError> {
     }))
 }
 
+/// `[USER@]HOST[:PATH]` for commands that take only a server (`doctor`): a name without a
+/// colon is a host, not a local path.
+pub fn server_operand(arg: &[u8]) -> Result<Location, ArgsError> {
+    let with_colon;
+    let arg = if arg.contains(&b':') {
+        arg
+    } else {
+        with_colon = [arg, b":"].concat();
+        &with_colon
+    };
+    match split_operand(arg)? {
+        Some(spec) => remote(spec, arg),
+        None => Err(ArgsError::new(
+            ArgsErrorKind::BadOperands,
+            format!("{} is not [USER@]HOST[:PATH]", show(arg)),
+        )),
+    }
+}
+
 fn remote(spec: HostSpec<'_>, arg: &[u8]) -> Result<Location, ArgsError> {
     if spec.host.is_empty() {
         return Err(ArgsError::new(
@@ -1289,6 +1308,7 @@ Usage: sftpsync [OPTION]... SRC [SRC]... [USER@]HOST:DEST     push
   or   sftpsync [OPTION]... [USER@]HOST:SRC [:SRC]... DEST    pull
   or   sftpsync [OPTION]... SRC [SRC]... DEST                 local copy
   or   sftpsync [OPTION]... SRC                               list only
+  or   sftpsync doctor [OPTION]... [USER@]HOST[:PATH]         explain a server
 An operand is remote when a ':' comes before any '/': name a local file
 with a colon as ./a:b. Use [ADDR]:PATH for IPv6 and HOST: for the login
 directory. A trailing '/' on SRC means its contents, not SRC itself.

@@ -50,6 +50,32 @@ pub enum Route {
     },
 }
 
+impl Route {
+    /// `--sftp-server PROGRAM` if given, else the remote shell (`-e`, then `RSYNC_RSH`, then
+    /// `ssh`) to `[user@]host`.
+    pub fn new(
+        rsh: Option<&OsStr>,
+        sftp_server: Option<&std::path::Path>,
+        user: Option<&[u8]>,
+        host: &[u8],
+    ) -> Result<Route, SftpError> {
+        if let Some(server) = sftp_server {
+            return Ok(Route::LocalServer(server.as_os_str().to_owned()));
+        }
+        let rsh = rsh
+            .map(OsStr::to_owned)
+            .or_else(|| std::env::var_os("RSYNC_RSH"))
+            .unwrap_or_else(|| OsString::from("ssh"));
+        let rsh = sftp_client::split_command(rsh.as_bytes())
+            .map_err(|e| handshake_error(host, format!("bad --rsh command: {e}")))?;
+        Ok(Route::Ssh {
+            rsh,
+            user: user.map(<[u8]>::to_vec),
+            host: host.to_vec(),
+        })
+    }
+}
+
 impl Connector {
     /// Opens `n` more channels at once. Failures only mean fewer channels: the count and the
     /// first reason come back for -v.

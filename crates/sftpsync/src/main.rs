@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+mod doctor;
 mod output;
 mod temps;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
-use sftp_client::{split_command, ClientConfig, SftpError};
+use sftp_client::{ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex,
@@ -61,7 +62,11 @@ fn fail(code: u8) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let parsed = match args::parse(std::env::args_os()) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "doctor") {
+        return doctor_main(&argv[2..]);
+    }
+    let parsed = match args::parse(argv) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
@@ -88,6 +93,32 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(*cli))
+}
+
+/// `sftpsync doctor ...`: explains a server instead of syncing.
+fn doctor_main(words: &[OsString]) -> ExitCode {
+    let a = match doctor::parse(words) {
+        Ok(doctor::Request::Run(a)) => a,
+        Ok(doctor::Request::Help) => {
+            print!("{}", doctor::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sftpsync: {e}");
+            return ExitCode::from(doctor::EXIT_USAGE);
+        }
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => ExitCode::from(runtime.block_on(doctor::run(a))),
+        Err(e) => {
+            eprintln!("sftpsync: cannot start the async runtime: {e}");
+            fail(exit::FILE_IO)
+        }
+    }
 }
 
 /// rsync decides from the locale whether bytes above 0x7f may be printed as they are.
@@ -273,26 +304,7 @@ async fn connect(
     say: impl Fn(String, bool) + Send + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
-    let route = if let Some(server) = &cli.sftp_server {
-        channels::Route::LocalServer(server.clone().into_os_string())
-    } else {
-        let rsh = cli
-            .rsh
-            .clone()
-            .or_else(|| std::env::var_os("RSYNC_RSH"))
-            .unwrap_or_else(|| OsString::from("ssh"));
-        let rsh = split_command(rsh.as_bytes()).map_err(|e| SftpError::Handshake {
-            peer: String::from_utf8_lossy(host).into_owned(),
-            detail: format!("bad --rsh command: {e}"),
-            stderr: String::new(),
-            exit_code: None,
-        })?;
-        channels::Route::Ssh {
-            rsh,
-            user: user.map(<[u8]>::to_vec),
-            host: host.to_vec(),
-        }
-    };
+    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
     let (first, connector) = channels::open(route, wanted, config).await?;
     let pool = Arc::new(ChannelPool::new(first));
     let more = tokio::spawn({

@@ -26,7 +26,7 @@ pub use oracle::{
 pub use prng::XorShift;
 pub use proftpd::ProftpdServer;
 pub use proxy::{CutProxy, Fault, Flow};
-pub use server::{SftpOnlyServer, TEST_USER};
+pub use server::{SftpOnlyServer, ShellServer, TEST_USER};
 pub use tree::{
     chown_tree, generate_mixed_tree, mutate_tree, set_mtime_nofollow, truncate_mtimes, TreeBuilder,
     TreeStats,

@@ -8,6 +8,9 @@
 //!
 //! The chroot cannot live under /tmp: sshd refuses a ChrootDirectory any of whose components
 //! is group- or world-writable or not owned by root.
+//!
+//! [`ShellServer`] is the opposite case, a server where plain rsync works: no ForceCommand, no
+//! chroot, and `root` may log in with the generated key to run commands.
 
 use std::fs;
 use std::io;
@@ -67,46 +70,101 @@ impl SftpOnlyServer {
 
     /// Like [`start`](Self::start) but reports failure instead of panicking.
     pub fn try_start() -> io::Result<SftpOnlyServer> {
-        check_prerequisites()?;
-        let setup = Setup::new()?;
-        let dir = setup.dir.clone();
-        let chroot = dir.join("chroot");
-        fs::create_dir(&chroot)?;
-        mkdir_root_0755(&chroot)?;
-        let data = chroot.join(LOGIN_DIR.trim_start_matches('/'));
-        setup.user_dir(&data)?;
-
-        // sshd reads this file as the test user, so it must be world-readable; root ownership
-        // keeps the user from adding keys of its own.
-        let authorized_keys = dir.join("authorized_keys");
-        fs::write(
-            &authorized_keys,
-            format!("{}\n", public_key(&setup.client_key.with_extension("pub"))?),
-        )?;
-        fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))?;
-
-        let config = dir.join("sshd_config");
-        let host_key = setup.host_key.clone();
-        let penalties = supports_per_source_penalties();
-        let server = setup.launch("sshd", b"SSH-2.0-", data, |port| {
-            fs::write(
-                &config,
-                sshd_config(port, &dir, &host_key, &authorized_keys, &chroot, penalties),
-            )?;
-            let mut command = Command::new(SSHD);
-            command.args(["-D", "-e", "-f"]).arg(&config);
-            Ok(Launch {
-                command,
-                ready_line: format!("Server listening on {HOST} port {port}"),
-            })
-        })?;
-        Ok(SftpOnlyServer { server, chroot })
+        let (server, chroot) = start_sshd(Access::SftpOnly)?;
+        Ok(SftpOnlyServer {
+            server,
+            chroot: chroot.expect("an SFTP-only server has a chroot"),
+        })
     }
 
     /// The ChrootDirectory: what the client sees as `/`.
     pub fn chroot(&self) -> &Path {
         &self.chroot
     }
+}
+
+/// An sshd with no restrictions beyond key logins: `root` gets a shell (the user of
+/// [`TestServer`] still gets SFTP only through its nologin shell). Stopped on drop.
+#[derive(Debug)]
+pub struct ShellServer {
+    server: TestServer,
+}
+
+impl Deref for ShellServer {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
+    }
+}
+
+impl ShellServer {
+    /// Panics if it cannot start.
+    pub fn start() -> ShellServer {
+        let (server, _) = start_sshd(Access::Shell)
+            .unwrap_or_else(|e| panic!("cannot start a full-shell sshd: {e}"));
+        ShellServer { server }
+    }
+
+    /// `root@127.0.0.1:PATH`, for commands run with a shell.
+    pub fn root_spec(&self, path: &str) -> String {
+        format!("root@{HOST}:{path}")
+    }
+}
+
+/// What an sshd lets its users do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `TEST_USER` only, ForceCommand internal-sftp in a chroot.
+    SftpOnly,
+    /// `TEST_USER` and `root`, with whatever their shells allow.
+    Shell,
+}
+
+/// Starts an sshd; returns it and, for SFTP only, its chroot.
+fn start_sshd(access: Access) -> io::Result<(TestServer, Option<PathBuf>)> {
+    check_prerequisites()?;
+    let setup = Setup::new()?;
+    let dir = setup.dir.clone();
+    let chroot = dir.join("chroot");
+    fs::create_dir(&chroot)?;
+    mkdir_root_0755(&chroot)?;
+    let data = chroot.join(LOGIN_DIR.trim_start_matches('/'));
+    setup.user_dir(&data)?;
+    let jail = (access == Access::SftpOnly).then(|| chroot.clone());
+
+    // sshd reads this file as the test user, so it must be world-readable; root ownership
+    // keeps the user from adding keys of its own.
+    let authorized_keys = dir.join("authorized_keys");
+    fs::write(
+        &authorized_keys,
+        format!("{}\n", public_key(&setup.client_key.with_extension("pub"))?),
+    )?;
+    fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))?;
+
+    let config = dir.join("sshd_config");
+    let host_key = setup.host_key.clone();
+    let penalties = supports_per_source_penalties();
+    let server = setup.launch("sshd", b"SSH-2.0-", data, |port| {
+        fs::write(
+            &config,
+            sshd_config(
+                port,
+                &dir,
+                &host_key,
+                &authorized_keys,
+                jail.as_deref(),
+                penalties,
+            ),
+        )?;
+        let mut command = Command::new(SSHD);
+        command.args(["-D", "-e", "-f"]).arg(&config);
+        Ok(Launch {
+            command,
+            ready_line: format!("Server listening on {HOST} port {port}"),
+        })
+    })?;
+    Ok((server, jail))
 }
 
 static SHARED: OnceLock<SftpOnlyServer> = OnceLock::new();
@@ -150,12 +208,13 @@ fn parse_openssh_version(text: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
+/// With a `chroot`, SFTP only for `TEST_USER`; without, `root` may log in too.
 fn sshd_config(
     port: u16,
     dir: &Path,
     host_key: &Path,
     authorized_keys: &Path,
-    chroot: &Path,
+    chroot: Option<&Path>,
     penalties: bool,
 ) -> String {
     let dir = dir.display();
@@ -163,6 +222,31 @@ fn sshd_config(
         "PerSourcePenalties no\n"
     } else {
         ""
+    };
+    let (root_login, users, restrictions) = match chroot {
+        Some(chroot) => (
+            "no",
+            TEST_USER.to_string(),
+            format!(
+                "\
+Match User {TEST_USER}
+    ForceCommand internal-sftp -d {LOGIN_DIR}
+    ChrootDirectory {chroot}
+    AllowTcpForwarding no
+    AllowAgentForwarding no
+    AllowStreamLocalForwarding no
+    X11Forwarding no
+    PermitTunnel no
+    PermitTTY no
+",
+                chroot = chroot.display()
+            ),
+        ),
+        None => (
+            "prohibit-password",
+            format!("{TEST_USER} root"),
+            String::new(),
+        ),
     };
     // MaxStartups/MaxSessions are raised because parallel tests open many connections at once
     // and the default 10:30:100 starts dropping unauthenticated ones at random.
@@ -176,13 +260,13 @@ HostKey {host_key}
 PidFile {dir}/sshd.pid
 UsePAM no
 StrictModes no
-PermitRootLogin no
+PermitRootLogin {root_login}
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AuthenticationMethods publickey
 AuthorizedKeysFile {authorized_keys}
-AllowUsers {TEST_USER}
+AllowUsers {users}
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 UseDNS no
@@ -190,19 +274,9 @@ PrintMotd no
 MaxStartups 200
 MaxSessions 100
 {penalties}
-Match User {TEST_USER}
-    ForceCommand internal-sftp -d {LOGIN_DIR}
-    ChrootDirectory {chroot}
-    AllowTcpForwarding no
-    AllowAgentForwarding no
-    AllowStreamLocalForwarding no
-    X11Forwarding no
-    PermitTunnel no
-    PermitTTY no
-",
+{restrictions}",
         host_key = host_key.display(),
         authorized_keys = authorized_keys.display(),
-        chroot = chroot.display(),
     )
 }
 
@@ -230,7 +304,7 @@ mod tests {
             Path::new("/srv/x"),
             Path::new("/srv/x/hk"),
             Path::new("/srv/x/ak"),
-            Path::new("/srv/x/chroot"),
+            Some(Path::new("/srv/x/chroot")),
             false,
         );
         assert!(c.contains("Port 2222\n"));

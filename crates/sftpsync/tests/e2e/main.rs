@@ -21,6 +21,7 @@ use testkit::{
 
 mod deletes;
 mod delta;
+mod doctor;
 mod errors;
 mod faults;
 mod hostile;
