@@ -715,6 +715,7 @@ async fn attempt(
             .as_ref()
             .filter(|d| d.starts_with(b"/"))
             .map(|dir| make_tree_following(dest_loc, dir, false)),
+        progress: None,
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);
