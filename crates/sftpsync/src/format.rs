@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sync_engine::path::escape_name;
-use sync_engine::{Item, UpdateType};
+use sync_engine::{Item, Kind, UpdateType};
 
 /// A parsed `--out-format` string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Context<'a> {
     pub op: &'static str,
     /// `%f`: what goes before the item's path to name it on the sender, when known.
     pub sender_prefix: Option<&'a [u8]>,
+    /// `-g`: without it `%G` says "DEFAULT", as rsync's.
+    pub preserve_group: bool,
 }
 
 impl OutFormat {
@@ -96,11 +98,23 @@ impl OutFormat {
             .any(|p| matches!(p, Part::Escape { letter: 'i', .. }))
     }
 
+    /// The line for a terminal: names escaped as rsync escapes them.
     pub fn render(&self, item: &Item, ctx: &Context<'_>) -> String {
-        let mut out = String::new();
+        // Escaped names and the format's own (lossily decoded) text are UTF-8.
+        String::from_utf8_lossy(&self.render_bytes(item, ctx, false)).into_owned()
+    }
+
+    /// The line with names as they are but for control characters, as rsync's log file has
+    /// them: other bytes are not escaped there, whatever the locale.
+    pub fn render_raw(&self, item: &Item, ctx: &Context<'_>) -> Vec<u8> {
+        self.render_bytes(item, ctx, true)
+    }
+
+    fn render_bytes(&self, item: &Item, ctx: &Context<'_>, raw_names: bool) -> Vec<u8> {
+        let mut out = Vec::new();
         for part in &self.parts {
             match part {
-                Part::Text(t) => out.push_str(t),
+                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
                 Part::Escape {
                     letter,
                     width,
@@ -108,7 +122,7 @@ impl OutFormat {
                     human,
                     raw,
                 } => {
-                    let value = escape_value(*letter, *human, raw, item, ctx);
+                    let value = escape_value(*letter, *human, raw, item, ctx, raw_names);
                     pad(&mut out, &value, *width, *left);
                 }
             }
@@ -117,33 +131,78 @@ impl OutFormat {
     }
 }
 
-fn pad(out: &mut String, value: &str, width: usize, left: bool) {
-    let fill = width.saturating_sub(value.chars().count());
+fn pad(out: &mut Vec<u8>, value: &[u8], width: usize, left: bool) {
+    let shown = String::from_utf8_lossy(value).chars().count();
+    let fill = width.saturating_sub(shown);
     if !left {
-        out.extend(std::iter::repeat_n(' ', fill));
+        out.extend(std::iter::repeat_n(b' ', fill));
     }
-    out.push_str(value);
+    out.extend_from_slice(value);
     if left {
-        out.extend(std::iter::repeat_n(' ', fill));
+        out.extend(std::iter::repeat_n(b' ', fill));
     }
 }
 
-fn escape_value(letter: char, human: u8, raw: &str, item: &Item, ctx: &Context<'_>) -> String {
-    let deleting = item.update == UpdateType::Deleting;
-    let meta = item.meta.as_ref();
+fn escape_value(
+    letter: char,
+    human: u8,
+    raw: &str,
+    item: &Item,
+    ctx: &Context<'_>,
+    raw_names: bool,
+) -> Vec<u8> {
+    let name = |bytes: &[u8]| {
+        if raw_names {
+            escape_controls(bytes)
+        } else {
+            escape_name(bytes).into_bytes()
+        }
+    };
     match letter {
-        'n' => item.display_name(),
+        'n' => {
+            let mut n = if item.path.is_empty() {
+                b".".to_vec()
+            } else {
+                name(&item.path)
+            };
+            if item.kind == Kind::Dir {
+                n.push(b'/');
+            }
+            n
+        }
+        'L' => match (&item.link_target, &item.hard_link_to) {
+            (Some(t), _) => [&b" -> "[..], &name(t)].concat(),
+            (None, Some(h)) => [&b" => "[..], &name(h)].concat(),
+            (None, None) => Vec::new(),
+        },
         'f' => {
-            let mut full = ctx.sender_prefix.unwrap_or_default().to_vec();
+            let deleting = item.update == UpdateType::Deleting;
+            let prefix = ctx.sender_prefix.filter(|_| !deleting);
+            // rsync's sender names files without a leading slash, even from an absolute
+            // source.
+            let prefix = prefix.unwrap_or_default();
+            let start = prefix
+                .iter()
+                .position(|&b| b != b'/')
+                .unwrap_or(prefix.len());
+            let mut full = prefix[start..].to_vec();
             if item.path.is_empty() {
                 full.push(b'.');
             } else {
                 full.extend_from_slice(&item.path);
             }
-            escape_name(&full)
+            name(&full)
         }
+        _ => text_value(letter, human, raw, item, ctx).into_bytes(),
+    }
+}
+
+fn text_value(letter: char, human: u8, raw: &str, item: &Item, ctx: &Context<'_>) -> String {
+    let deleting = item.update == UpdateType::Deleting;
+    // rsync knows nothing of an entry it deletes but its name.
+    let meta = item.meta.as_ref().filter(|_| !deleting);
+    match letter {
         'i' => item.code(),
-        'L' => item.display_suffix(),
         'o' if deleting => "del.".into(),
         'o' => ctx.op.into(),
         'l' => human_num(
@@ -158,19 +217,18 @@ fn escape_value(letter: char, human: u8, raw: &str, item: &Item, ctx: &Context<'
         // No block checksums are ever received: the receiver's blocks are hashed here.
         'c' => human_num(0, human),
         'p' => human_num(u64::from(std::process::id()), human),
-        'M' => meta.map_or(String::new(), |m| {
-            let t = local_time(m.mtime);
+        'M' => {
+            let t = local_time(meta.map_or(0, |m| m.mtime));
             format!(
                 "{:04}/{:02}/{:02}-{:02}:{:02}:{:02}",
                 t.year, t.month, t.day, t.hour, t.minute, t.second
             )
-        }),
+        }
         't' => now_stamp(),
-        'B' => meta.map_or(String::new(), |m| perms_text(m.mode)),
+        'B' => perms_text(meta.map_or(0, |m| m.mode)),
         'U' => meta.and_then(|m| m.uid).unwrap_or(0).to_string(),
-        'G' => meta
-            .and_then(|m| m.gid)
-            .map_or("DEFAULT".into(), |g| g.to_string()),
+        'G' if !ctx.preserve_group => "DEFAULT".into(),
+        'G' => meta.and_then(|m| m.gid).unwrap_or(0).to_string(),
         // rsync's MD5 of the whole file is never known here: sftpsync hashes with BLAKE3.
         'C' => " ".repeat(32),
         '%' => "%".into(),
@@ -179,6 +237,19 @@ fn escape_value(letter: char, human: u8, raw: &str, item: &Item, ctx: &Context<'
         // Daemon-only escapes and unknown letters print as written, as in rsync.
         _ => raw.into(),
     }
+}
+
+/// Control bytes as `\#ooo`, all else as it is; a tab stays a tab, as in rsync's log.
+fn escape_controls(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// A number as rsync's `-h` level prints it: 0 plain, 1 digit groups, 2 units of 1000,
@@ -361,7 +432,8 @@ mod tests {
     fn ctx() -> Context<'static> {
         Context {
             op: "send",
-            sender_prefix: Some(b"src/"),
+            sender_prefix: Some(b"/src/"),
+            preserve_group: false,
         }
     }
 
@@ -398,7 +470,10 @@ mod tests {
             4096,
             0o755,
         ));
-        assert_eq!(render("[%n|%i|%l|%o]", &gone), "[zz/|*deleting  |0|del.]");
+        assert_eq!(
+            render("[%n|%i|%l|%o|%f|%B]", &gone),
+            "[zz/|*deleting  |0|del.|zz|---------]"
+        );
     }
 
     #[test]
@@ -423,6 +498,18 @@ mod tests {
         assert_eq!(&m[10..11], "-");
         let t = render("%t", &file);
         assert_eq!(t.len(), "2026/01/01 00:00:00".len(), "{t}");
+    }
+
+    #[test]
+    fn log_lines_keep_names_but_escape_control_bytes() {
+        let mut link = Item::new(
+            UpdateType::LocalChange,
+            Kind::Symlink,
+            b"caf\xe9\n\tx".to_vec(),
+        );
+        link.link_target = Some(b"t\r".to_vec());
+        let line = OutFormat::parse(b"%n%L").render_raw(&link, &ctx());
+        assert_eq!(line, b"caf\xe9\\#012\tx -> t\\#015");
     }
 
     #[test]

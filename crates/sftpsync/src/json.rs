@@ -66,12 +66,11 @@ pub fn item(item: &Item) -> String {
             o.insert("mode".into(), format!("{:04o}", m.mode).into());
         }
     }
-    if moved {
+    // A dry run moves nothing: no byte counts then.
+    if let (true, Some(d)) = (moved, item.elapsed) {
         o.insert("literal".into(), item.transferred.into());
         o.insert("matched".into(), item.matched.into());
-        if let Some(d) = item.elapsed {
-            o.insert("seconds".into(), json!(d.as_secs_f64()));
-        }
+        o.insert("seconds".into(), json!(d.as_secs_f64()));
     }
     if let Some(t) = &item.link_target {
         put_name(&mut o, "symlink_target", t);
@@ -207,6 +206,7 @@ mod tests {
         i.size = true;
         i.transferred = 4;
         i.matched = 6;
+        i.elapsed = Some(std::time::Duration::from_millis(5));
         let v = parse(&item(&i));
         assert_eq!(v["type"], "item");
         assert_eq!(v["path"], "d/a \"q\"");

@@ -474,6 +474,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
             "send"
         },
         sender_prefix,
+        preserve_group: cli.group,
     }
 }
 

@@ -41,6 +41,8 @@ pub struct OutputConfig {
     pub op: &'static str,
     /// `%f`: what names an item's path on the sender, when one source makes it clear.
     pub sender_prefix: Option<Vec<u8>>,
+    /// `-g`, for `%G`.
+    pub preserve_group: bool,
 }
 
 /// `--log-file`: rsync's lines, each stamped with the time and our process id.
@@ -62,10 +64,17 @@ impl LogFile {
     }
 
     pub fn line(&self, text: &str) {
+        self.line_bytes(text.as_bytes());
+    }
+
+    /// A line whose names are bytes as they are: rsync escapes nothing in its log file.
+    pub fn line_bytes(&self, text: &[u8]) {
+        let mut line = format!("{} [{}] ", now_stamp(), std::process::id()).into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // One write per line: other processes logging to the same file do not split it.
-        let line = format!("{} [{}] {text}\n", now_stamp(), std::process::id());
-        let _ = f.write_all(line.as_bytes());
+        let _ = f.write_all(&line);
     }
 }
 
@@ -111,8 +120,10 @@ struct Running {
 struct Screen {
     /// The file whose unfinished progress line is on screen (its name line above it).
     open: Option<RelPath>,
-    /// The one file `--progress` follows while others move too.
+    /// The one file `--progress` follows while others move too. Files that fit in one
+    /// chunk are never followed: their only line is the last one.
     focus: Option<RelPath>,
+    /// When the followed file's line was last drawn.
     last_draw: Option<Instant>,
     running: HashMap<RelPath, Running>,
 }
@@ -303,6 +314,7 @@ impl TerminalReporter {
         Context {
             op: self.cfg.op,
             sender_prefix: self.cfg.sender_prefix.as_deref(),
+            preserve_group: self.cfg.preserve_group,
         }
     }
 
@@ -351,7 +363,7 @@ impl TerminalReporter {
             Self::shown_by_verbose(item)
         };
         if wanted {
-            log.line(&log.format.render(item, &self.context()));
+            log.line_bytes(&log.format.render_raw(item, &self.context()));
         }
     }
 }
@@ -487,12 +499,17 @@ impl Progress for TerminalReporter {
         }
         let (started, size) = (r.started, r.size);
         match &screen.focus {
-            None => screen.focus = Some(path.clone()),
+            None => {
+                screen.focus = Some(path.clone());
+                screen.last_draw = None;
+            }
             Some(f) if f != path => return,
             Some(_) => {}
         }
+        // Unlike rsync, no line at a file's start: with many files moving at once, one that
+        // is quickly done would otherwise leave its line among the others' names.
         let now = Instant::now();
-        let since = screen.last_draw.map_or(started, |t| t.max(started));
+        let since = screen.last_draw.unwrap_or(started);
         if now.duration_since(since) < REDRAW {
             return;
         }

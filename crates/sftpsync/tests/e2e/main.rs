@@ -24,6 +24,7 @@ mod faults;
 mod hostile;
 mod links;
 mod metadata;
+mod output;
 mod quirks;
 mod resume;
 
