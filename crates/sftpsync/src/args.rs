@@ -106,6 +106,12 @@ pub struct CliArgs {
     pub one_file_system: u8,
     pub out_format: Option<Vec<u8>>,
     pub log_file: Option<PathBuf>,
+    /// `--log-file-format`; `None`: rsync's default, `%i %n%L`.
+    pub log_file_format: Option<Vec<u8>>,
+    /// Ours: `--json` (or `--log-format=json`): JSON lines on stdout instead of text.
+    pub json: bool,
+    /// `--info=FLAGS`, as given; unset flags follow -v and the other options, as in rsync.
+    pub info: InfoLevels,
     pub eight_bit_output: bool,
     /// `--list-only`, or only one operand was given (rsync then lists it).
     pub list_only: bool,
@@ -169,6 +175,9 @@ impl Default for CliArgs {
             one_file_system: 0,
             out_format: None,
             log_file: None,
+            log_file_format: None,
+            json: false,
+            info: InfoLevels::default(),
             eight_bit_output: false,
             list_only: false,
             sources: Vec::new(),
@@ -365,6 +374,9 @@ where
     if st.version {
         return Ok(Parsed::Version(version_text()));
     }
+    if st.info_help {
+        return Ok(Parsed::Help(info_help_text()));
+    }
     // rsync's -h used to mean --help; it still does when it is the whole command line.
     if args.len() == 1 && st.args.human_readable > 1 {
         return Ok(Parsed::Help(help_text()));
@@ -377,6 +389,61 @@ fn missing_value(shown: &str) -> ArgsError {
         ArgsErrorKind::BadValue,
         format!("option {shown} requires an argument"),
     )
+}
+
+/// The `--info` flags rsync knows, in its order. Those that sftpsync acts on are listed in
+/// [`info_help_text`]; the others are accepted so that rsync command lines keep working.
+const INFO_FLAGS: [&str; 13] = [
+    "backup", "copy", "del", "flist", "misc", "mount", "name", "nonreg", "progress", "remove",
+    "skip", "stats", "symsafe",
+];
+
+/// Levels set with `--info`, later items overriding earlier ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InfoLevels {
+    levels: [Option<u8>; INFO_FLAGS.len()],
+}
+
+impl InfoLevels {
+    /// The level given for `flag` (one of [`INFO_FLAGS`]), if any.
+    pub fn get(&self, flag: &str) -> Option<u8> {
+        let i = INFO_FLAGS.iter().position(|f| *f == flag)?;
+        self.levels[i]
+    }
+
+    /// Applies one `--info` value: comma-separated `FLAG[LEVEL]` items, case-insensitive,
+    /// with `ALL` and `NONE` for every flag. Returns whether `help` was asked for.
+    fn apply(&mut self, value: &[u8]) -> Result<bool, ArgsError> {
+        let mut help = false;
+        for item in value.split(|&b| b == b',').filter(|i| !i.is_empty()) {
+            let digits = item.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+            let (name, level) = item.split_at(item.len() - digits);
+            let name = name.to_ascii_lowercase();
+            // A missing level means 1; beyond 9 is as good as 9 (no flag goes that far).
+            let level = if level.is_empty() {
+                1
+            } else {
+                level.iter().fold(0u8, |n, d| {
+                    n.saturating_mul(10).saturating_add(d - b'0').min(9)
+                })
+            };
+            match &name[..] {
+                b"help" => help = true,
+                b"all" => self.levels = [Some(level); INFO_FLAGS.len()],
+                b"none" => self.levels = [Some(0); INFO_FLAGS.len()],
+                _ => match INFO_FLAGS.iter().position(|f| f.as_bytes() == name) {
+                    Some(i) => self.levels[i] = Some(level),
+                    None => {
+                        return Err(ArgsError::new(
+                            ArgsErrorKind::BadValue,
+                            format!("Unknown --info item: \"{}\"", show(item)),
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(help)
+    }
 }
 
 /// rsync's `--delete-WHEN` options.
@@ -395,6 +462,8 @@ struct State {
     delete_when_clash: bool,
     f_count: u8,
     version: bool,
+    /// `--info=help` was given.
+    info_help: bool,
     operands: Vec<OsString>,
 }
 
@@ -542,13 +611,29 @@ static OPTIONS: &[Spec] = &[
         s.args.out_format = Some(v.into_vec());
         Ok(())
     }),
-    // rsync's deprecated name for --out-format.
+    // rsync's deprecated name for --out-format; "json" asks for --json.
     value("log-format", None, |s, _, v| {
-        s.args.out_format = Some(v.into_vec());
+        if v == "json" {
+            s.args.json = true;
+        } else {
+            s.args.out_format = Some(v.into_vec());
+        }
         Ok(())
     }),
+    flag("json", None, |s| s.args.json = true),
+    flag("no-json", None, |s| s.args.json = false),
     value("log-file", None, |s, _, v| {
         s.args.log_file = Some(PathBuf::from(v));
+        Ok(())
+    }),
+    value("log-file-format", None, |s, _, v| {
+        s.args.log_file_format = Some(v.into_vec());
+        Ok(())
+    }),
+    value("info", None, |s, _, v| {
+        if s.args.info.apply(v.as_bytes())? {
+            s.info_help = true;
+        }
         Ok(())
     }),
     flag("stats", None, |s| s.args.stats = true),
@@ -843,7 +928,6 @@ static OPTIONS: &[Spec] = &[
 /// rsync options that sftpsync recognizes but does not implement yet: `(long, short)`.
 /// To support one, delete it here and give it an entry in [`OPTIONS`].
 static NOT_YET: &[(&str, Option<u8>)] = &[
-    ("info", None),
     ("debug", None),
     ("stderr", None),
     ("msgs2stderr", None),
@@ -908,7 +992,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("skip-compress", None),
     ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
-    ("log-file-format", None),
     ("bwlimit", None),
     ("backup", Some(b'b')),
     ("backup-dir", None),
@@ -1300,6 +1383,24 @@ fn version_text() -> String {
     )
 }
 
+fn info_help_text() -> String {
+    "Use OPT or OPT1 for level 1 output, OPT2 for level 2, etc.; OPT0 silences.
+Flags are separated by commas and may be given in any case.
+
+DEL        mention deletions (level 1)
+FLIST      say that the file list is being sent or received (levels 1-2)
+NAME       mention 1) updated names, 2) unchanged ones too, with %i
+PROGRESS   show 1) per-file progress or 2) one line for the whole transfer
+STATS      end with 1) the two summary lines or 2) --stats
+ALL        set every flag (e.g. all2); NONE silences all of them
+HELP       show this text
+
+BACKUP, COPY, MISC, MOUNT, NONREG, REMOVE, SKIP and SYMSAFE are accepted as
+rsync does and change nothing.
+"
+    .to_string()
+}
+
 fn help_text() -> String {
     format!(
         "sftpsync {} - rsync's command line for SFTP-only servers; nothing runs there.
@@ -1317,10 +1418,15 @@ Output:
  -v, --verbose              tell more; repeat for more detail
  -q, --quiet                report errors only
  -i, --itemize-changes      a change summary per item (-ii: also unchanged)
-     --out-format=FORMAT    describe each update with FORMAT
-     --log-file=FILE        also write a log to FILE
+     --out-format=FORMAT    describe each update with FORMAT (%n %i %l %b ...)
+     --log-file=FILE        also append a log to FILE
+     --log-file-format=FMT  its lines' format (default: %i %n%L)
+     --json                 JSON lines on stdout instead of text: one per
+                            change, errors, a summary (also --log-format=json)
      --stats                end with transfer statistics
      --progress             show per-file progress
+     --info=FLAGS           finer control: progress2 (one line for the whole
+                            transfer, on a terminal), name, stats, ... (help)
  -P                         the same as --partial --progress
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
  -8, --8-bit-output         print high-bit bytes as they are, not escaped
@@ -1738,6 +1844,43 @@ mod tests {
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "help line too long: {line}");
         }
+    }
+
+    #[test]
+    fn info_takes_rsync_flag_lists() {
+        let a = run(&["--info=progress2,STATS,name0", "src", "dst"]);
+        assert_eq!(a.info.get("progress"), Some(2));
+        assert_eq!(a.info.get("stats"), Some(1));
+        assert_eq!(a.info.get("name"), Some(0));
+        assert_eq!(a.info.get("del"), None);
+        // Later items and later options win; ALL and NONE set every flag.
+        let a = run(&["--info=all2", "--info=,del0,", "src", "dst"]);
+        assert_eq!((a.info.get("flist"), a.info.get("del")), (Some(2), Some(0)));
+        let a = run(&["--info=progress2", "--info=none", "src", "dst"]);
+        assert_eq!(a.info.get("progress"), Some(0));
+        for bad in ["--info=bogus", "--info=name-3", "--info=progress2,x"] {
+            let e = err(&[bad, "src", "dst"]);
+            assert_eq!(e.kind(), ArgsErrorKind::BadValue, "{bad}");
+            assert!(e.message().starts_with("Unknown --info item: "), "{e}");
+        }
+        let Ok(Parsed::Help(text)) = parse_bytes(&[b"--info=help"]) else {
+            panic!("--info=help shows the flags")
+        };
+        assert!(text.contains("PROGRESS"));
+    }
+
+    #[test]
+    fn json_and_log_options() {
+        let a = run(&["--json", "src", "dst"]);
+        assert!(a.json && a.out_format.is_none());
+        let a = run(&["--log-format=json", "src", "dst"]);
+        assert!(a.json && a.out_format.is_none());
+        let a = run(&["--log-format=%n", "--no-json", "src", "dst"]);
+        assert!(!a.json);
+        assert_eq!(a.out_format.as_deref(), Some(&b"%n"[..]));
+        let a = run(&["--log-file=/tmp/l", "--log-file-format=%o %n", "src", "dst"]);
+        assert_eq!(a.log_file, Some(PathBuf::from("/tmp/l")));
+        assert_eq!(a.log_file_format.as_deref(), Some(&b"%o %n"[..]));
     }
 
     #[test]

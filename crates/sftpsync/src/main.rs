@@ -4,6 +4,8 @@
 mod args;
 mod channels;
 mod doctor;
+mod format;
+mod json;
 mod output;
 mod temps;
 
@@ -23,7 +25,7 @@ use sync_engine::{
     ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
-use output::{TerminalReporter, Verbosity};
+use output::{LogFile, OutputConfig, TerminalReporter};
 use temps::{TempLog, TrackingTree};
 
 /// rsync's exit codes, by the names its man page gives them.
@@ -55,9 +57,14 @@ fn describe_code(code: u8) -> &'static str {
     }
 }
 
+/// rsync's closing error line.
+fn closing_error(code: u8) -> String {
+    format!("sftpsync error: {} (code {code})", describe_code(code))
+}
+
 /// Prints rsync's closing error line and gives the exit code.
 fn fail(code: u8) -> ExitCode {
-    eprintln!("sftpsync error: {} (code {code})", describe_code(code));
+    eprintln!("{}", closing_error(code));
     ExitCode::from(code)
 }
 
@@ -92,7 +99,7 @@ fn main() -> ExitCode {
             return fail(exit::FILE_IO);
         }
     };
-    runtime.block_on(run(*cli))
+    ExitCode::from(runtime.block_on(run(*cli)))
 }
 
 /// `sftpsync doctor ...`: explains a server instead of syncing.
@@ -411,7 +418,7 @@ fn backoff(n: u32) -> Duration {
 /// How one attempt at the sync ended.
 enum Attempt {
     /// The run is over, well or badly; this is its exit code.
-    Finished(ExitCode),
+    Finished(u8),
     /// The connection could not be made or was lost. `retry`: a new connection may help.
     Failed {
         message: String,
@@ -435,33 +442,160 @@ struct Plan<'a> {
     started: Instant,
 }
 
-async fn run(cli: CliArgs) -> ExitCode {
+/// The output options after rsync's rules: explicit `--info` levels win, the others follow
+/// -v, -i, --out-format and --progress; -q silences all of it.
+fn output_config(cli: &CliArgs) -> OutputConfig {
+    let info = |flag: &str, default: u8| {
+        if cli.quiet {
+            0
+        } else {
+            cli.info.get(flag).unwrap_or(default)
+        }
+    };
+    let out_format = cli.out_format.as_ref().filter(|f| !f.is_empty());
+    let format: &[u8] = match out_format {
+        Some(f) => f,
+        None if cli.itemize_changes > 0 => b"%i %n%L",
+        None => b"%n%L",
+    };
+    let names_by_default = if cli.verbose > 1 || cli.itemize_changes > 1 {
+        2
+    } else {
+        u8::from(cli.verbose > 0 || cli.itemize_changes > 0 || out_format.is_some() || cli.progress)
+    };
+    let progress = match info("progress", u8::from(cli.progress)) {
+        // JSON owns stdout: per-file lines would break it.
+        1 if cli.json => 0,
+        p => p,
+    };
+    let sender_prefix = match (cli.direction(), &cli.sources[..]) {
+        (args::Direction::Pull, _) => None,
+        (_, [one]) => {
+            let (mut dir, _) = split_source(&location_path(one));
+            if !dir.is_empty() && !dir.ends_with(b"/") {
+                dir.push(b'/');
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
+    OutputConfig {
+        quiet: cli.quiet,
+        json: cli.json,
+        format: format::OutFormat::parse(format),
+        name: info("name", names_by_default),
+        deletions: info("del", u8::from(cli.verbose > 0)) > 0 || out_format.is_some(),
+        progress,
+        human: cli.human_readable,
+        verbose: cli.verbose > 0 && !cli.quiet,
+        op: if cli.direction() == args::Direction::Pull {
+            "recv"
+        } else {
+            "send"
+        },
+        sender_prefix,
+        preserve_group: cli.group,
+    }
+}
+
+/// rsync's FLIST level: 1 for -v, 2 for --progress.
+fn flist_level(cli: &CliArgs) -> u8 {
+    if cli.quiet {
+        return 0;
+    }
+    let default = if cli.progress {
+        2
+    } else {
+        u8::from(cli.verbose > 0)
+    };
+    cli.info.get("flist").unwrap_or(default)
+}
+
+/// rsync's STATS level: 1 for the two closing lines (-v), 2 for --stats.
+fn stats_level(cli: &CliArgs) -> u8 {
+    if cli.quiet {
+        return 0;
+    }
+    let default = if cli.stats {
+        2
+    } else {
+        u8::from(cli.verbose > 0)
+    };
+    cli.info.get("stats").unwrap_or(default)
+}
+
+/// Opens `--log-file`; trouble with it is reported and the run goes on without it, as in
+/// rsync.
+fn open_log(cli: &CliArgs) -> Option<LogFile> {
+    let path = cli.log_file.as_ref()?;
+    let format = cli.log_file_format.as_deref().unwrap_or(b"%i %n%L");
+    match LogFile::open(path, format::OutFormat::parse(format)) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            eprintln!("sftpsync: failed to open log-file {}: {e}", path.display());
+            eprintln!("sftpsync: ignoring the --log-file setting");
+            None
+        }
+    }
+}
+
+async fn run(cli: CliArgs) -> u8 {
     let started = Instant::now();
-    let opts = match build_options(&cli) {
+    let reporter = Arc::new(TerminalReporter::new(output_config(&cli), open_log(&cli)));
+    reporter.log(match cli.direction() {
+        args::Direction::Pull => "receiving file list",
+        _ => "building file list",
+    });
+    let mut stats = sync_engine::Stats::default();
+    let mut wire = (0, 0);
+    let code = run_attempts(&cli, &reporter, started, &mut stats, &mut wire).await;
+    reporter.finish_progress();
+    reporter.log(&format!(
+        "sent {} bytes  received {} bytes  total size {}",
+        wire.0, wire.1, stats.total_size
+    ));
+    if code != 0 {
+        let line = closing_error(code);
+        eprintln!("{line}");
+        reporter.log(&line);
+    }
+    if reporter.json() {
+        reporter.json_line(&json::summary(
+            code,
+            &stats,
+            wire.0,
+            wire.1,
+            started.elapsed().as_secs_f64(),
+            cli.dry_run,
+        ));
+    }
+    code
+}
+
+async fn run_attempts(
+    cli: &CliArgs,
+    reporter: &Arc<TerminalReporter>,
+    started: Instant,
+    stats: &mut sync_engine::Stats,
+    wire: &mut (u64, u64),
+) -> u8 {
+    let opts = match build_options(cli) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("sftpsync: {e:#}");
-            return fail(exit::FILE_IO);
+            reporter.error_line(&format!("{e:#}"));
+            return exit::FILE_IO;
         }
     };
     let Some(dest_loc) = cli.dest.clone() else {
-        eprintln!(
-            "sftpsync: listing a directory (one operand or --list-only) is not supported yet"
-        );
-        return fail(exit::SYNTAX);
+        reporter
+            .error_line("listing a directory (one operand or --list-only) is not supported yet");
+        return exit::SYNTAX;
     };
     if cli.list_only {
-        eprintln!("sftpsync: --list-only is not supported yet");
-        return fail(exit::SYNTAX);
+        reporter.error_line("--list-only is not supported yet");
+        return exit::SYNTAX;
     }
-
-    let verbosity = Verbosity {
-        verbose: cli.verbose,
-        quiet: cli.quiet,
-        itemize: cli.itemize_changes,
-        progress: cli.progress,
-    };
-    let reporter = Arc::new(TerminalReporter::new(verbosity));
+    let reporter = reporter.clone();
 
     // One remote side at most.
     let remote = cli
@@ -485,7 +619,7 @@ async fn run(cli: CliArgs) -> ExitCode {
     };
     let plan = Plan {
         index,
-        cli: &cli,
+        cli,
         opts,
         dest_loc,
         remote,
@@ -499,11 +633,10 @@ async fn run(cli: CliArgs) -> ExitCode {
     // files finished before the cut up to date and sends only the rest, and deletions happen
     // only in an attempt whose source listing was complete, as in any run.
     let retries = cli.retries.unwrap_or(DEFAULT_RETRIES);
-    let mut wire = (0, 0);
     let mut announced = false;
     let mut number = 1;
     loop {
-        match attempt(&plan, number, &mut wire, &mut announced).await {
+        match attempt(&plan, number, wire, stats, &mut announced).await {
             Attempt::Finished(code) => return code,
             Attempt::Failed {
                 message,
@@ -511,17 +644,17 @@ async fn run(cli: CliArgs) -> ExitCode {
                 retry,
             } => {
                 if !retry || number > retries {
-                    eprintln!("sftpsync: {message}");
-                    return fail(code);
+                    plan.reporter.error_line(&message);
+                    return code;
                 }
                 let wait = backoff(number);
                 if cli.verbose > 0 && !cli.quiet {
-                    println!(
+                    plan.reporter.say(&format!(
                         "connection lost ({message}); reconnecting in {} s (attempt {} of {})",
                         wait.as_secs(),
                         number + 1,
                         retries + 1
-                    );
+                    ));
                 }
                 tokio::time::sleep(wait).await;
                 number += 1;
@@ -591,6 +724,7 @@ async fn attempt(
     plan: &Plan<'_>,
     number: u32,
     wire: &mut (u64, u64),
+    stats: &mut sync_engine::Stats,
     announced: &mut bool,
 ) -> Attempt {
     let cli = plan.cli;
@@ -603,9 +737,10 @@ async fn attempt(
             // rsync shows how it connects at -vv; fewer channels than asked for, or channels
             // that could not share a login, are worth knowing at -v.
             let (verbose, quiet) = (cli.verbose, cli.quiet);
+            let teller = reporter.clone();
             let say = move |line: String, noteworthy: bool| {
                 if !quiet && (verbose > 1 || (verbose > 0 && noteworthy)) {
-                    println!("{line}");
+                    teller.say(&line);
                 }
             };
             match connect(cli, user.as_deref(), host, plan.config, say).await {
@@ -705,12 +840,12 @@ async fn attempt(
     if !cli.partial {
         plan.temps.clear(&*dest_tree).await;
     }
-    if cli.verbose > 0 && !cli.quiet && !*announced {
+    if flist_level(cli) > 0 && !*announced {
         *announced = true;
         if cli.direction() == args::Direction::Pull {
-            println!("receiving incremental file list");
+            reporter.say("receiving incremental file list");
         } else {
-            println!("sending incremental file list");
+            reporter.say("sending incremental file list");
         }
     }
 
@@ -735,9 +870,12 @@ async fn attempt(
             .as_ref()
             .filter(|d| d.starts_with(b"/"))
             .map(|dir| make_tree_following(dest_loc, dir, false)),
+        progress: (reporter.progress_level() > 0)
+            .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);
+    *stats = outcome.stats.clone();
     let lost = connection.as_ref().and_then(|c| session_loss(&c.pool));
     if outcome.fatal.is_some() && !cli.partial {
         // A local destination can be cleaned up now; a remote one waits for the next
@@ -765,52 +903,52 @@ async fn attempt(
                 retry,
             };
         }
-        eprintln!("sftpsync: {e}");
+        reporter.error_line(&e.to_string());
         let code = match e.kind {
             ErrorKind::Selection => exit::FILE_SELECT,
             _ => exit::FILE_IO,
         };
-        return Attempt::Finished(fail(code));
+        return Attempt::Finished(code);
     }
     if opts.delete && outcome.source_io_error && !opts.ignore_errors {
-        eprintln!("sftpsync: IO error encountered -- skipping file deletion");
+        reporter.error_line("IO error encountered -- skipping file deletion");
     }
     if outcome.deletions_skipped > 0 {
-        eprintln!(
-            "sftpsync: Deletions stopped due to --max-delete limit ({} skipped)",
+        reporter.error_line(&format!(
+            "Deletions stopped due to --max-delete limit ({} skipped)",
             outcome.deletions_skipped
-        );
+        ));
     }
-    if !cli.quiet {
-        if cli.stats {
-            println!();
-            print!(
-                "{}",
-                output::stats_text(&outcome.stats, sent, received, cli.human_readable)
-            );
-        }
-        if cli.stats || cli.verbose > 0 {
-            println!();
-            println!(
-                "{}",
-                output::summary_text(
-                    &outcome.stats,
-                    sent,
-                    received,
-                    plan.started.elapsed().as_secs_f64(),
-                    cli.human_readable
-                )
-            );
-        }
+    let stats_level = stats_level(cli);
+    if stats_level > 0 {
+        reporter.finish_progress();
+    }
+    if stats_level > 1 {
+        reporter.say(&format!(
+            "\n{}",
+            output::stats_text(&outcome.stats, sent, received, cli.human_readable).trim_end()
+        ));
+    }
+    if stats_level > 0 {
+        reporter.say(&format!(
+            "\n{}",
+            output::summary_text(
+                &outcome.stats,
+                sent,
+                received,
+                plan.started.elapsed().as_secs_f64(),
+                cli.human_readable
+            )
+        ));
     }
     Attempt::Finished(if outcome.errors > 0 {
-        fail(exit::PARTIAL)
+        exit::PARTIAL
     } else if outcome.vanished > 0 {
-        fail(exit::VANISHED)
+        exit::VANISHED
     } else if outcome.deletions_skipped > 0 {
-        fail(exit::MAX_DELETE)
+        exit::MAX_DELETE
     } else {
-        ExitCode::SUCCESS
+        0
     })
 }
 

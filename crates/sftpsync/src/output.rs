@@ -1,44 +1,306 @@
-//! What the user sees: itemized changes, -v names, errors, progress and the closing summary,
-//! in rsync's formats.
+//! What the user sees: itemized changes, names, errors, progress and the closing summary, in
+//! rsync's formats or as JSON lines; and the `--log-file`.
+//!
+//! Everything for stdout goes through one lock, so that a progress line left open with `\r`
+//! is ended before anything else is printed.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use sync_engine::{Item, Kind, Reporter, Stats, TreeError, UpdateType};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use sync_engine::path::RelPath;
+use sync_engine::{Item, Kind, Progress, Reporter, Stats, TreeError, UpdateType};
 
-/// How much to say, from -v, -q, -i, --progress.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Verbosity {
-    pub verbose: u8,
+use crate::format::{
+    group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time, Context,
+    OutFormat,
+};
+use crate::json;
+
+/// What to show, after -v, -q, -i, --out-format, --info and the rest have been weighed.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
     pub quiet: bool,
-    pub itemize: u8,
-    pub progress: bool,
+    pub json: bool,
+    /// The format of a name line: `--out-format`, or what -i or -v stand for.
+    pub format: OutFormat,
+    /// rsync's NAME level: 1 names what changed, 2 (with `%i`) unchanged items too.
+    pub name: u8,
+    /// Show "deleting NAME" lines when the format does not itemize.
+    pub deletions: bool,
+    /// rsync's PROGRESS level: 1 per file, 2 one line for the whole transfer.
+    pub progress: u8,
+    pub human: u8,
+    /// -v: notes such as skipped unsafe symlinks.
+    pub verbose: bool,
+    /// `%o`: "send" on a push or local copy, "recv" on a pull.
+    pub op: &'static str,
+    /// `%f`: what names an item's path on the sender, when one source makes it clear.
+    pub sender_prefix: Option<Vec<u8>>,
+    /// `-g`, for `%G`.
+    pub preserve_group: bool,
 }
 
-pub struct TerminalReporter {
-    v: Verbosity,
-    out: Mutex<std::io::Stdout>,
+/// `--log-file`: rsync's lines, each stamped with the time and our process id.
+pub struct LogFile {
+    file: Mutex<File>,
+    format: OutFormat,
+}
+
+impl LogFile {
+    pub fn open(path: &std::path::Path, format: OutFormat) -> std::io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(LogFile {
+            file: Mutex::new(file),
+            format,
+        })
+    }
+
+    pub fn line(&self, text: &str) {
+        self.line_bytes(text.as_bytes());
+    }
+
+    /// A line whose names are bytes as they are: rsync escapes nothing in its log file.
+    pub fn line_bytes(&self, text: &[u8]) {
+        let mut line = format!("{} [{}] ", now_stamp(), std::process::id()).into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // One write per line: other processes logging to the same file do not split it.
+        let _ = f.write_all(&line);
+    }
+}
+
+/// Counters the progress displays share with the engine's hook.
+#[derive(Default)]
+struct Counts {
+    /// Files whose final progress line was printed: rsync's `xfr#`.
     transfers: AtomicU64,
+    /// Entries the walk reached, and those still being worked on: rsync's `to-chk`.
+    entries: AtomicU64,
+    working: AtomicU64,
+    walk_done: AtomicBool,
+}
+
+impl Counts {
+    /// `(xfr#N, to-chk=M/T)`; `ir-chk` while the walk still finds entries, as rsync says while
+    /// its incremental file list grows.
+    fn tail(&self) -> String {
+        let chk = if self.walk_done.load(Ordering::Relaxed) {
+            "to"
+        } else {
+            "ir"
+        };
+        format!(
+            "(xfr#{}, {chk}-chk={}/{})",
+            self.transfers.load(Ordering::Relaxed),
+            self.working.load(Ordering::Relaxed),
+            self.entries.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// A file whose bytes are moving.
+struct Running {
+    started: Instant,
+    size: u64,
+    done: u64,
+    /// Its name line, as `item` will print it.
+    header: Option<String>,
+}
+
+/// The shared state of stdout.
+struct Screen {
+    /// The file whose unfinished progress line is on screen (its name line above it).
+    open: Option<RelPath>,
+    /// The one file `--progress` follows while others move too. Files that fit in one
+    /// chunk are never followed: their only line is the last one.
+    focus: Option<RelPath>,
+    /// When the followed file's line was last drawn.
+    last_draw: Option<Instant>,
+    running: HashMap<RelPath, Running>,
+}
+
+/// How often a file's progress line is redrawn.
+const REDRAW: Duration = Duration::from_millis(500);
+
+pub struct TerminalReporter {
+    cfg: OutputConfig,
+    screen: Mutex<Screen>,
+    counts: Arc<Counts>,
+    /// `--info=progress2`: drawn by indicatif, and only on a terminal.
+    bar: Option<ProgressBar>,
+    /// The bar was ended: it is left as it is, and output no longer steps around it.
+    bar_done: AtomicBool,
+    log: Option<LogFile>,
 }
 
 impl TerminalReporter {
-    pub fn new(v: Verbosity) -> Self {
+    pub fn new(cfg: OutputConfig, log: Option<LogFile>) -> Self {
+        let counts = Arc::new(Counts::default());
+        let bar = (cfg.progress >= 2 && !cfg.quiet).then(|| {
+            // JSON owns stdout: the bar goes to stderr then.
+            let target = if cfg.json {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::stdout()
+            };
+            let bar = ProgressBar::with_draw_target(Some(0), target);
+            let (human, counts) = (cfg.human, counts.clone());
+            let line = move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let (pos, len) = (state.pos(), state.len().unwrap_or(0));
+                let rate = state.per_sec();
+                let eta = (rate > 0.0).then(|| len.saturating_sub(pos) as f64 / rate);
+                let _ = write!(
+                    w,
+                    "{:>15} {:>3}% {} {} {}",
+                    human_num(pos, human),
+                    if len == 0 { 0 } else { percent(pos, len) },
+                    progress_rate(rate),
+                    progress_time(eta),
+                    counts.tail()
+                );
+            };
+            let style = ProgressStyle::with_template("{rsync}")
+                .expect("a valid template")
+                .with_key("rsync", line);
+            bar.set_style(style);
+            if !bar.is_hidden() {
+                bar.enable_steady_tick(Duration::from_secs(1));
+            }
+            bar
+        });
         TerminalReporter {
-            v,
-            out: Mutex::new(std::io::stdout()),
-            transfers: AtomicU64::new(0),
+            cfg,
+            screen: Mutex::new(Screen {
+                open: None,
+                focus: None,
+                last_draw: None,
+                running: HashMap::new(),
+            }),
+            counts,
+            bar,
+            bar_done: AtomicBool::new(false),
+            log,
         }
     }
 
-    fn line(&self, s: &str) {
-        let mut out = self.out.lock().unwrap();
-        let _ = writeln!(out, "{s}");
-        let _ = out.flush();
+    pub fn json(&self) -> bool {
+        self.cfg.json
     }
 
-    /// Whether rsync's `-v` (without `-i`) shows this item: transferred files and hard links,
-    /// and directories, links and devices that were created or changed.
+    pub fn progress_level(&self) -> u8 {
+        if self.cfg.quiet {
+            0
+        } else {
+            self.cfg.progress
+        }
+    }
+
+    pub fn log(&self, text: &str) {
+        if let Some(log) = &self.log {
+            log.line(text);
+        }
+    }
+
+    /// The progress bar while it is being drawn.
+    fn live_bar(&self) -> Option<&ProgressBar> {
+        self.bar
+            .as_ref()
+            .filter(|_| !self.bar_done.load(Ordering::Relaxed))
+    }
+
+    fn screen(&self) -> MutexGuard<'_, Screen> {
+        self.screen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes to stdout under the screen lock, ending an open progress line first and keeping
+    /// clear of the progress bar.
+    fn write_out(&self, screen: &mut Screen, text: &str) {
+        let write = || {
+            let mut out = std::io::stdout().lock();
+            if screen.open.is_some() {
+                let _ = out.write_all(b"\n");
+            }
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        };
+        match self.live_bar() {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+        screen.open = None;
+    }
+
+    fn write_err(&self, text: &str) {
+        let mut screen = self.screen();
+        if screen.open.take().is_some() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
+        let write = || eprintln!("{text}");
+        match self.live_bar() {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// A line of human text for stdout (file list notes, the summary); none with `--json`.
+    pub fn say(&self, text: &str) {
+        if self.cfg.json {
+            return;
+        }
+        let mut screen = self.screen();
+        self.write_out(&mut screen, &format!("{text}\n"));
+    }
+
+    /// An error message for stderr, not about one entry; a JSON error object too with
+    /// `--json`.
+    pub fn error_line(&self, text: &str) {
+        self.write_err(&format!("sftpsync: {text}"));
+        self.log(&format!("sftpsync: {text}"));
+        if self.cfg.json {
+            self.json_line(&json::message("error", text));
+        }
+    }
+
+    /// One JSON object, on a line of its own.
+    pub fn json_line(&self, line: &str) {
+        let mut screen = self.screen();
+        self.write_out(&mut screen, &format!("{line}\n"));
+    }
+
+    /// Ends the progress bar before the closing lines, leaving its last state on screen as
+    /// rsync leaves its last progress line.
+    pub fn finish_progress(&self) {
+        if let Some(bar) = &self.bar {
+            if !self.bar_done.swap(true, Ordering::Relaxed) && !bar.is_hidden() {
+                bar.abandon();
+                let mut out: Box<dyn Write> = if self.cfg.json {
+                    Box::new(std::io::stderr())
+                } else {
+                    Box::new(std::io::stdout())
+                };
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+        }
+        let mut screen = self.screen();
+        if screen.open.is_some() {
+            self.write_out(&mut screen, "");
+        }
+    }
+
+    /// Whether rsync's `-v` (without `%i`) shows this item: transferred files and hard links,
+    /// deletions, and directories, links and devices that were created or changed.
     fn shown_by_verbose(item: &Item) -> bool {
         match item.update {
             UpdateType::Sent | UpdateType::Received | UpdateType::HardLink => true,
@@ -47,116 +309,234 @@ impl TerminalReporter {
             UpdateType::NoUpdate => item.kind != Kind::File && item.is_change(),
         }
     }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            op: self.cfg.op,
+            sender_prefix: self.cfg.sender_prefix.as_deref(),
+            preserve_group: self.cfg.preserve_group,
+        }
+    }
+
+    /// The name line rsync prints for an item, if any.
+    fn name_line(&self, item: &Item) -> Option<String> {
+        let c = &self.cfg;
+        if c.quiet || c.json {
+            return None;
+        }
+        if c.format.itemizes() {
+            let shown = item.is_change() || c.name >= 2;
+            return (c.name >= 1 && shown).then(|| c.format.render(item, &self.context()));
+        }
+        if item.update == UpdateType::Deleting {
+            return c
+                .deletions
+                .then(|| format!("deleting {}", item.display_name()));
+        }
+        (c.name >= 1 && Self::shown_by_verbose(item))
+            .then(|| c.format.render(item, &self.context()))
+    }
+
+    /// rsync's last progress line for a file: its size at 100%, its average rate, how long
+    /// it took, and the counts.
+    fn final_progress_line(&self, item: &Item, elapsed: Duration) -> String {
+        self.counts.transfers.fetch_add(1, Ordering::Relaxed);
+        let size = item.meta.as_ref().map_or(item.transferred, |m| m.size);
+        let secs = elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { size as f64 / secs } else { 0.0 };
+        format!(
+            "\r{:>15} 100% {} {} {}\n",
+            human_num(size, self.cfg.human),
+            progress_rate(rate),
+            progress_time(Some(secs)),
+            self.counts.tail()
+        )
+    }
+
+    fn log_item(&self, item: &Item) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let wanted = if log.format.itemizes() {
+            item.is_change()
+        } else {
+            Self::shown_by_verbose(item)
+        };
+        if wanted {
+            log.line_bytes(&log.format.render_raw(item, &self.context()));
+        }
+    }
+}
+
+fn percent(done: u64, size: u64) -> u64 {
+    if size == 0 {
+        100
+    } else {
+        (u128::from(done) * 100 / u128::from(size)).min(100) as u64
+    }
 }
 
 impl Reporter for TerminalReporter {
     fn item(&self, item: &Item) {
-        if self.v.quiet {
+        self.log_item(item);
+        if self.cfg.json {
+            if item.is_change() || self.cfg.name >= 2 {
+                self.json_line(&json::item(item));
+            }
             return;
         }
-        let name = format!("{}{}", item.display_name(), item.display_suffix());
-        if self.v.itemize > 0 {
-            if item.is_change() || self.v.itemize > 1 {
-                self.line(&format!("{} {}", item.code(), name));
+        let moved = matches!(item.update, UpdateType::Sent | UpdateType::Received);
+        let mut screen = self.screen();
+        screen.running.remove(&item.path);
+        if screen.focus.as_ref() == Some(&item.path) {
+            screen.focus = None;
+        }
+        let name = self.name_line(item);
+        let progress = match item.elapsed {
+            Some(elapsed) if moved && self.cfg.progress == 1 && !self.cfg.quiet => {
+                Some(self.final_progress_line(item, elapsed))
             }
-        } else if self.v.verbose > 0 && Self::shown_by_verbose(item) {
-            if item.update == UpdateType::Deleting {
-                self.line(&format!("deleting {name}"));
-            } else {
-                self.line(&name);
+            _ => None,
+        };
+        if let Some(bar) = self.live_bar() {
+            if moved && item.elapsed.is_some() {
+                self.counts.transfers.fetch_add(1, Ordering::Relaxed);
+                bar.tick();
             }
         }
-        if self.v.progress && matches!(item.update, UpdateType::Sent | UpdateType::Received) {
-            let n = self.transfers.fetch_add(1, Ordering::Relaxed) + 1;
-            let elapsed = item.elapsed.map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            let rate = if elapsed > 0.0 {
-                item.transferred as f64 / elapsed
-            } else {
-                item.transferred as f64
-            };
-            if self.v.verbose == 0 && self.v.itemize == 0 {
-                self.line(&name);
+        match (name, progress) {
+            (_, Some(p)) if screen.open.as_ref() == Some(&item.path) => {
+                // Its name line is already above its progress line.
+                screen.open = None;
+                self.write_out(&mut screen, &p);
             }
-            self.line(&format!(
-                "{:>15} 100% {:>10} {:>10} (xfr#{n})",
-                group_digits(item.transferred),
-                format_rate(rate),
-                format_duration(elapsed)
-            ));
+            (Some(n), p) => {
+                let text = format!("{n}\n{}", p.unwrap_or_default());
+                self.write_out(&mut screen, &text);
+            }
+            (None, Some(p)) => self.write_out(&mut screen, &p),
+            (None, None) => {}
         }
     }
 
     fn error(&self, error: &TreeError) {
-        eprintln!("sftpsync: {error}");
+        self.write_err(&format!("sftpsync: {error}"));
+        self.log(&format!("sftpsync: {error}"));
+        if self.cfg.json {
+            self.json_line(&json::error(error));
+        }
     }
 
     fn warning(&self, message: &str) {
-        if !self.v.quiet || message.starts_with("file has vanished") {
-            eprintln!("sftpsync: {message}");
+        self.log(&format!("sftpsync: {message}"));
+        if self.cfg.json {
+            self.json_line(&json::message("warning", message));
+        }
+        if !self.cfg.quiet || message.starts_with("file has vanished") {
+            self.write_err(&format!("sftpsync: {message}"));
         }
     }
 
     fn info(&self, message: &str) {
-        if !self.v.quiet && (self.v.verbose > 0 || self.v.itemize > 0) {
-            self.line(message);
+        if !self.cfg.quiet && !self.cfg.json && self.cfg.name > 0 {
+            self.say(message);
         }
     }
 
     fn verbose_info(&self, message: &str) {
-        if !self.v.quiet && self.v.verbose > 0 {
-            self.line(message);
+        if !self.cfg.quiet && !self.cfg.json && self.cfg.verbose {
+            self.say(message);
         }
     }
 }
 
-/// 1234567 -> "1,234,567", as rsync prints sizes.
-pub fn group_digits(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
+impl Progress for TerminalReporter {
+    fn walked(&self, entries: u64, bytes: u64, working: u64) {
+        self.counts.entries.store(entries, Ordering::Relaxed);
+        self.counts.working.store(working, Ordering::Relaxed);
+        if let Some(bar) = self.live_bar() {
+            bar.set_length(bytes);
         }
-        out.push(c);
     }
-    out
-}
 
-fn format_rate(bytes_per_sec: f64) -> String {
-    let units = ["B/s", "kB/s", "MB/s", "GB/s"];
-    let mut v = bytes_per_sec;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
+    fn walk_done(&self) {
+        self.counts.walk_done.store(true, Ordering::Relaxed);
     }
-    format!("{v:.2}{}", units[u])
-}
 
-fn format_duration(secs: f64) -> String {
-    let s = secs as u64;
-    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-}
+    fn file_started(&self, item: &Item) {
+        let header = if self.cfg.progress == 1 {
+            self.name_line(item)
+        } else {
+            None
+        };
+        let size = item.meta.as_ref().map_or(0, |m| m.size);
+        self.screen().running.insert(
+            item.path.clone(),
+            Running {
+                started: Instant::now(),
+                size,
+                done: 0,
+                header,
+            },
+        );
+    }
 
-/// Sizes as rsync's -h levels print them: 0 plain, 1 with digit groups, 2+ with units.
-pub fn size(n: u64, human: u8) -> String {
-    match human {
-        0 => n.to_string(),
-        1 => group_digits(n),
-        _ => {
-            let units = ["", "K", "M", "G", "T"];
-            let mut v = n as f64;
-            let mut u = 0;
-            while v >= 1024.0 && u + 1 < units.len() {
-                v /= 1024.0;
-                u += 1;
+    fn file_bytes(&self, path: &RelPath, done: u64, _size: u64) {
+        let mut screen = self.screen();
+        let Some(r) = screen.running.get_mut(path) else {
+            return;
+        };
+        let moved = done.saturating_sub(r.done);
+        r.done = done;
+        if let Some(bar) = &self.bar {
+            if !self.bar_done.load(Ordering::Relaxed) {
+                bar.inc(moved);
             }
-            if u == 0 {
-                n.to_string()
-            } else {
-                format!("{v:.2}{}", units[u])
-            }
+            return;
         }
+        if self.cfg.progress != 1 || self.cfg.quiet || done >= r.size {
+            return;
+        }
+        let (started, size) = (r.started, r.size);
+        match &screen.focus {
+            None => {
+                screen.focus = Some(path.clone());
+                screen.last_draw = None;
+            }
+            Some(f) if f != path => return,
+            Some(_) => {}
+        }
+        // Unlike rsync, no line at a file's start: with many files moving at once, one that
+        // is quickly done would otherwise leave its line among the others' names.
+        let now = Instant::now();
+        let since = screen.last_draw.unwrap_or(started);
+        if now.duration_since(since) < REDRAW {
+            return;
+        }
+        screen.last_draw = Some(now);
+        let secs = now.duration_since(started).as_secs_f64();
+        let rate = done as f64 / secs.max(0.001);
+        let eta = (rate > 0.0).then(|| (size - done) as f64 / rate);
+        let line = format!(
+            "\r{:>15} {:>3}% {} {}  ",
+            human_num(done, self.cfg.human),
+            percent(done, size),
+            progress_rate(rate),
+            progress_time(eta)
+        );
+        let mut text = String::new();
+        if screen.open.as_ref() != Some(path) {
+            if let Some(h) = screen.running.get(path).and_then(|r| r.header.clone()) {
+                text = format!("{h}\n");
+            }
+            self.write_out(&mut screen, &text);
+            text.clear();
+        }
+        text.push_str(&line);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+        screen.open = Some(path.clone());
     }
 }
 
@@ -181,6 +561,7 @@ pub fn stats_text(s: &Stats, sent: u64, received: u64, human: u8) -> String {
             format!(" ({})", parts.join(", "))
         }
     };
+    let size = |n| human_num(n, human);
     let mut t = String::new();
     t.push_str(&format!(
         "Number of files: {}{}\n",
@@ -201,22 +582,13 @@ pub fn stats_text(s: &Stats, sent: u64, received: u64, human: u8) -> String {
         "Number of regular files transferred: {}\n",
         group_digits(s.transferred_files)
     ));
-    t.push_str(&format!(
-        "Total file size: {} bytes\n",
-        size(s.total_size, human)
-    ));
+    t.push_str(&format!("Total file size: {} bytes\n", size(s.total_size)));
     t.push_str(&format!(
         "Total transferred file size: {} bytes\n",
-        size(s.transferred_size, human)
+        size(s.transferred_size)
     ));
-    t.push_str(&format!(
-        "Literal data: {} bytes\n",
-        size(s.literal_data, human)
-    ));
-    t.push_str(&format!(
-        "Matched data: {} bytes\n",
-        size(s.matched_data, human)
-    ));
+    t.push_str(&format!("Literal data: {} bytes\n", size(s.literal_data)));
+    t.push_str(&format!("Matched data: {} bytes\n", size(s.matched_data)));
     if s.checksums_from_index + s.checksums_read_remotely + s.checksums_by_server > 0 {
         // Ours: where --checksum found the remote side's hashes.
         t.push_str(&format!(
@@ -232,56 +604,37 @@ pub fn stats_text(s: &Stats, sent: u64, received: u64, human: u8) -> String {
         t.push_str(&format!(
             "Appends checked from the delta index: {}\nData read to check appends: {} bytes\n",
             group_digits(s.append_checks_from_index),
-            size(s.append_check_data_read, human)
+            size(s.append_check_data_read)
         ));
     }
-    t.push_str(&format!("Total bytes sent: {}\n", size(sent, human)));
-    t.push_str(&format!(
-        "Total bytes received: {}\n",
-        size(received, human)
-    ));
+    t.push_str(&format!("Total bytes sent: {}\n", size(sent)));
+    t.push_str(&format!("Total bytes received: {}\n", size(received)));
     t
 }
 
 /// rsync's two closing lines for -v and --stats.
 pub fn summary_text(s: &Stats, sent: u64, received: u64, secs: f64, human: u8) -> String {
-    let rate = (sent + received) as f64 / secs.max(0.001);
     let moved = sent + received;
+    let rate = moved as f64 / secs.max(0.001);
     let speedup = if moved > 0 {
         s.total_size as f64 / moved as f64
     } else {
         0.0
     };
     format!(
-        "sent {} bytes  received {} bytes  {} bytes/sec\ntotal size is {}  speedup is {:.2}",
-        size(sent, human),
-        size(received, human),
-        if human >= 1 {
-            format!(
-                "{}.{:02}",
-                group_digits(rate as u64),
-                (rate.fract() * 100.0) as u64
-            )
-        } else {
-            format!("{rate:.2}")
-        },
-        size(s.total_size, human),
-        speedup
+        "sent {} bytes  received {} bytes  {} bytes/sec\ntotal size is {}  speedup is {}",
+        human_num(sent, human),
+        human_num(received, human),
+        human_dnum(rate, human),
+        human_num(s.total_size, human),
+        // Digit groups at most: a ratio has no unit.
+        human_dnum(speedup, human.min(1))
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digits_are_grouped_like_rsync() {
-        assert_eq!(group_digits(0), "0");
-        assert_eq!(group_digits(999), "999");
-        assert_eq!(group_digits(1000), "1,000");
-        assert_eq!(group_digits(1234567), "1,234,567");
-        assert_eq!(size(2048, 2), "2.00K");
-    }
 
     #[test]
     fn summary_has_rsync_shape() {
@@ -295,5 +648,30 @@ mod tests {
             "{t}"
         );
         assert!(t.ends_with("total size is 9  speedup is 0.00"), "{t}");
+        let s = Stats {
+            total_size: 5_000_013,
+            ..Default::default()
+        };
+        let t = summary_text(&s, 152, 30, 0.5, 1);
+        assert!(t.ends_with("speedup is 27,472.60"), "{t}");
+        let t = summary_text(&s, 5_000_000, 87, 0.5, 2);
+        assert!(
+            t.starts_with("sent 5.00M bytes  received 87 bytes  10.00M"),
+            "{t}"
+        );
+        assert!(t.contains("total size is 5.00M  speedup is 1.00"), "{t}");
+    }
+
+    #[test]
+    fn progress_tail_counts_transfers_and_entries_left() {
+        let c = Counts::default();
+        c.transfers.store(2, Ordering::Relaxed);
+        c.entries.store(6, Ordering::Relaxed);
+        c.working.store(3, Ordering::Relaxed);
+        assert_eq!(c.tail(), "(xfr#2, ir-chk=3/6)");
+        c.walk_done.store(true, Ordering::Relaxed);
+        assert_eq!(c.tail(), "(xfr#2, to-chk=3/6)");
+        assert_eq!(percent(1, 3), 33);
+        assert_eq!(percent(0, 0), 100);
     }
 }

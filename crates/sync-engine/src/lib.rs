@@ -22,7 +22,7 @@ pub use filter::FilterRules;
 pub use local::LocalTree;
 pub use options::{AppendMode, DeleteWhen, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
-pub use report::{CollectingReporter, Item, Reporter, Stats, UpdateType};
+pub use report::{CollectingReporter, Item, Progress, Reporter, Stats, UpdateType};
 pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
 pub use task::hash_file;
 pub use tree::{

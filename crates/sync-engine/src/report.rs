@@ -1,7 +1,7 @@
 //! How the engine tells the caller what happened: itemized changes, errors, statistics.
 
 use crate::path::{display_path, escape_name, RelPath};
-use crate::tree::{Kind, TreeError};
+use crate::tree::{Kind, Meta, TreeError};
 
 /// rsync's update type, the first letter of an itemize string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,11 @@ pub struct Item {
     pub hard_link_to: Option<RelPath>,
     /// Bytes of file content moved for this item.
     pub transferred: u64,
+    /// Bytes of the file found on the receiver instead of being moved (a delta's matches).
+    pub matched: u64,
+    /// The entry's attributes as the walk saw them: the source's, or for a deletion the
+    /// removed entry's. For output formats that show sizes, modes and times.
+    pub meta: Option<Meta>,
     /// How long moving them took.
     pub elapsed: Option<std::time::Duration>,
 }
@@ -62,8 +67,16 @@ impl Item {
             link_target: None,
             hard_link_to: None,
             transferred: 0,
+            matched: 0,
+            meta: None,
             elapsed: None,
         }
+    }
+
+    /// The same item with the attributes of its entry.
+    pub fn with_meta(mut self, meta: &Meta) -> Item {
+        self.meta = Some(meta.clone());
+        self
     }
 
     /// Whether anything about the item changed (rsync prints only such items with one -i).
@@ -218,6 +231,22 @@ pub trait Reporter: Send + Sync {
     fn info(&self, _message: &str) {}
     /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
     fn verbose_info(&self, _message: &str) {}
+}
+
+/// Live progress of a run, for progress displays. Called from transfer tasks while data
+/// moves, many times a second: implementations must be cheap and must not block.
+pub trait Progress: Send + Sync {
+    /// The walk reached one more entry. `entries` and `bytes` are running totals that end as
+    /// `Stats::files` and `Stats::total_size`; `working` is how many tasks are not done yet.
+    fn walked(&self, _entries: u64, _bytes: u64, _working: u64) {}
+    /// The walk has reached every entry: the totals of `walked` grow no more.
+    fn walk_done(&self) {}
+    /// A file's content starts moving. `item` is what will be reported when it is done,
+    /// still without its byte counts; its `meta` holds the size.
+    fn file_started(&self, _item: &Item) {}
+    /// `done` of the `size` bytes of the file at `path` are through: written to the
+    /// receiver, or found there already.
+    fn file_bytes(&self, _path: &RelPath, _done: u64, _size: u64) {}
 }
 
 /// A reporter that keeps everything, for tests and library users.

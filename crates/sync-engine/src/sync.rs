@@ -13,7 +13,7 @@ use crate::delta_index::RemoteIndex;
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
-use crate::report::{Item, Reporter, Stats, UpdateType};
+use crate::report::{Item, Progress, Reporter, Stats, UpdateType};
 use crate::task::{
     modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Resend,
     Shared, SourceEntry, Worker,
@@ -54,6 +54,8 @@ pub struct SyncJob {
     /// (and, when remote, on its session). Partial files live there under their base names
     /// and are renamed into the destination from there.
     pub partial_dir_tree: Option<Arc<dyn Tree>>,
+    /// Told how far the run has got while it runs, for progress displays.
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -340,6 +342,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
             job.dest.clone(),
             job.index.clone(),
             job.partial_dir_tree.clone(),
+            job.progress.clone(),
         )),
         reporter,
         outcome: SyncOutcome::default(),
@@ -411,6 +414,9 @@ impl<'a> Run<'a> {
             self.drain().await?;
         }
         self.top().await?;
+        if let Some(p) = &self.job.progress {
+            p.walk_done();
+        }
         self.drain().await?;
         for resend in std::mem::take(&mut self.resends) {
             let sh = self.sh.clone();
@@ -514,9 +520,17 @@ impl<'a> Run<'a> {
     }
 
     fn joined(&mut self, r: Result<(u64, Report), JoinError>) -> Result<(), Fatal> {
+        self.tell_progress();
         match r {
             Ok((seq, report)) => self.absorb(Some(seq), report),
             Err(_) => Ok(()), // cancelled: only after a fatal error
+        }
+    }
+
+    fn tell_progress(&self) {
+        if let Some(p) = &self.job.progress {
+            let s = &self.outcome.stats;
+            p.walked(s.files, s.total_size, self.tasks.len() as u64);
         }
     }
 
@@ -988,7 +1002,7 @@ impl<'a> Run<'a> {
                 .map(|m| m.mode)
                 .unwrap_or(src.mode & 0o777 & !sh.umask)
         };
-        let mut item = Item::new(UpdateType::LocalChange, Kind::Dir, path.clone());
+        let mut item = Item::new(UpdateType::LocalChange, Kind::Dir, path.clone()).with_meta(src);
         let mut fix = SetMeta::default();
         let w = self.worker();
         let mut gate = Gate::open();
@@ -1033,6 +1047,7 @@ impl<'a> Run<'a> {
         }
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
+        self.tell_progress();
         if item.is_change() {
             self.walker_item(item.clone());
         }
@@ -1183,6 +1198,7 @@ impl<'a> Run<'a> {
             Kind::File => {
                 self.outcome.stats.regular_files += 1;
                 self.outcome.stats.total_size += meta.size;
+                self.tell_progress();
                 if self.skip_file(&meta, existing.as_ref()) {
                     return Ok(());
                 }
@@ -1214,6 +1230,7 @@ impl<'a> Run<'a> {
             Kind::Symlink => {
                 self.outcome.stats.symlinks += 1;
                 self.outcome.stats.total_size += meta.size;
+                self.tell_progress();
                 if !self.opts().links {
                     self.reporter.warning(&format!(
                         "skipping non-regular file \"{}\"",

@@ -16,7 +16,7 @@ use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
-use crate::report::{Item, Stats, UpdateType};
+use crate::report::{Item, Progress, Stats, UpdateType};
 use crate::server_hashes::{self, BuildError, ServerHashTrust, Versions};
 use crate::tree::{
     ErrorKind, FileReader, FileWriter, HashRange, Kind, Meta, SetMeta, Side, Tree, TreeError,
@@ -38,6 +38,7 @@ pub(crate) struct Shared {
     partial_names: NameLocks,
     /// A file was written through `partial_tree`, so its directory may have been made.
     pub partial_dir_used: AtomicBool,
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl Shared {
@@ -46,6 +47,7 @@ impl Shared {
         dest: Arc<dyn Tree>,
         index: Option<Arc<RemoteIndex>>,
         partial_tree: Option<Arc<dyn Tree>>,
+        progress: Option<Arc<dyn Progress>>,
     ) -> Shared {
         Shared {
             opts,
@@ -58,6 +60,7 @@ impl Shared {
             deletions: AtomicU64::new(0),
             partial_names: NameLocks::default(),
             partial_dir_used: AtomicBool::new(false),
+            progress,
         }
     }
 
@@ -400,7 +403,7 @@ impl Worker {
                 Kind::Symlink => stats.deleted_symlinks += 1,
                 _ => stats.deleted_regular += 1,
             }
-            self.item(Item::new(UpdateType::Deleting, meta.kind, path));
+            self.item(Item::new(UpdateType::Deleting, meta.kind, path).with_meta(&meta));
             Ok(())
         })
     }
@@ -425,7 +428,8 @@ impl Worker {
             ));
             return Ok(());
         }
-        let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone());
+        let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone())
+            .with_meta(&src.meta);
         item.link_target = Some(target.clone());
         let mut create = true;
         match &existing {
@@ -505,7 +509,8 @@ impl Worker {
         let sh = self.sh.clone();
         let opts = &sh.opts;
         let existing_file = existing.as_ref().filter(|m| m.kind == Kind::File);
-        let mut item = Item::new(sh.update_type(), Kind::File, dest_path.clone());
+        let mut item =
+            Item::new(sh.update_type(), Kind::File, dest_path.clone()).with_meta(&src.meta);
         let mut transfer = true;
         if let Some(d) = existing_file {
             let size_differs = d.size != src.meta.size;
@@ -604,6 +609,9 @@ impl Worker {
             self.item(item);
             return Ok(());
         }
+        if let Some(p) = &sh.progress {
+            p.file_started(&item);
+        }
         let started = Instant::now();
         let copy = match existing_file.filter(|_| opts.append != AppendMode::Off) {
             Some(now) => self.copy_append(&src, &dest_path, &meta, now).await,
@@ -632,7 +640,8 @@ impl Worker {
     /// in a directory we may not write.
     pub async fn resend(&mut self, r: Resend) -> Result<(), Fatal> {
         let started = Instant::now();
-        let mut item = Item::new(self.sh.update_type(), Kind::File, r.dest_path.clone());
+        let mut item = Item::new(self.sh.update_type(), Kind::File, r.dest_path.clone())
+            .with_meta(&r.src.meta);
         // Flagged against the file as the failed append left it (its attributes untouched),
         // as rsync's generator sees it on its second go.
         if let Ok(Some(d)) = self.dest().lstat(&r.dest_path).await {
@@ -701,6 +710,7 @@ impl Worker {
         stats.append_checks_from_index += u64::from(copied.start_checked_by_index);
         stats.append_check_data_read += copied.read_to_check;
         item.transferred = copied.literal;
+        item.matched = copied.matched;
         item.elapsed = Some(started.elapsed());
         self.item(item);
     }
@@ -728,7 +738,8 @@ impl Worker {
                 return Ok(());
             }
         }
-        let mut item = Item::new(UpdateType::HardLink, Kind::File, dest_path.clone());
+        let mut item =
+            Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src);
         item.created = true;
         item.hard_link_to = Some(first.clone());
         if !opts.dry_run {
@@ -954,6 +965,7 @@ impl Worker {
         };
         let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
         let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        shaper.ticker = self.ticker(dest_path, src.meta.size);
         shaper.aligned = old.map(AlignedDiff::new);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
@@ -1004,6 +1016,7 @@ impl Worker {
         };
         let hashed = whole && (self.indexed(src.meta.size) || self.sh.opts.verify);
         let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        shaper.ticker = self.ticker(dest_path, src.meta.size);
         if whole {
             shaper.skip = at;
             shaper.skip_is_matched = false;
@@ -1077,6 +1090,15 @@ impl Worker {
             return Ok((Some(h), true));
         }
         Ok((hash_prefix(self.dest(), dest_path, now.size).await?, false))
+    }
+
+    fn ticker(&self, dest_path: &RelPath, size: u64) -> Option<Ticker> {
+        let progress = self.sh.progress.clone()?;
+        Some(Ticker {
+            progress,
+            path: dest_path.clone(),
+            size,
+        })
     }
 
     /// Keeps what was written in the index, for the next run's delta. Only with the mtime
@@ -1344,6 +1366,7 @@ impl Worker {
         };
         let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
         let mut shaper = Shaper::new(hashed, src.meta.size, base.as_ref());
+        shaper.ticker = self.ticker(dest_path, src.meta.size);
         shaper.skip = resume_at.unwrap_or(0);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
@@ -1499,6 +1522,13 @@ impl AlignedDiff {
     }
 }
 
+/// Where a copy tells its progress.
+struct Ticker {
+    progress: Arc<dyn Progress>,
+    path: RelPath,
+    size: u64,
+}
+
 /// Turns the source's bytes into steps: as they are, or, against the old version's
 /// signature, into ranges to copy and literals; and on the way hashes and signs them for
 /// the index.
@@ -1515,6 +1545,7 @@ struct Shaper<'s> {
     prefix: Option<blake3::Hasher>,
     /// `--inplace` against an old version.
     aligned: Option<AlignedDiff>,
+    ticker: Option<Ticker>,
     len: u64,
     literal: u64,
     matched: u64,
@@ -1529,6 +1560,7 @@ impl<'s> Shaper<'s> {
             skip_is_matched: true,
             prefix: None,
             aligned: None,
+            ticker: None,
             len: 0,
             literal: 0,
             matched: 0,
@@ -1544,6 +1576,9 @@ impl<'s> Shaper<'s> {
         while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
             for step in self.take(chunk) {
                 step.send(writer).await.map_err(CopyError::Dest)?;
+            }
+            if let Some(t) = &self.ticker {
+                t.progress.file_bytes(&t.path, self.len, t.size);
             }
         }
         for step in self.end() {

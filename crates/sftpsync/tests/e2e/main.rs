@@ -27,6 +27,7 @@ mod faults;
 mod hostile;
 mod links;
 mod metadata;
+mod output;
 mod proftpd;
 mod quirks;
 mod resume;
