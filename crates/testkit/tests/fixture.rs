@@ -42,9 +42,10 @@ fn sftp_batch(server: &TestServer, batch: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn sftp_put_and_get_land_in_the_chroot_as_the_test_user() {
-    let server = SftpOnlyServer::shared();
+/// `sftp` puts a file into a fresh directory and gets it back through `get_path` (how the
+/// server names that directory); the file lands in the data directory, owned by the test
+/// user, and `pwd` shows `login_dir`.
+fn put_and_get(server: &TestServer, get_path: impl Fn(&str) -> String, login_dir: &str) {
     let (remote, local_remote) = server.fresh_remote_dir("putget");
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("hello.txt");
@@ -52,20 +53,21 @@ fn sftp_put_and_get_land_in_the_chroot_as_the_test_user() {
     let back = tmp.path().join("back.txt");
 
     let batch = format!(
-        "pwd\nput {} {remote}/hello.txt\nget {remote}/hello.txt {}\n",
+        "pwd\nput {} {remote}/hello.txt\nget {} {}\n",
         src.display(),
+        get_path(&remote),
         back.display()
     );
     let out = sftp_batch(server, &batch);
     assert!(
         out.status.success(),
-        "sftp failed; sshd log:\n{}\n{}",
+        "sftp failed; server log:\n{}\n{}",
         server.log_contents(),
         show(&out)
     );
-    // The login directory is /data inside the chroot.
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /data"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("Remote working directory: {login_dir}\n")),
         "{}",
         show(&out)
     );
@@ -76,6 +78,16 @@ fn sftp_put_and_get_land_in_the_chroot_as_the_test_user() {
     assert_eq!((meta.uid(), meta.gid()), (server.uid(), server.gid()));
     assert_eq!(fs::read(&back).unwrap(), b"hello over sftp\n");
     assert_eq!(local_remote, server.data_dir().join(&remote));
+}
+
+#[test]
+fn sftp_put_and_get_land_in_the_chroot_as_the_test_user() {
+    // The login directory is /data inside the chroot.
+    put_and_get(
+        SftpOnlyServer::shared(),
+        |remote| format!("{remote}/hello.txt"),
+        "/data",
+    );
 }
 
 #[test]
@@ -181,36 +193,8 @@ fn private_server_stops_and_cleans_up_on_drop() {
 #[test]
 fn proftpd_put_and_get_land_in_its_root_as_the_test_user() {
     let server = ProftpdServer::shared();
-    let (remote, local_remote) = server.fresh_remote_dir("putget");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("hello.txt");
-    fs::write(&src, b"hello over mod_sftp\n").unwrap();
-    let back = tmp.path().join("back.txt");
-
-    let batch = format!(
-        "pwd\nput {} {remote}/hello.txt\nget /{remote}/hello.txt {}\n",
-        src.display(),
-        back.display()
-    );
-    let out = sftp_batch(server, &batch);
-    assert!(
-        out.status.success(),
-        "sftp failed; proftpd log:\n{}\n{}",
-        server.log_contents(),
-        show(&out)
-    );
     // DefaultRoot makes the data directory the user's `/`, and the login directory.
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /\n"),
-        "{}",
-        show(&out)
-    );
-    let landed = local_remote.join("hello.txt");
-    assert_eq!(fs::read(&landed).unwrap(), b"hello over mod_sftp\n");
-    let meta = fs::metadata(&landed).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (server.uid(), server.gid()));
-    assert_eq!(fs::read(&back).unwrap(), b"hello over mod_sftp\n");
-    assert_eq!(local_remote, server.data_dir().join(&remote));
+    put_and_get(server, |remote| format!("/{remote}/hello.txt"), "/");
     let kh = fs::read_to_string(server.known_hosts()).unwrap();
     assert!(kh.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", server.port())));
 }
