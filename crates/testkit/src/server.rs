@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::instance::{
-    check_root, mkdir_root_0755, public_key, register_at_exit, stop_at_exit, Launch, Setup,
-    TestServer, HOME, HOST,
+    check_root, mkdir_root_0755, register_at_exit, stop_at_exit, Launch, Setup, TestServer, HOME,
+    HOST, NOLOGIN,
 };
 pub use crate::instance::{INSTANCE_ROOT, TEST_USER};
 
@@ -27,6 +27,8 @@ pub use crate::instance::{INSTANCE_ROOT, TEST_USER};
 pub const LOGIN_DIR: &str = HOME;
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// Copied into a chroot as the login shell: dash needs nothing but libc.
+const POSIX_SHELL: &str = "/bin/dash";
 
 /// A running sshd that accepts only `TEST_USER` with the generated client key and only for SFTP.
 ///
@@ -67,6 +69,11 @@ impl SftpOnlyServer {
 
     /// Like [`start`](Self::start) but reports failure instead of panicking.
     pub fn try_start() -> io::Result<SftpOnlyServer> {
+        Self::try_start_with(Subsystem::Internal)
+    }
+
+    /// An sshd whose SFTP sessions are served by `subsystem`, chrooted either way.
+    pub(crate) fn try_start_with(subsystem: Subsystem) -> io::Result<SftpOnlyServer> {
         check_prerequisites()?;
         let setup = Setup::new()?;
         let dir = setup.dir.clone();
@@ -75,15 +82,11 @@ impl SftpOnlyServer {
         mkdir_root_0755(&chroot)?;
         let data = chroot.join(LOGIN_DIR.trim_start_matches('/'));
         setup.user_dir(&data)?;
+        if let Subsystem::External(program) = subsystem {
+            populate_chroot(&chroot, program)?;
+        }
 
-        // sshd reads this file as the test user, so it must be world-readable; root ownership
-        // keeps the user from adding keys of its own.
-        let authorized_keys = dir.join("authorized_keys");
-        fs::write(
-            &authorized_keys,
-            format!("{}\n", public_key(&setup.client_key.with_extension("pub"))?),
-        )?;
-        fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))?;
+        let authorized_keys = setup.authorized_keys()?;
 
         let config = dir.join("sshd_config");
         let host_key = setup.host_key.clone();
@@ -91,7 +94,15 @@ impl SftpOnlyServer {
         let server = setup.launch("sshd", b"SSH-2.0-", data, |port| {
             fs::write(
                 &config,
-                sshd_config(port, &dir, &host_key, &authorized_keys, &chroot, penalties),
+                sshd_config(
+                    port,
+                    &dir,
+                    &host_key,
+                    &authorized_keys,
+                    &chroot,
+                    penalties,
+                    subsystem,
+                ),
             )?;
             let mut command = Command::new(SSHD);
             command.args(["-D", "-e", "-f"]).arg(&config);
@@ -107,6 +118,15 @@ impl SftpOnlyServer {
     pub fn chroot(&self) -> &Path {
         &self.chroot
     }
+}
+
+/// What serves the SFTP subsystem.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subsystem {
+    /// sshd's own `internal-sftp`, forced on every session.
+    Internal,
+    /// A server program, copied into the chroot at the same path.
+    External(&'static str),
 }
 
 static SHARED: OnceLock<SftpOnlyServer> = OnceLock::new();
@@ -130,6 +150,55 @@ fn check_prerequisites() -> io::Result<()> {
         Err(e) => return Err(io::Error::new(e.kind(), format!("mkdir /run/sshd: {e}"))),
     }
     Ok(())
+}
+
+/// Makes `program` runnable inside `chroot` for the test user: sshd starts every command of a
+/// session as `SHELL -c COMMAND`, SHELL being the user's login shell (nologin) looked up inside
+/// the chroot. So the chroot gets the program, a POSIX shell at the shell's path, and the
+/// shared libraries both load, each at its own path, root-owned.
+fn populate_chroot(chroot: &Path, program: &str) -> io::Result<()> {
+    let shell = Path::new(NOLOGIN);
+    let mut files = vec![
+        (PathBuf::from(program), PathBuf::from(program)),
+        (PathBuf::from(POSIX_SHELL), shell.to_path_buf()),
+    ];
+    for binary in [program, POSIX_SHELL] {
+        for lib in shared_libraries(Path::new(binary))? {
+            files.push((lib.clone(), lib));
+        }
+    }
+    for (from, to) in files {
+        let inside = chroot.join(to.strip_prefix("/").unwrap_or(&to));
+        let parent = inside.parent().expect("a file below the chroot");
+        fs::create_dir_all(parent)?;
+        let mut dir = parent;
+        while dir != chroot {
+            mkdir_root_0755(dir)?;
+            dir = dir.parent().expect("below the chroot");
+        }
+        if !inside.exists() {
+            fs::copy(&from, &inside).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("copy {} into the chroot: {e}", from.display()),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The shared libraries `binary` loads, dynamic loader included, as `ldd` lists them.
+fn shared_libraries(binary: &Path) -> io::Result<Vec<PathBuf>> {
+    let out = crate::run_checked(Command::new("ldd").arg(binary))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-... (0x...)"
+            let path = line.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
 }
 
 /// PerSourcePenalties (OpenSSH 9.8+) would block 127.0.0.1 after tests that deliberately fail
@@ -157,8 +226,19 @@ fn sshd_config(
     authorized_keys: &Path,
     chroot: &Path,
     penalties: bool,
+    subsystem: Subsystem,
 ) -> String {
     let dir = dir.display();
+    // internal-sftp is forced so that no other command can run; an external server is started
+    // by sshd through the user's shell inside the chroot (see `populate_chroot`), and sessions
+    // start in the user's home, the login directory.
+    let (program, force) = match subsystem {
+        Subsystem::Internal => (
+            "internal-sftp",
+            format!("ForceCommand internal-sftp -d {LOGIN_DIR}"),
+        ),
+        Subsystem::External(program) => (program, format!("ForceCommand {program}")),
+    };
     let penalties = if penalties {
         "PerSourcePenalties no\n"
     } else {
@@ -183,7 +263,7 @@ PubkeyAuthentication yes
 AuthenticationMethods publickey
 AuthorizedKeysFile {authorized_keys}
 AllowUsers {TEST_USER}
-Subsystem sftp internal-sftp
+Subsystem sftp {program}
 LogLevel VERBOSE
 UseDNS no
 PrintMotd no
@@ -191,7 +271,7 @@ MaxStartups 200
 MaxSessions 100
 {penalties}
 Match User {TEST_USER}
-    ForceCommand internal-sftp -d {LOGIN_DIR}
+    {force}
     ChrootDirectory {chroot}
     AllowTcpForwarding no
     AllowAgentForwarding no
@@ -232,6 +312,7 @@ mod tests {
             Path::new("/srv/x/ak"),
             Path::new("/srv/x/chroot"),
             false,
+            Subsystem::Internal,
         );
         assert!(c.contains("Port 2222\n"));
         assert!(c.contains("ForceCommand internal-sftp -d /data\n"));
