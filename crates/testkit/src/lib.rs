@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 pub mod asyncssh;
+pub mod compat;
 pub mod gesftpserver;
 mod instance;
 pub mod oracle;
