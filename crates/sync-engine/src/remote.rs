@@ -44,6 +44,8 @@ pub struct ServerQuirks {
     warned_clamped_mtime: AtomicBool,
     /// Whether the server answers `check-file-name`: one of the `CHECK_FILE_*` values.
     check_file: AtomicU8,
+    /// Whether copy-data, where announced, works: one of the `COPY_DATA_*` values.
+    copy_data: AtomicU8,
     /// Whether hard links made here are real: one of the `HARD_LINKS_*` values.
     hard_links: AtomicU8,
     /// The server keeps its own permissions whatever SETSTAT asks (read back once); warned.
@@ -53,6 +55,11 @@ pub struct ServerQuirks {
     /// several handles, or in place. Warned once.
     writes_in_order_only: tokio::sync::OnceCell<bool>,
 }
+
+// 0: not known yet.
+const COPY_DATA_WORKS: u8 = 1;
+/// Announced, but refused when asked: ranges are not copied on this server.
+const COPY_DATA_REFUSED: u8 = 2;
 
 // 0: not known yet.
 /// One link was seen to exist after the server said it made it.
@@ -412,12 +419,18 @@ impl SftpTree {
         };
         let mode = meta.mode.unwrap_or(0o600) & 0o777;
         if self.copies_ranges() {
-            let mut w = self.create_file_based_on(to, mode, from).await?;
-            if let Err(e) = w.copy_from_base(0, size).await {
-                w.abandon().await;
-                return Err(e);
+            match self.create_file_based_on(to, mode, from).await {
+                Ok(mut w) => {
+                    if let Err(e) = w.copy_from_base(0, size).await {
+                        w.abandon().await;
+                        return Err(e);
+                    }
+                    return w.finish(&meta).await;
+                }
+                // Refused after all (and now known): the bytes go by way of this end.
+                Err(e) if e.kind == ErrorKind::Unsupported => {}
+                Err(e) => return Err(e),
             }
-            return w.finish(&meta).await;
         }
         let mut r = self.open_read(from, 0, size).await?;
         let mut w = self.create_file(to, mode, size).await?;
@@ -827,12 +840,43 @@ impl Tree for SftpTree {
                 return Err(sftp_error("create", path, e));
             }
         };
+        let state = &self.quirks.copy_data;
+        if state.load(Ordering::Relaxed) != COPY_DATA_WORKS {
+            // Some servers announce copy-data and refuse it. One byte copied to where the new
+            // file starts, and is written again, tells before anything depends on it.
+            match client.copy_data(&base_handle, 0, 1, &handle, 0).await {
+                Ok(()) => state.store(COPY_DATA_WORKS, Ordering::Relaxed),
+                Err(e) => {
+                    let _ = client.close(&base_handle).await;
+                    let _ = client.close(&handle).await;
+                    let _ = client.remove(&full).await;
+                    if e.is_connection_error() {
+                        return Err(sftp_error("copy-data", path, e));
+                    }
+                    if state.swap(COPY_DATA_REFUSED, Ordering::Relaxed) != COPY_DATA_REFUSED {
+                        (self.warnings)(format!(
+                            "{} announces copy-data but refuses it ({e}): changed files are \
+                             sent whole",
+                            self.describe
+                        ));
+                    }
+                    return Err(TreeError {
+                        op: "copy-data",
+                        side: Side::Remote,
+                        path: path.clone(),
+                        cause: e.to_string(),
+                        kind: ErrorKind::Unsupported,
+                    });
+                }
+            }
+        }
         let handles = vec![WriteHandle::new(client, handle)];
         Ok(self.writer(path, full, handles, 0, Some(base_handle)))
     }
 
     fn copies_ranges(&self) -> bool {
         self.pool.first().extensions().copy_data
+            && self.quirks.copy_data.load(Ordering::Relaxed) != COPY_DATA_REFUSED
     }
 
     async fn reopen_for_append(

@@ -159,3 +159,83 @@ fn verify_catches_a_server_that_garbles_writes() {
     ));
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"new contents");
 }
+
+/// A server whose reads come back short before the end of the file: every file still arrives
+/// whole, big ones through several channels included, and `-c` hashes what is really there.
+#[test]
+fn short_reads_before_eof_are_asked_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --short-reads -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let short = server_script(tmp.path(), "short-reads", &command);
+    let served = tmp.path().join("served");
+    generate_mixed_tree(&served, 23, 200);
+    std::fs::write(
+        served.join("big"),
+        testkit::XorShift::new(4).bytes(20 << 20),
+    )
+    .unwrap();
+    let dst = tmp.path().join("dst");
+    let from = format!("localhost:{}", slash(&served));
+    ok(&sftpsync(&[
+        "-a",
+        "--channels=2",
+        "--sftp-server",
+        &short,
+        &from,
+        &slash(&dst),
+    ]));
+    assert_trees_match(&served, &dst);
+    assert_trees_match_checksum(&served, &dst);
+    let again = ok(&sftpsync(&[
+        "-aic",
+        "--sftp-server",
+        &short,
+        &from,
+        &slash(&dst),
+    ]));
+    assert_eq!(again, "", "-c finds the pulled files equal");
+}
+
+/// A server that announces copy-data and then refuses it: a changed file is sent whole
+/// instead, once found out, and nothing fails.
+#[test]
+fn refused_copy_data_sends_whole_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --refuse copy-data -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let refusing = server_script(tmp.path(), "no-copy", &command);
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    let mut data = testkit::XorShift::new(9).bytes(1 << 20);
+    for name in ["a", "b"] {
+        write_at(&src.join(name), &data, 1_500_000_000);
+    }
+    let state = tmp.path().join("state");
+    let run = |flags: &[&str]| {
+        let (s, d) = (slash(&src), format!("localhost:{}", slash(&dst)));
+        let mut args = vec!["--sftp-server", refusing.as_str()];
+        args.extend_from_slice(flags);
+        args.push(&s);
+        args.push(&d);
+        sftpsync_with_state(&args, &state)
+    };
+    ok(&run(&["-a"]));
+    data[500_000] ^= 1;
+    for name in ["a", "b"] {
+        write_at(&src.join(name), &data, 1_600_000_000);
+    }
+    let out = run(&["-a", "--stats"]);
+    let text = ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("refuses it").count(), 1, "warned once: {err}");
+    assert_trees_match_checksum(&src, &dst);
+    assert_eq!(stats_value(&text, "Literal data"), 2 << 20, "{text}");
+    assert_eq!(names_in(&dst), ["a", "b"], "no temp file is left");
+}
