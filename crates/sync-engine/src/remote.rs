@@ -44,6 +44,9 @@ pub struct ServerQuirks {
     warned_clamped_mtime: AtomicBool,
     /// Whether the server answers `check-file-name`: one of the `CHECK_FILE_*` values.
     check_file: AtomicU8,
+    /// The server lists files without modification times: nothing to compare them by but
+    /// size. Warned once.
+    listed_without_mtimes: AtomicBool,
     /// Whether copy-data, where announced, works: one of the `COPY_DATA_*` values.
     copy_data: AtomicU8,
     /// Whether hard links made here are real: one of the `HARD_LINKS_*` values.
@@ -93,6 +96,21 @@ impl ServerQuirks {
     pub fn keeps_times(&self) -> bool {
         !self.setstat_refused.load(Ordering::Relaxed)
             && !self.setstat_ignored.load(Ordering::Relaxed)
+            && !self.listed_without_mtimes.load(Ordering::Relaxed)
+    }
+
+    /// Notes a regular file listed without its mtime, which would otherwise look like one
+    /// from 1970 and be sent again on every run.
+    fn check_listed(&self, a: &Attrs, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if a.atime_mtime.is_none()
+            && a.kind() == FileKind::Regular
+            && !self.listed_without_mtimes.swap(true, Ordering::Relaxed)
+        {
+            warn(format!(
+                "{server} lists files without modification times: files there are compared by \
+                 size for the rest of this run; use --size-only on this server"
+            ));
+        }
     }
 
     fn note_refused(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
@@ -676,7 +694,11 @@ impl Tree for SftpTree {
 
     async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
         match self.client().lstat(&self.full(path)).await {
-            Ok(a) => Ok(Some(meta_from_attrs(&a))),
+            Ok(a) => {
+                self.quirks
+                    .check_listed(&a, &self.describe, &*self.warnings);
+                Ok(Some(meta_from_attrs(&a)))
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(sftp_error("lstat", path, e)),
         }
@@ -704,9 +726,13 @@ impl Tree for SftpTree {
                 !((n.filename == b"." || n.filename == b"..")
                     && matches!(n.attrs.kind(), FileKind::Directory | FileKind::Unknown))
             })
-            .map(|n| DirEntry {
-                meta: meta_from_attrs(&n.attrs),
-                name: n.filename,
+            .map(|n| {
+                self.quirks
+                    .check_listed(&n.attrs, &self.describe, &*self.warnings);
+                DirEntry {
+                    meta: meta_from_attrs(&n.attrs),
+                    name: n.filename,
+                }
             })
             .collect())
     }

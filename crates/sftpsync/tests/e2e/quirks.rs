@@ -239,3 +239,34 @@ fn refused_copy_data_sends_whole_files() {
     assert_eq!(stats_value(&text, "Literal data"), 2 << 20, "{text}");
     assert_eq!(names_in(&dst), ["a", "b"], "no temp file is left");
 }
+
+/// A server that lists files without their modification times: one warning, and files are
+/// compared by size, so a re-run sends nothing instead of everything.
+#[test]
+fn listings_without_mtimes_compare_by_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --no-reply-times -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let timeless = server_script(tmp.path(), "timeless", &command);
+    let src = tmp.path().join("src");
+    generate_mixed_tree(&src, 41, 150);
+    let dst = tmp.path().join("dst");
+    ok(&push_through(&timeless, &["-a"], &src, &dst));
+    assert_trees_match(&src, &dst);
+
+    let out = push_through(&timeless, &["-ai"], &src, &dst);
+    let text = ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("without modification times").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("<f")),
+        "nothing to send by size: {text}"
+    );
+}

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! sftp-filter [--ignore LIST] [--refuse LIST] [--strip-times LIST] [--corrupt-writes]
-//!             [--short-reads] [--check-file] [--check-file-bad-tail] [--log FILE]
+//!             [--short-reads] [--no-reply-times] [--check-file] [--check-file-bad-tail]
+//!             [--log FILE]
 //!             -- SERVER [ARGS...]
 //! ```
 //!
@@ -13,6 +14,8 @@
 //! server that announces an extension and then refuses it would.
 //! `--short-reads`: every READ of more than one byte is forwarded asking for half as much,
 //! so the server's replies come back short before the end of the file.
+//! `--no-reply-times`: the attributes in the server's NAME and ATTRS replies lose their
+//! times, as from a server that does not report them.
 //! `--strip-times`: forwarded without their atime/mtime, so the server keeps its own.
 //! `--corrupt-writes`: the last byte of every WRITE's data is flipped on the way, as a
 //! broken disk or server would garble it.
@@ -65,8 +68,8 @@ const EXTENDED_NAMES: &[&str] = &["lsetstat", "copy-data", "hardlink", "posix-re
 fn usage(why: &str) -> ! {
     eprintln!(
         "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--refuse LIST] \
-         [--strip-times LIST] [--corrupt-writes] [--short-reads] [--check-file] \
-         [--check-file-bad-tail] [--log FILE] -- SERVER [ARGS...]"
+         [--strip-times LIST] [--corrupt-writes] [--short-reads] [--no-reply-times] \
+         [--check-file] [--check-file-bad-tail] [--log FILE] -- SERVER [ARGS...]"
     );
     std::process::exit(2);
 }
@@ -89,6 +92,7 @@ struct Options {
     ignore: HashSet<String>,
     refuse: HashSet<String>,
     short_reads: bool,
+    no_reply_times: bool,
     strip_times: HashSet<String>,
     log: Option<std::fs::File>,
     corrupt_writes: bool,
@@ -108,6 +112,7 @@ fn parse_args() -> Options {
         ignore: HashSet::new(),
         refuse: HashSet::new(),
         short_reads: false,
+        no_reply_times: false,
         strip_times: HashSet::new(),
         log: None,
         corrupt_writes: false,
@@ -119,6 +124,7 @@ fn parse_args() -> Options {
             "--ignore" => opts.ignore.extend(name_list(args.next())),
             "--refuse" => opts.refuse.extend(name_list(args.next())),
             "--short-reads" => opts.short_reads = true,
+            "--no-reply-times" => opts.no_reply_times = true,
             "--strip-times" => opts.strip_times.extend(name_list(args.next())),
             "--corrupt-writes" => opts.corrupt_writes = true,
             "--check-file" => opts.check_file = Some(CheckFile::Honest),
@@ -237,6 +243,39 @@ fn status_reply(id: u32, code: u32) -> Vec<u8> {
     framed(&p)
 }
 
+/// A NAME or ATTRS reply (without its length prefix) with the times taken out of every
+/// attributes field; `None` for other replies, or one that does not parse.
+fn without_times(packet: &[u8]) -> Option<Vec<u8>> {
+    let strip = |out: &mut Vec<u8>, attrs: &[u8]| -> Option<usize> {
+        let (a, len) = Attrs::from_bytes(attrs).ok()?;
+        let a = Attrs {
+            atime_mtime: None,
+            ..a
+        };
+        out.extend_from_slice(&a.to_bytes()?);
+        Some(len)
+    };
+    let mut out = packet.get(..5)?.to_vec();
+    match packet[0] {
+        pt::ATTRS => {
+            strip(&mut out, packet.get(5..)?)?;
+        }
+        pt::NAME => {
+            let count = u32_at(packet, 5)?;
+            out.extend_from_slice(&count.to_be_bytes());
+            let mut at = 9;
+            for _ in 0..count {
+                let (_, after_name) = string_at(packet, at)?;
+                let (_, after_long) = string_at(packet, after_name)?;
+                out.extend_from_slice(packet.get(at..after_long)?);
+                at = after_long + strip(&mut out, packet.get(after_long..)?)?;
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
 /// The answer to a `check-file-name` request (`packet` without its length prefix): SHA-256 of
 /// each block of the asked range, or a status when the file cannot be read.
 fn check_file_reply(packet: &[u8], id: u32, mode: CheckFile) -> Vec<u8> {
@@ -314,12 +353,18 @@ fn main() {
     // the middle of one.
     let replies = {
         let client_out = client_out.clone();
+        let no_times = opts.no_reply_times;
         std::thread::spawn(move || {
             let mut decoder = FrameDecoder::new(MAX_PACKET);
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match decoder.next_packet() {
                     Ok(Some(p)) => {
+                        let p = if no_times {
+                            without_times(&p).unwrap_or_else(|| p.to_vec())
+                        } else {
+                            p.to_vec()
+                        };
                         let mut out = client_out.lock().unwrap();
                         if out
                             .write_all(&framed(&p))
