@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sftp_client::{
-    Attrs, FileKind, Handle, OpenFlags, PendingReply, Request, SftpClient, SftpError, StatusCode,
+    Attrs, FileKind, Handle, HandleRoom, OpenFlags, PendingReply, Request, SftpClient, SftpError,
+    StatusCode,
 };
 
 use crate::mtime::{fits_wire, wire_mtime};
@@ -353,6 +354,7 @@ impl SftpTree {
             ..Default::default()
         };
         let flags = OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::TRUNC;
+        let _room = client.room_for_handles(1).await;
         // A directory we cannot write to says nothing; the real write will fail there anyway.
         let Ok(h) = client.open(&full, flags, &attrs).await else {
             return false;
@@ -375,6 +377,7 @@ impl SftpTree {
     ) -> TreeResult<Box<dyn FileWriter>> {
         let full = self.full(path);
         let client = self.client();
+        let room = client.room_for_handles(2).await;
         let old = match client.open(&full, OpenFlags::READ, &Attrs::default()).await {
             Ok(h) => Some(h),
             Err(e) if e.is_not_found() && keep == 0 => None,
@@ -408,8 +411,13 @@ impl SftpTree {
                 return Err(sftp_error("create", path, e));
             }
         };
-        let mut writer =
-            self.sftp_writer(path, temp, vec![WriteHandle::new(client, handle)], 0, None);
+        let mut writer = self.sftp_writer(
+            path,
+            temp,
+            vec![WriteHandle::new(client, handle, room)],
+            0,
+            None,
+        );
         writer.rewrite = Some(Rewrite { old, target: full });
         if keep > 0 {
             if let Err(e) = writer.skip(keep).await {
@@ -713,11 +721,11 @@ impl Tree for SftpTree {
     }
 
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
-        let names = self
-            .client()
-            .read_dir(&self.full(path))
-            .await
-            .map_err(|e| sftp_error("opendir", path, e))?;
+        let client = self.client();
+        let room = client.room_for_handles(1).await;
+        let names = client.read_dir(&self.full(path)).await;
+        drop(room);
+        let names = names.map_err(|e| sftp_error("opendir", path, e))?;
         Ok(names
             .into_iter()
             // The usual `.` and `..` entries are skipped; a `.` or `..` listed as anything but
@@ -753,20 +761,29 @@ impl Tree for SftpTree {
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
         let full = self.full(path);
-        let open = |c: SftpClient| {
+        let open = |(c, room): (SftpClient, HandleRoom)| {
             let full = full.clone();
             async move {
                 let h = c.open(&full, OpenFlags::READ, &Attrs::default()).await?;
-                Ok::<_, SftpError>((c, h))
+                Ok::<_, SftpError>((c, h, room))
             }
         };
-        let channels = self
+        let mut channels = self
             .channels_for(expected_size.saturating_sub(offset))
-            .await;
-        let mut handles = Vec::with_capacity(channels.len());
-        for r in futures::future::join_all(channels.into_iter().map(open)).await {
+            .await
+            .into_iter();
+        let first = channels.next().expect("at least one channel");
+        let room = first.room_for_handles(1).await;
+        // The other channels help only where they have a handle to spare right now.
+        let with_room = std::iter::once((first, room))
+            .chain(channels.filter_map(|c| c.try_room_for_handles(1).map(|room| (c, room))));
+        let (mut handles, mut rooms) = (Vec::new(), Vec::new());
+        for r in futures::future::join_all(with_room.map(open)).await {
             match r {
-                Ok(h) => handles.push(h),
+                Ok((c, h, room)) => {
+                    handles.push((c, h));
+                    rooms.push(room);
+                }
                 // A big file read through fewer channels is still read.
                 Err(e) if handles.is_empty() => {
                     return Err(sftp_error("open", path, e));
@@ -777,6 +794,7 @@ impl Tree for SftpTree {
         let read_size = handles[0].0.read_size();
         Ok(Box::new(SftpReader {
             handles,
+            _rooms: rooms,
             path: path.clone(),
             expected: expected_size,
             read_size,
@@ -804,6 +822,7 @@ impl Tree for SftpTree {
         }
         let mut channels = channels.into_iter();
         let first = channels.next().expect("at least one channel");
+        let room = first.room_for_handles(1).await;
         let handle = first
             .open(
                 &full,
@@ -812,14 +831,16 @@ impl Tree for SftpTree {
             )
             .await
             .map_err(|e| sftp_error("create", path, e))?;
-        let mut handles = vec![WriteHandle::new(first, handle)];
-        let extra = channels.map(|c| {
-            let full = full.clone();
-            async move {
-                let h = c.open(&full, OpenFlags::WRITE, &Attrs::default()).await?;
-                Ok::<_, SftpError>(WriteHandle::new(c, h))
-            }
-        });
+        let mut handles = vec![WriteHandle::new(first, handle, room)];
+        let extra = channels
+            .filter_map(|c| c.try_room_for_handles(1).map(|room| (c, room)))
+            .map(|(c, room)| {
+                let full = full.clone();
+                async move {
+                    let h = c.open(&full, OpenFlags::WRITE, &Attrs::default()).await?;
+                    Ok::<_, SftpError>(WriteHandle::new(c, h, room))
+                }
+            });
         // A channel that cannot open the file just takes no part in writing it.
         handles.extend(
             futures::future::join_all(extra)
@@ -844,6 +865,7 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         let (base_full, no_attrs) = (self.full(base), Attrs::default());
+        let room = client.room_for_handles(2).await;
         let (base_handle, handle) = futures::join!(
             client.open(&base_full, OpenFlags::READ, &no_attrs),
             client.open(
@@ -896,7 +918,7 @@ impl Tree for SftpTree {
                 }
             }
         }
-        let handles = vec![WriteHandle::new(client, handle)];
+        let handles = vec![WriteHandle::new(client, handle, room)];
         Ok(self.writer(path, full, handles, 0, Some(base_handle)))
     }
 
@@ -915,6 +937,7 @@ impl Tree for SftpTree {
         }
         let full = self.full(path);
         let client = self.client();
+        let room = client.room_for_handles(1).await;
         let handle = client
             .open(&full, OpenFlags::WRITE, &Attrs::default())
             .await
@@ -934,7 +957,7 @@ impl Tree for SftpTree {
                 return Err(sftp_error("truncate", path, e));
             }
         }
-        let handles = vec![WriteHandle::new(client, handle)];
+        let handles = vec![WriteHandle::new(client, handle, room)];
         Ok(self.writer(path, full, handles, offset, None))
     }
 
@@ -948,11 +971,12 @@ impl Tree for SftpTree {
             permissions: Some(mode & 0o777),
             ..Default::default()
         };
+        let room = client.room_for_handles(1).await;
         let handle = client
             .open(&full, OpenFlags::WRITE | OpenFlags::CREAT, &attrs)
             .await
             .map_err(|e| sftp_error("open", path, e))?;
-        let handles = vec![WriteHandle::new(client, handle)];
+        let handles = vec![WriteHandle::new(client, handle, room)];
         let mut writer = self.sftp_writer(path, full, handles, 0, None);
         writer.in_place = true;
         Ok(writer)
@@ -1024,6 +1048,7 @@ impl Tree for SftpTree {
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
         let client = self.client();
+        let _room = client.room_for_handles(1).await;
         let handle = client
             .open(&self.full(path), OpenFlags::READ, &Attrs::default())
             .await
@@ -1237,6 +1262,8 @@ impl Tree for SftpTree {
 struct SftpReader {
     /// One handle per channel taking part; the first is the file's home.
     handles: Vec<(SftpClient, Handle)>,
+    /// Room for those handles among what the server allows.
+    _rooms: Vec<HandleRoom>,
     path: RelPath,
     /// Size from the listing: reads are planned to end exactly there, and one more read
     /// checks that the file really ends there.
@@ -1336,14 +1363,18 @@ struct WriteHandle {
     client: SftpClient,
     handle: Handle,
     in_flight: VecDeque<PendingReply>,
+    /// Room for this handle (and the old version's, where one is open beside it) among
+    /// those the server allows.
+    _room: HandleRoom,
 }
 
 impl WriteHandle {
-    fn new(client: SftpClient, handle: Handle) -> WriteHandle {
+    fn new(client: SftpClient, handle: Handle, room: HandleRoom) -> WriteHandle {
         WriteHandle {
             client,
             handle,
             in_flight: VecDeque::new(),
+            _room: room,
         }
     }
 

@@ -270,3 +270,43 @@ fn listings_without_mtimes_compare_by_size() {
         "nothing to send by size: {text}"
     );
 }
+
+/// A server allowed few open files (sftp-server under `ulimit -n 40`, which its limits reply
+/// reports): sftpsync keeps its open handles within that on each channel, both ways.
+#[test]
+fn open_handles_stay_within_the_servers_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "ulimit -n 40 && exec {}",
+        testkit::sftp_server_path().display()
+    );
+    let script = tmp.path().join("few-files");
+    std::fs::write(&script, format!("#!/bin/sh\n{command} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let limited = script.to_str().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = testkit::XorShift::new(17);
+    for d in 0..4 {
+        for f in 0..150 {
+            let path = src.join(format!("d{d}/f{f}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let len = rng.range(1, 5000) as usize;
+            std::fs::write(path, rng.bytes(len)).unwrap();
+        }
+    }
+    let dst = tmp.path().join("dst");
+    ok(&push_through(limited, &["-a", "--channels=2"], &src, &dst));
+    assert_trees_match(&src, &dst);
+
+    let back = tmp.path().join("back");
+    let from = format!("localhost:{}", slash(&dst));
+    ok(&sftpsync(&[
+        "-a",
+        "--channels=2",
+        "--sftp-server",
+        limited,
+        &from,
+        &slash(&back),
+    ]));
+    assert_trees_match_checksum(&src, &back);
+}
