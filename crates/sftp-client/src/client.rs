@@ -33,6 +33,10 @@ pub const MAX_DIR_ENTRIES: usize = 10_000_000;
 const HANDLE_WAIT: Duration = Duration::from_secs(2);
 /// Handles of the server's limit left to anything that opens without asking here.
 const HANDLES_SPARE: u64 = 2;
+/// Handles open at once on a server that does not say how many it allows. Not unlimited:
+/// gesftpserver (Debian's 2~ds-1) hands out its 129th slot again and again, so that files
+/// opened past 128 at once get each other's handles and their reads fail.
+const UNSTATED_HANDLE_LIMIT: u64 = 64;
 
 /// The write loop reports progress to the idle timeout after each piece of this size.
 const WRITE_PIECE: usize = 256 * 1024;
@@ -100,7 +104,7 @@ struct Shared {
     write_size: AtomicU32,
     max_open_handles: AtomicU64,
     /// Handles that may be open at once, from the server's limits; made when first asked.
-    handle_budget: std::sync::OnceLock<Option<Arc<Semaphore>>>,
+    handle_budget: std::sync::OnceLock<Arc<Semaphore>>,
     description: String,
     stderr: StderrLog,
     child: Mutex<Option<Child>>,
@@ -124,8 +128,8 @@ pub struct SftpClient {
     shared: Arc<Shared>,
 }
 
-/// Room for handles on a server that limits how many may be open at once; given back when
-/// dropped. Empty where the server sets no limit (or waiting for room took too long).
+/// Room for handles among those a server allows open at once; given back when dropped.
+/// Empty when waiting for room took too long.
 #[must_use = "the room is given back when this is dropped"]
 #[derive(Debug, Default)]
 pub struct HandleRoom {
@@ -473,15 +477,14 @@ impl SftpClient {
         self.shared.write_size.load(Ordering::Relaxed)
     }
 
-    /// Waits until `n` more handles may be open on this channel, where the server says how
-    /// many it allows (`limits@openssh.com`); hold the room while they are open. Gives up
+    /// Waits until `n` more handles may be open on this channel, as many as the server says
+    /// it allows (`limits@openssh.com`) or a moderate number where it does not; hold the room
+    /// while they are open. Gives up
     /// waiting after a while and returns no room, so that opens nested in one task cannot
     /// wait for each other forever.
     pub async fn room_for_handles(&self, n: u32) -> HandleRoom {
         self.limits_known().await;
-        let Some(budget) = self.handle_budget() else {
-            return HandleRoom { _permit: None };
-        };
+        let budget = self.handle_budget();
         match tokio::time::timeout(HANDLE_WAIT, budget.acquire_many_owned(n)).await {
             Ok(Ok(permit)) => HandleRoom {
                 _permit: Some(permit),
@@ -495,24 +498,21 @@ impl SftpClient {
         if !*self.shared.limits_known.borrow() {
             return Some(HandleRoom { _permit: None });
         }
-        match self.handle_budget() {
-            None => Some(HandleRoom { _permit: None }),
-            Some(budget) => budget
-                .try_acquire_many_owned(n)
-                .ok()
-                .map(|p| HandleRoom { _permit: Some(p) }),
-        }
+        self.handle_budget()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| HandleRoom { _permit: Some(p) })
     }
 
-    fn handle_budget(&self) -> Option<Arc<Semaphore>> {
+    fn handle_budget(&self) -> Arc<Semaphore> {
         self.shared
             .handle_budget
             .get_or_init(|| {
-                let max = self.max_open_handles()?;
+                let max = self.max_open_handles().unwrap_or(UNSTATED_HANDLE_LIMIT);
                 let room = max
                     .saturating_sub(HANDLES_SPARE)
                     .clamp(1, u64::from(u32::MAX >> 4));
-                Some(Arc::new(Semaphore::new(room as usize)))
+                Arc::new(Semaphore::new(room as usize))
             })
             .clone()
     }

@@ -310,3 +310,30 @@ fn open_handles_stay_within_the_servers_limit() {
     ]));
     assert_trees_match_checksum(&src, &back);
 }
+
+/// gesftpserver says nothing of a handle limit, but breaks past 128 open at once (the 129th
+/// slot is handed out again and again, and reads through it fail with "invalid handle"):
+/// where a server does not say, sftpsync keeps fewer open. Pulls of many small files would
+/// hit it every few runs.
+#[test]
+fn many_small_files_from_gesftpserver_keep_within_its_handle_table() {
+    let server = testkit::gesftpserver::GESFTPSERVER;
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let mut rng = testkit::XorShift::new(29);
+    for d in 0..5 {
+        for f in 0..200 {
+            let path = served.join(format!("d{d}/f{f}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let len = rng.range(10, 4000) as usize;
+            std::fs::write(path, rng.bytes(len)).unwrap();
+        }
+    }
+    let from = format!("localhost:{}", slash(&served));
+    for run in 0..4 {
+        let dst = tmp.path().join(format!("dst{run}"));
+        let out = sftpsync(&["-a", "--sftp-server", server, &from, &slash(&dst)]);
+        ok(&out);
+        assert_trees_match_checksum(&served, &dst);
+    }
+}
