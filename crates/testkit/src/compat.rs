@@ -266,9 +266,11 @@ pub fn render(results: &str) -> Result<String, String> {
     }
     out.push('\n');
 
-    let mut notes = Vec::new();
+    // One note per distinct explanation, however many cells it explains.
+    let mut notes: Vec<Note> = Vec::new();
     for row in rows {
-        out.push_str(&format!("| {} |", text(&row["title"])));
+        let server = text(&row["title"]);
+        out.push_str(&format!("| {server} |"));
         for f in features {
             let cell = &row["cells"][text(&f["key"]).as_str()];
             let status = cell["status"].as_str().and_then(Status::parse);
@@ -276,17 +278,31 @@ pub fn render(results: &str) -> Result<String, String> {
                 Some(Status::Pass) => "yes".to_owned(),
                 None => "not run".to_owned(),
                 Some(s) => {
-                    notes.push(format!(
-                        "{}. **{}, {}** ({}): {} Seen: {}",
-                        notes.len() + 1,
-                        text(&row["title"]),
-                        text(&f["title"]),
-                        cell["cause"].as_str().unwrap_or("unexplained"),
-                        cell["note"].as_str().unwrap_or("(no note)"),
-                        one_line(&text(&cell["detail"])),
-                    ));
+                    let cause = cell["cause"].as_str().unwrap_or("unexplained").to_owned();
+                    let why = cell["note"].as_str().unwrap_or("(no note)").to_owned();
+                    let feature = text(&f["title"]);
+                    let n = match notes.iter().position(|n| n.cause == cause && n.why == why) {
+                        Some(i) => i,
+                        None => {
+                            notes.push(Note {
+                                cause,
+                                why,
+                                seen: format!(
+                                    "{server}, {feature}: {}",
+                                    one_line(&text(&cell["detail"]))
+                                ),
+                                cells: Vec::new(),
+                            });
+                            notes.len() - 1
+                        }
+                    };
+                    let cells = &mut notes[n].cells;
+                    match cells.last_mut() {
+                        Some((s, list)) if *s == server => list.push(feature),
+                        _ => cells.push((server.clone(), vec![feature])),
+                    }
                     let word = if s == Status::Fail { "no" } else { "n/a" };
-                    format!("{word} ({})", notes.len())
+                    format!("{word} ({})", n + 1)
                 }
             };
             out.push_str(&format!(" {shown} |"));
@@ -295,9 +311,19 @@ pub fn render(results: &str) -> Result<String, String> {
     }
 
     out.push_str("\n## Notes\n\n");
-    for n in &notes {
-        out.push_str(n);
-        out.push('\n');
+    for (i, n) in notes.iter().enumerate() {
+        out.push_str(&format!(
+            "{}. **{}.** {}\n   - Cells: {}.\n   - Seen ({}).\n",
+            i + 1,
+            capitalized(&n.cause),
+            n.why,
+            n.cells
+                .iter()
+                .map(|(server, features)| format!("{server} ({})", features.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; "),
+            n.seen
+        ));
     }
 
     out.push_str("\n## What each column checks\n\n");
@@ -320,6 +346,23 @@ pub fn render(results: &str) -> Result<String, String> {
         ));
     }
     Ok(out)
+}
+
+/// One explanation in the notes, and the cells it explains.
+struct Note {
+    cause: String,
+    why: String,
+    /// What the first of its cells saw.
+    seen: String,
+    /// Server and features, in table order.
+    cells: Vec<(String, Vec<String>)>,
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|first| first.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// `s` on one line, table- and list-safe, and short enough to read.
@@ -356,13 +399,22 @@ mod tests {
         record_row(&path, &row("b", 2, Status::Pass)).unwrap();
         record_row(&path, &row("a", 1, Status::Pass)).unwrap();
         record_row(&path, &row("b", 2, Status::Fail)).unwrap();
+        record_row(&path, &row("c", 3, Status::Fail)).unwrap();
         let md = render(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            md.contains("| server c | no (1) |"),
+            "one note per explanation:\n{md}"
+        );
         let a = md.find("| server a | yes |").expect("row a");
         let b = md.find("| server b | no (1) |").expect("row b, replaced");
         assert!(a < b, "rows in their order:\n{md}");
-        assert!(md.contains(
-            "1. **server b, push** (server limitation): It cannot. Seen: what \\| happened"
-        ));
+        assert!(
+            md.contains(
+                "1. **Server limitation.** It cannot.\n   - Cells: server b (push); server c (push).\n   - Seen \
+                 (server b, push: what \\| happened).\n"
+            ),
+            "{md}"
+        );
         assert!(md.contains("| pull |"), "every feature is a column");
         assert!(
             md.contains("| server a | 1.0 | 2026-01-02 | 1.3 s |"),

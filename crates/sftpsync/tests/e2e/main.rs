@@ -7,6 +7,7 @@
 
 mod append;
 mod check_file;
+mod compat;
 mod confinement;
 
 use std::os::unix::fs::PermissionsExt;
