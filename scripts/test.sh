@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, integration and end-to-end tests.
-# The end-to-end tests start throwaway servers (OpenSSH sshd, ProFTPD) with a chroot, which
-# needs root.
+# The end-to-end tests start throwaway servers (OpenSSH sshd, ProFTPD, gesftpserver, rclone,
+# asyncssh) confined to their directories and running as a test user, which needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,10 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
 [ -x /usr/sbin/proftpd ] || need+=(proftpd-core)
 [ -f /usr/lib/proftpd/mod_sftp.so ] || need+=(proftpd-mod-crypto)
+[ -x /usr/libexec/gesftpserver ] || need+=(gesftpserver)
+[ -x /usr/bin/rclone ] || need+=(rclone)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing packages: ${need[*]} (run as root or install them first)" >&2
@@ -29,6 +33,19 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" ||
         { [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
     [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+# asyncssh for the compatibility suite's Python server, pinned, where the unprivileged test
+# user's python3 finds it (testkit/src/asyncssh.rs); --target keeps it out of Debian's python.
+asyncssh_lib=/usr/local/lib/sftpsync-test-python
+asyncssh_version=2.24.1
+if ! PYTHONPATH=$asyncssh_lib /usr/bin/python3 -c "import asyncssh, sys; sys.exit(asyncssh.__version__ != '$asyncssh_version')" 2>/dev/null; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "asyncssh $asyncssh_version missing from $asyncssh_lib (run as root to install it)" >&2
+        exit 1
+    fi
+    rm -rf "$asyncssh_lib"
+    /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+        --target "$asyncssh_lib" "asyncssh==$asyncssh_version"
 fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "the end-to-end tests start sshd with a chroot and must run as root" >&2

@@ -27,6 +27,17 @@ const FALLBACK_IO_SIZE: u32 = 32 * 1024;
 /// exhaust memory: ten million entries, a few hundred bytes each, is already gigabytes, and far
 /// beyond any directory people keep.
 pub const MAX_DIR_ENTRIES: usize = 10_000_000;
+/// How long an open waits for one of the server's handles to be free before it goes ahead
+/// anyway: a task holding one handle may be waiting for a second, and over the limit the
+/// server merely refuses the open, where waiting on would hang.
+const HANDLE_WAIT: Duration = Duration::from_secs(2);
+/// Handles of the server's limit left to anything that opens without asking here.
+const HANDLES_SPARE: u64 = 2;
+/// Handles open at once on a server that does not say how many it allows. Not unlimited:
+/// gesftpserver (Debian's 2~ds-1) hands out its 129th slot again and again, so that files
+/// opened past 128 at once get each other's handles and their reads fail.
+const UNSTATED_HANDLE_LIMIT: u64 = 64;
+
 /// The write loop reports progress to the idle timeout after each piece of this size.
 const WRITE_PIECE: usize = 256 * 1024;
 
@@ -92,6 +103,8 @@ struct Shared {
     read_size: AtomicU32,
     write_size: AtomicU32,
     max_open_handles: AtomicU64,
+    /// Handles that may be open at once, from the server's limits; made when first asked.
+    handle_budget: std::sync::OnceLock<Arc<Semaphore>>,
     description: String,
     stderr: StderrLog,
     child: Mutex<Option<Child>>,
@@ -113,6 +126,14 @@ struct WireCounters {
 #[derive(Clone)]
 pub struct SftpClient {
     shared: Arc<Shared>,
+}
+
+/// Room for handles among those a server allows open at once; given back when dropped.
+/// Empty when waiting for room took too long.
+#[must_use = "the room is given back when this is dropped"]
+#[derive(Debug, Default)]
+pub struct HandleRoom {
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A request that has been sent; await it for the reply.
@@ -389,6 +410,7 @@ impl SftpClient {
             read_size: AtomicU32::new(FALLBACK_IO_SIZE),
             write_size: AtomicU32::new(FALLBACK_IO_SIZE),
             max_open_handles: AtomicU64::new(0),
+            handle_budget: std::sync::OnceLock::new(),
             description,
             stderr,
             child: Mutex::new(child),
@@ -453,6 +475,46 @@ impl SftpClient {
     /// Largest WRITE payload we send.
     pub fn write_size(&self) -> u32 {
         self.shared.write_size.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more handles may be open on this channel, as many as the server says
+    /// it allows (`limits@openssh.com`) or a moderate number where it does not; hold the room
+    /// while they are open. Gives up
+    /// waiting after a while and returns no room, so that opens nested in one task cannot
+    /// wait for each other forever.
+    pub async fn room_for_handles(&self, n: u32) -> HandleRoom {
+        self.limits_known().await;
+        let budget = self.handle_budget();
+        match tokio::time::timeout(HANDLE_WAIT, budget.acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => HandleRoom {
+                _permit: Some(permit),
+            },
+            _ => HandleRoom { _permit: None },
+        }
+    }
+
+    /// Room for `n` handles if there is some now; `None` when the server's limit is reached.
+    pub fn try_room_for_handles(&self, n: u32) -> Option<HandleRoom> {
+        if !*self.shared.limits_known.borrow() {
+            return Some(HandleRoom { _permit: None });
+        }
+        self.handle_budget()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| HandleRoom { _permit: Some(p) })
+    }
+
+    fn handle_budget(&self) -> Arc<Semaphore> {
+        self.shared
+            .handle_budget
+            .get_or_init(|| {
+                let max = self.max_open_handles().unwrap_or(UNSTATED_HANDLE_LIMIT);
+                let room = max
+                    .saturating_sub(HANDLES_SPARE)
+                    .clamp(1, u64::from(u32::MAX >> 4));
+                Arc::new(Semaphore::new(room as usize))
+            })
+            .clone()
     }
 
     pub fn max_open_handles(&self) -> Option<u64> {

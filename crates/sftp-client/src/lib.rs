@@ -7,7 +7,7 @@ mod client;
 mod error;
 mod transport;
 
-pub use client::{ClientConfig, Handle, PendingReply, SftpClient};
+pub use client::{ClientConfig, Handle, HandleRoom, PendingReply, SftpClient};
 pub use error::SftpError;
 pub use sftp_proto::{
     encode_init, ext, packet_type, Attrs, ClientExtensions, FileKind, Limits, NameEntry, OpenFlags,

@@ -7,11 +7,12 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sftp_client::{
-    Attrs, FileKind, Handle, OpenFlags, PendingReply, Request, SftpClient, SftpError, StatusCode,
+    Attrs, FileKind, Handle, HandleRoom, OpenFlags, PendingReply, Request, SftpClient, SftpError,
+    StatusCode,
 };
 
 use crate::mtime::{fits_wire, wire_mtime};
-use crate::path::RelPath;
+use crate::path::{file_name, join, parent, RelPath};
 use crate::tree::{
     Anchor, BlockHashes, DirEntry, ErrorKind, FileReader, FileWriter, HashAlgorithm, HashRange,
     Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult,
@@ -46,7 +47,31 @@ pub struct ServerQuirks {
     check_file: AtomicU8,
     /// A relative symlink target came back absolute and could not be restored; warned once.
     warned_absolute_links: AtomicBool,
+    /// The server lists files without modification times: nothing to compare them by but
+    /// size. Warned once.
+    listed_without_mtimes: AtomicBool,
+    /// Whether copy-data, where announced, works: one of the `COPY_DATA_*` values.
+    copy_data: AtomicU8,
+    /// Whether hard links made here are real: one of the `HARD_LINKS_*` values.
+    hard_links: AtomicU8,
+    /// The server keeps its own permissions whatever SETSTAT asks (read back once); warned.
+    warned_mode_ignored: AtomicBool,
+    /// Whether the server takes WRITEs only at the end of what was written so far (found by
+    /// a probe the first time it matters): then no file is written out of order, through
+    /// several handles, or in place. Warned once.
+    writes_in_order_only: tokio::sync::OnceCell<bool>,
 }
+
+// 0: not known yet.
+const COPY_DATA_WORKS: u8 = 1;
+/// Announced, but refused when asked: ranges are not copied on this server.
+const COPY_DATA_REFUSED: u8 = 2;
+
+// 0: not known yet.
+/// One link was seen to exist after the server said it made it.
+const HARD_LINKS_WORK: u8 = 1;
+/// No hard links here (not offered, or answered OK without linking): names are copies.
+const HARD_LINKS_COPIED: u8 = 2;
 
 const CHECK_FILE_UNKNOWN: u8 = 0;
 const CHECK_FILE_WORKS: u8 = 1;
@@ -91,6 +116,21 @@ impl ServerQuirks {
     pub fn keeps_times(&self) -> bool {
         !self.setstat_refused.load(Ordering::Relaxed)
             && !self.setstat_ignored.load(Ordering::Relaxed)
+            && !self.listed_without_mtimes.load(Ordering::Relaxed)
+    }
+
+    /// Notes a regular file listed without its mtime, which would otherwise look like one
+    /// from 1970 and be sent again on every run.
+    fn check_listed(&self, a: &Attrs, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if a.atime_mtime.is_none()
+            && a.kind() == FileKind::Regular
+            && !self.listed_without_mtimes.swap(true, Ordering::Relaxed)
+        {
+            warn(format!(
+                "{server} lists files without modification times: files there are compared by \
+                 size for the rest of this run; use --size-only on this server"
+            ));
+        }
     }
 
     fn note_refused(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
@@ -122,6 +162,15 @@ impl ServerQuirks {
                 "{server} reads relative symlink targets back as absolute paths, and some \
                  (with . or ..) cannot be restored: those links are copied as the server \
                  shows them"
+            ));
+        }
+    }
+
+    fn note_mode_ignored(&self, server: &str, warn: &(dyn Fn(String) + Send + Sync)) {
+        if !self.warned_mode_ignored.swap(true, Ordering::Relaxed) {
+            warn(format!(
+                "{server} accepts but does not apply permissions: files keep the server's own \
+                 modes there"
             ));
         }
     }
@@ -281,6 +330,7 @@ impl SftpTree {
             warnings: self.warnings.clone(),
             base,
             in_place: false,
+            rewrite: None,
         })
     }
 
@@ -298,6 +348,180 @@ impl SftpTree {
     pub fn atomic_replace_only(mut self, only: bool) -> SftpTree {
         self.atomic_replace_only = only;
         self
+    }
+
+    /// Whether this server takes WRITEs only at the end of what was written so far; found
+    /// out, near `path`, the first time it matters, and said once.
+    async fn writes_in_order_only(&self, path: &RelPath) -> bool {
+        *self
+            .quirks
+            .writes_in_order_only
+            .get_or_init(|| async {
+                let in_order = self.probe_write_order(path).await;
+                if in_order {
+                    (self.warnings)(format!(
+                        "{} takes writes only in order: big files go through one channel, and \
+                         files are never changed in place there (--inplace, --append and \
+                         resumed partial files rewrite the whole file through a temp file)",
+                        self.describe
+                    ));
+                }
+                in_order
+            })
+            .await
+    }
+
+    /// Writes one byte at offset 1 of a new file before anything at 0: a POSIX file gets a
+    /// hole, rclone's VFS refuses the write (after waiting a second for the missing bytes).
+    /// One that takes the write without making the file 2 bytes long ignored the offset.
+    async fn probe_write_order(&self, near: &RelPath) -> bool {
+        let name = format!(".sftpsync-write-probe.{}", std::process::id());
+        let full = self.full(&join(parent(near), name.as_bytes()));
+        let client = self.client();
+        let attrs = Attrs {
+            permissions: Some(0o600),
+            ..Default::default()
+        };
+        let flags = OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::TRUNC;
+        let _room = client.room_for_handles(1).await;
+        // A directory we cannot write to says nothing; the real write will fail there anyway.
+        let Ok(h) = client.open(&full, flags, &attrs).await else {
+            return false;
+        };
+        let wrote = client.write(&h, 1, b"?").await;
+        let size = client.fstat(&h).await.ok().and_then(|a| a.size);
+        let _ = client.close(&h).await;
+        let _ = client.remove(&full).await;
+        wrote.is_err() || size != Some(2)
+    }
+
+    /// Where writes go only in order: a writer that builds the new version of `path` in a
+    /// temp file beside it and renames it over `path` at the end. Its first `keep` bytes, and
+    /// every range the writer passes over, are read from the old version.
+    async fn rewrite_writer(
+        &self,
+        path: &RelPath,
+        mode: Option<u32>,
+        keep: u64,
+    ) -> TreeResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let client = self.client();
+        let room = client.room_for_handles(2).await;
+        let old = match client.open(&full, OpenFlags::READ, &Attrs::default()).await {
+            Ok(h) => Some(h),
+            Err(e) if e.is_not_found() && keep == 0 => None,
+            Err(e) => return Err(sftp_error("open", path, e)),
+        };
+        let mode = match (mode, &old) {
+            (Some(m), _) => m,
+            (None, Some(h)) => client
+                .fstat(h)
+                .await
+                .ok()
+                .and_then(|a| a.permissions)
+                .unwrap_or(0o600),
+            (None, None) => 0o600,
+        };
+        let mut name = b".".to_vec();
+        name.extend_from_slice(&file_name(path)[..file_name(path).len().min(200)]);
+        name.extend_from_slice(format!(".sftpsync-rewrite.{}", std::process::id()).as_bytes());
+        let temp = self.full(&join(parent(path), &name));
+        let attrs = Attrs {
+            permissions: Some(mode & 0o777),
+            ..Default::default()
+        };
+        let flags = OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::TRUNC;
+        let handle = match client.open(&temp, flags, &attrs).await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(h) = &old {
+                    let _ = client.close(h).await;
+                }
+                return Err(sftp_error("create", path, e));
+            }
+        };
+        let mut writer = self.sftp_writer(
+            path,
+            temp,
+            vec![WriteHandle::new(client, handle, room)],
+            0,
+            None,
+        );
+        writer.rewrite = Some(Rewrite { old, target: full });
+        if keep > 0 {
+            if let Err(e) = writer.skip(keep).await {
+                writer.abandon().await;
+                return Err(e);
+            }
+        }
+        Ok(writer)
+    }
+
+    /// Makes `to` a copy of `from`, contents, permissions and mtime: what a hard link becomes
+    /// where the server cannot make one. Server-side with copy-data, else read and written
+    /// back.
+    async fn copy_within(&self, from: &RelPath, to: &RelPath) -> TreeResult<()> {
+        let attrs = self
+            .client()
+            .stat(&self.full(from))
+            .await
+            .map_err(|e| sftp_error("stat", from, e))?;
+        let size = attrs.size.unwrap_or(0);
+        let meta = SetMeta {
+            mode: attrs.permissions.map(|p| p & 0o7777),
+            mtime: attrs.mtime().map(i64::from),
+            ..Default::default()
+        };
+        let mode = meta.mode.unwrap_or(0o600) & 0o777;
+        if self.copies_ranges() {
+            match self.create_file_based_on(to, mode, from).await {
+                Ok(mut w) => {
+                    if let Err(e) = w.copy_from_base(0, size).await {
+                        w.abandon().await;
+                        return Err(e);
+                    }
+                    return w.finish(&meta).await;
+                }
+                // Refused after all (and now known): the bytes go by way of this end.
+                Err(e) if e.kind == ErrorKind::Unsupported => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut r = self.open_read(from, 0, size).await?;
+        let mut w = self.create_file(to, mode, size).await?;
+        let copied = async {
+            while let Some(chunk) = r.next_chunk().await? {
+                w.write(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = r.close().await;
+        match copied {
+            Ok(()) => w.finish(&meta).await,
+            Err(e) => {
+                w.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// READLINK said there is no such file: either the link went away, or the server cannot
+    /// read the target of a link it lists (asyncssh's chroot resolves relative targets
+    /// against its own working directory and loses those that land outside the chroot).
+    /// Only the first is a vanished file.
+    async fn unreadable_link(&self, path: &RelPath, full: &[u8], e: SftpError) -> TreeError {
+        let mut err = sftp_error("readlink", path, e);
+        if let Ok(a) = self.client().lstat(full).await {
+            if a.kind() == FileKind::Symlink {
+                err.kind = ErrorKind::Other;
+                err.cause = format!(
+                    "{}; the server lists this symlink but will not say where it points",
+                    err.cause
+                );
+            }
+        }
+        err
     }
 
     /// The channel for the next piece of work, round robin.
@@ -387,6 +611,19 @@ fn full_path(base: &[u8], rel: &[u8]) -> Vec<u8> {
             p
         }
     }
+}
+
+/// Renames `from` over `to`: atomically with posix-rename, else by removing `to` first.
+async fn replace_file(client: &SftpClient, from: &[u8], to: &[u8]) -> Result<(), SftpError> {
+    if client.extensions().posix_rename {
+        return client.posix_rename(from, to).await;
+    }
+    match client.remove(to).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    client.rename(from, to).await
 }
 
 /// Another tree's root on the same session, for `rename_replace_from`.
@@ -494,7 +731,11 @@ impl Tree for SftpTree {
 
     async fn lstat(&self, path: &RelPath) -> TreeResult<Option<Meta>> {
         match self.client().lstat(&self.full(path)).await {
-            Ok(a) => Ok(Some(meta_from_attrs(&a))),
+            Ok(a) => {
+                self.quirks
+                    .check_listed(&a, &self.describe, &*self.warnings);
+                Ok(Some(meta_from_attrs(&a)))
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(sftp_error("lstat", path, e)),
         }
@@ -509,11 +750,11 @@ impl Tree for SftpTree {
     }
 
     async fn read_dir(&self, path: &RelPath) -> TreeResult<Vec<DirEntry>> {
-        let names = self
-            .client()
-            .read_dir(&self.full(path))
-            .await
-            .map_err(|e| sftp_error("opendir", path, e))?;
+        let client = self.client();
+        let room = client.room_for_handles(1).await;
+        let names = client.read_dir(&self.full(path)).await;
+        drop(room);
+        let names = names.map_err(|e| sftp_error("opendir", path, e))?;
         Ok(names
             .into_iter()
             // The usual `.` and `..` entries are skipped; a `.` or `..` listed as anything but
@@ -522,9 +763,13 @@ impl Tree for SftpTree {
                 !((n.filename == b"." || n.filename == b"..")
                     && matches!(n.attrs.kind(), FileKind::Directory | FileKind::Unknown))
             })
-            .map(|n| DirEntry {
-                meta: meta_from_attrs(&n.attrs),
-                name: n.filename,
+            .map(|n| {
+                self.quirks
+                    .check_listed(&n.attrs, &self.describe, &*self.warnings);
+                DirEntry {
+                    meta: meta_from_attrs(&n.attrs),
+                    name: n.filename,
+                }
             })
             .collect())
     }
@@ -532,10 +777,11 @@ impl Tree for SftpTree {
     async fn read_link(&self, path: &RelPath, listed_size: Option<u64>) -> TreeResult<Vec<u8>> {
         let client = self.client();
         let full = self.full(path);
-        let target = client
-            .readlink(&full)
-            .await
-            .map_err(|e| sftp_error("readlink", path, e))?;
+        let target = match client.readlink(&full).await {
+            Ok(target) => target,
+            Err(e) if e.is_not_found() => return Err(self.unreadable_link(path, &full, e).await),
+            Err(e) => return Err(sftp_error("readlink", path, e)),
+        };
         // ProFTPD answers a relative target with the absolute path it leads to. The link's
         // size in its listing is the length of what it holds, which tells such an answer from
         // a real one. (Not LSTAT's: ProFTPD's follows the link.)
@@ -568,20 +814,29 @@ impl Tree for SftpTree {
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileReader>> {
         let full = self.full(path);
-        let open = |c: SftpClient| {
+        let open = |(c, room): (SftpClient, HandleRoom)| {
             let full = full.clone();
             async move {
                 let h = c.open(&full, OpenFlags::READ, &Attrs::default()).await?;
-                Ok::<_, SftpError>((c, h))
+                Ok::<_, SftpError>((c, h, room))
             }
         };
-        let channels = self
+        let mut channels = self
             .channels_for(expected_size.saturating_sub(offset))
-            .await;
-        let mut handles = Vec::with_capacity(channels.len());
-        for r in futures::future::join_all(channels.into_iter().map(open)).await {
+            .await
+            .into_iter();
+        let first = channels.next().expect("at least one channel");
+        let room = first.room_for_handles(1).await;
+        // The other channels help only where they have a handle to spare right now.
+        let with_room = std::iter::once((first, room))
+            .chain(channels.filter_map(|c| c.try_room_for_handles(1).map(|room| (c, room))));
+        let (mut handles, mut rooms) = (Vec::new(), Vec::new());
+        for r in futures::future::join_all(with_room.map(open)).await {
             match r {
-                Ok(h) => handles.push(h),
+                Ok((c, h, room)) => {
+                    handles.push((c, h));
+                    rooms.push(room);
+                }
                 // A big file read through fewer channels is still read.
                 Err(e) if handles.is_empty() => {
                     return Err(sftp_error("open", path, e));
@@ -592,6 +847,7 @@ impl Tree for SftpTree {
         let read_size = handles[0].0.read_size();
         Ok(Box::new(SftpReader {
             handles,
+            _rooms: rooms,
             path: path.clone(),
             expected: expected_size,
             read_size,
@@ -613,8 +869,13 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         let full = self.full(path);
-        let mut channels = self.channels_for(expected_size).await.into_iter();
+        let mut channels = self.channels_for(expected_size).await;
+        if channels.len() > 1 && self.writes_in_order_only(path).await {
+            channels.truncate(1);
+        }
+        let mut channels = channels.into_iter();
         let first = channels.next().expect("at least one channel");
+        let room = first.room_for_handles(1).await;
         let handle = first
             .open(
                 &full,
@@ -623,14 +884,16 @@ impl Tree for SftpTree {
             )
             .await
             .map_err(|e| sftp_error("create", path, e))?;
-        let mut handles = vec![WriteHandle::new(first, handle)];
-        let extra = channels.map(|c| {
-            let full = full.clone();
-            async move {
-                let h = c.open(&full, OpenFlags::WRITE, &Attrs::default()).await?;
-                Ok::<_, SftpError>(WriteHandle::new(c, h))
-            }
-        });
+        let mut handles = vec![WriteHandle::new(first, handle, room)];
+        let extra = channels
+            .filter_map(|c| c.try_room_for_handles(1).map(|room| (c, room)))
+            .map(|(c, room)| {
+                let full = full.clone();
+                async move {
+                    let h = c.open(&full, OpenFlags::WRITE, &Attrs::default()).await?;
+                    Ok::<_, SftpError>(WriteHandle::new(c, h, room))
+                }
+            });
         // A channel that cannot open the file just takes no part in writing it.
         handles.extend(
             futures::future::join_all(extra)
@@ -655,6 +918,7 @@ impl Tree for SftpTree {
             ..Default::default()
         };
         let (base_full, no_attrs) = (self.full(base), Attrs::default());
+        let room = client.room_for_handles(2).await;
         let (base_handle, handle) = futures::join!(
             client.open(&base_full, OpenFlags::READ, &no_attrs),
             client.open(
@@ -677,12 +941,43 @@ impl Tree for SftpTree {
                 return Err(sftp_error("create", path, e));
             }
         };
-        let handles = vec![WriteHandle::new(client, handle)];
+        let state = &self.quirks.copy_data;
+        if state.load(Ordering::Relaxed) != COPY_DATA_WORKS {
+            // Some servers announce copy-data and refuse it. One byte copied to where the new
+            // file starts, and is written again, tells before anything depends on it.
+            match client.copy_data(&base_handle, 0, 1, &handle, 0).await {
+                Ok(()) => state.store(COPY_DATA_WORKS, Ordering::Relaxed),
+                Err(e) => {
+                    let _ = client.close(&base_handle).await;
+                    let _ = client.close(&handle).await;
+                    let _ = client.remove(&full).await;
+                    if e.is_connection_error() {
+                        return Err(sftp_error("copy-data", path, e));
+                    }
+                    if state.swap(COPY_DATA_REFUSED, Ordering::Relaxed) != COPY_DATA_REFUSED {
+                        (self.warnings)(format!(
+                            "{} announces copy-data but refuses it ({e}): changed files are \
+                             sent whole",
+                            self.describe
+                        ));
+                    }
+                    return Err(TreeError {
+                        op: "copy-data",
+                        side: Side::Remote,
+                        path: path.clone(),
+                        cause: e.to_string(),
+                        kind: ErrorKind::Unsupported,
+                    });
+                }
+            }
+        }
+        let handles = vec![WriteHandle::new(client, handle, room)];
         Ok(self.writer(path, full, handles, 0, Some(base_handle)))
     }
 
     fn copies_ranges(&self) -> bool {
         self.pool.first().extensions().copy_data
+            && self.quirks.copy_data.load(Ordering::Relaxed) != COPY_DATA_REFUSED
     }
 
     async fn reopen_for_append(
@@ -690,8 +985,12 @@ impl Tree for SftpTree {
         path: &RelPath,
         offset: u64,
     ) -> TreeResult<Box<dyn FileWriter>> {
+        if self.writes_in_order_only(path).await {
+            return self.rewrite_writer(path, None, offset).await;
+        }
         let full = self.full(path);
         let client = self.client();
+        let room = client.room_for_handles(1).await;
         let handle = client
             .open(&full, OpenFlags::WRITE, &Attrs::default())
             .await
@@ -711,22 +1010,26 @@ impl Tree for SftpTree {
                 return Err(sftp_error("truncate", path, e));
             }
         }
-        let handles = vec![WriteHandle::new(client, handle)];
+        let handles = vec![WriteHandle::new(client, handle, room)];
         Ok(self.writer(path, full, handles, offset, None))
     }
 
     async fn open_in_place(&self, path: &RelPath, mode: u32) -> TreeResult<Box<dyn FileWriter>> {
+        if self.writes_in_order_only(path).await {
+            return self.rewrite_writer(path, Some(mode), 0).await;
+        }
         let full = self.full(path);
         let client = self.client();
         let attrs = Attrs {
             permissions: Some(mode & 0o777),
             ..Default::default()
         };
+        let room = client.room_for_handles(1).await;
         let handle = client
             .open(&full, OpenFlags::WRITE | OpenFlags::CREAT, &attrs)
             .await
             .map_err(|e| sftp_error("open", path, e))?;
-        let handles = vec![WriteHandle::new(client, handle)];
+        let handles = vec![WriteHandle::new(client, handle, room)];
         let mut writer = self.sftp_writer(path, full, handles, 0, None);
         writer.in_place = true;
         Ok(writer)
@@ -798,6 +1101,7 @@ impl Tree for SftpTree {
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
         let client = self.client();
+        let _room = client.room_for_handles(1).await;
         let handle = client
             .open(&self.full(path), OpenFlags::READ, &Attrs::default())
             .await
@@ -838,10 +1142,43 @@ impl Tree for SftpTree {
     }
 
     async fn hard_link(&self, existing: &RelPath, new: &RelPath) -> TreeResult<()> {
-        self.client()
-            .hardlink(&self.full(existing), &self.full(new))
-            .await
-            .map_err(|e| sftp_error("link", new, e))
+        let state = &self.quirks.hard_links;
+        let offered = self.pool.first().extensions().hardlink;
+        if offered && state.load(Ordering::Relaxed) != HARD_LINKS_COPIED {
+            let new_full = self.full(new);
+            self.client()
+                .hardlink(&self.full(existing), &new_full)
+                .await
+                .map_err(|e| sftp_error("link", new, e))?;
+            if state.load(Ordering::Relaxed) == HARD_LINKS_WORK {
+                return Ok(());
+            }
+            // rclone answers OK and links nothing: the first link is looked for.
+            match self.client().lstat(&new_full).await {
+                Ok(_) => {
+                    state.store(HARD_LINKS_WORK, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.is_not_found() => {
+                    if state.swap(HARD_LINKS_COPIED, Ordering::Relaxed) != HARD_LINKS_COPIED {
+                        (self.warnings)(format!(
+                            "{} answers hard-link requests with OK but makes no link: linked \
+                             files are stored there as separate copies",
+                            self.describe
+                        ));
+                    }
+                }
+                Err(e) => return Err(sftp_error("link", new, e)),
+            }
+        } else if !offered && state.swap(HARD_LINKS_COPIED, Ordering::Relaxed) != HARD_LINKS_COPIED
+        {
+            (self.warnings)(format!(
+                "{} offers no hard links (hardlink@openssh.com): linked files are stored there \
+                 as separate copies",
+                self.describe
+            ));
+        }
+        self.copy_within(existing, new).await
     }
 
     async fn remove_file(&self, path: &RelPath) -> TreeResult<()> {
@@ -978,6 +1315,8 @@ impl Tree for SftpTree {
 struct SftpReader {
     /// One handle per channel taking part; the first is the file's home.
     handles: Vec<(SftpClient, Handle)>,
+    /// Room for those handles among what the server allows.
+    _rooms: Vec<HandleRoom>,
     path: RelPath,
     /// Size from the listing: reads are planned to end exactly there, and one more read
     /// checks that the file really ends there.
@@ -1077,14 +1416,18 @@ struct WriteHandle {
     client: SftpClient,
     handle: Handle,
     in_flight: VecDeque<PendingReply>,
+    /// Room for this handle (and the old version's, where one is open beside it) among
+    /// those the server allows.
+    _room: HandleRoom,
 }
 
 impl WriteHandle {
-    fn new(client: SftpClient, handle: Handle) -> WriteHandle {
+    fn new(client: SftpClient, handle: Handle, room: HandleRoom) -> WriteHandle {
         WriteHandle {
             client,
             handle,
             in_flight: VecDeque::new(),
+            _room: room,
         }
     }
 
@@ -1143,6 +1486,12 @@ impl SftpWriter {
             }
         }
         let mut home = self.handles.pop().expect("the home handle");
+        let rewrite = self.rewrite.take();
+        if let Some(Rewrite { old: Some(old), .. }) = &rewrite {
+            let _ = home
+                .send(&Request::Close { handle: &old.0 }, "close", &path)
+                .await;
+        }
         if let Some(base) = self.base.take() {
             // After every copy-data on this channel, since the server takes requests in order.
             let _ = home
@@ -1229,7 +1578,7 @@ impl SftpWriter {
                 let reply = home
                     .send(&Request::Fstat { handle: &handle }, "fstat", &path)
                     .await?;
-                Some((reply, mtime))
+                Some((reply, mtime, meta.mode))
             }
             _ => None,
         };
@@ -1260,7 +1609,7 @@ impl SftpWriter {
         };
         let closed = close.ok().await.map_err(|e| sftp_error("close", &path, e));
         let read_back = match read_back {
-            Some((reply, mtime)) => Some((reply.response().await, mtime)),
+            Some((reply, mtime, mode)) => Some((reply.response().await, mtime, mode)),
             None => None,
         };
         written?;
@@ -1276,10 +1625,17 @@ impl SftpWriter {
         };
         match set {
             Ok(()) => {
-                if let Some((Ok(sftp_proto::Response::Attrs(a)), mtime)) = read_back {
+                if let Some((Ok(sftp_proto::Response::Attrs(a)), mtime, mode)) = read_back {
                     // Compared as sent: a clamped time is not the server ignoring it.
                     if a.atime_mtime.is_some_and(|(_, m)| m != wire_mtime(mtime)) {
                         self.quirks.note_ignored(&self.server, &*self.warnings);
+                    }
+                    // Only the permission bits: servers may well drop setuid and the like.
+                    let kept = |p: u32| p & 0o777;
+                    if let (Some(want), Some(got)) = (mode, a.permissions) {
+                        if kept(want) != kept(got) {
+                            self.quirks.note_mode_ignored(&self.server, &*self.warnings);
+                        }
                     }
                 }
             }
@@ -1290,7 +1646,64 @@ impl SftpWriter {
             Err(e) => return Err(sftp_error("fsetstat", &path, e)),
         }
         synced?;
-        closed
+        closed?;
+        match rewrite {
+            Some(r) => replace_file(&home.client, &self.full, &r.target)
+                .await
+                .map_err(|e| sftp_error("rename", &path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the next `len` bytes as the old version has them at the same offset.
+    async fn copy_from_old(&mut self, len: u64) -> TreeResult<()> {
+        let Some(old) = self.rewrite.as_ref().and_then(|r| r.old.clone()) else {
+            return Err(self.unsupported("seek", "there is no old version to keep bytes of"));
+        };
+        let client = self.home.clone();
+        let step = u64::from(client.read_size());
+        let mut at = self.offset + self.pending.len() as u64;
+        let end = at + len;
+        while at < end {
+            // A few reads in flight: one round trip each would crawl.
+            let mut reads = Vec::new();
+            let mut next = at;
+            while next < end && reads.len() < READ_AHEAD {
+                let n = (end - next).min(step);
+                let p = client
+                    .send_read(&old, next, n as u32)
+                    .await
+                    .map_err(|e| sftp_error("read", &self.path, e))?;
+                reads.push((next, p));
+                next += n;
+            }
+            for (offset, p) in reads {
+                if offset != at {
+                    // A short read came before: the rest is asked for again from `at`.
+                    break;
+                }
+                match p
+                    .data()
+                    .await
+                    .map_err(|e| sftp_error("read", &self.path, e))?
+                {
+                    Some(d) if !d.is_empty() => {
+                        at += d.len() as u64;
+                        self.write(d).await?;
+                    }
+                    _ => {
+                        return Err(TreeError {
+                            op: "read",
+                            side: Side::Remote,
+                            path: self.path.clone(),
+                            cause: format!("the old version ends at {at}, before {end}"),
+                            kind: ErrorKind::Other,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn unsupported(&self, op: &'static str, cause: &str) -> TreeError {
@@ -1349,6 +1762,16 @@ struct SftpWriter {
     base: Option<Handle>,
     /// Rewritten in place (`open_in_place`): cut to where the writing ended at `finish`.
     in_place: bool,
+    /// Written to a temp file in place of the target, for a server that takes writes only
+    /// in order (`SftpTree::rewrite_writer`).
+    rewrite: Option<Rewrite>,
+}
+
+struct Rewrite {
+    /// The old version, on the home channel, where skipped ranges are read from.
+    old: Option<Handle>,
+    /// The file the temp file replaces at the end.
+    target: Vec<u8>,
 }
 
 #[async_trait]
@@ -1368,6 +1791,9 @@ impl FileWriter for SftpWriter {
     }
 
     async fn skip(&mut self, len: u64) -> TreeResult<()> {
+        if self.rewrite.is_some() {
+            return self.copy_from_old(len).await;
+        }
         if !self.in_place {
             return Err(self.unsupported("seek", "this file is not being rewritten in place"));
         }
@@ -1405,13 +1831,22 @@ impl FileWriter for SftpWriter {
 
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         let (home, full) = (self.home.clone(), self.full.clone());
+        let temp = self.rewrite.is_some();
         match self.complete(meta).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(SftpWriter::explain(&home, &full, e).await),
+            Err(e) => {
+                if temp {
+                    let _ = home.remove(&full).await;
+                }
+                Err(SftpWriter::explain(&home, &full, e).await)
+            }
         }
     }
 
     async fn abandon(self: Box<Self>) {
+        if let Some(Rewrite { old: Some(old), .. }) = &self.rewrite {
+            let _ = self.home.close(old).await;
+        }
         if let (Some(base), Some(h)) = (&self.base, self.handles.first()) {
             let _ = h
                 .send(&Request::Close { handle: &base.0 }, "close", &self.path)
@@ -1427,6 +1862,10 @@ impl FileWriter for SftpWriter {
                     &self.path,
                 )
                 .await;
+        }
+        if self.rewrite.is_some() {
+            // After the closes, which the server takes first on this channel.
+            let _ = self.home.remove(&self.full).await;
         }
     }
 }
@@ -1523,6 +1962,32 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(dest_dir.path().join("g")).unwrap(), b"");
         assert!(!part_dir.path().join("f").exists());
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_keeps_the_old_bytes_it_passes_over_and_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let old: Vec<u8> = (0..500_000u32).map(|i| (i % 241) as u8).collect();
+        std::fs::write(dir.path().join("f"), &old).unwrap();
+        let tree = tree_over_pipes(dir.path()).await;
+        let mut w = tree
+            .rewrite_writer(&b"f".to_vec(), None, 100_000)
+            .await
+            .unwrap();
+        w.write(Bytes::from(vec![1u8; 50_000])).await.unwrap();
+        w.skip(200_000).await.unwrap();
+        w.write(Bytes::from_static(b"end")).await.unwrap();
+        // Nothing shows at the file's name until the new version is complete.
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), old);
+        w.finish(&SetMeta::default()).await.unwrap();
+
+        let mut want = old[..100_000].to_vec();
+        want.extend_from_slice(&[1u8; 50_000]);
+        want.extend_from_slice(&old[150_000..350_000]);
+        want.extend_from_slice(b"end");
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), want);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "the temp file is gone");
     }
 
     #[tokio::test]

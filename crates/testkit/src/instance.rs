@@ -9,7 +9,7 @@
 //! starts a thread that reaps orphaned server processes (see `start_orphan_reaper` for why).
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -32,7 +32,8 @@ pub const INSTANCE_ROOT: &str = "/srv/sftpsync-test";
 pub(crate) const HOME: &str = "/data";
 
 pub(crate) const HOST: &str = "127.0.0.1";
-const NOLOGIN: &str = "/usr/sbin/nologin";
+/// The test user's login shell.
+pub(crate) const NOLOGIN: &str = "/usr/sbin/nologin";
 const PORT_ATTEMPTS: usize = 8;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Command names of server processes, the only orphans the reaper may collect.
@@ -311,6 +312,22 @@ impl Setup {
         fs::create_dir(path)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
         chown(path, Some(self.uid), Some(self.gid))
+    }
+
+    /// Writes `authorized_keys` (OpenSSH format) with the client key, world-readable (servers
+    /// read it as the test user) but root-owned, so the user cannot add keys of its own.
+    pub(crate) fn authorized_keys(&self) -> io::Result<PathBuf> {
+        let path = self.dir.join("authorized_keys");
+        let key = public_key(&self.client_key.with_extension("pub"))?;
+        fs::write(&path, format!("{key}\n"))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        Ok(path)
+    }
+
+    /// The host key, handed to the test user for servers that run as that user.
+    pub(crate) fn host_key_for_user(&self) -> io::Result<PathBuf> {
+        chown(&self.host_key, Some(self.uid), Some(self.gid))?;
+        Ok(self.host_key.clone())
     }
 
     /// Starts the server on a free port, retrying with another port when the port was taken
@@ -803,6 +820,11 @@ fn banner_ok(addr: &SocketAddr, banner: &[u8]) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    // Both sides may speak first in SSH, and some servers (Go's x/crypto/ssh, as in rclone)
+    // wait for the client's identification before sending theirs.
+    if stream.write_all(b"SSH-2.0-testkit-probe\r\n").is_err() {
+        return false;
+    }
     let mut buf = vec![0u8; banner.len()];
     stream.read_exact(&mut buf).is_ok() && buf == banner
 }

@@ -1,5 +1,5 @@
-//! Test support for sftpsync: throwaway SFTP servers (a chrooted SFTP-only OpenSSH sshd and
-//! ProFTPD's mod_sftp), the local sftp-server for the pipe tier, builders for test trees, local
+//! Test support for sftpsync: throwaway SFTP servers (a chrooted SFTP-only OpenSSH sshd,
+//! ProFTPD's mod_sftp, gesftpserver behind sshd, `rclone serve sftp` and asyncssh), the local sftp-server for the pipe tier, builders for test trees, local
 //! rsync as the oracle that judges results, and a TCP proxy that breaks connections on purpose.
 //!
 //! Everything here is test fixture code: setup helpers panic with a message saying what failed
@@ -10,14 +10,20 @@ use std::io;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub mod asyncssh;
+pub mod compat;
+pub mod gesftpserver;
 mod instance;
 pub mod oracle;
 pub mod prng;
 pub mod proftpd;
 pub mod proxy;
+pub mod rclone;
 pub mod server;
 pub mod tree;
 
+pub use asyncssh::AsyncsshServer;
+pub use gesftpserver::GesftpServer;
 pub use instance::TestServer;
 pub use oracle::{
     assert_trees_match, assert_trees_match_checksum, assert_trees_match_with, copy_tree,
@@ -26,6 +32,7 @@ pub use oracle::{
 pub use prng::XorShift;
 pub use proftpd::ProftpdServer;
 pub use proxy::{CutProxy, Fault, Flow};
+pub use rclone::RcloneServer;
 pub use server::{SftpOnlyServer, ShellServer, TEST_USER};
 pub use tree::{
     chown_tree, generate_mixed_tree, mutate_tree, set_mtime_nofollow, truncate_mtimes, TreeBuilder,

@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::instance::{
-    check_root, mkdir_root_0755, public_key, register_at_exit, stop_at_exit, Launch, Setup,
-    TestServer, HOME, HOST,
+    check_root, mkdir_root_0755, register_at_exit, stop_at_exit, Launch, Setup, TestServer, HOME,
+    HOST, NOLOGIN,
 };
 pub use crate::instance::{INSTANCE_ROOT, TEST_USER};
 
@@ -30,6 +30,8 @@ pub use crate::instance::{INSTANCE_ROOT, TEST_USER};
 pub const LOGIN_DIR: &str = HOME;
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// Copied into a chroot as the login shell: dash needs nothing but libc.
+const POSIX_SHELL: &str = "/bin/dash";
 
 /// A running sshd that accepts only `TEST_USER` with the generated client key and only for SFTP.
 ///
@@ -70,11 +72,13 @@ impl SftpOnlyServer {
 
     /// Like [`start`](Self::start) but reports failure instead of panicking.
     pub fn try_start() -> io::Result<SftpOnlyServer> {
-        let (server, chroot) = start_sshd(Access::SftpOnly)?;
-        Ok(SftpOnlyServer {
-            server,
-            chroot: chroot.expect("an SFTP-only server has a chroot"),
-        })
+        Self::try_start_with(Subsystem::Internal)
+    }
+
+    /// An sshd whose SFTP sessions are served by `subsystem`, chrooted either way.
+    pub(crate) fn try_start_with(subsystem: Subsystem) -> io::Result<SftpOnlyServer> {
+        let (server, chroot) = start_sshd(subsystem, Access::SftpOnly)?;
+        Ok(SftpOnlyServer { server, chroot })
     }
 
     /// The ChrootDirectory: what the client sees as `/`.
@@ -84,7 +88,7 @@ impl SftpOnlyServer {
 }
 
 /// An sshd with no restrictions beyond key logins: `root` gets a shell (the user of
-/// [`TestServer`] still gets SFTP only through its nologin shell). Stopped on drop.
+/// [`TestServer`] still gets SFTP only, through its nologin shell). Stopped on drop.
 #[derive(Debug)]
 pub struct ShellServer {
     server: TestServer,
@@ -101,7 +105,7 @@ impl Deref for ShellServer {
 impl ShellServer {
     /// Panics if it cannot start.
     pub fn start() -> ShellServer {
-        let (server, _) = start_sshd(Access::Shell)
+        let (server, _) = start_sshd(Subsystem::Internal, Access::Shell)
             .unwrap_or_else(|e| panic!("cannot start a full-shell sshd: {e}"));
         ShellServer { server }
     }
@@ -115,14 +119,14 @@ impl ShellServer {
 /// What an sshd lets its users do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
-    /// `TEST_USER` only, ForceCommand internal-sftp in a chroot.
+    /// `TEST_USER` only, its sessions forced to SFTP in a chroot.
     SftpOnly,
     /// `TEST_USER` and `root`, with whatever their shells allow.
     Shell,
 }
 
-/// Starts an sshd; returns it and, for SFTP only, its chroot.
-fn start_sshd(access: Access) -> io::Result<(TestServer, Option<PathBuf>)> {
+/// Starts an sshd; returns it and the chroot the SFTP-only user is kept in.
+fn start_sshd(subsystem: Subsystem, access: Access) -> io::Result<(TestServer, PathBuf)> {
     check_prerequisites()?;
     let setup = Setup::new()?;
     let dir = setup.dir.clone();
@@ -131,16 +135,11 @@ fn start_sshd(access: Access) -> io::Result<(TestServer, Option<PathBuf>)> {
     mkdir_root_0755(&chroot)?;
     let data = chroot.join(LOGIN_DIR.trim_start_matches('/'));
     setup.user_dir(&data)?;
-    let jail = (access == Access::SftpOnly).then(|| chroot.clone());
+    if let Subsystem::External(program) = subsystem {
+        populate_chroot(&chroot, program)?;
+    }
 
-    // sshd reads this file as the test user, so it must be world-readable; root ownership
-    // keeps the user from adding keys of its own.
-    let authorized_keys = dir.join("authorized_keys");
-    fs::write(
-        &authorized_keys,
-        format!("{}\n", public_key(&setup.client_key.with_extension("pub"))?),
-    )?;
-    fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))?;
+    let authorized_keys = setup.authorized_keys()?;
 
     let config = dir.join("sshd_config");
     let host_key = setup.host_key.clone();
@@ -153,8 +152,12 @@ fn start_sshd(access: Access) -> io::Result<(TestServer, Option<PathBuf>)> {
                 &dir,
                 &host_key,
                 &authorized_keys,
-                jail.as_deref(),
-                penalties,
+                &chroot,
+                Shape {
+                    penalties,
+                    subsystem,
+                    access,
+                },
             ),
         )?;
         let mut command = Command::new(SSHD);
@@ -164,7 +167,16 @@ fn start_sshd(access: Access) -> io::Result<(TestServer, Option<PathBuf>)> {
             ready_line: format!("Server listening on {HOST} port {port}"),
         })
     })?;
-    Ok((server, jail))
+    Ok((server, chroot))
+}
+
+/// What serves the SFTP subsystem.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subsystem {
+    /// sshd's own `internal-sftp`, forced on every session.
+    Internal,
+    /// A server program, copied into the chroot at the same path.
+    External(&'static str),
 }
 
 static SHARED: OnceLock<SftpOnlyServer> = OnceLock::new();
@@ -190,6 +202,55 @@ fn check_prerequisites() -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `program` runnable inside `chroot` for the test user: sshd starts every command of a
+/// session as `SHELL -c COMMAND`, SHELL being the user's login shell (nologin) looked up inside
+/// the chroot. So the chroot gets the program, a POSIX shell at the shell's path, and the
+/// shared libraries both load, each at its own path, root-owned.
+fn populate_chroot(chroot: &Path, program: &str) -> io::Result<()> {
+    let shell = Path::new(NOLOGIN);
+    let mut files = vec![
+        (PathBuf::from(program), PathBuf::from(program)),
+        (PathBuf::from(POSIX_SHELL), shell.to_path_buf()),
+    ];
+    for binary in [program, POSIX_SHELL] {
+        for lib in shared_libraries(Path::new(binary))? {
+            files.push((lib.clone(), lib));
+        }
+    }
+    for (from, to) in files {
+        let inside = chroot.join(to.strip_prefix("/").unwrap_or(&to));
+        let parent = inside.parent().expect("a file below the chroot");
+        fs::create_dir_all(parent)?;
+        let mut dir = parent;
+        while dir != chroot {
+            mkdir_root_0755(dir)?;
+            dir = dir.parent().expect("below the chroot");
+        }
+        if !inside.exists() {
+            fs::copy(&from, &inside).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("copy {} into the chroot: {e}", from.display()),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The shared libraries `binary` loads, dynamic loader included, as `ldd` lists them.
+fn shared_libraries(binary: &Path) -> io::Result<Vec<PathBuf>> {
+    let out = crate::run_checked(Command::new("ldd").arg(binary))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-... (0x...)"
+            let path = line.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
 /// PerSourcePenalties (OpenSSH 9.8+) would block 127.0.0.1 after tests that deliberately fail
 /// to authenticate or drop connections; older sshd rejects the keyword, so ask the version.
 fn supports_per_source_penalties() -> bool {
@@ -208,29 +269,52 @@ fn parse_openssh_version(text: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-/// With a `chroot`, SFTP only for `TEST_USER`; without, `root` may log in too.
+/// How an sshd is set up, beyond its paths.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Whether to turn off PerSourcePenalties (the sshd knows the keyword).
+    penalties: bool,
+    subsystem: Subsystem,
+    access: Access,
+}
+
 fn sshd_config(
     port: u16,
     dir: &Path,
     host_key: &Path,
     authorized_keys: &Path,
-    chroot: Option<&Path>,
-    penalties: bool,
+    chroot: &Path,
+    shape: Shape,
 ) -> String {
+    let Shape {
+        penalties,
+        subsystem,
+        access,
+    } = shape;
     let dir = dir.display();
+    // internal-sftp is forced so that no other command can run; an external server is started
+    // by sshd through the user's shell inside the chroot (see `populate_chroot`), and sessions
+    // start in the user's home, the login directory.
+    let (program, force) = match subsystem {
+        Subsystem::Internal => (
+            "internal-sftp",
+            format!("ForceCommand internal-sftp -d {LOGIN_DIR}"),
+        ),
+        Subsystem::External(program) => (program, format!("ForceCommand {program}")),
+    };
     let penalties = if penalties {
         "PerSourcePenalties no\n"
     } else {
         ""
     };
-    let (root_login, users, restrictions) = match chroot {
-        Some(chroot) => (
+    let (root_login, users, restrictions) = match access {
+        Access::SftpOnly => (
             "no",
             TEST_USER.to_string(),
             format!(
                 "\
 Match User {TEST_USER}
-    ForceCommand internal-sftp -d {LOGIN_DIR}
+    {force}
     ChrootDirectory {chroot}
     AllowTcpForwarding no
     AllowAgentForwarding no
@@ -242,7 +326,7 @@ Match User {TEST_USER}
                 chroot = chroot.display()
             ),
         ),
-        None => (
+        Access::Shell => (
             "prohibit-password",
             format!("{TEST_USER} root"),
             String::new(),
@@ -267,7 +351,7 @@ PubkeyAuthentication yes
 AuthenticationMethods publickey
 AuthorizedKeysFile {authorized_keys}
 AllowUsers {users}
-Subsystem sftp internal-sftp
+Subsystem sftp {program}
 LogLevel VERBOSE
 UseDNS no
 PrintMotd no
@@ -304,8 +388,12 @@ mod tests {
             Path::new("/srv/x"),
             Path::new("/srv/x/hk"),
             Path::new("/srv/x/ak"),
-            Some(Path::new("/srv/x/chroot")),
-            false,
+            Path::new("/srv/x/chroot"),
+            Shape {
+                penalties: false,
+                subsystem: Subsystem::Internal,
+                access: Access::SftpOnly,
+            },
         );
         assert!(c.contains("Port 2222\n"));
         assert!(c.contains("ForceCommand internal-sftp -d /data\n"));

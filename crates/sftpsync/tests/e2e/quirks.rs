@@ -159,3 +159,181 @@ fn verify_catches_a_server_that_garbles_writes() {
     ));
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"new contents");
 }
+
+/// A server whose reads come back short before the end of the file: every file still arrives
+/// whole, big ones through several channels included, and `-c` hashes what is really there.
+#[test]
+fn short_reads_before_eof_are_asked_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --short-reads -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let short = server_script(tmp.path(), "short-reads", &command);
+    let served = tmp.path().join("served");
+    generate_mixed_tree(&served, 23, 200);
+    std::fs::write(
+        served.join("big"),
+        testkit::XorShift::new(4).bytes(20 << 20),
+    )
+    .unwrap();
+    let dst = tmp.path().join("dst");
+    let from = format!("localhost:{}", slash(&served));
+    ok(&sftpsync(&[
+        "-a",
+        "--channels=2",
+        "--sftp-server",
+        &short,
+        &from,
+        &slash(&dst),
+    ]));
+    assert_trees_match(&served, &dst);
+    assert_trees_match_checksum(&served, &dst);
+    let again = ok(&sftpsync(&[
+        "-aic",
+        "--sftp-server",
+        &short,
+        &from,
+        &slash(&dst),
+    ]));
+    assert_eq!(again, "", "-c finds the pulled files equal");
+}
+
+/// A server that announces copy-data and then refuses it: a changed file is sent whole
+/// instead, once found out, and nothing fails.
+#[test]
+fn refused_copy_data_sends_whole_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --refuse copy-data -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let refusing = server_script(tmp.path(), "no-copy", &command);
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    let mut data = testkit::XorShift::new(9).bytes(1 << 20);
+    for name in ["a", "b"] {
+        write_at(&src.join(name), &data, 1_500_000_000);
+    }
+    let state = tmp.path().join("state");
+    let run = |flags: &[&str]| {
+        let (s, d) = (slash(&src), format!("localhost:{}", slash(&dst)));
+        let mut args = vec!["--sftp-server", refusing.as_str()];
+        args.extend_from_slice(flags);
+        args.push(&s);
+        args.push(&d);
+        sftpsync_with_state(&args, &state)
+    };
+    ok(&run(&["-a"]));
+    data[500_000] ^= 1;
+    for name in ["a", "b"] {
+        write_at(&src.join(name), &data, 1_600_000_000);
+    }
+    let out = run(&["-a", "--stats"]);
+    let text = ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("refuses it").count(), 1, "warned once: {err}");
+    assert_trees_match_checksum(&src, &dst);
+    assert_eq!(stats_value(&text, "Literal data"), 2 << 20, "{text}");
+    assert_eq!(names_in(&dst), ["a", "b"], "no temp file is left");
+}
+
+/// A server that lists files without their modification times: one warning, and files are
+/// compared by size, so a re-run sends nothing instead of everything.
+#[test]
+fn listings_without_mtimes_compare_by_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} --no-reply-times -- {}",
+        testkit::sftp_filter_path().display(),
+        testkit::sftp_server_path().display()
+    );
+    let timeless = server_script(tmp.path(), "timeless", &command);
+    let src = tmp.path().join("src");
+    generate_mixed_tree(&src, 41, 150);
+    let dst = tmp.path().join("dst");
+    ok(&push_through(&timeless, &["-a"], &src, &dst));
+    assert_trees_match(&src, &dst);
+
+    let out = push_through(&timeless, &["-ai"], &src, &dst);
+    let text = ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("without modification times").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("<f")),
+        "nothing to send by size: {text}"
+    );
+}
+
+/// A server allowed few open files (sftp-server under `ulimit -n 40`, which its limits reply
+/// reports): sftpsync keeps its open handles within that on each channel, both ways.
+#[test]
+fn open_handles_stay_within_the_servers_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let command = format!(
+        "ulimit -n 40 && exec {}",
+        testkit::sftp_server_path().display()
+    );
+    let script = tmp.path().join("few-files");
+    std::fs::write(&script, format!("#!/bin/sh\n{command} \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let limited = script.to_str().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = testkit::XorShift::new(17);
+    for d in 0..4 {
+        for f in 0..150 {
+            let path = src.join(format!("d{d}/f{f}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let len = rng.range(1, 5000) as usize;
+            std::fs::write(path, rng.bytes(len)).unwrap();
+        }
+    }
+    let dst = tmp.path().join("dst");
+    ok(&push_through(limited, &["-a", "--channels=2"], &src, &dst));
+    assert_trees_match(&src, &dst);
+
+    let back = tmp.path().join("back");
+    let from = format!("localhost:{}", slash(&dst));
+    ok(&sftpsync(&[
+        "-a",
+        "--channels=2",
+        "--sftp-server",
+        limited,
+        &from,
+        &slash(&back),
+    ]));
+    assert_trees_match_checksum(&src, &back);
+}
+
+/// gesftpserver says nothing of a handle limit, but breaks past 128 open at once (the 129th
+/// slot is handed out again and again, and reads through it fail with "invalid handle"):
+/// where a server does not say, sftpsync keeps fewer open. Pulls of many small files would
+/// hit it every few runs.
+#[test]
+fn many_small_files_from_gesftpserver_keep_within_its_handle_table() {
+    let server = testkit::gesftpserver::GESFTPSERVER;
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    let mut rng = testkit::XorShift::new(29);
+    for d in 0..5 {
+        for f in 0..200 {
+            let path = served.join(format!("d{d}/f{f}"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let len = rng.range(10, 4000) as usize;
+            std::fs::write(path, rng.bytes(len)).unwrap();
+        }
+    }
+    let from = format!("localhost:{}", slash(&served));
+    for run in 0..4 {
+        let dst = tmp.path().join(format!("dst{run}"));
+        let out = sftpsync(&["-a", "--sftp-server", server, &from, &slash(&dst)]);
+        ok(&out);
+        assert_trees_match_checksum(&served, &dst);
+    }
+}

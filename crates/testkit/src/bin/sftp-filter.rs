@@ -2,12 +2,20 @@
 //! told to on the way, to imitate servers that accept requests and then do not honour them.
 //!
 //! ```text
-//! sftp-filter [--ignore LIST] [--strip-times LIST] [--corrupt-writes] [--check-file]
-//!             [--check-file-bad-tail] [--log FILE] -- SERVER [ARGS...]
+//! sftp-filter [--ignore LIST] [--refuse LIST] [--strip-times LIST] [--corrupt-writes]
+//!             [--short-reads] [--no-reply-times] [--check-file] [--check-file-bad-tail]
+//!             [--log FILE]
+//!             -- SERVER [ARGS...]
 //! ```
 //!
 //! LIST is comma-separated request names (`setstat,fsetstat,lsetstat,open,mkdir,...`).
 //! `--ignore`: the proxy answers those requests with SSH_FX_OK itself and never forwards them.
+//! `--refuse`: the proxy answers those requests with SSH_FX_OP_UNSUPPORTED itself, as a
+//! server that announces an extension and then refuses it would.
+//! `--short-reads`: every READ of more than one byte is forwarded asking for half as much,
+//! so the server's replies come back short before the end of the file.
+//! `--no-reply-times`: the attributes in the server's NAME and ATTRS replies lose their
+//! times, as from a server that does not report them.
 //! `--strip-times`: forwarded without their atime/mtime, so the server keeps its own.
 //! `--corrupt-writes`: the last byte of every WRITE's data is flipped on the way, as a
 //! broken disk or server would garble it.
@@ -54,11 +62,14 @@ const NAMES: &[(&str, u8)] = &[
     ("symlink", pt::SYMLINK),
 ];
 
+/// Extended requests LIST may name, besides the plain ones.
+const EXTENDED_NAMES: &[&str] = &["lsetstat", "copy-data", "hardlink", "posix-rename", "fsync"];
+
 fn usage(why: &str) -> ! {
     eprintln!(
-        "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--strip-times LIST] \
-         [--corrupt-writes] [--check-file] [--check-file-bad-tail] [--log FILE] -- SERVER \
-         [ARGS...]"
+        "sftp-filter: {why}\nusage: sftp-filter [--ignore LIST] [--refuse LIST] \
+         [--strip-times LIST] [--corrupt-writes] [--short-reads] [--no-reply-times] \
+         [--check-file] [--check-file-bad-tail] [--log FILE] -- SERVER [ARGS...]"
     );
     std::process::exit(2);
 }
@@ -68,7 +79,7 @@ fn name_list(arg: Option<String>) -> HashSet<String> {
     arg.split(',')
         .filter(|n| !n.is_empty())
         .map(|n| {
-            let known = NAMES.iter().any(|(k, _)| *k == n) || n == "lsetstat";
+            let known = NAMES.iter().any(|(k, _)| *k == n) || EXTENDED_NAMES.contains(&n);
             if !known {
                 usage(&format!("unknown request name {n:?}"));
             }
@@ -79,6 +90,9 @@ fn name_list(arg: Option<String>) -> HashSet<String> {
 
 struct Options {
     ignore: HashSet<String>,
+    refuse: HashSet<String>,
+    short_reads: bool,
+    no_reply_times: bool,
     strip_times: HashSet<String>,
     log: Option<std::fs::File>,
     corrupt_writes: bool,
@@ -96,6 +110,9 @@ fn parse_args() -> Options {
     let mut args = std::env::args().skip(1);
     let mut opts = Options {
         ignore: HashSet::new(),
+        refuse: HashSet::new(),
+        short_reads: false,
+        no_reply_times: false,
         strip_times: HashSet::new(),
         log: None,
         corrupt_writes: false,
@@ -105,6 +122,9 @@ fn parse_args() -> Options {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ignore" => opts.ignore.extend(name_list(args.next())),
+            "--refuse" => opts.refuse.extend(name_list(args.next())),
+            "--short-reads" => opts.short_reads = true,
+            "--no-reply-times" => opts.no_reply_times = true,
             "--strip-times" => opts.strip_times.extend(name_list(args.next())),
             "--corrupt-writes" => opts.corrupt_writes = true,
             "--check-file" => opts.check_file = Some(CheckFile::Honest),
@@ -214,13 +234,46 @@ fn framed(packet: &[u8]) -> Vec<u8> {
     out
 }
 
-fn status_ok(id: u32) -> Vec<u8> {
+fn status_reply(id: u32, code: u32) -> Vec<u8> {
     let mut p = vec![pt::STATUS];
     p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&FX_OK.to_be_bytes());
+    p.extend_from_slice(&code.to_be_bytes());
     // Empty message and language tag.
     p.extend_from_slice(&[0; 8]);
     framed(&p)
+}
+
+/// A NAME or ATTRS reply (without its length prefix) with the times taken out of every
+/// attributes field; `None` for other replies, or one that does not parse.
+fn without_times(packet: &[u8]) -> Option<Vec<u8>> {
+    let strip = |out: &mut Vec<u8>, attrs: &[u8]| -> Option<usize> {
+        let (a, len) = Attrs::from_bytes(attrs).ok()?;
+        let a = Attrs {
+            atime_mtime: None,
+            ..a
+        };
+        out.extend_from_slice(&a.to_bytes()?);
+        Some(len)
+    };
+    let mut out = packet.get(..5)?.to_vec();
+    match packet[0] {
+        pt::ATTRS => {
+            strip(&mut out, packet.get(5..)?)?;
+        }
+        pt::NAME => {
+            let count = u32_at(packet, 5)?;
+            out.extend_from_slice(&count.to_be_bytes());
+            let mut at = 9;
+            for _ in 0..count {
+                let (_, after_name) = string_at(packet, at)?;
+                let (_, after_long) = string_at(packet, after_name)?;
+                out.extend_from_slice(packet.get(at..after_long)?);
+                at = after_long + strip(&mut out, packet.get(after_long..)?)?;
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
 }
 
 /// The answer to a `check-file-name` request (`packet` without its length prefix): SHA-256 of
@@ -300,12 +353,18 @@ fn main() {
     // the middle of one.
     let replies = {
         let client_out = client_out.clone();
+        let no_times = opts.no_reply_times;
         std::thread::spawn(move || {
             let mut decoder = FrameDecoder::new(MAX_PACKET);
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match decoder.next_packet() {
                     Ok(Some(p)) => {
+                        let p = if no_times {
+                            without_times(&p).unwrap_or_else(|| p.to_vec())
+                        } else {
+                            p.to_vec()
+                        };
                         let mut out = client_out.lock().unwrap();
                         if out
                             .write_all(&framed(&p))
@@ -359,6 +418,14 @@ fn main() {
             *forward.last_mut().expect("non-empty") ^= 0xff;
             action = "forwarded corrupted";
         }
+        // A READ is id, handle, offset and then the length asked for.
+        let len_at = string_at(&forward, 5).map(|(_, at)| at + 8);
+        if let (true, pt::READ, Some(at)) = (opts.short_reads, forward[0], len_at) {
+            if let Some(len) = u32_at(&forward, at).filter(|&n| n > 1) {
+                forward[at..at + 4].copy_from_slice(&(len / 2).to_be_bytes());
+                action = "forwarded halved";
+            }
+        }
         if let Some(p) = &parsed {
             if let (Some(mode), "check-file-name") = (opts.check_file, p.name.as_str()) {
                 let reply = check_file_reply(&packet, p.id, mode);
@@ -370,6 +437,8 @@ fn main() {
             }
             if opts.ignore.contains(&p.name) {
                 action = "ignored";
+            } else if opts.refuse.contains(&p.name) {
+                action = "refused";
             } else if let (true, Some((start, end, a))) =
                 (opts.strip_times.contains(&p.name), &p.attrs)
             {
@@ -394,10 +463,16 @@ fn main() {
                     attrs.as_deref().unwrap_or("-")
                 );
             }
-            if action == "ignored" {
+            if action == "ignored" || action == "refused" {
+                const FX_OP_UNSUPPORTED: u32 = 8;
+                let code = if action == "ignored" {
+                    FX_OK
+                } else {
+                    FX_OP_UNSUPPORTED
+                };
                 let mut out = client_out.lock().unwrap();
                 if out
-                    .write_all(&status_ok(p.id))
+                    .write_all(&status_reply(p.id, code))
                     .and_then(|_| out.flush())
                     .is_err()
                 {
