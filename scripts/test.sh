@@ -10,6 +10,7 @@ need=()
 [ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
+command -v make >/dev/null || need+=(make)
 [ -x /usr/sbin/proftpd ] || need+=(proftpd-core)
 [ -f /usr/lib/proftpd/mod_sftp.so ] || need+=(proftpd-mod-crypto)
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,6 +6,7 @@ mod channels;
 mod doctor;
 mod format;
 mod json;
+mod manual;
 mod output;
 mod temps;
 
@@ -40,6 +41,20 @@ mod exit {
     pub const TIMEOUT: u8 = 30;
     pub const CONNECT_TIMEOUT: u8 = 35;
     pub const SSH_FAILED: u8 = 255;
+    /// Every code a sync exits with, for the man page.
+    pub const ALL: [u8; 11] = [
+        0,
+        SYNTAX,
+        FILE_SELECT,
+        FILE_IO,
+        STREAM,
+        PARTIAL,
+        VANISHED,
+        MAX_DELETE,
+        TIMEOUT,
+        CONNECT_TIMEOUT,
+        SSH_FAILED,
+    ];
 }
 
 fn describe_code(code: u8) -> &'static str {
@@ -73,6 +88,13 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "doctor") {
         return doctor_main(&argv[2..]);
     }
+    // Not in the option table: it is for packagers (see the Makefile), not for syncs.
+    if let Some(what) = argv
+        .get(1)
+        .and_then(|a| a.to_str()?.strip_prefix("--generate="))
+    {
+        return generate_main(what);
+    }
     let parsed = match args::parse(argv) {
         Ok(p) => p,
         Err(e) => {
@@ -100,6 +122,25 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(run(*cli)))
+}
+
+/// `sftpsync --generate=WHAT`: the man page or a shell's completions on stdout.
+fn generate_main(what: &str) -> ExitCode {
+    let Some(target) = manual::Target::from_name(what) else {
+        eprintln!(
+            "sftpsync: --generate takes {}, not {what:?}",
+            manual::Target::NAMES
+        );
+        return fail(exit::SYNTAX);
+    };
+    let mut out = std::io::stdout().lock();
+    match manual::generate(target, &mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sftpsync: cannot write the {what} output: {e}");
+            fail(exit::FILE_IO)
+        }
+    }
 }
 
 /// `sftpsync doctor ...`: explains a server instead of syncing.
