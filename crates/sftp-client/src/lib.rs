@@ -5,6 +5,7 @@
 
 mod client;
 mod error;
+pub mod trace;
 mod transport;
 
 pub use client::{ClientConfig, Handle, PendingReply, SftpClient};

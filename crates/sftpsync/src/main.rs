@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+mod debug_log;
 mod doctor;
 mod format;
 mod json;
@@ -110,6 +111,11 @@ fn main() -> ExitCode {
         Parsed::Run(cli) => cli,
     };
     sync_engine::path::set_utf8_output(locale_is_utf8());
+    // rsync's -vvv turns on its debug flags; the SFTP requests are ours.
+    debug_log::install(
+        cli.debug_sftp
+            .unwrap_or(u8::from(cli.verbose >= 3 && !cli.quiet)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -349,11 +355,12 @@ async fn connect(
     user: Option<&[u8]>,
     host: &[u8],
     config: ClientConfig,
-    say: impl Fn(String, bool) + Send + 'static,
+    say: impl Fn(String, bool) + Send + Sync + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
     let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
-    let (first, connector) = channels::open(route, wanted, config).await?;
+    let (first, connector) =
+        channels::open(route, wanted, config, &|line| say(line, false)).await?;
     let pool = Arc::new(ChannelPool::new(first));
     let more = tokio::spawn({
         let pool = pool.clone();
@@ -887,6 +894,13 @@ async fn attempt(
             reporter.say("receiving incremental file list");
         } else {
             reporter.say("sending incremental file list");
+        }
+        if cli.verbose > 1 && !cli.quiet {
+            reporter.say(if opts.whole_file {
+                "delta-transmission disabled for local transfer or --whole-file"
+            } else {
+                "delta-transmission enabled"
+            });
         }
     }
 

@@ -310,6 +310,12 @@ impl TerminalReporter {
         }
     }
 
+    /// rsync's -vv names each non-directory it found unchanged ("NAME is uptodate"), where
+    /// it sets attributes without itemizing.
+    fn up_to_date(item: &Item) -> bool {
+        item.update == UpdateType::NoUpdate && item.kind != Kind::Dir && !item.is_change()
+    }
+
     fn context(&self) -> Context<'_> {
         Context {
             op: self.cfg.op,
@@ -332,6 +338,9 @@ impl TerminalReporter {
             return c
                 .deletions
                 .then(|| format!("deleting {}", item.display_name()));
+        }
+        if c.name >= 2 && Self::up_to_date(item) {
+            return Some(format!("{} is uptodate", item.display_name()));
         }
         (c.name >= 1 && Self::shown_by_verbose(item))
             .then(|| c.format.render(item, &self.context()))
@@ -447,6 +456,10 @@ impl Reporter for TerminalReporter {
         if !self.cfg.quiet && !self.cfg.json && self.cfg.verbose {
             self.say(message);
         }
+    }
+
+    fn wants_unchanged(&self) -> bool {
+        self.cfg.name >= 2
     }
 }
 

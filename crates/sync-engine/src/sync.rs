@@ -1217,6 +1217,11 @@ impl<'a> Run<'a> {
                     }
                 }
                 if self.unchanged(&meta, existing.as_ref()) {
+                    if self.reporter.wants_unchanged() {
+                        let item =
+                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path).with_meta(&meta);
+                        self.walker_item(item);
+                    }
                     return Ok(());
                 }
                 let src = SourceEntry {
