@@ -6,6 +6,7 @@ mod channels;
 mod debug_log;
 mod doctor;
 mod format;
+mod hints;
 mod json;
 mod manual;
 mod output;
@@ -470,6 +471,8 @@ enum Attempt {
     /// The connection could not be made or was lost. `retry`: a new connection may help.
     Failed {
         message: String,
+        /// What to do about it, shown when no retry is left.
+        hint: Option<&'static str>,
         code: u8,
         retry: bool,
     },
@@ -688,11 +691,12 @@ async fn run_attempts(
             Attempt::Finished(code) => return code,
             Attempt::Failed {
                 message,
+                hint,
                 code,
                 retry,
             } => {
                 if !retry || number > retries {
-                    plan.reporter.error_line(&message);
+                    plan.reporter.error_line(&with_hint(&message, hint));
                     return code;
                 }
                 let wait = backoff(number);
@@ -735,8 +739,18 @@ fn connect_failure(e: SftpError, reconnecting: bool, contimeout: bool) -> Attemp
     };
     Attempt::Failed {
         message: e.to_string(),
+        hint: hints::for_connection(&e),
         code,
         retry: reconnecting && transient,
+    }
+}
+
+/// An error message with what to do about it, on the same line as rsync keeps one line per
+/// error.
+fn with_hint(message: &str, hint: Option<&str>) -> String {
+    match hint {
+        Some(hint) => format!("{message}; hint: {hint}"),
+        None => message.to_string(),
     }
 }
 
@@ -954,11 +968,12 @@ async fn attempt(
             };
             return Attempt::Failed {
                 message: e.to_string(),
+                hint: lost.as_ref().and_then(hints::for_connection),
                 code,
                 retry,
             };
         }
-        reporter.error_line(&e.to_string());
+        reporter.error_line(&with_hint(&e.to_string(), hints::for_entry(e)));
         let code = match e.kind {
             ErrorKind::Selection => exit::FILE_SELECT,
             _ => exit::FILE_IO,

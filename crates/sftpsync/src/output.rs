@@ -4,7 +4,7 @@
 //! Everything for stdout goes through one lock, so that a progress line left open with `\r`
 //! is ended before anything else is printed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use crate::format::{
     group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time, Context,
     OutFormat,
 };
-use crate::json;
+use crate::{hints, json};
 
 /// What to show, after -v, -q, -i, --out-format, --info and the rest have been weighed.
 #[derive(Debug, Clone)]
@@ -140,6 +140,8 @@ pub struct TerminalReporter {
     /// The bar was ended: it is left as it is, and output no longer steps around it.
     bar_done: AtomicBool,
     log: Option<LogFile>,
+    /// Hints already given: each is added to the first error it fits, not to every one.
+    hinted: Mutex<HashSet<&'static str>>,
 }
 
 impl TerminalReporter {
@@ -189,6 +191,7 @@ impl TerminalReporter {
             bar,
             bar_done: AtomicBool::new(false),
             log,
+            hinted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -429,8 +432,16 @@ impl Reporter for TerminalReporter {
     }
 
     fn error(&self, error: &TreeError) {
-        self.write_err(&format!("sftpsync: {error}"));
-        self.log(&format!("sftpsync: {error}"));
+        let hint = hints::for_entry(error).filter(|h| {
+            let mut given = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+            given.insert(*h)
+        });
+        let line = match hint {
+            Some(hint) => format!("sftpsync: {error}; hint: {hint}"),
+            None => format!("sftpsync: {error}"),
+        };
+        self.write_err(&line);
+        self.log(&line);
         if self.cfg.json {
             self.json_line(&json::error(error));
         }
