@@ -1,7 +1,7 @@
 # Builds and installs sftpsync with its man page and shell completions.
 #
 #   make                 release build (target/release/sftpsync)
-#   sudo make install    to /usr/local; PREFIX=... and DESTDIR=... as usual
+#   sudo make install    to /usr/local, from that build; PREFIX=... and DESTDIR=... as usual
 #   make uninstall
 #
 # The man page and completions are written by the installed binary itself
@@ -25,10 +25,15 @@ all: build
 build:
 	$(CARGO) build --release --locked -p sftpsync
 
-install: build install-files
+# `sudo make install` after `make` installs what was built, without running cargo as
+# root; it builds only when there is nothing built yet.
+$(BIN):
+	$(CARGO) build --release --locked -p sftpsync
 
-# Installs an already built $(BIN); the tests use it with a debug build.
-install-files:
+install: install-files
+
+# The tests use this with BIN set to a debug build.
+install-files: $(BIN)
 	install -d $(BINDIR) $(MANDIR) $(BASHDIR) $(ZSHDIR) $(FISHDIR)
 	install -m 755 $(BIN) $(BINDIR)/sftpsync
 	$(BIN) --generate=man > $(MANDIR)/sftpsync.1
