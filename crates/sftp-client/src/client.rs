@@ -77,6 +77,8 @@ pub struct Handle(pub Vec<u8>);
 
 struct Waiter {
     reply: oneshot::Sender<Result<Response, SftpError>>,
+    /// For the debug log of the reply.
+    op: &'static str,
     // Released the moment the reply arrives, not when the caller gets round to reading it, so a
     // caller blocked on the budget can never starve the replies it is waiting for.
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
@@ -112,6 +114,8 @@ struct Shared {
     /// Becomes true once the server's limits are known (or known to be unavailable).
     limits_known: watch::Sender<bool>,
     idle_timeout: Option<Duration>,
+    /// This session's number in the debug log, where several run side by side.
+    channel: u32,
 }
 
 /// Bytes that crossed the transport, each way.
@@ -390,6 +394,8 @@ impl SftpClient {
             });
         }
         let extensions = version.client_extensions();
+        let channel = crate::trace::next_channel();
+        crate::trace::version(&description, channel, &version);
 
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let max_bytes = config.max_bytes_in_flight.max(1);
@@ -417,6 +423,7 @@ impl SftpClient {
             wire: Arc::new(WireCounters::default()),
             limits_known: watch::Sender::new(!extensions.limits),
             idle_timeout: config.idle_timeout,
+            channel,
         });
         // The handshake itself: INIT out, VERSION in.
         shared.wire.sent.fetch_add(9, Ordering::Relaxed);
@@ -585,6 +592,7 @@ impl SftpClient {
             st.next_id = st.next_id.wrapping_add(1);
             req.encode(id, &mut packet)
                 .map_err(|error| SftpError::Unencodable { op, error })?;
+            crate::trace::request(&self.shared.description, self.shared.channel, id, req);
             if st.waiters.is_empty() {
                 st.last_progress = Instant::now();
             }
@@ -592,6 +600,7 @@ impl SftpClient {
                 id,
                 Waiter {
                     reply: tx,
+                    op,
                     _permits: (request_permit, byte_permit),
                 },
             );
@@ -1123,6 +1132,13 @@ async fn read_loop(
                         let waiter = shared.state.lock().unwrap().waiters.remove(&id);
                         match waiter {
                             Some(w) => {
+                                crate::trace::reply(
+                                    &shared.description,
+                                    shared.channel,
+                                    id,
+                                    w.op,
+                                    &resp,
+                                );
                                 let _ = w.reply.send(Ok(resp));
                             }
                             None => {

@@ -36,7 +36,9 @@ impl StderrLog {
     pub fn text(&self) -> String {
         let bytes = self.text.lock().unwrap().clone();
         let s = String::from_utf8_lossy(&bytes);
+        // ssh ends some lines with CR LF: the CR would show as a stray '?'.
         s.trim()
+            .replace('\r', "")
             .replace('\n', "; ")
             .replace(|c: char| c.is_control(), "?")
     }

@@ -112,6 +112,9 @@ pub struct CliArgs {
     pub json: bool,
     /// `--info=FLAGS`, as given; unset flags follow -v and the other options, as in rsync.
     pub info: InfoLevels,
+    /// `--debug=sftp[LEVEL]`: `None` when not given, so -vvv can stand for it as rsync's
+    /// -vvv stands for its debug flags.
+    pub debug_sftp: Option<u8>,
     pub eight_bit_output: bool,
     /// `--list-only`, or only one operand was given (rsync then lists it).
     pub list_only: bool,
@@ -178,6 +181,7 @@ impl Default for CliArgs {
             log_file_format: None,
             json: false,
             info: InfoLevels::default(),
+            debug_sftp: None,
             eight_bit_output: false,
             list_only: false,
             sources: Vec::new(),
@@ -377,6 +381,9 @@ where
     if st.info_help {
         return Ok(Parsed::Help(info_help_text()));
     }
+    if st.debug_help {
+        return Ok(Parsed::Help(debug_help_text()));
+    }
     // rsync's -h used to mean --help; it still does when it is the whole command line.
     if args.len() == 1 && st.args.human_readable > 1 {
         return Ok(Parsed::Help(help_text()));
@@ -446,6 +453,49 @@ impl InfoLevels {
     }
 }
 
+/// rsync's `--debug` flags; none of them has a counterpart here, so they are accepted and
+/// change nothing. sftpsync adds `sftp`.
+const RSYNC_DEBUG_FLAGS: [&str; 24] = [
+    "acl", "backup", "bind", "chdir", "connect", "cmd", "del", "deltasum", "dup", "exit", "filter",
+    "flist", "fuzzy", "genr", "hash", "hlink", "iconv", "io", "nstr", "own", "proto", "recv",
+    "send", "time",
+];
+
+/// Applies one `--debug` value with `--info`'s syntax (`FLAG[LEVEL]`, comma-separated,
+/// `ALL`, `NONE`); only the `sftp` level is kept. Returns whether `help` was asked for.
+fn apply_debug(sftp: &mut Option<u8>, value: &[u8]) -> Result<bool, ArgsError> {
+    let mut help = false;
+    for item in value.split(|&b| b == b',').filter(|i| !i.is_empty()) {
+        let digits = item.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        let (name, level) = item.split_at(item.len() - digits);
+        let name = name.to_ascii_lowercase();
+        let level = level
+            .iter()
+            .fold(None, |n: Option<u8>, d| {
+                Some(
+                    n.unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d - b'0')
+                        .min(9),
+                )
+            })
+            .unwrap_or(1);
+        match &name[..] {
+            b"help" => help = true,
+            b"sftp" | b"all" => *sftp = Some(level),
+            b"none" => *sftp = Some(0),
+            _ if RSYNC_DEBUG_FLAGS.iter().any(|f| f.as_bytes() == name) => {}
+            _ => {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::BadValue,
+                    format!("Unknown --debug item: \"{}\"", show(item)),
+                ))
+            }
+        }
+    }
+    Ok(help)
+}
+
 /// rsync's `--delete-WHEN` options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteTiming {
@@ -464,6 +514,8 @@ struct State {
     version: bool,
     /// `--info=help` was given.
     info_help: bool,
+    /// `--debug=help` was given.
+    debug_help: bool,
     operands: Vec<OsString>,
 }
 
@@ -633,6 +685,12 @@ static OPTIONS: &[Spec] = &[
     value("info", None, |s, _, v| {
         if s.args.info.apply(v.as_bytes())? {
             s.info_help = true;
+        }
+        Ok(())
+    }),
+    value("debug", None, |s, _, v| {
+        if apply_debug(&mut s.args.debug_sftp, v.as_bytes())? {
+            s.debug_help = true;
         }
         Ok(())
     }),
@@ -928,7 +986,6 @@ static OPTIONS: &[Spec] = &[
 /// rsync options that sftpsync recognizes but does not implement yet: `(long, short)`.
 /// To support one, delete it here and give it an entry in [`OPTIONS`].
 static NOT_YET: &[(&str, Option<u8>)] = &[
-    ("debug", None),
     ("stderr", None),
     ("msgs2stderr", None),
     ("no-msgs2stderr", None),
@@ -1031,6 +1088,46 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("detach", None),
     ("no-detach", None),
 ];
+
+/// One entry of the option table, as the man page and completion generators see it.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDoc {
+    pub long: Option<&'static str>,
+    pub short: Option<char>,
+    pub takes_value: bool,
+    /// Listed in `--help` under its own name. The others are negations (`--no-X`), aliases
+    /// and accepted-but-ignored rsync options.
+    pub in_help: bool,
+}
+
+/// Every option sftpsync accepts, in table order.
+pub fn option_docs() -> impl Iterator<Item = OptionDoc> {
+    OPTIONS.iter().map(|spec| OptionDoc {
+        long: spec.long,
+        short: spec.short.map(char::from),
+        takes_value: matches!(spec.kind, Kind::Value(_)),
+        in_help: listed_in_help(spec),
+    })
+}
+
+/// The `--help` text.
+pub fn help() -> String {
+    help_text()
+}
+
+/// Whether `--help` must name this option: negations and aliases are covered by the line
+/// of what they negate or stand for.
+fn listed_in_help(spec: &Spec) -> bool {
+    if matches!(spec.kind, Kind::Ignored(_)) {
+        return false;
+    }
+    match spec.long {
+        Some(long) => {
+            !long.starts_with("no-") && !["log-format", "ignore-non-existing"].contains(&long)
+        }
+        None => true,
+    }
+}
 
 fn find_long(name: &[u8]) -> Result<&'static Spec, ArgsError> {
     if let Some(spec) = OPTIONS
@@ -1401,6 +1498,21 @@ rsync does and change nothing.
     .to_string()
 }
 
+fn debug_help_text() -> String {
+    "Use OPT or OPT1 for level 1 output, OPT0 to silence it; flags are separated by
+commas and may be given in any case. The log goes to stderr.
+
+SFTP       log every SFTP request sent and every reply received (op, request
+           id, path or handle, status); -vvv turns this on too
+ALL        the same as SFTP; NONE silences it
+HELP       show this text
+
+rsync's other debug flags (ACL, BACKUP, BIND, ... TIME) are accepted and
+change nothing: sftpsync has no such internals to trace.
+"
+    .to_string()
+}
+
 fn help_text() -> String {
     format!(
         "sftpsync {} - rsync's command line for SFTP-only servers; nothing runs there.
@@ -1415,7 +1527,8 @@ with a colon as ./a:b. Use [ADDR]:PATH for IPv6 and HOST: for the login
 directory. A trailing '/' on SRC means its contents, not SRC itself.
 
 Output:
- -v, --verbose              tell more; repeat for more detail
+ -v, --verbose              tell more; repeat for more (-vv: also unchanged
+                            files and how sftpsync connects; -vvv: --debug=sftp)
  -q, --quiet                report errors only
  -i, --itemize-changes      a change summary per item (-ii: also unchanged)
      --out-format=FORMAT    describe each update with FORMAT (%n %i %l %b ...)
@@ -1427,12 +1540,13 @@ Output:
      --progress             show per-file progress
      --info=FLAGS           finer control: progress2 (one line for the whole
                             transfer, on a terminal), name, stats, ... (help)
- -P                         the same as --partial --progress
+     --debug=FLAGS          sftp: log every SFTP request and reply to stderr
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
  -8, --8-bit-output         print high-bit bytes as they are, not escaped
      --list-only            list the sources instead of copying
 
-What to copy and keep:
+Transfer (what is copied and kept):
+ -n, --dry-run              show what would happen, change nothing
  -a, --archive              -rlptgoD (but not -H)
  -r, --recursive            descend into directories
  -l, --links                recreate symlinks as symlinks
@@ -1451,17 +1565,15 @@ What to copy and keep:
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
-Deciding what to transfer:
+Which files are updated:
  -c, --checksum             compare file contents, not size and mtime
      --size-only            compare sizes only
  -@, --modify-window=NUM    mtimes within NUM seconds count as equal
  -u, --update               do not replace files newer on the receiver
      --existing             create no new files on the receiver
      --ignore-existing      leave files that exist on the receiver alone
- -W, --whole-file           always send whole files
-     --no-whole-file        allow sending only the changed parts (--no-W)
 
-Deleting:
+Deletion:
      --delete               remove receiver files that the sources lack
      --delete-before        delete in a listing pass before transferring
      --delete-during        delete in each directory as the walk reaches it
@@ -1472,7 +1584,7 @@ Deleting:
      --max-delete=NUM       remove at most NUM entries
      --ignore-errors        delete even when there were I/O errors
 
-Filtering (in command-line order, the first matching rule wins):
+Filters (in command-line order, the first matching rule wins):
  -f, --filter=RULE          add a filter RULE
  -F                         --filter='dir-merge /.rsync-filter'; twice also
                             --filter='- .rsync-filter'
@@ -1482,12 +1594,20 @@ Filtering (in command-line order, the first matching rule wins):
      --include-from=FILE    read include patterns from FILE
  -0, --from0                entries in *-from files end with NUL, not newline
 
-Transfer and connection:
- -n, --dry-run              show what would happen, change nothing
+Delta and resume:
+ -W, --whole-file           always send whole files
+     --no-whole-file        allow sending only the changed parts (--no-W)
+     --no-index             keep no record of what was sent, so changed files
+                            are sent whole next time (see README: delta)
+     --trust-index          with -c, take a hash from the index, not the server,
+                            for files sftpsync wrote and nobody has touched
+     --verify               read each written file back and compare its hash
+                            with the source's before putting it in place
      --partial              keep an interrupted file as .NAME.partial and go on
                             from it next time
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
                             one absolute DIR on the receiver for every file
+ -P                         the same as --partial --progress
      --inplace              rewrite files where they are, no temp file (not
                             atomic); only changed blocks, when the index allows
      --append               only add the new end of files that grew, in place;
@@ -1495,15 +1615,11 @@ Transfer and connection:
                             the receiver's data is taken as it is
      --append-verify        the same, but check the receiver's data against
                             the sender's start and resend the file if it differs
-     --no-index             keep no record of what was sent, so changed files
-                            are sent whole next time (see README: delta)
-     --trust-index          with -c, take a hash from the index, not the server,
-                            for files sftpsync wrote and nobody has touched
-     --verify               read each written file back and compare its hash
-                            with the source's before putting it in place
      --require-atomic-replace
                             where the server lacks posix-rename, fail rather
                             than replace files by remove + rename
+
+Connection:
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
      --channels=N           SFTP channels to use at once (default 8), sharing
@@ -1514,11 +1630,13 @@ Transfer and connection:
                             (default 3, waiting 1, 2, 4... s) and sync again:
                             finished files are not sent again
 
+Other:
  -V, --version              print the version
      --help                 print this help (so does -h on its own)
 
 Other rsync options are recognized but refused until sftpsync supports them.
 rsync daemons (HOST::MODULE, rsync://) are out of scope: sftpsync talks SFTP.
+To check what a server allows: sftpsync doctor [USER@]HOST[:PATH] (see --help).
 ",
         env!("CARGO_PKG_VERSION")
     )
@@ -1827,12 +1945,8 @@ mod tests {
             if matches!(spec.kind, Kind::Ignored(_)) {
                 continue;
             }
-            if let Some(long) = spec.long {
-                let negation_or_alias = long.starts_with("no-")
-                    || ["log-format", "ignore-non-existing"].contains(&long);
-                if !negation_or_alias {
-                    assert!(text.contains(&format!("--{long}")), "--{long} not in help");
-                }
+            if let Some(long) = spec.long.filter(|_| listed_in_help(spec)) {
+                assert!(text.contains(&format!("--{long}")), "--{long} not in help");
             }
             if let Some(c) = spec.short {
                 assert!(

@@ -201,10 +201,14 @@ fn cpu_has_aes() -> bool {
 /// when the remote shell is OpenSSH's ssh. `config` carries the timeouts; with OpenSSH the
 /// connect timeout also becomes ssh's own `ConnectTimeout`, which covers the TCP connect and
 /// the SSH banner exchange (an ssh option the user gave in `-e` comes first and wins).
+///
+/// `announce` is told the command line of the first channel before it starts, as rsync
+/// says at -vv how it connects.
 pub async fn open(
     route: Route,
     wanted: usize,
     config: ClientConfig,
+    announce: &(dyn Fn(String) + Sync),
 ) -> Result<(SftpClient, Connector), SftpError> {
     let route = match route {
         Route::Ssh { rsh, user, host } if is_openssh(&rsh) => {
@@ -262,6 +266,10 @@ pub async fn open(
             Sharing::SeparateConnections,
         ),
     };
+    announce(format!(
+        "opening connection using: {}",
+        command_line(&route, first_words.as_deref())
+    ));
     let first = open_one(&route, first_words.as_deref(), config).await?;
     let (more_words, sharing) = match (&route, socket) {
         // The master listens once it has logged in, which the SFTP handshake proves.
@@ -282,6 +290,34 @@ pub async fn open(
             _control_dir: control_dir,
         },
     ))
+}
+
+/// The command a channel runs, quoted for a shell where a word needs it.
+fn command_line(route: &Route, rsh: Option<&[OsString]>) -> String {
+    let (program, args) = match route {
+        Route::LocalServer(path) => (path.clone(), Vec::new()),
+        Route::Ssh {
+            rsh: own,
+            user,
+            host,
+        } => sftp_client::ssh_command(rsh.unwrap_or(own), user.as_deref(), host),
+    };
+    std::iter::once(&program)
+        .chain(&args)
+        .map(|w| shell_word(&w.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+%".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }
 
 /// Whether the server keeps apart the SFTP requests of channels that share one SSH

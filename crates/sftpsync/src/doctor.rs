@@ -242,7 +242,7 @@ async fn examine(a: &DoctorArgs, r: &mut Report) -> u8 {
         connect_timeout: Some(a.contimeout),
         ..ClientConfig::default()
     };
-    let (client, shell) = tokio::join!(channels::open(route, 1, config), async {
+    let (client, shell) = tokio::join!(channels::open(route, 1, config, &|_| {}), async {
         match &shell {
             Some((rsh, user, host)) => Some(probe_shell(rsh, user.as_deref(), host).await),
             None => None,

@@ -3,9 +3,12 @@
 
 mod args;
 mod channels;
+mod debug_log;
 mod doctor;
 mod format;
+mod hints;
 mod json;
+mod manual;
 mod output;
 mod temps;
 
@@ -40,6 +43,20 @@ mod exit {
     pub const TIMEOUT: u8 = 30;
     pub const CONNECT_TIMEOUT: u8 = 35;
     pub const SSH_FAILED: u8 = 255;
+    /// Every code a sync exits with, for the man page.
+    pub const ALL: [u8; 11] = [
+        0,
+        SYNTAX,
+        FILE_SELECT,
+        FILE_IO,
+        STREAM,
+        PARTIAL,
+        VANISHED,
+        MAX_DELETE,
+        TIMEOUT,
+        CONNECT_TIMEOUT,
+        SSH_FAILED,
+    ];
 }
 
 fn describe_code(code: u8) -> &'static str {
@@ -73,6 +90,13 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "doctor") {
         return doctor_main(&argv[2..]);
     }
+    // Not in the option table: it is for packagers (see the Makefile), not for syncs.
+    if let Some(what) = argv
+        .get(1)
+        .and_then(|a| a.to_str()?.strip_prefix("--generate="))
+    {
+        return generate_main(what);
+    }
     let parsed = match args::parse(argv) {
         Ok(p) => p,
         Err(e) => {
@@ -88,6 +112,11 @@ fn main() -> ExitCode {
         Parsed::Run(cli) => cli,
     };
     sync_engine::path::set_utf8_output(locale_is_utf8());
+    // rsync's -vvv turns on its debug flags; the SFTP requests are ours.
+    debug_log::install(
+        cli.debug_sftp
+            .unwrap_or(u8::from(cli.verbose >= 3 && !cli.quiet)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,6 +129,25 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(runtime.block_on(run(*cli)))
+}
+
+/// `sftpsync --generate=WHAT`: the man page or a shell's completions on stdout.
+fn generate_main(what: &str) -> ExitCode {
+    let Some(target) = manual::Target::from_name(what) else {
+        eprintln!(
+            "sftpsync: --generate takes {}, not {what:?}",
+            manual::Target::NAMES
+        );
+        return fail(exit::SYNTAX);
+    };
+    let mut out = std::io::stdout().lock();
+    match manual::generate(target, &mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sftpsync: cannot write the {what} output: {e}");
+            fail(exit::FILE_IO)
+        }
+    }
 }
 
 /// `sftpsync doctor ...`: explains a server instead of syncing.
@@ -308,11 +356,12 @@ async fn connect(
     user: Option<&[u8]>,
     host: &[u8],
     config: ClientConfig,
-    say: impl Fn(String, bool) + Send + 'static,
+    say: impl Fn(String, bool) + Send + Sync + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
     let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
-    let (first, connector) = channels::open(route, wanted, config).await?;
+    let (first, connector) =
+        channels::open(route, wanted, config, &|line| say(line, false)).await?;
     let pool = Arc::new(ChannelPool::new(first));
     let more = tokio::spawn({
         let pool = pool.clone();
@@ -422,6 +471,8 @@ enum Attempt {
     /// The connection could not be made or was lost. `retry`: a new connection may help.
     Failed {
         message: String,
+        /// What to do about it, shown when no retry is left.
+        hint: Option<&'static str>,
         code: u8,
         retry: bool,
     },
@@ -640,11 +691,12 @@ async fn run_attempts(
             Attempt::Finished(code) => return code,
             Attempt::Failed {
                 message,
+                hint,
                 code,
                 retry,
             } => {
                 if !retry || number > retries {
-                    plan.reporter.error_line(&message);
+                    plan.reporter.error_line(&with_hint(&message, hint));
                     return code;
                 }
                 let wait = backoff(number);
@@ -687,8 +739,18 @@ fn connect_failure(e: SftpError, reconnecting: bool, contimeout: bool) -> Attemp
     };
     Attempt::Failed {
         message: e.to_string(),
+        hint: hints::for_connection(&e),
         code,
         retry: reconnecting && transient,
+    }
+}
+
+/// An error message with what to do about it, on the same line as rsync keeps one line per
+/// error.
+fn with_hint(message: &str, hint: Option<&str>) -> String {
+    match hint {
+        Some(hint) => format!("{message}; hint: {hint}"),
+        None => message.to_string(),
     }
 }
 
@@ -847,6 +909,13 @@ async fn attempt(
         } else {
             reporter.say("sending incremental file list");
         }
+        if cli.verbose > 1 && !cli.quiet {
+            reporter.say(if opts.whole_file {
+                "delta-transmission disabled for local transfer or --whole-file"
+            } else {
+                "delta-transmission enabled"
+            });
+        }
     }
 
     let index = match (&plan.index, remote) {
@@ -899,11 +968,12 @@ async fn attempt(
             };
             return Attempt::Failed {
                 message: e.to_string(),
+                hint: lost.as_ref().and_then(hints::for_connection),
                 code,
                 retry,
             };
         }
-        reporter.error_line(&e.to_string());
+        reporter.error_line(&with_hint(&e.to_string(), hints::for_entry(e)));
         let code = match e.kind {
             ErrorKind::Selection => exit::FILE_SELECT,
             _ => exit::FILE_IO,

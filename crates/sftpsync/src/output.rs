@@ -4,7 +4,7 @@
 //! Everything for stdout goes through one lock, so that a progress line left open with `\r`
 //! is ended before anything else is printed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use crate::format::{
     group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time, Context,
     OutFormat,
 };
-use crate::json;
+use crate::{hints, json};
 
 /// What to show, after -v, -q, -i, --out-format, --info and the rest have been weighed.
 #[derive(Debug, Clone)]
@@ -140,6 +140,8 @@ pub struct TerminalReporter {
     /// The bar was ended: it is left as it is, and output no longer steps around it.
     bar_done: AtomicBool,
     log: Option<LogFile>,
+    /// Hints already given: each is added to the first error it fits, not to every one.
+    hinted: Mutex<HashSet<&'static str>>,
 }
 
 impl TerminalReporter {
@@ -189,6 +191,7 @@ impl TerminalReporter {
             bar,
             bar_done: AtomicBool::new(false),
             log,
+            hinted: Mutex::new(HashSet::new()),
         }
     }
 
@@ -310,6 +313,12 @@ impl TerminalReporter {
         }
     }
 
+    /// rsync's -vv names each non-directory it found unchanged ("NAME is uptodate"), where
+    /// it sets attributes without itemizing.
+    fn up_to_date(item: &Item) -> bool {
+        item.update == UpdateType::NoUpdate && item.kind != Kind::Dir && !item.is_change()
+    }
+
     fn context(&self) -> Context<'_> {
         Context {
             op: self.cfg.op,
@@ -332,6 +341,9 @@ impl TerminalReporter {
             return c
                 .deletions
                 .then(|| format!("deleting {}", item.display_name()));
+        }
+        if c.name >= 2 && Self::up_to_date(item) {
+            return Some(format!("{} is uptodate", item.display_name()));
         }
         (c.name >= 1 && Self::shown_by_verbose(item))
             .then(|| c.format.render(item, &self.context()))
@@ -420,8 +432,16 @@ impl Reporter for TerminalReporter {
     }
 
     fn error(&self, error: &TreeError) {
-        self.write_err(&format!("sftpsync: {error}"));
-        self.log(&format!("sftpsync: {error}"));
+        let hint = hints::for_entry(error).filter(|h| {
+            let mut given = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+            given.insert(*h)
+        });
+        let line = match hint {
+            Some(hint) => format!("sftpsync: {error}; hint: {hint}"),
+            None => format!("sftpsync: {error}"),
+        };
+        self.write_err(&line);
+        self.log(&line);
         if self.cfg.json {
             self.json_line(&json::error(error));
         }
@@ -447,6 +467,10 @@ impl Reporter for TerminalReporter {
         if !self.cfg.quiet && !self.cfg.json && self.cfg.verbose {
             self.say(message);
         }
+    }
+
+    fn wants_unchanged(&self) -> bool {
+        self.cfg.name >= 2
     }
 }
 

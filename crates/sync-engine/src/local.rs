@@ -1,5 +1,5 @@
 //! `Tree` over the local file system, confined to its root: nothing below the root is reached
-//! through a symlink (see [`confined`]).
+//! through a symlink (see the private `confined` module).
 
 mod confined;
 

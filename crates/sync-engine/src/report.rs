@@ -120,14 +120,20 @@ impl Item {
         } else {
             flag(self.time, 't')
         };
-        format!(
-            "{y}{x}{}{}{t}{}{}{}...",
+        let attrs = format!(
+            "{}{}{t}{}{}{}...",
             flag(self.checksum, 'c'),
             flag(self.size, 's'),
             flag(self.perms, 'p'),
             flag(self.owner, 'o'),
             flag(self.group, 'g'),
-        )
+        );
+        // As rsync's log.c: an item that was not transferred and has nothing to show gets
+        // blanks, so `-ii`'s unchanged entries stand out from attribute-only changes.
+        if y != '<' && y != '>' && attrs.bytes().all(|b| b == b'.') {
+            return format!("{y}{x}         ");
+        }
+        format!("{y}{x}{attrs}")
     }
 
     /// The name as rsync prints it: escaped, directories with a trailing `/`.
@@ -231,6 +237,12 @@ pub trait Reporter: Send + Sync {
     fn info(&self, _message: &str) {}
     /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
     fn verbose_info(&self, _message: &str) {}
+    /// Whether regular files found up to date are told to [`Reporter::item`] too, for
+    /// rsync's `-vv` ("NAME is uptodate") and `-ii`. Off by default: on a big tree that is
+    /// mostly unchanged it is an item per file.
+    fn wants_unchanged(&self) -> bool {
+        false
+    }
 }
 
 /// Live progress of a run, for progress displays. Called from transfer tasks while data
@@ -286,6 +298,10 @@ mod tests {
         i.perms = true;
         assert_eq!(i.code(), ".d...p.....");
         assert_eq!(i.display_name(), "d/");
+        let i = Item::new(UpdateType::NoUpdate, Kind::File, b"f".to_vec());
+        assert_eq!(i.code(), ".f         ");
+        let i = Item::new(UpdateType::Sent, Kind::File, b"f".to_vec());
+        assert_eq!(i.code(), "<f.........");
         let i = Item::new(UpdateType::Deleting, Kind::File, b"x".to_vec());
         assert_eq!(i.code(), "*deleting  ");
         let mut i = Item::new(UpdateType::LocalChange, Kind::Symlink, b"l".to_vec());

@@ -94,6 +94,9 @@ struct DirFix {
     /// The directory's own attributes differ; otherwise the fix only restores an mtime that
     /// changes to its contents would have moved.
     differs: bool,
+    /// Opens once the directory exists; closed when making it failed, which was reported
+    /// then, and a fix would only fail again with a confusing "no such file".
+    made: Gate,
 }
 
 /// A later name of an inode, linked once every file has been written.
@@ -717,7 +720,10 @@ impl<'a> Run<'a> {
                         meta,
                         source: i,
                     }),
-                    Ok(None) => self.source_error(not_found("link_stat", src.tree.side(), name))?,
+                    Ok(None) => {
+                        let shown = operand_path(&*src.tree, name);
+                        self.source_error(not_found("link_stat", src.tree.side(), &shown))?
+                    }
                     Err(e) => self.source_error(e)?,
                 },
             }
@@ -781,7 +787,10 @@ impl<'a> Run<'a> {
         };
         let meta = match self.top_entry_meta(0, name).await {
             Ok(Some(m)) => m,
-            Ok(None) => return self.source_error(not_found("link_stat", src.tree.side(), name)),
+            Ok(None) => {
+                let shown = operand_path(&*src.tree, name);
+                return self.source_error(not_found("link_stat", src.tree.side(), &shown));
+            }
             Err(e) => return self.source_error(e),
         };
         let dest_meta = match self.dest().lstat(&dest_name).await {
@@ -1056,6 +1065,7 @@ impl<'a> Run<'a> {
                 path: path.clone(),
                 meta: fix,
                 differs: item.is_change(),
+                made: gate.clone(),
             });
         }
         Ok(Some(gate))
@@ -1077,7 +1087,10 @@ impl<'a> Run<'a> {
             |p: &RelPath| p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty());
         fixes.sort_by_key(|f| std::cmp::Reverse(depth(&f.path)));
         let mut current = None;
-        for fix in fixes {
+        for mut fix in fixes {
+            if !fix.made.passable().await {
+                continue;
+            }
             let d = depth(&fix.path);
             if current.is_some_and(|c| c != d) {
                 self.drain().await?;
@@ -1217,6 +1230,11 @@ impl<'a> Run<'a> {
                     }
                 }
                 if self.unchanged(&meta, existing.as_ref()) {
+                    if self.reporter.wants_unchanged() {
+                        let item =
+                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path).with_meta(&meta);
+                        self.walker_item(item);
+                    }
                     return Ok(());
                 }
                 let src = SourceEntry {
@@ -1336,6 +1354,21 @@ fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {
         cause: format!("listing task failed: {e}"),
         kind: ErrorKind::Other,
     }
+}
+
+/// A source named on the command line as the user wrote it: the root of its tree (which
+/// names the host for a remote one) joined with the name.
+fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
+    let root = tree.describe();
+    if root.is_empty() || root == "." {
+        return name.to_vec();
+    }
+    let mut path = root.into_bytes();
+    if !path.ends_with(b"/") && !path.ends_with(b":") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
 }
 
 fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {

@@ -132,6 +132,12 @@ fn unwritable_remote_dir_fails_only_its_files() {
             .any(|l| l.contains("locked/") && l.to_lowercase().contains("permission denied")),
         "{lines:?}"
     );
+    // What to do is said once, not on every refused file.
+    let hinted = lines
+        .iter()
+        .filter(|l| l.contains("sftpsync doctor"))
+        .count();
+    assert_eq!(hinted, 1, "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains("open/")), "{lines:?}");
 
     assert_eq!(std::fs::read(remote_local.join("open/f")).unwrap(), b"open");
@@ -235,4 +241,94 @@ fn disk_full_outcome(out: &Output, dest: &Path, cause: &str) {
         assert_eq!(std::fs::read(dest.join("small")).unwrap(), b"fits");
         assert_eq!(names_in(dest), ["big", "small"], "no temp file is left");
     }
+}
+
+/// `ssh_args` of the test server with one option's value replaced.
+fn ssh_with(server: &TestServer, change: impl Fn(&str) -> Option<String>) -> String {
+    server
+        .ssh_args()
+        .iter()
+        .map(|a| change(a).unwrap_or_else(|| a.clone()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The one line saying what went wrong, and that it carries a hint.
+fn the_error_with_hint(out: &Output) -> String {
+    let lines = error_lines(out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("; hint: "), "{lines:?}");
+    lines[0].clone()
+}
+
+#[test]
+fn unknown_host_key_and_refused_login_exit_255_with_what_to_do() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let dest = server.remote_spec("anywhere/");
+
+    let empty = tmp.path().join("known_hosts");
+    std::fs::write(&empty, b"").unwrap();
+    let ssh = ssh_with(server, |a| {
+        a.starts_with("UserKnownHostsFile=")
+            .then(|| format!("UserKnownHostsFile={}", empty.display()))
+    });
+    let out = sftpsync(&["-a", "-e", &ssh, &slash(&src), &dest]);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr_of(&out));
+    let line = the_error_with_hint(&out);
+    assert!(line.contains("Host key verification failed"), "{line}");
+    assert!(line.contains("ssh [USER@]HOST"), "{line}");
+
+    let key = tmp.path().join("stranger");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let client_key = server.client_key().display().to_string();
+    let ssh = ssh_with(server, |a| {
+        (a == client_key).then(|| key.display().to_string())
+    });
+    let out = sftpsync(&["-a", "-e", &ssh, &slash(&src), &dest]);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr_of(&out));
+    let line = the_error_with_hint(&out);
+    assert!(line.contains("Permission denied"), "{line}");
+    assert!(line.contains("ssh -i KEY"), "{line}");
+}
+
+#[test]
+fn missing_remote_paths_are_named_with_their_host() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"f").unwrap();
+    let (remote, _) = server.fresh_remote_dir("missing");
+
+    // A destination whose parent does not exist: rsync makes only the last level.
+    let out = push(server, &["-a"], &src, &format!("{remote}/no/such"));
+    assert_eq!(out.status.code(), Some(11), "{}", stderr_of(&out));
+    let line = the_error_with_hint(&out);
+    let wanted = server.remote_spec(&format!("{remote}/no/such"));
+    assert!(
+        line.contains(&format!("mkdir remote \"{wanted}\"")),
+        "{line}"
+    );
+    assert!(line.contains("create its parents first"), "{line}");
+
+    // A source that is not there.
+    let dst = tmp.path().join("dst");
+    let ssh = server.ssh_command();
+    let missing = server.remote_spec(&format!("{remote}/gone"));
+    let out = sftpsync(&["-a", "-e", &ssh, &missing, &slash(&dst)]);
+    assert_eq!(out.status.code(), Some(23), "{}", stderr_of(&out));
+    let line = the_error_with_hint(&out);
+    assert!(
+        line.contains(&format!("remote \"{missing}\" failed")),
+        "{line}"
+    );
+    assert!(line.contains("No such file"), "{line}");
 }

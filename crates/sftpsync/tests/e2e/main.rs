@@ -33,6 +33,7 @@ mod output;
 mod proftpd;
 mod quirks;
 mod resume;
+mod verbosity;
 
 fn sftpsync(args: &[&str]) -> Output {
     sftpsync_with_state(args, shared_state_dir())
