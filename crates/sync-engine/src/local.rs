@@ -166,9 +166,18 @@ fn meta_from_std(m: &fs::Metadata) -> Meta {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("blocking file system task panicked")
+    joined(tokio::task::spawn_blocking(f)).await
+}
+
+/// What a blocking task returned. A panic in it goes on here; a task cancelled before it ran
+/// means the runtime is shutting down (a run that ended early), and the task waiting here is
+/// dropped with it, so it waits for nothing.
+pub(crate) async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Only the mtime: atime is left as it is.

@@ -278,7 +278,7 @@ async fn local_hashes(
     .await;
     drop(chunks);
     let _ = reader.close().await;
-    let hashes = hasher.await.expect("block hashing thread");
+    let hashes = crate::local::joined(hasher).await;
     read?;
     Ok(comparable(hashes, 0, block, v.size, got))
 }

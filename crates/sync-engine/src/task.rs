@@ -1768,9 +1768,10 @@ impl Digest {
             Digest::Inline(h) => h.finish(),
             Digest::Background { chunks, done } => {
                 drop(chunks);
-                tokio::task::spawn_blocking(move || done.join().expect("digest thread"))
-                    .await
-                    .expect("digest thread")
+                crate::local::joined(tokio::task::spawn_blocking(move || {
+                    done.join().expect("digest thread")
+                }))
+                .await
             }
         }
     }
