@@ -100,6 +100,8 @@ pub struct CliArgs {
     /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
     pub whole_file: Option<bool>,
     pub numeric_ids: bool,
+    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
+    pub compress: bool,
     /// `None`: unlimited. A negative NUM becomes `Some(0)`, as in rsync.
     pub max_delete: Option<u32>,
     /// `-x` count: 2 (`-xx`) also skips the mount-point directories themselves.
@@ -171,6 +173,7 @@ impl Default for CliArgs {
             retries: None,
             whole_file: None,
             numeric_ids: false,
+            compress: false,
             max_delete: None,
             one_file_system: 0,
             out_format: None,
@@ -818,6 +821,9 @@ static OPTIONS: &[Spec] = &[
         s.args.rsh = Some(v);
         Ok(())
     }),
+    flag("compress", Some(b'z'), |s| s.args.compress = true),
+    flag("no-compress", None, |s| s.args.compress = false),
+    flag("no-z", None, |s| s.args.compress = false),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
     flag("verify", None, |s| s.args.verify = true),
@@ -901,8 +907,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-S", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
-    ignored("no-compress", None),
-    ignored("no-z", None),
     ignored("no-delay-updates", None),
     ignored("no-prune-empty-dirs", None),
     ignored("no-m", None),
@@ -980,7 +984,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("copy-dest", None),
     ("link-dest", None),
     ("fuzzy", Some(b'y')),
-    ("compress", Some(b'z')),
     ("old-compress", None),
     ("new-compress", None),
     ("compress-choice", None),
@@ -1505,6 +1508,7 @@ Transfer and connection:
                             where the server lacks posix-rename, fail rather
                             than replace files by remove + rename
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
+ -z, --compress             have ssh compress the connection (OpenSSH only)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
      --channels=N           SFTP channels to use at once (default 8), sharing
                             one SSH login through OpenSSH multiplexing
@@ -1593,13 +1597,18 @@ mod tests {
         assert!(a.eight_bit_output);
         assert_eq!(a.whole_file, Some(true));
 
-        // -z is only "not yet": the whole cluster is refused, naming the culprit.
-        let e = err(&["-avzn", "src", "host:dst"]);
+        // -S is only "not yet": the whole cluster is refused, naming the culprit.
+        let e = err(&["-avSn", "src", "host:dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
         assert_eq!(
             e.message(),
-            "option --compress (-z) is not supported by sftpsync yet"
+            "option --sparse (-S) is not supported by sftpsync yet"
         );
+
+        let a = run(&["-avz", "src", "host:dst"]);
+        assert!(a.compress && a.recursive);
+        assert!(!run(&["-z", "--no-z", "src", "host:dst"]).compress);
+        assert!(!run(&["-z", "--no-compress", "src", "host:dst"]).compress);
     }
 
     #[test]
@@ -1751,20 +1760,11 @@ mod tests {
 
     #[test]
     fn ignored_negations_are_accepted() {
-        let a = run(&[
-            "-a",
-            "--no-compress",
-            "--no-z",
-            "--no-inc-recursive",
-            "--no-i-r",
-            "-s",
-            "src",
-            "dst",
-        ]);
+        let a = run(&["-a", "--no-inc-recursive", "--no-i-r", "-s", "src", "dst"]);
         assert!(a.recursive);
         assert_eq!(
-            err(&["--no-z=1", "src", "dst"]).message(),
-            "option --no-z does not take an argument"
+            err(&["--no-i-r=1", "src", "dst"]).message(),
+            "option --no-i-r does not take an argument"
         );
     }
 

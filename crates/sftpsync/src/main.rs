@@ -311,7 +311,7 @@ async fn connect(
     say: impl Fn(String, bool) + Send + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
-    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
+    let route = route(cli, user, host)?;
     let (first, connector) = channels::open(route, wanted, config).await?;
     let pool = Arc::new(ChannelPool::new(first));
     let more = tokio::spawn({
@@ -339,6 +339,16 @@ async fn connect(
         }
     });
     Ok(Connection { pool, more })
+}
+
+/// How to reach the server, with `-z` applied where the remote shell can compress.
+fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Route, SftpError> {
+    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
+    Ok(if cli.compress {
+        route.compressed().unwrap_or_else(|r| r)
+    } else {
+        route
+    })
 }
 
 /// What -v says about the channels.
@@ -606,6 +616,22 @@ async fn run_attempts(
             Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
             Location::Local(_) => None,
         });
+    if let (true, Some((user, host))) = (cli.compress, &remote) {
+        let compressible = channels::Route::new(
+            cli.rsh.as_deref(),
+            cli.sftp_server.as_deref(),
+            user.as_deref(),
+            host,
+        )
+        .is_ok_and(|r| r.compressed().is_ok());
+        if !compressible {
+            sync_engine::Reporter::warning(
+                &*reporter,
+                "-z has no effect: only OpenSSH's ssh is asked to compress, and the remote \
+                 shell is not ssh (sftpsync has no compressed stream of its own)",
+            );
+        }
+    }
     let config = ClientConfig {
         idle_timeout: cli.timeout.map(|s| Duration::from_secs(s.into())),
         connect_timeout: cli.contimeout.map(|s| Duration::from_secs(s.into())),

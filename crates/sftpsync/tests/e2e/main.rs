@@ -8,6 +8,7 @@
 mod append;
 mod check_file;
 mod confinement;
+mod controls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
