@@ -102,6 +102,8 @@ pub struct CliArgs {
     pub numeric_ids: bool,
     /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
     pub compress: bool,
+    /// `--bwlimit`, in bytes per second; `None`: no limit.
+    pub bwlimit: Option<u64>,
     /// `None`: unlimited. A negative NUM becomes `Some(0)`, as in rsync.
     pub max_delete: Option<u32>,
     /// `-x` count: 2 (`-xx`) also skips the mount-point directories themselves.
@@ -174,6 +176,7 @@ impl Default for CliArgs {
             whole_file: None,
             numeric_ids: false,
             compress: false,
+            bwlimit: None,
             max_delete: None,
             one_file_system: 0,
             out_format: None,
@@ -824,6 +827,13 @@ static OPTIONS: &[Spec] = &[
     flag("compress", Some(b'z'), |s| s.args.compress = true),
     flag("no-compress", None, |s| s.args.compress = false),
     flag("no-z", None, |s| s.args.compress = false),
+    value("bwlimit", None, |s, _, v| {
+        let text = v.to_string_lossy();
+        s.args.bwlimit = crate::throttle::parse_rate(&text)
+            .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))?;
+        Ok(())
+    }),
+    flag("no-bwlimit", None, |s| s.args.bwlimit = None),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
     flag("verify", None, |s| s.args.verify = true),
@@ -910,7 +920,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-delay-updates", None),
     ignored("no-prune-empty-dirs", None),
     ignored("no-m", None),
-    ignored("no-bwlimit", None),
     ignored("no-backup", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
@@ -995,7 +1004,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("skip-compress", None),
     ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
-    ("bwlimit", None),
     ("backup", Some(b'b')),
     ("backup-dir", None),
     ("suffix", None),
@@ -1510,6 +1518,8 @@ Transfer and connection:
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
  -z, --compress             have ssh compress the connection (OpenSSH only)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
+     --bwlimit=RATE         move file data at RATE KiB/s at most, on average
+                            (suffixes B K M G; KB = 1000 bytes; 0: no limit)
      --channels=N           SFTP channels to use at once (default 8), sharing
                             one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
@@ -2022,10 +2032,6 @@ mod tests {
                 "option --sparse (-S) is not supported by sftpsync yet",
             ),
             (
-                "--bwlimit=1m",
-                "option --bwlimit is not supported by sftpsync yet",
-            ),
-            (
                 "--daemon",
                 "option --daemon is not supported by sftpsync yet",
             ),
@@ -2088,6 +2094,26 @@ mod tests {
             err(&["--timeout", "src", "dst"]).message(),
             "--timeout=src: invalid numeric value"
         );
+    }
+
+    #[test]
+    fn bwlimit_takes_rsync_rates() {
+        assert_eq!(
+            run(&["--bwlimit=256", "a", "h:b"]).bwlimit,
+            Some(256 * 1024)
+        );
+        assert_eq!(run(&["--bwlimit", "1M", "a", "h:b"]).bwlimit, Some(1 << 20));
+        assert_eq!(
+            run(&["--bwlimit=1m", "--bwlimit=0", "a", "h:b"]).bwlimit,
+            None
+        );
+        assert_eq!(
+            run(&["--bwlimit=1m", "--no-bwlimit", "a", "h:b"]).bwlimit,
+            None
+        );
+        let e = err(&["--bwlimit=1x", "a", "h:b"]);
+        assert_eq!(e.kind(), ArgsErrorKind::BadValue);
+        assert_eq!(e.message(), "--bwlimit=1x is invalid");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod format;
 mod json;
 mod output;
 mod temps;
+mod throttle;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -797,8 +798,20 @@ async fn attempt(
         s.push_str(&sync_engine::path::escape_name(trimmed));
         s
     };
+    let throttle = cli.bwlimit.map(throttle::Throttle::new);
+    let local_copy = cli.direction() == args::Direction::Local;
+    // The limit is kept where the bytes cross the link: on the remote tree, or on the
+    // destination of a local copy.
+    let throttled = |loc: &Location, tree: Arc<dyn Tree>| -> Arc<dyn Tree> {
+        match &throttle {
+            Some(t) if loc.is_remote() || (local_copy && std::ptr::eq(loc, dest_loc)) => {
+                Arc::new(throttle::ThrottledTree::new(tree, t.clone()))
+            }
+            _ => tree,
+        }
+    };
     let make_tree_following = |loc: &Location, dir: &[u8], follow: bool| -> Arc<dyn Tree> {
-        match loc {
+        let tree: Arc<dyn Tree> = match loc {
             Location::Local(_) => Arc::new(LocalTree::new(local_root(dir)).following_links(follow)),
             Location::Remote { .. } => Arc::new(
                 SftpTree::new(
@@ -814,7 +827,8 @@ async fn attempt(
                 )
                 .atomic_replace_only(cli.require_atomic_replace),
             ),
-        }
+        };
+        throttled(loc, tree)
     };
     let make_tree = |loc: &Location, dir: &[u8]| {
         make_tree_following(loc, dir, cli.copy_links || cli.copy_unsafe_links)

@@ -62,3 +62,37 @@ fn compress_asks_openssh_and_warns_for_other_shells() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("-z has no effect"), "{err}");
 }
+
+#[test]
+fn bwlimit_slows_pushes_and_pulls_to_the_rate() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Two files, so that the limit has to hold across concurrent copies.
+    let data: Vec<u8> = (0..512 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("a"), &data).unwrap();
+    std::fs::write(src.join("b"), &data).unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("bwlimit");
+
+    // 1 MiB at 256 KiB/s: about 4 s, of which the first burst is free.
+    let started = std::time::Instant::now();
+    ok(&push(server, &["-a", "--bwlimit=256"], &src, &remote));
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "push took {took:?}"
+    );
+    assert_trees_match(&src, &local);
+
+    let dst = tmp.path().join("dst");
+    let started = std::time::Instant::now();
+    ok(&pull(server, &["-a", "--bwlimit=256K"], &remote, &dst));
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "pull took {took:?}"
+    );
+    assert_trees_match(&local, &dst);
+}
