@@ -102,6 +102,11 @@ pub struct CliArgs {
     pub numeric_ids: bool,
     /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
     pub compress: bool,
+    /// Every `--chmod` value in order, each already checked.
+    pub chmod: Vec<String>,
+    /// `--chown` split into user and group (each `None` when left empty); implies `-o` and
+    /// `-g` for the part that is given.
+    pub chown: Option<(Option<String>, Option<String>)>,
     /// `--bwlimit`, in bytes per second; `None`: no limit.
     pub bwlimit: Option<u64>,
     /// `None`: unlimited. A negative NUM becomes `Some(0)`, as in rsync.
@@ -176,6 +181,8 @@ impl Default for CliArgs {
             whole_file: None,
             numeric_ids: false,
             compress: false,
+            chmod: Vec::new(),
+            chown: None,
             bwlimit: None,
             max_delete: None,
             one_file_system: 0,
@@ -495,6 +502,11 @@ impl State {
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
         }
+        if let Some((user, group)) = &a.chown {
+            // As rsync: forcing an owner or group means preserving it.
+            a.owner |= user.is_some();
+            a.group |= group.is_some();
+        }
         if a.append > 0 {
             if a.whole_file == Some(true) {
                 return Err(ArgsError::new(
@@ -717,6 +729,24 @@ static OPTIONS: &[Spec] = &[
     flag("hard-links", Some(b'H'), |s| s.args.hard_links = true),
     flag("no-hard-links", None, |s| s.args.hard_links = false),
     flag("no-H", None, |s| s.args.hard_links = false),
+    value("chmod", None, |s, _, v| {
+        let text = v.to_string_lossy().into_owned();
+        crate::remap::parse_chmod(&text).map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))?;
+        s.args.chmod.push(text);
+        Ok(())
+    }),
+    value("chown", None, |s, name, v| {
+        let text = v.to_string_lossy();
+        let (user, group) = crate::remap::split_chown(&text);
+        if user.is_none() && group.is_none() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs USER, USER:GROUP or :GROUP"),
+            ));
+        }
+        s.args.chown = Some((user.map(str::to_owned), group.map(str::to_owned)));
+        Ok(())
+    }),
     flag("numeric-ids", None, |s| s.args.numeric_ids = true),
     flag("no-numeric-ids", None, |s| s.args.numeric_ids = false),
     flag("one-file-system", Some(b'x'), |s| {
@@ -952,7 +982,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("mkpath", None),
     ("relative", Some(b'R')),
     ("executability", Some(b'E')),
-    ("chmod", None),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
     ("atimes", Some(b'U')),
@@ -1014,7 +1043,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("old-args", None),
     ("usermap", None),
     ("groupmap", None),
-    ("chown", None),
     ("copy-as", None),
     ("fsync", None),
     ("stop-after", None),
@@ -1458,7 +1486,10 @@ What to copy and keep:
      --devices              recreate device files (the receiver needs the right)
      --specials             recreate FIFOs and sockets
  -D                         the same as --devices --specials
-     --numeric-ids          keep uid/gid numbers instead of matching names
+     --numeric-ids          keep uid/gid numbers (always so: SFTP has no names)
+     --chmod=CHMOD          change modes as sent (D/F prefix, ugo+-=rwxXst, 644)
+     --chown=USER:GROUP     give every entry this owner and group (names are
+                            looked up on this machine; numbers pass as they are)
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
@@ -2114,6 +2145,29 @@ mod tests {
         let e = err(&["--bwlimit=1x", "a", "h:b"]);
         assert_eq!(e.kind(), ArgsErrorKind::BadValue);
         assert_eq!(e.message(), "--bwlimit=1x is invalid");
+    }
+
+    #[test]
+    fn chmod_and_chown_values() {
+        let a = run(&["--chmod=D755", "--chmod", "Fu+x,go-w", "a", "h:b"]);
+        assert_eq!(a.chmod, ["D755", "Fu+x,go-w"]);
+        let e = err(&["--chmod=u+r-w", "a", "h:b"]);
+        assert_eq!(e.message(), "Invalid argument passed to --chmod (u+r-w)");
+
+        let a = run(&["-r", "--chown=web:www", "a", "h:b"]);
+        assert_eq!(
+            a.chown,
+            Some((Some("web".to_string()), Some("www".to_string())))
+        );
+        assert!(a.owner && a.group);
+        let a = run(&["-r", "--chown=:www", "a", "h:b"]);
+        assert!(!a.owner && a.group);
+        let a = run(&["-r", "--chown=web", "a", "h:b"]);
+        assert!(a.owner && !a.group);
+        assert_eq!(
+            err(&["--chown=:", "a", "h:b"]).kind(),
+            ArgsErrorKind::BadValue
+        );
     }
 
     #[test]

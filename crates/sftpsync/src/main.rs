@@ -7,6 +7,7 @@ mod doctor;
 mod format;
 mod json;
 mod output;
+mod remap;
 mod temps;
 mod throttle;
 
@@ -216,6 +217,29 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         modify_window: cli.modify_window.unwrap_or(0).max(0) as i64,
         filters,
     })
+}
+
+/// What `--chmod` and `--chown` do to the sources' attributes; `None` when neither is given.
+/// Names are looked up here, once: a name that does not resolve is a usage error.
+fn source_remap(cli: &CliArgs) -> Result<Option<Arc<remap::Remap>>, String> {
+    let mut r = remap::Remap {
+        umask: remap::current_umask(),
+        ..Default::default()
+    };
+    for text in &cli.chmod {
+        r.chmod.extend(remap::parse_chmod(text)?);
+    }
+    if let Some((user, group)) = &cli.chown {
+        r.uid = user
+            .as_deref()
+            .map(|u| remap::resolve_id(u, false))
+            .transpose()?;
+        r.gid = group
+            .as_deref()
+            .map(|g| remap::resolve_id(g, true))
+            .transpose()?;
+    }
+    Ok((!r.is_empty()).then(|| Arc::new(r)))
 }
 
 /// Channels opened when --channels is not given.
@@ -450,6 +474,8 @@ struct Plan<'a> {
     config: ClientConfig,
     /// Temp files of earlier attempts that may still be on the destination.
     temps: Arc<TempLog>,
+    /// `--chmod` and `--chown`, applied to what the sources show.
+    remap: Option<Arc<remap::Remap>>,
     started: Instant,
 }
 
@@ -606,6 +632,13 @@ async fn run_attempts(
         reporter.error_line("--list-only is not supported yet");
         return exit::SYNTAX;
     }
+    let remap = match source_remap(cli) {
+        Ok(r) => r,
+        Err(e) => {
+            reporter.error_line(&e);
+            return exit::SYNTAX;
+        }
+    };
     let reporter = reporter.clone();
 
     // One remote side at most.
@@ -653,6 +686,7 @@ async fn run_attempts(
         reporter,
         config,
         temps: Arc::new(TempLog::default()),
+        remap,
         started,
     };
 
@@ -837,10 +871,11 @@ async fn attempt(
     let mut sources = Vec::new();
     for loc in &cli.sources {
         let (dir, content) = split_source(&location_path(loc));
-        sources.push(SourceRoot {
-            tree: make_tree(loc, &dir),
-            content,
-        });
+        let mut tree = make_tree(loc, &dir);
+        if let Some(r) = &plan.remap {
+            tree = Arc::new(remap::RemapTree::new(tree, r.clone()));
+        }
+        sources.push(SourceRoot { tree, content });
     }
 
     // rsync's rule: one non-directory source and a destination that is not an existing

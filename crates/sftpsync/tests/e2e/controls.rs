@@ -96,3 +96,119 @@ fn bwlimit_slows_pushes_and_pulls_to_the_rate() {
     );
     assert_trees_match(&local, &dst);
 }
+
+/// Runs `rsync FLAGS src/ oracle/` and `sftpsync FLAGS src/ localhost:dst/` (sftp-server
+/// over pipes, as root here), and checks the two results match as `rsync -a` compares them
+/// (plus `compare`). Returns sftpsync's stdout.
+fn like_rsync(flags: &[&str], compare: &[&str], src: &Path, oracle: &Path, dst: &Path) -> String {
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(src))
+        .arg(slash(oracle))
+        .output()
+        .expect("run rsync");
+    assert!(rsync.status.success(), "rsync {flags:?}: {rsync:?}");
+    let out = ok(&pipe_push(flags, src, dst));
+    assert_trees_match_with(oracle, dst, compare);
+    out
+}
+
+/// A small tree of files and directories with assorted modes.
+fn moded_tree(root: &Path) {
+    for (path, mode) in [("d", 0o700), ("d/e", 0o755), ("g", 0o2750)] {
+        std::fs::create_dir_all(root.join(path)).unwrap();
+        std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for (path, mode) in [("f", 0o600), ("x", 0o755), ("d/r", 0o444), ("d/e/w", 0o666)] {
+        std::fs::write(root.join(path), path).unwrap();
+        std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::os::unix::fs::symlink("f", root.join("link")).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn chmod_changes_modes_as_rsync_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    moded_tree(&src);
+    for (i, chmod) in [
+        "D755,F644",
+        "u+rwX,g-w,o=",
+        "Fa+x",
+        "ug=rwX,Dg+s",
+        "+w",
+        "go-rwx,u+X",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let arg = format!("--chmod={chmod}");
+        let (oracle, dst) = (
+            tmp.path().join(format!("o{i}")),
+            tmp.path().join(format!("d{i}")),
+        );
+        like_rsync(&["-a", &arg], &[], &src, &oracle, &dst);
+        // Without -p only new files take the changed modes; a second run is a no-op.
+        let (oracle, dst) = (
+            tmp.path().join(format!("po{i}")),
+            tmp.path().join(format!("pd{i}")),
+        );
+        like_rsync(&["-rlt", &arg], &["--no-o", "--no-g"], &src, &oracle, &dst);
+        assert_eq!(ok(&pipe_push(&["-rlti", &arg], &src, &dst)), "", "{chmod}");
+    }
+}
+
+#[test]
+fn chmod_on_push_to_sshd_and_again_is_a_no_op() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    moded_tree(&src);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let (remote, local) = server.fresh_remote_dir("chmod");
+    let oracle = tmp.path().join("oracle");
+    let flags = ["-a", "--chmod=Dg+s,ug+w,Fo-rwx"];
+    ok(&push(server, &flags, &src, &remote));
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&src))
+        .arg(slash(&oracle))
+        .output();
+    assert!(rsync.unwrap().status.success());
+    assert_trees_match_with(&oracle, &local, &["--no-o", "--no-g"]);
+    assert_eq!(ok(&push(server, &["-ai", flags[1]], &src, &remote)), "");
+}
+
+#[test]
+fn chown_and_numeric_ids_as_rsync_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    moded_tree(&src);
+    for (i, chown) in ["nobody:nogroup", "65534", ":123", "4321:4321"]
+        .iter()
+        .enumerate()
+    {
+        let arg = format!("--chown={chown}");
+        let (oracle, dst) = (
+            tmp.path().join(format!("o{i}")),
+            tmp.path().join(format!("d{i}")),
+        );
+        // -r alone: --chown brings -o/-g with it.
+        like_rsync(&["-r", &arg], &["-o", "-g"], &src, &oracle, &dst);
+        let (oracle, dst) = (
+            tmp.path().join(format!("no{i}")),
+            tmp.path().join(format!("nd{i}")),
+        );
+        like_rsync(&["-a", "--numeric-ids", &arg], &[], &src, &oracle, &dst);
+        assert_eq!(ok(&pipe_push(&["-ai", &arg], &src, &dst)), "", "{chown}");
+    }
+    let out = pipe_push(
+        &["-a", "--chown=no-such-user-here"],
+        &src,
+        &tmp.path().join("x"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown user no-such-user-here"), "{err}");
+}
