@@ -87,6 +87,10 @@ pub struct CliArgs {
     pub verify: bool,
     /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
     pub require_atomic_replace: bool,
+    /// Ours: read no config file (`--no-config`).
+    pub no_config: bool,
+    /// Ours, from the config file only: words added to the remote shell command.
+    pub ssh_args: Vec<OsString>,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
     pub channels: Option<u32>,
     /// `None` when not given (rsync's default 0). Negative asks for nanosecond comparison.
@@ -173,6 +177,8 @@ impl Default for CliArgs {
             no_index: false,
             trust_index: false,
             verify: false,
+            no_config: false,
+            ssh_args: Vec::new(),
             channels: None,
             modify_window: None,
             timeout: None,
@@ -864,6 +870,7 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("no-bwlimit", None, |s| s.args.bwlimit = None),
+    flag("no-config", None, |s| s.args.no_config = true),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
     flag("verify", None, |s| s.args.verify = true),
@@ -1555,6 +1562,8 @@ Transfer and connection:
                             one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
      --contimeout=SECONDS   give up connecting after SECONDS
+     --no-config            read no config file (see README; also
+                            SFTPSYNC_CONFIG=FILE, or empty for none)
      --retries=N            after a lost connection, reconnect up to N times
                             (default 3, waiting 1, 2, 4... s) and sync again:
                             finished files are not sent again

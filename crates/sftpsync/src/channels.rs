@@ -75,6 +75,18 @@ impl Route {
         })
     }
 
+    /// Adds words to the remote shell command (before the host); a local server takes none.
+    pub fn with_ssh_args(self, extra: &[OsString]) -> Route {
+        match self {
+            Route::Ssh { rsh, user, host } => Route::Ssh {
+                rsh: rsh.iter().chain(extra).cloned().collect(),
+                user,
+                host,
+            },
+            other => other,
+        }
+    }
+
     /// `-z`: rsync compresses its own stream, sftpsync has OpenSSH compress the SSH stream.
     /// `Err` gives the route back unchanged when its remote shell is not OpenSSH's ssh, whose
     /// options we cannot know.

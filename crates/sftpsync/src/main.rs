@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+mod config;
 mod doctor;
 mod format;
 mod json;
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "doctor") {
         return doctor_main(&argv[2..]);
     }
-    let parsed = match args::parse(argv) {
+    let parsed = match args::parse(argv.clone()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
@@ -89,6 +90,13 @@ fn main() -> ExitCode {
         }
         Parsed::Run(cli) => cli,
     };
+    let cli = match with_config(&argv, *cli) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("sftpsync: {e}");
+            return fail(exit::SYNTAX);
+        }
+    };
     sync_engine::path::set_utf8_output(locale_is_utf8());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -101,7 +109,48 @@ fn main() -> ExitCode {
             return fail(exit::FILE_IO);
         }
     };
-    ExitCode::from(runtime.block_on(run(*cli)))
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// The command line with the config file's settings for its server put before it: the
+/// options are parsed again with the file's first, so the command line's win.
+fn with_config(argv: &[OsString], cli: CliArgs) -> Result<CliArgs, String> {
+    let Some((path, explicit)) = (!cli.no_config).then(config::location).flatten() else {
+        return Ok(cli);
+    };
+    let host = cli
+        .sources
+        .iter()
+        .chain(cli.dest.as_ref())
+        .find_map(|l| match l {
+            Location::Remote { host, .. } => Some(String::from_utf8_lossy(host).into_owned()),
+            Location::Local(_) => None,
+        });
+    let settings = config::load(&path, explicit, host.as_deref())?;
+    let mut cli = if settings.args.is_empty() {
+        cli
+    } else {
+        let words = argv[..1]
+            .iter()
+            .chain(&settings.args)
+            .chain(&argv[1..])
+            .cloned();
+        match args::parse(words) {
+            Ok(Parsed::Run(cli)) => *cli,
+            Ok(_) => {
+                return Err(format!(
+                    "config file {}: args may not ask for --help or --version",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("config file {}: {}", path.display(), e.message())),
+        }
+    };
+    if cli.rsh.is_none() && std::env::var_os("RSYNC_RSH").is_none() {
+        cli.rsh = settings.rsh.map(OsString::from);
+    }
+    cli.ssh_args = settings.ssh_args;
+    Ok(cli)
 }
 
 /// `sftpsync doctor ...`: explains a server instead of syncing.
@@ -368,7 +417,8 @@ async fn connect(
 
 /// How to reach the server, with `-z` applied where the remote shell can compress.
 fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Route, SftpError> {
-    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
+    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?
+        .with_ssh_args(&cli.ssh_args);
     Ok(if cli.compress {
         route.compressed().unwrap_or_else(|r| r)
     } else {

@@ -212,3 +212,83 @@ fn chown_and_numeric_ids_as_rsync_does() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown user no-such-user-here"), "{err}");
 }
+
+/// Runs sftpsync with `config` as its config file.
+fn with_config(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .args(args)
+        .env("XDG_STATE_HOME", shared_state_dir())
+        .env("SFTPSYNC_CONFIG", config)
+        .env_remove("RSYNC_RSH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftpsync")
+}
+
+#[test]
+fn config_file_gives_per_host_defaults_below_the_command_line() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    let log = tmp.path().join("ssh.log");
+    let ssh = logging_ssh(tmp.path(), &log);
+    let rsh = server
+        .ssh_command()
+        .replacen("ssh", ssh.to_str().unwrap(), 1);
+    let host = server.user_at_host();
+    let host = host.split('@').nth(1).unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[defaults]\nargs = [\"--chmod=F600\"]\n\n[host.\"{host}\"]\nchannels = 1\n\
+             rsh = \"{rsh}\"\nssh_args = [\"-oServerAliveInterval=17\"]\n"
+        ),
+    )
+    .unwrap();
+    let (remote, local) = server.fresh_remote_dir("config");
+    let dest = server.remote_spec(&format!("{remote}/"));
+
+    // No -e: the host's section says how to connect.
+    ok(&with_config(&config, &["-a", &slash(&src), &dest]));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&local.join("f")), 0o600);
+    let words = std::fs::read_to_string(&log).unwrap();
+    assert!(words.contains("-oServerAliveInterval=17"), "{words}");
+    assert!(!words.contains("ControlMaster"), "one channel: {words}");
+
+    // The command line wins; --no-config reads nothing.
+    ok(&with_config(
+        &config,
+        &["-a", "--chmod=F640", &slash(&src), &dest],
+    ));
+    assert_eq!(mode(&local.join("f")), 0o640);
+    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    ok(&with_config(
+        &config,
+        &[
+            "-a",
+            "--no-config",
+            "-e",
+            &server.ssh_command(),
+            &slash(&src),
+            &dest,
+        ],
+    ));
+    assert_eq!(mode(&local.join("f")), 0o604);
+
+    // A mistake is one line naming the file and line, and exit 1 before anything is done.
+    std::fs::write(&config, "[defaults]\nchannels = 2\nchanels = 3\n").unwrap();
+    let out = with_config(&config, &["-a", &slash(&src), &dest]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("sftpsync: config file {}:3: ", config.display())),
+        "{err}"
+    );
+    assert!(first.contains("chanels"), "{err}");
+}

@@ -42,6 +42,8 @@ fn sftpsync_with_state(args: &[&str], state: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sftpsync"))
         .args(args)
         .env("XDG_STATE_HOME", state)
+        // The invoking user's config file must not change what the tests run.
+        .env("SFTPSYNC_CONFIG", "")
         .stdin(Stdio::null())
         .output()
         .expect("run sftpsync")
