@@ -106,6 +106,12 @@ pub struct CliArgs {
     pub numeric_ids: bool,
     /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
     pub compress: bool,
+    /// `--backup` (also implied by `--backup-dir`).
+    pub backup: bool,
+    /// `--backup-dir=DIR`, as given.
+    pub backup_dir: Option<Vec<u8>>,
+    /// `--suffix`; `None`: rsync's default (`~`, or nothing with a backup dir).
+    pub suffix: Option<Vec<u8>>,
     /// Every `--chmod` value in order, each already checked.
     pub chmod: Vec<String>,
     /// `--chown` split into user and group (each `None` when left empty); implies `-o` and
@@ -189,6 +195,9 @@ impl Default for CliArgs {
             compress: false,
             chmod: Vec::new(),
             chown: None,
+            backup: false,
+            backup_dir: None,
+            suffix: None,
             bwlimit: None,
             max_delete: None,
             one_file_system: 0,
@@ -507,6 +516,32 @@ impl State {
         }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
+        }
+        if a.backup_dir.is_some() {
+            a.backup = true;
+        }
+        if a.backup {
+            match &a.suffix {
+                Some(sfx) if sfx.contains(&b'/') => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::BadValue,
+                        format!("--suffix cannot contain slashes: {}", show(sfx)),
+                    ))
+                }
+                Some(sfx) if sfx.is_empty() && a.backup_dir.is_none() => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::BadValue,
+                        "--suffix cannot be empty without a --backup-dir",
+                    ))
+                }
+                _ => {}
+            }
+            if a.inplace || a.append > 0 {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::NotSupported,
+                    "--backup with --inplace or --append is not supported by sftpsync yet",
+                ));
+            }
         }
         if let Some((user, group)) = &a.chown {
             // As rsync: forcing an owner or group means preserving it.
@@ -832,6 +867,22 @@ static OPTIONS: &[Spec] = &[
     }),
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
+    flag("backup", Some(b'b'), |s| s.args.backup = true),
+    flag("no-backup", None, |s| s.args.backup = false),
+    value("backup-dir", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        s.args.backup_dir = Some(v.into_vec());
+        Ok(())
+    }),
+    value("suffix", None, |s, _, v| {
+        s.args.suffix = Some(v.into_vec());
+        Ok(())
+    }),
     // Transfer and connection.
     flag("dry-run", Some(b'n'), |s| s.args.dry_run = true),
     flag("partial", None, |s| s.args.partial = true),
@@ -957,7 +1008,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-delay-updates", None),
     ignored("no-prune-empty-dirs", None),
     ignored("no-m", None),
-    ignored("no-backup", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
     ignored("no-mkpath", None),
@@ -1040,9 +1090,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("skip-compress", None),
     ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
-    ("backup", Some(b'b')),
-    ("backup-dir", None),
-    ("suffix", None),
     ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
@@ -1511,6 +1558,10 @@ Deciding what to transfer:
      --no-whole-file        allow sending only the changed parts (--no-W)
 
 Deleting:
+ -b, --backup               keep what is replaced or deleted as NAME~ beside it
+     --backup-dir=DIR       keep backups in DIR instead (relative to DEST;
+                            implies -b)
+     --suffix=SUFFIX        backup suffix (default ~, or none with --backup-dir)
      --delete               remove receiver files that the sources lack
      --delete-before        delete in a listing pass before transferring
      --delete-during        delete in each directory as the walk reaches it
@@ -2176,6 +2227,32 @@ mod tests {
         assert_eq!(
             err(&["--chown=:", "a", "h:b"]).kind(),
             ArgsErrorKind::BadValue
+        );
+    }
+
+    #[test]
+    fn backup_options_follow_rsync() {
+        let a = run(&["-b", "a", "h:b"]);
+        assert!(a.backup && a.backup_dir.is_none() && a.suffix.is_none());
+        let a = run(&["--backup-dir=../old", "--suffix=.1", "a", "h:b"]);
+        assert!(a.backup);
+        assert_eq!(a.backup_dir.as_deref(), Some(&b"../old"[..]));
+        assert_eq!(a.suffix.as_deref(), Some(&b".1"[..]));
+        assert!(!run(&["-b", "--no-backup", "a", "h:b"]).backup);
+        // A suffix alone does nothing, as in rsync.
+        assert!(!run(&["--suffix=x", "a", "h:b"]).backup);
+        assert!(run(&["--backup-dir=d", "--suffix=", "a", "h:b"]).backup);
+        assert_eq!(
+            err(&["-b", "--suffix=a/b", "a", "h:b"]).message(),
+            "--suffix cannot contain slashes: a/b"
+        );
+        assert_eq!(
+            err(&["-b", "--suffix=", "a", "h:b"]).message(),
+            "--suffix cannot be empty without a --backup-dir"
+        );
+        assert_eq!(
+            err(&["-b", "--inplace", "a", "h:b"]).kind(),
+            ArgsErrorKind::NotSupported
         );
     }
 

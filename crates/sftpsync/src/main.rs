@@ -212,6 +212,21 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
     if cli.delete_excluded {
         filters = filters.without_receiver_excludes();
     }
+    if cli.backup && cli.delete && !cli.delete_excluded {
+        // As rsync: earlier backups are not deleted as extraneous; rsync protects those
+        // beside their files, and we also a backup directory inside the destination, which
+        // rsync would back up into itself on every run.
+        let rule = match backup_in_tree(cli) {
+            Some(dir) => [&b"P /"[..], &dir, b"/"].concat(),
+            None if cli.backup_dir.is_none() => [&b"P *"[..], &backup_suffix(cli)].concat(),
+            None => Vec::new(),
+        };
+        if !rule.is_empty() {
+            filters
+                .add_filter_rule(&rule)
+                .context("bad --backup-dir or --suffix for a filter rule")?;
+        }
+    }
     if let Some(dir) = cli.partial_dir.as_ref().filter(|d| !d.starts_with(b"/")) {
         // As rsync: a perishable exclude after the user's rules, so partial files are never
         // sent and not deleted before the copy that resumes from them. An absolute DIR is
@@ -289,6 +304,29 @@ fn source_remap(cli: &CliArgs) -> Result<Option<Arc<remap::Remap>>, String> {
             .transpose()?;
     }
     Ok((!r.is_empty()).then(|| Arc::new(r)))
+}
+
+/// The backup suffix in force: `--suffix`, else rsync's default.
+fn backup_suffix(cli: &CliArgs) -> Vec<u8> {
+    match (&cli.suffix, &cli.backup_dir) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => b"~".to_vec(),
+    }
+}
+
+/// A `--backup-dir` that lies inside the destination tree, as a path in it: relative, and
+/// not climbing out with `..`. Any other is a tree of its own.
+fn backup_in_tree(cli: &CliArgs) -> Option<Vec<u8>> {
+    let dir = cli.backup_dir.as_ref()?;
+    let parts: Vec<&[u8]> = dir
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    if dir.starts_with(b"/") || parts.is_empty() || parts.contains(&&b".."[..]) {
+        return None;
+    }
+    Some(parts.join(&b'/'))
 }
 
 /// Channels opened when --channels is not given.
@@ -997,6 +1035,26 @@ async fn attempt(
             .map(|dir| make_tree_following(dest_loc, dir, false)),
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
+        backup: cli.backup.then(|| {
+            let suffix = backup_suffix(cli);
+            let own_tree = match (&cli.backup_dir, backup_in_tree(cli)) {
+                (Some(dir), None) if dir.starts_with(b"/") => Some(dir.clone()),
+                (Some(dir), None) => {
+                    let mut d = dest_dir.clone();
+                    if !d.is_empty() && !d.ends_with(b"/") {
+                        d.push(b'/');
+                    }
+                    d.extend_from_slice(dir);
+                    Some(d)
+                }
+                _ => None,
+            };
+            Arc::new(sync_engine::Backup::new(
+                backup_in_tree(cli),
+                own_tree.map(|d| make_tree_following(dest_loc, &d, false)),
+                suffix,
+            ))
+        }),
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);

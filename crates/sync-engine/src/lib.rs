@@ -3,6 +3,7 @@
 //! The engine never prints or exits: what happens is told to a [`Reporter`], and how the run
 //! went comes back as a [`SyncOutcome`].
 
+pub mod backup;
 pub mod delta_index;
 pub mod filter;
 pub mod local;
@@ -17,6 +18,7 @@ mod task;
 pub mod tree;
 pub mod validate;
 
+pub use backup::Backup;
 pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
 pub use local::LocalTree;

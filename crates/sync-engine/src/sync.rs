@@ -9,6 +9,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
+use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
@@ -56,6 +57,8 @@ pub struct SyncJob {
     pub partial_dir_tree: Option<Arc<dyn Tree>>,
     /// Told how far the run has got while it runs, for progress displays.
     pub progress: Option<Arc<dyn Progress>>,
+    /// `--backup`: where replaced and deleted destination entries are kept.
+    pub backup: Option<Arc<Backup>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -335,15 +338,17 @@ struct Run<'a> {
 
 /// Runs one sync. Never panics on bad input and never prints: everything goes to `reporter`.
 pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> SyncOutcome {
+    let mut shared = Shared::new(
+        opts.clone(),
+        job.dest.clone(),
+        job.index.clone(),
+        job.partial_dir_tree.clone(),
+        job.progress.clone(),
+    );
+    shared.backup = job.backup.clone();
     let mut run = Run {
         job,
-        sh: Arc::new(Shared::new(
-            opts.clone(),
-            job.dest.clone(),
-            job.index.clone(),
-            job.partial_dir_tree.clone(),
-            job.progress.clone(),
-        )),
+        sh: Arc::new(shared),
         reporter,
         outcome: SyncOutcome::default(),
         tasks: JoinSet::new(),

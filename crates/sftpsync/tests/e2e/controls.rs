@@ -2,6 +2,7 @@
 //! --chmod, --chown, -C and the config file, each against rsync where rsync has the flag.
 
 use super::*;
+use std::os::unix::fs::MetadataExt;
 
 /// A program named `ssh` (so that it is taken for OpenSSH's) that notes its arguments in
 /// `log` and runs the real ssh with them.
@@ -291,4 +292,104 @@ fn config_file_gives_per_host_defaults_below_the_command_line() {
         "{err}"
     );
     assert!(first.contains("chanels"), "{err}");
+}
+
+/// A source that differs from [`backup_dest`] in every way a backup is made for: a changed
+/// file, an extra file, an extra directory with a file, a symlink with another target, and
+/// a file where the source has a directory.
+fn backup_source(src: &Path) {
+    std::fs::create_dir_all(src.join("d/now-dir")).unwrap();
+    write_at(&src.join("f"), b"new content", 1_600_000_000);
+    write_at(&src.join("same"), b"same", 1_600_000_000);
+    write_at(&src.join("d/g"), b"new g", 1_600_000_000);
+    std::os::unix::fs::symlink("f", src.join("link")).unwrap();
+}
+
+/// The destination [`backup_source`] is synced onto.
+fn backup_dest(dst: &Path) {
+    std::fs::create_dir_all(dst.join("d/now-dir")).unwrap();
+    std::fs::remove_dir(dst.join("d/now-dir")).unwrap();
+    std::fs::create_dir_all(dst.join("gone/sub")).unwrap();
+    write_at(&dst.join("f"), b"old", 1_500_000_000);
+    write_at(&dst.join("same"), b"same", 1_600_000_000);
+    write_at(&dst.join("d/g"), b"old g", 1_500_000_000);
+    write_at(&dst.join("d/now-dir"), b"was a file", 1_500_000_000);
+    write_at(&dst.join("extra"), b"extra", 1_500_000_000);
+    write_at(&dst.join("gone/sub/z"), b"z", 1_500_000_000);
+    std::os::unix::fs::symlink("same", dst.join("link")).unwrap();
+}
+
+#[test]
+fn backups_are_kept_as_rsync_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    backup_source(&src);
+    for (i, flags) in [
+        &["-a", "--delete", "-b"][..],
+        &["-a", "-b", "--suffix=.old"],
+        &["-a", "--delete", "--backup-dir=bak"],
+        &["-a", "--delete", "--backup-dir=bak", "--suffix=.1"],
+        &["-a", "--delete", "--backup-dir=../outside"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let case = tmp.path().join(format!("case{i}"));
+        let (oracle, dst) = (case.join("oracle/d"), case.join("ours/d"));
+        backup_dest(&oracle);
+        backup_dest(&dst);
+        // rsync omits directory times when backups go beside their files.
+        let out = like_rsync(flags, &["-O"], &src, &oracle, &dst);
+        assert!(!out.contains("error"), "{flags:?}: {out}");
+        let outside = |d: &Path| d.parent().unwrap().join("outside");
+        if outside(&oracle).exists() {
+            assert_trees_match_with(&outside(&oracle), &outside(&dst), &["-O"]);
+        }
+    }
+}
+
+#[test]
+fn backups_on_a_push_keep_the_old_file_and_protect_the_backup_dir() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, oracle) = (tmp.path().join("src"), tmp.path().join("oracle"));
+    let (remote, local) = server.fresh_remote_dir("backup");
+    backup_source(&src);
+    backup_dest(&local);
+    backup_dest(&oracle);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    chown_tree(&local, server.uid(), server.gid()).unwrap();
+    chown_tree(&oracle, server.uid(), server.gid()).unwrap();
+    let old_inode = std::fs::metadata(local.join("f")).unwrap().ino();
+
+    let flags = ["-a", "--delete", "-b"];
+    ok(&push(server, &flags, &src, &remote));
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&src))
+        .arg(slash(&oracle))
+        .output();
+    assert!(rsync.unwrap().status.success());
+    assert_trees_match_with(&oracle, &local, &["-O"]);
+    assert_eq!(std::fs::read(local.join("f~")).unwrap(), b"old");
+    assert_eq!(
+        std::fs::metadata(local.join("f~")).unwrap().ino(),
+        old_inode
+    );
+    assert_eq!(std::fs::read(local.join("f")).unwrap(), b"new content");
+
+    // A backup dir inside the destination is not itself backed up or deleted later.
+    let flags = ["-a", "--delete", "--backup-dir=bak"];
+    write_at(&src.join("f"), b"newer content", 1_700_000_000);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    ok(&push(server, &flags, &src, &remote));
+    assert_eq!(std::fs::read(local.join("bak/f")).unwrap(), b"new content");
+    write_at(&src.join("f"), b"newest content", 1_800_000_000);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    ok(&push(server, &flags, &src, &remote));
+    assert_eq!(
+        std::fs::read(local.join("bak/f")).unwrap(),
+        b"newer content"
+    );
+    assert!(!local.join("bak/bak").exists());
 }
