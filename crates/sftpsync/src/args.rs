@@ -106,6 +106,14 @@ pub struct CliArgs {
     pub numeric_ids: bool,
     /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
     pub compress: bool,
+    /// `-R`: source paths are recreated below the destination (implied by `--files-from`).
+    pub relative: bool,
+    /// `--no-implied-dirs`: the directories above `-R` paths are not sent.
+    pub no_implied_dirs: bool,
+    /// `--dirs`, which only `--files-from` turns on here: directories it lists are made.
+    pub dirs: bool,
+    /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
+    pub files_from: Option<Vec<u8>>,
     /// `--backup` (also implied by `--backup-dir`).
     pub backup: bool,
     /// `--backup-dir=DIR`, as given.
@@ -195,6 +203,10 @@ impl Default for CliArgs {
             compress: false,
             chmod: Vec::new(),
             chown: None,
+            relative: false,
+            no_implied_dirs: false,
+            dirs: false,
+            files_from: None,
             backup: false,
             backup_dir: None,
             suffix: None,
@@ -492,6 +504,12 @@ struct State {
     version: bool,
     /// `--info=help` was given.
     info_help: bool,
+    /// The last of `-r` and `--no-r`, apart from `-a`: `--files-from` heeds only these.
+    r_explicit: Option<bool>,
+    /// The last of `-R` and `--no-R`.
+    relative: Option<bool>,
+    /// `--no-dirs` was given.
+    no_dirs: bool,
     operands: Vec<OsString>,
 }
 
@@ -516,6 +534,26 @@ impl State {
         }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
+        }
+        a.relative = self.relative.unwrap_or(false);
+        if a.files_from.is_some() {
+            // rsync's --files-from side effects, wherever it stands on the line: -R and -d
+            // implied, and -a without -r.
+            a.recursive = self.r_explicit == Some(true);
+            a.relative = self.relative.unwrap_or(true);
+            a.dirs = !self.no_dirs;
+            if !a.relative {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::NotSupported,
+                    "--files-from with --no-relative is not supported by sftpsync yet",
+                ));
+            }
+            if self.operands.len() != 2 {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::BadOperands,
+                    "--files-from takes one SRC, the directory the listed names are in, and DEST",
+                ));
+            }
         }
         if a.backup_dir.is_some() {
             a.backup = true;
@@ -726,9 +764,36 @@ static OPTIONS: &[Spec] = &[
         a.devices = true;
         a.specials = true;
     }),
-    flag("recursive", Some(b'r'), |s| s.args.recursive = true),
-    flag("no-recursive", None, |s| s.args.recursive = false),
-    flag("no-r", None, |s| s.args.recursive = false),
+    flag("recursive", Some(b'r'), |s| {
+        s.args.recursive = true;
+        s.r_explicit = Some(true);
+    }),
+    flag("no-recursive", None, |s| {
+        s.args.recursive = false;
+        s.r_explicit = Some(false);
+    }),
+    flag("no-r", None, |s| {
+        s.args.recursive = false;
+        s.r_explicit = Some(false);
+    }),
+    flag("relative", Some(b'R'), |s| s.relative = Some(true)),
+    flag("no-relative", None, |s| s.relative = Some(false)),
+    flag("no-R", None, |s| s.relative = Some(false)),
+    // The default, so not worth a line of help; each still undoes an earlier negation.
+    Spec {
+        long: Some("implied-dirs"),
+        short: None,
+        kind: Kind::Ignored(|s| s.args.no_implied_dirs = false),
+    },
+    Spec {
+        long: Some("i-d"),
+        short: None,
+        kind: Kind::Ignored(|s| s.args.no_implied_dirs = false),
+    },
+    flag("no-implied-dirs", None, |s| s.args.no_implied_dirs = true),
+    flag("no-i-d", None, |s| s.args.no_implied_dirs = true),
+    flag("no-dirs", None, |s| s.no_dirs = true),
+    flag("no-d", None, |s| s.no_dirs = true),
     flag("links", Some(b'l'), |s| s.args.links = true),
     flag("no-links", None, |s| s.args.links = false),
     flag("no-l", None, |s| s.args.links = false),
@@ -865,6 +930,16 @@ static OPTIONS: &[Spec] = &[
             .push(FilterArg::IncludeFrom(PathBuf::from(v)));
         Ok(())
     }),
+    value("files-from", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a file ('-' for standard input)"),
+            ));
+        }
+        s.args.files_from = Some(v.into_vec());
+        Ok(())
+    }),
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
     flag("backup", Some(b'b'), |s| s.args.backup = true),
@@ -980,14 +1055,6 @@ static OPTIONS: &[Spec] = &[
     ignored("i-r", None),
     ignored("no-inc-recursive", None),
     ignored("no-i-r", None),
-    ignored("no-dirs", None),
-    ignored("no-d", None),
-    ignored("no-relative", None),
-    ignored("no-R", None),
-    ignored("implied-dirs", None),
-    ignored("i-d", None),
-    ignored("no-implied-dirs", None),
-    ignored("no-i-d", None),
     ignored("no-acls", None),
     ignored("no-A", None),
     ignored("no-xattrs", None),
@@ -1037,7 +1104,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("old-dirs", None),
     ("old-d", None),
     ("mkpath", None),
-    ("relative", Some(b'R')),
     ("executability", Some(b'E')),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
@@ -1070,7 +1136,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("force", None),
     ("no-force", None),
     ("cvs-exclude", Some(b'C')),
-    ("files-from", None),
     ("checksum-choice", None),
     ("cc", None),
     ("checksum-seed", None),
@@ -1544,6 +1609,8 @@ What to copy and keep:
      --chmod=CHMOD          change modes as sent (D/F prefix, ugo+-=rwxXst, 644)
      --chown=USER:GROUP     give every entry this owner and group (names are
                             looked up on this machine; numbers pass as they are)
+ -R, --relative             recreate source paths below DEST (a/./b: from b on)
+     --no-implied-dirs      do not send the directories above -R paths
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
@@ -1578,6 +1645,8 @@ Filtering (in command-line order, the first matching rule wins):
                             --filter='- .rsync-filter'
      --exclude=PATTERN      leave out names matching PATTERN
      --include=PATTERN      keep names matching PATTERN
+     --files-from=FILE      send the paths listed in FILE (relative to SRC;
+                            implies -R and -d, and -a no longer implies -r)
      --exclude-from=FILE    read exclude patterns from FILE ('-' for stdin)
      --include-from=FILE    read include patterns from FILE
  -0, --from0                entries in *-from files end with NUL, not newline
@@ -2114,10 +2183,7 @@ mod tests {
                 "--link-dest",
                 "option --link-dest is not supported by sftpsync yet",
             ),
-            (
-                "-R",
-                "option --relative (-R) is not supported by sftpsync yet",
-            ),
+            ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
             (
                 "-S",
                 "option --sparse (-S) is not supported by sftpsync yet",
@@ -2254,6 +2320,33 @@ mod tests {
             err(&["-b", "--inplace", "a", "h:b"]).kind(),
             ArgsErrorKind::NotSupported
         );
+    }
+
+    #[test]
+    fn files_from_implies_relative_and_dirs_but_not_recursion() {
+        let a = run(&["-a", "--files-from=list", "src", "h:dst"]);
+        assert!(a.relative && a.dirs && !a.recursive && a.perms);
+        assert_eq!(a.files_from.as_deref(), Some(&b"list"[..]));
+        // Wherever -r and -a stand.
+        let a = run(&["--files-from=-", "-ra", "src", "h:dst"]);
+        assert!(a.recursive);
+        let a = run(&["-r", "--files-from=x", "--no-r", "-a", "src", "h:dst"]);
+        assert!(!a.recursive);
+        assert!(!run(&["--files-from=x", "--no-d", "src", "h:dst"]).dirs);
+        assert_eq!(
+            err(&["--files-from=x", "--no-R", "src", "h:dst"]).kind(),
+            ArgsErrorKind::NotSupported
+        );
+        assert_eq!(
+            err(&["--files-from=x", "a", "b", "h:dst"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
+
+        let a = run(&["-aR", "a/./b", "h:dst"]);
+        assert!(a.relative && a.recursive && !a.dirs && !a.no_implied_dirs);
+        assert!(!run(&["-R", "--no-R", "a", "h:dst"]).relative);
+        assert!(run(&["-R", "--no-implied-dirs", "a", "h:dst"]).no_implied_dirs);
+        assert!(!run(&["--no-i-d", "--i-d", "a", "h:dst"]).no_implied_dirs);
     }
 
     #[test]

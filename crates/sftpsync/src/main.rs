@@ -279,6 +279,8 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         ignore_existing: cli.ignore_existing,
         existing: cli.existing,
         modify_window: cli.modify_window.unwrap_or(0).max(0) as i64,
+        dirs: cli.dirs,
+        no_implied_dirs: cli.no_implied_dirs,
         filters,
     })
 }
@@ -327,6 +329,65 @@ fn backup_in_tree(cli: &CliArgs) -> Option<Vec<u8>> {
         return None;
     }
     Some(parts.join(&b'/'))
+}
+
+/// A `--files-from` list: each entry's path below the source directory, and whether it
+/// ended in `/` (the directory's entries come too). Lines end in LF, CR LF or CR, or NUL
+/// with `--from0`; blank lines and lines starting with `#` or `;` are skipped. Leading
+/// slashes go, and `..` is resolved so that no entry rises above the source directory.
+fn files_from_entries(data: &[u8], from0: bool) -> Vec<(Vec<u8>, bool)> {
+    let records: Vec<&[u8]> = if from0 {
+        data.split(|&b| b == 0).collect()
+    } else {
+        data.split(|&b| b == b'\n' || b == b'\r').collect()
+    };
+    let mut out = Vec::new();
+    for r in records {
+        if r.is_empty() || r.starts_with(b"#") || r.starts_with(b";") {
+            continue;
+        }
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for p in r.split(|&b| b == b'/') {
+            match p {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        out.push((parts.join(&b'/'), r.ends_with(b"/")));
+    }
+    out
+}
+
+/// A `-R` operand split into the directory its tree is rooted at and the path recreated
+/// below the destination: after a `/./` marker, else the whole path (from `/` when it is
+/// absolute). A `..` in the recreated part is refused, as rsync refuses it.
+fn split_relative(path: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (root, rel) = match path.windows(3).position(|w| w == b"/./") {
+        Some(0) => (b"/".to_vec(), &path[3..]),
+        Some(i) => (path[..i].to_vec(), &path[i + 3..]),
+        None if path.starts_with(b"/") => (b"/".to_vec(), &path[1..]),
+        None => (Vec::new(), path),
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for p in rel.split(|&b| b == b'/') {
+        match p {
+            b"" | b"." => {}
+            b".." => {
+                return Err(format!(
+                    "found \"..\" in the relative path {} (put a /./ after it)",
+                    sync_engine::path::escape_name(path)
+                ))
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok((root, parts.join(&b'/')))
 }
 
 /// Channels opened when --channels is not given.
@@ -564,7 +625,80 @@ struct Plan<'a> {
     temps: Arc<TempLog>,
     /// `--chmod` and `--chown`, applied to what the sources show.
     remap: Option<Arc<remap::Remap>>,
+    /// `--files-from`: the list, or where on the server to read it.
+    files_from: Option<FilesFrom>,
     started: Instant,
+}
+
+/// A `--files-from` list, read before connecting when it is local.
+enum FilesFrom {
+    Listed(Vec<(Vec<u8>, bool)>),
+    /// `[HOST]:PATH`: read over SFTP once connected.
+    Remote(Vec<u8>),
+}
+
+/// Reads `--files-from` when it is local (a file, or `-` for standard input); a list on the
+/// server is only located here. Errors are one line.
+fn files_from(cli: &CliArgs) -> Result<Option<FilesFrom>, (u8, String)> {
+    let Some(spec) = &cli.files_from else {
+        return Ok(None);
+    };
+    let remote_host = cli
+        .sources
+        .iter()
+        .chain(cli.dest.as_ref())
+        .find_map(|l| match l {
+            Location::Remote { host, .. } => Some(host.clone()),
+            Location::Local(_) => None,
+        });
+    let colon = spec.iter().position(|&b| b == b':');
+    let slash = spec.iter().position(|&b| b == b'/');
+    if let Some(c) = colon.filter(|&c| slash.is_none_or(|s| c < s)) {
+        let (host, path) = (&spec[..c], &spec[c + 1..]);
+        return match &remote_host {
+            Some(h)
+                if host.is_empty()
+                    || host == &h[..]
+                    || host.ends_with(&[b"@", &h[..]].concat()) =>
+            {
+                Ok(Some(FilesFrom::Remote(path.to_vec())))
+            }
+            _ => Err((
+                exit::SYNTAX,
+                format!(
+                    "--files-from={}: the host must be the remote end of the transfer",
+                    String::from_utf8_lossy(spec)
+                ),
+            )),
+        };
+    }
+    let data = if spec == b"-" {
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut d).map(|_| d)
+    } else {
+        std::fs::read(OsString::from_vec(spec.clone()))
+    };
+    match data {
+        Ok(d) => Ok(Some(FilesFrom::Listed(files_from_entries(&d, cli.from0)))),
+        Err(e) => Err((
+            exit::FILE_IO,
+            format!(
+                "failed to open files-from file {}: {e}",
+                String::from_utf8_lossy(spec)
+            ),
+        )),
+    }
+}
+
+/// A whole file from a tree, for a `--files-from` list on the server.
+async fn read_whole(tree: &dyn Tree, path: &[u8]) -> Result<Vec<u8>, sync_engine::TreeError> {
+    let mut reader = tree.open_read(&path.to_vec(), 0, 0).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        data.extend_from_slice(&chunk);
+    }
+    reader.close().await?;
+    Ok(data)
 }
 
 /// The output options after rsync's rules: explicit `--info` levels win, the others follow
@@ -727,6 +861,21 @@ async fn run_attempts(
             return exit::SYNTAX;
         }
     };
+    if cli.relative && cli.files_from.is_none() {
+        for loc in &cli.sources {
+            if let Err(e) = split_relative(&location_path(loc)) {
+                reporter.error_line(&e);
+                return exit::SYNTAX;
+            }
+        }
+    }
+    let files_from = match files_from(cli) {
+        Ok(f) => f,
+        Err((code, e)) => {
+            reporter.error_line(&e);
+            return code;
+        }
+    };
     let reporter = reporter.clone();
 
     // One remote side at most.
@@ -775,6 +924,7 @@ async fn run_attempts(
         config,
         temps: Arc::new(TempLog::default()),
         remap,
+        files_from,
         started,
     };
 
@@ -956,14 +1106,64 @@ async fn attempt(
         make_tree_following(loc, dir, cli.copy_links || cli.copy_unsafe_links)
     };
 
-    let mut sources = Vec::new();
-    for loc in &cli.sources {
-        let (dir, content) = split_source(&location_path(loc));
-        let mut tree = make_tree(loc, &dir);
-        if let Some(r) = &plan.remap {
-            tree = Arc::new(remap::RemapTree::new(tree, r.clone()));
+    let source_tree = |loc: &Location, dir: &[u8]| -> Arc<dyn Tree> {
+        let tree = make_tree(loc, dir);
+        match &plan.remap {
+            Some(r) => Arc::new(remap::RemapTree::new(tree, r.clone())),
+            None => tree,
         }
-        sources.push(SourceRoot { tree, content });
+    };
+    let mut sources = Vec::new();
+    if let Some(list) = &plan.files_from {
+        let entries = match list {
+            FilesFrom::Listed(entries) => entries.clone(),
+            FilesFrom::Remote(path) => {
+                let remote_loc = cli
+                    .sources
+                    .iter()
+                    .chain(std::iter::once(dest_loc))
+                    .find(|l| l.is_remote())
+                    .expect("checked: the transfer has a remote side");
+                match read_whole(&*make_tree(remote_loc, b""), path).await {
+                    Ok(data) => files_from_entries(&data, cli.from0),
+                    Err(e) => {
+                        reporter.error_line(&format!("failed to read files-from list: {e}"));
+                        return Attempt::Finished(exit::FILE_IO);
+                    }
+                }
+            }
+        };
+        let loc = &cli.sources[0];
+        let tree = source_tree(loc, &location_path(loc));
+        for (path, contents) in entries {
+            let content = SourceContent::Relative { path, contents };
+            sources.push(SourceRoot {
+                tree: tree.clone(),
+                content,
+            });
+        }
+    } else {
+        for loc in &cli.sources {
+            let (dir, content) = if cli.relative {
+                // Checked before connecting.
+                let (root, rel) = split_relative(&location_path(loc)).unwrap_or_default();
+                let content = if rel.is_empty() {
+                    SourceContent::Contents
+                } else {
+                    SourceContent::Relative {
+                        path: rel,
+                        contents: false,
+                    }
+                };
+                (root, content)
+            } else {
+                split_source(&location_path(loc))
+            };
+            sources.push(SourceRoot {
+                tree: source_tree(loc, &dir),
+                content,
+            });
+        }
     }
 
     // rsync's rule: one non-directory source and a destination that is not an existing
@@ -1194,6 +1394,43 @@ mod tests {
             secs: 5,
         };
         assert_eq!(failed(connect_failure(idle, false, false)).0, 30);
+    }
+
+    #[test]
+    fn files_from_lists_are_read_as_rsync_reads_them() {
+        let list = b"a\n/b/c/\r\n# note\n; note\n\n../up/./f\rd/../e\n..\nlast";
+        let want: Vec<(Vec<u8>, bool)> = [
+            ("a", false),
+            ("b/c", true),
+            ("up/f", false),
+            ("e", false),
+            ("last", false),
+        ]
+        .iter()
+        .map(|(p, c)| (p.as_bytes().to_vec(), *c))
+        .collect();
+        assert_eq!(files_from_entries(list, false), want);
+        assert_eq!(
+            files_from_entries(b"a b\0c\nd\0\0", true),
+            vec![(b"a b".to_vec(), false), (b"c\nd".to_vec(), false)]
+        );
+    }
+
+    #[test]
+    fn relative_operands_split_at_the_marker() {
+        let split = |p: &str| {
+            let (r, l) = split_relative(p.as_bytes()).unwrap();
+            (String::from_utf8(r).unwrap(), String::from_utf8(l).unwrap())
+        };
+        let pair = |r: &str, l: &str| (r.to_string(), l.to_string());
+        assert_eq!(split("a/b/c"), pair("", "a/b/c"));
+        assert_eq!(split("/usr/./lib/x/"), pair("/usr", "lib/x"));
+        assert_eq!(split("/abs/path"), pair("/", "abs/path"));
+        assert_eq!(split("./a/./b"), pair("./a", "b"));
+        assert_eq!(split("/./x"), pair("/", "x"));
+        assert_eq!(split("src/./"), pair("src", ""));
+        assert!(split_relative(b"../x/f").unwrap_err().contains("\"..\""));
+        assert!(split_relative(b"a/./b/../c").is_err());
     }
 
     #[test]

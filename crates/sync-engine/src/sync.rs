@@ -29,6 +29,39 @@ pub enum SourceContent {
     Contents,
     /// `src` (no trailing slash): the entry of this name, inside the tree's root.
     Named(Vec<u8>),
+    /// `-R` and `--files-from`: the entry at this path below the tree's root, recreated at
+    /// the same path below the destination with the directories above it ("implied").
+    /// `contents`: a directory's own entries come too, one level deep, even without `-r`
+    /// (a `--files-from` line ending in `/`).
+    Relative { path: Vec<u8>, contents: bool },
+}
+
+/// Entries sent by path (`SourceContent::Relative`), merged into one tree of names.
+#[derive(Default)]
+struct Planned {
+    /// The first source that names this path or a path below it.
+    source: usize,
+    /// Named itself, not only implied by a path below it.
+    explicit: bool,
+    contents: bool,
+    children: BTreeMap<Vec<u8>, Planned>,
+}
+
+impl Planned {
+    fn add(&mut self, source: usize, path: &[u8], contents: bool) {
+        let mut node = self;
+        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            node = node
+                .children
+                .entry(name.to_vec())
+                .or_insert_with(|| Planned {
+                    source,
+                    ..Planned::default()
+                });
+        }
+        node.explicit = true;
+        node.contents |= contents;
+    }
 }
 
 /// One source argument: a tree rooted at the directory that holds what is sent.
@@ -334,6 +367,14 @@ struct Run<'a> {
     pending_deletions: Vec<(RelPath, Meta)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
+}
+
+/// Whether directories above entries sent by path get their source attributes
+/// (`--no-implied-dirs` turns it off).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Implied {
+    WithAttributes,
+    Plain,
 }
 
 /// Runs one sync. Never panics on bad input and never prints: everything goes to `reporter`.
@@ -674,7 +715,14 @@ impl<'a> Run<'a> {
         // Gather the top level from every source, in argument order.
         let mut children = Vec::new();
         let mut root_source: Option<(usize, Meta)> = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
         for (i, src) in self.job.sources.iter().enumerate() {
+            if let SourceContent::Relative { path, contents } = &src.content {
+                planned.add(i, path, *contents);
+                continue;
+            }
+            whole_sources = true;
             match &src.content {
                 SourceContent::Contents => {
                     // Listed along with the lstat, for the same reason as the destination.
@@ -725,6 +773,7 @@ impl<'a> Run<'a> {
                     Ok(None) => self.source_error(not_found("link_stat", src.tree.side(), name))?,
                     Err(e) => self.source_error(e)?,
                 },
+                SourceContent::Relative { .. } => {}
             }
         }
 
@@ -748,8 +797,247 @@ impl<'a> Run<'a> {
                 .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)));
             self.accept_dest(&Vec::new(), Some(listed))?
         };
+        if !planned.children.is_empty() {
+            let root_entries = dest_entries.clone();
+            self.planned(Vec::new(), planned.children, root_entries, Gate::open())
+                .await?;
+            if !whole_sources {
+                // Only named paths: nothing at the top was sent whole, so nothing there is
+                // extraneous.
+                return Ok(());
+            }
+        }
         self.contents(Vec::new(), children, dest_entries, Gate::open())
             .await
+    }
+
+    /// Entries sent by path: each named one as `contents` would treat it, and the
+    /// directories above them created (or updated) on the way, with nothing deleted in them.
+    fn planned(
+        &mut self,
+        dir: RelPath,
+        nodes: BTreeMap<Vec<u8>, Planned>,
+        dest_entries: HashMap<Vec<u8>, Meta>,
+        gate: Gate,
+    ) -> Step<'_> {
+        Box::pin(async move {
+            for (name, node) in nodes {
+                let path = join(&dir, &name);
+                let meta = match self.top_entry_meta(node.source, &path).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        let side = self.job.sources[node.source].tree.side();
+                        self.source_error(not_found("link_stat", side, &path))?;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.source_error(e)?;
+                        continue;
+                    }
+                };
+                let is_dir = meta.kind == Kind::Dir;
+                if node.explicit && self.opts().filters.excluded_on_sender(&path, is_dir) {
+                    continue;
+                }
+                let existing = dest_entries.get(&name).cloned();
+                let child = Child {
+                    name,
+                    meta,
+                    source: node.source,
+                };
+                if !is_dir {
+                    if self.scan_only {
+                        continue;
+                    }
+                    let kept = KeptPartial::Unknown;
+                    self.non_dir(&child, path.clone(), path, existing, kept, &gate)
+                        .await?;
+                    continue;
+                }
+                if node.explicit && self.opts().recursive {
+                    // Sent whole, exactly like a directory met in a walk.
+                    self.subdir(child, path, existing, &gate).await?;
+                    continue;
+                }
+                if node.explicit && !self.opts().dirs && node.children.is_empty() {
+                    if !self.scan_only {
+                        self.reporter
+                            .info(&format!("skipping directory {}", display_path(&path)));
+                    }
+                    continue;
+                }
+                let implied = if node.explicit || !self.opts().no_implied_dirs {
+                    Implied::WithAttributes
+                } else {
+                    Implied::Plain
+                };
+                let Some((sub_gate, entries)) = self
+                    .implied_dir(&child, &path, existing, implied, &gate)
+                    .await?
+                else {
+                    continue;
+                };
+                if node.contents {
+                    let source = child.source;
+                    self.one_level(source, &path, &entries, &sub_gate).await?;
+                }
+                self.planned(path, node.children, entries, sub_gate).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A directory above (or named without `-r`): made or updated, never emptied. Returns
+    /// its gate and the destination's entries in it, `None` when it is unusable.
+    async fn implied_dir(
+        &mut self,
+        child: &Child,
+        path: &RelPath,
+        existing: Option<Meta>,
+        implied: Implied,
+        gate: &Gate,
+    ) -> Result<Option<(Gate, HashMap<Vec<u8>, Meta>)>, Fatal> {
+        if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::Dir) {
+            if self.scan_only {
+                return Ok(None);
+            }
+            let mut w = self.worker();
+            let r = w.remove_for_replace(path, m).await;
+            let removed = matches!(r, Ok(true));
+            self.absorb(None, w.finish(r.map(|_| ())))?;
+            if !removed {
+                return Ok(None);
+            }
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        let sub_gate = if self.scan_only {
+            if existing_dir.is_none() {
+                return Ok(None);
+            }
+            Gate::open()
+        } else if implied == Implied::Plain {
+            // --no-implied-dirs: an existing directory is left as it is, a missing one made
+            // with default permissions.
+            if existing_dir.is_some() || self.opts().dry_run {
+                Gate::open()
+            } else {
+                let (done, new_gate) = Gate::pending();
+                let (sh, parent_gate, p) = (self.sh.clone(), gate.clone(), path.clone());
+                let mode = 0o777 & !self.sh.umask;
+                self.spawn(async move {
+                    let mut w = Worker::new(sh);
+                    let r = w.mkdir(parent_gate, p, mode, done).await;
+                    w.finish(r)
+                })
+                .await?;
+                new_gate
+            }
+        } else {
+            match self
+                .dir_entry(path, &child.meta, existing_dir.as_ref(), false, gate)
+                .await?
+            {
+                Some(g) => g,
+                None => return Ok(None),
+            }
+        };
+        let entries = match existing_dir {
+            Some(_) => {
+                let listed = self.dest().read_dir(path).await;
+                self.accept_dest(path, Some(listed))?
+            }
+            None => HashMap::new(),
+        };
+        Ok(Some((sub_gate, entries)))
+    }
+
+    /// A directory sent whole from a named path, as `contents` handles one it meets.
+    async fn subdir(
+        &mut self,
+        child: Child,
+        path: RelPath,
+        existing: Option<Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        match &existing {
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(m) => {
+                if self.scan_only {
+                    return Ok(());
+                }
+                let m = m.clone();
+                let mut w = self.worker();
+                let r = w.remove_for_replace(&path, &m).await;
+                let removed = matches!(r, Ok(true));
+                self.absorb(None, w.finish(r.map(|_| ())))?;
+                if !removed {
+                    return Ok(());
+                }
+            }
+            None if self.opts().existing || self.scan_only => return Ok(()),
+            None => {}
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        let sub_gate = if self.scan_only {
+            Gate::open()
+        } else {
+            match self
+                .dir_entry(&path, &child.meta, existing_dir.as_ref(), false, gate)
+                .await?
+            {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        };
+        let listing = self
+            .upcoming(&child, &path, existing_dir.as_ref())
+            .listing()
+            .await;
+        for e in listing.dangling {
+            self.source_error(e)?;
+        }
+        let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
+            return Ok(());
+        };
+        let dest_entries = self.accept_dest(&path, listing.dest)?;
+        self.contents(path, list, dest_entries, sub_gate).await
+    }
+
+    /// A directory's own entries without going deeper (a `--files-from` line ending in `/`
+    /// without `-r`): files as usual, directories made but not entered.
+    async fn one_level(
+        &mut self,
+        source: usize,
+        dir: &RelPath,
+        dest_entries: &HashMap<Vec<u8>, Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        if self.scan_only {
+            return Ok(());
+        }
+        let follow = FollowLinks::from_options(self.opts());
+        let tree = self.job.sources[source].tree.clone();
+        let (listed, dangling) = list_source(&*tree, dir, follow).await;
+        for e in dangling {
+            self.source_error(e)?;
+        }
+        let Some(mut children) = self.accept_source(source, dir, listed)? else {
+            return Ok(());
+        };
+        sort_rsync(&mut children);
+        for child in children {
+            let path = join(dir, &child.name);
+            let existing = dest_entries.get(&child.name).cloned();
+            if child.meta.kind == Kind::Dir {
+                self.implied_dir(&child, &path, existing, Implied::WithAttributes, gate)
+                    .await?;
+            } else {
+                let kept = KeptPartial::Unknown;
+                self.non_dir(&child, path.clone(), path, existing, kept, gate)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// An error about the destination's root names it as the user gave it, not as ".".

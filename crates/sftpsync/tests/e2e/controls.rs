@@ -393,3 +393,157 @@ fn backups_on_a_push_keep_the_old_file_and_protect_the_backup_dir() {
     );
     assert!(!local.join("bak/bak").exists());
 }
+
+/// Runs rsync and sftpsync (over sftp-server pipes) with the same flags and operands from
+/// `cwd`, into `oracle` and `dst`, and checks the results match as `rsync -a` sees them.
+fn like_rsync_in(cwd: &Path, flags: &[&str], operands: &[&str], oracle: &Path, dst: &Path) {
+    let rsync = Command::new("rsync")
+        .current_dir(cwd)
+        .args(flags)
+        .args(operands)
+        .arg(slash(oracle))
+        .output()
+        .expect("run rsync");
+    assert!(rsync.status.success(), "rsync {flags:?}: {rsync:?}");
+    let server = testkit::sftp_server_path();
+    let out = Command::new(env!("CARGO_BIN_EXE_sftpsync"))
+        .current_dir(cwd)
+        .env("XDG_STATE_HOME", shared_state_dir())
+        .env("SFTPSYNC_CONFIG", "")
+        .arg("--sftp-server")
+        .arg(&server)
+        .args(flags)
+        .args(operands)
+        .arg(format!("localhost:{}", slash(dst)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftpsync");
+    ok(&out);
+    // Directories made without attributes have the times of their making, on each side.
+    let plain_dirs = flags.contains(&"--no-implied-dirs");
+    assert_trees_match_with(oracle, dst, if plain_dirs { &["-O"] } else { &[] });
+}
+
+/// A tree for the by-path tests: nested directories with files, and a deeper level.
+fn path_tree(root: &Path) {
+    for (path, data) in [
+        ("usr/lib/x/f1", "1"),
+        ("usr/lib/x/sub/f2", "22"),
+        ("usr/lib/y", "3"),
+        ("usr/share/doc/readme", "4"),
+        ("usr/share/doc/deep/er/f5", "5"),
+        ("etc/conf", "6"),
+        ("top", "7"),
+    ] {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        write_at(&root.join(path), data.as_bytes(), 1_600_000_000);
+    }
+    for (dir, mode) in [("usr", 0o750), ("usr/lib", 0o700), ("usr/share/doc", 0o755)] {
+        std::fs::set_permissions(root.join(dir), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn relative_paths_are_recreated_as_rsync_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    path_tree(&src);
+    let abs = format!("{}/./usr/share", src.display());
+    for (i, (flags, operands)) in [
+        (
+            &["-aR"][..],
+            &["usr/lib/x", "usr/share/doc/readme", "top"][..],
+        ),
+        (&["-aR"], &["./usr/./lib", "etc/"]),
+        (
+            &["-aR", "--no-implied-dirs"],
+            &["usr/lib/x/sub", "usr/share/doc"],
+        ),
+        (&["-aR"], &[abs.as_str()]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (oracle, dst) = (
+            tmp.path().join(format!("o{i}")),
+            tmp.path().join(format!("d{i}")),
+        );
+        like_rsync_in(&src, flags, operands, &oracle, &dst);
+    }
+    // --delete reaches into the directories sent whole, and nowhere above them.
+    let (oracle, dst) = (tmp.path().join("odel"), tmp.path().join("ddel"));
+    for d in [&oracle, &dst] {
+        std::fs::create_dir_all(d.join("usr/lib/x")).unwrap();
+        std::fs::write(d.join("usr/lib/x/extra"), b"x").unwrap();
+        std::fs::write(d.join("usr/kept"), b"k").unwrap();
+    }
+    like_rsync_in(&src, &["-aR", "--delete"], &["usr/lib/x"], &oracle, &dst);
+    assert!(dst.join("usr/kept").exists() && !dst.join("usr/lib/x/extra").exists());
+}
+
+#[test]
+fn files_from_sends_the_listed_paths_as_rsync_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    path_tree(&src);
+    let list = tmp.path().join("list");
+    std::fs::write(
+        &list,
+        "usr/lib/x\n# a comment\n/usr/share/doc/\n\n../etc/conf\r\nusr/lib/y\n",
+    )
+    .unwrap();
+    let list0 = tmp.path().join("list0");
+    std::fs::write(&list0, "usr/lib\0top\0").unwrap();
+    let from = format!("--files-from={}", list.display());
+    let from0 = format!("--files-from={}", list0.display());
+    for (i, flags) in [
+        &["-a", from.as_str()][..],
+        &["-ar", from.as_str()],
+        &["-a", "--no-implied-dirs", from.as_str()],
+        &["-ar", "--from0", from0.as_str()],
+        &["-a", "-0", from0.as_str()],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (oracle, dst) = (
+            tmp.path().join(format!("o{i}")),
+            tmp.path().join(format!("d{i}")),
+        );
+        like_rsync_in(tmp.path(), flags, &["src"], &oracle, &dst);
+    }
+}
+
+#[test]
+fn files_from_on_the_server_for_a_pull() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, local) = server.fresh_remote_dir("files-from");
+    path_tree(&local.join("tree"));
+    std::fs::write(local.join("list"), "usr/share/doc/\ntop\n").unwrap();
+    chown_tree(&local, server.uid(), server.gid()).unwrap();
+    let (oracle, dst) = (tmp.path().join("oracle"), tmp.path().join("dst"));
+    let rsync = Command::new("rsync")
+        .arg(format!("--files-from={}", local.join("list").display()))
+        .arg("-a")
+        .arg(local.join("tree"))
+        .arg(&oracle)
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    let ssh = server.ssh_command();
+    let list = format!("--files-from=:{remote}/list");
+    let src = server.remote_spec(&format!("{remote}/tree"));
+    ok(&sftpsync(&["-a", "-e", &ssh, &list, &src, &slash(&dst)]));
+    assert_trees_match(&oracle, &dst);
+    // Only the remote end can hold the list.
+    let out = sftpsync(&[
+        "-a",
+        "-e",
+        &ssh,
+        "--files-from=elsewhere:list",
+        &src,
+        &slash(&dst),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
