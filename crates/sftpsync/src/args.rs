@@ -114,6 +114,8 @@ pub struct CliArgs {
     pub dirs: bool,
     /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
     pub files_from: Option<Vec<u8>>,
+    /// Every `--link-dest=DIR`, in order (at most 20, as rsync).
+    pub link_dest: Vec<Vec<u8>>,
     /// `--backup` (also implied by `--backup-dir`).
     pub backup: bool,
     /// `--backup-dir=DIR`, as given.
@@ -207,6 +209,7 @@ impl Default for CliArgs {
             no_implied_dirs: false,
             dirs: false,
             files_from: None,
+            link_dest: Vec::new(),
             backup: false,
             backup_dir: None,
             suffix: None,
@@ -942,6 +945,22 @@ static OPTIONS: &[Spec] = &[
     }),
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
+    value("link-dest", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        if s.args.link_dest.len() == 20 {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                "ERROR: at most 20 --link-dest args may be specified",
+            ));
+        }
+        s.args.link_dest.push(v.into_vec());
+        Ok(())
+    }),
     flag("backup", Some(b'b'), |s| s.args.backup = true),
     flag("no-backup", None, |s| s.args.backup = false),
     value("backup-dir", None, |s, name, v| {
@@ -1142,7 +1161,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("block-size", Some(b'B')),
     ("compare-dest", None),
     ("copy-dest", None),
-    ("link-dest", None),
     ("fuzzy", Some(b'y')),
     ("old-compress", None),
     ("new-compress", None),
@@ -1621,6 +1639,8 @@ Deciding what to transfer:
  -u, --update               do not replace files newer on the receiver
      --existing             create no new files on the receiver
      --ignore-existing      leave files that exist on the receiver alone
+     --link-dest=DIR        hard-link unchanged files from DIR on the server
+                            (relative to DEST; push only; may repeat)
  -W, --whole-file           always send whole files
      --no-whole-file        allow sending only the changed parts (--no-W)
 
@@ -2180,8 +2200,8 @@ mod tests {
                 "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
-                "--link-dest",
-                "option --link-dest is not supported by sftpsync yet",
+                "--copy-dest",
+                "option --copy-dest is not supported by sftpsync yet",
             ),
             ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
             (
@@ -2347,6 +2367,18 @@ mod tests {
         assert!(!run(&["-R", "--no-R", "a", "h:dst"]).relative);
         assert!(run(&["-R", "--no-implied-dirs", "a", "h:dst"]).no_implied_dirs);
         assert!(!run(&["--no-i-d", "--i-d", "a", "h:dst"]).no_implied_dirs);
+    }
+
+    #[test]
+    fn link_dest_repeats_up_to_twenty() {
+        let a = run(&["--link-dest=../a", "--link-dest", "/b", "x", "h:y"]);
+        assert_eq!(a.link_dest, [b"../a".to_vec(), b"/b".to_vec()]);
+        let many: Vec<String> = (0..21).map(|i| format!("--link-dest=d{i}")).collect();
+        let mut args: Vec<&str> = many.iter().map(String::as_str).collect();
+        args.extend(["x", "h:y"]);
+        assert_eq!(err(&args).kind(), ArgsErrorKind::BadValue);
+        args.remove(0);
+        assert_eq!(run(&args).link_dest.len(), 20);
     }
 
     #[test]

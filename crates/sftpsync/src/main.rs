@@ -861,6 +861,12 @@ async fn run_attempts(
             return exit::SYNTAX;
         }
     };
+    if !cli.link_dest.is_empty() && !dest_loc.is_remote() {
+        reporter.error_line(
+            "--link-dest is only supported on a push (the links are made by the server) yet",
+        );
+        return exit::SYNTAX;
+    }
     if cli.relative && cli.files_from.is_none() {
         for loc in &cli.sources {
             if let Err(e) = split_relative(&location_path(loc)) {
@@ -1235,6 +1241,26 @@ async fn attempt(
             .map(|dir| make_tree_following(dest_loc, dir, false)),
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
+        link_dest: (!cli.link_dest.is_empty()).then(|| {
+            let mut dest = dest_dir.clone();
+            while dest.len() > 1 && dest.ends_with(b"/") {
+                dest.pop();
+            }
+            let dirs = cli
+                .link_dest
+                .iter()
+                .map(|d| {
+                    if d.starts_with(b"/") {
+                        d.clone()
+                    } else {
+                        sync_engine::path::join(&dest, d)
+                    }
+                })
+                .collect();
+            // Rooted where the paths start, so one tree reaches both ends of each link.
+            let tree = make_tree_following(dest_loc, b"", false);
+            Arc::new(sync_engine::LinkDest::new(tree, dest, dirs))
+        }),
         backup: cli.backup.then(|| {
             let suffix = backup_suffix(cli);
             let own_tree = match (&cli.backup_dir, backup_in_tree(cli)) {

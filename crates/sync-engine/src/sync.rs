@@ -11,6 +11,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
+use crate::link_dest::{LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
@@ -92,6 +93,8 @@ pub struct SyncJob {
     pub progress: Option<Arc<dyn Progress>>,
     /// `--backup`: where replaced and deleted destination entries are kept.
     pub backup: Option<Arc<Backup>>,
+    /// `--link-dest`: where unchanged files are linked from instead of sent.
+    pub link_dest: Option<Arc<LinkDest>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -1572,11 +1575,34 @@ impl<'a> Run<'a> {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let (sh, mut gate) = (self.sh.clone(), gate.clone());
+        let link_dest = self
+            .job
+            .link_dest
+            .clone()
+            .filter(|_| existing.as_ref().is_none_or(|m| m.kind == Kind::File));
         self.spawn(async move {
-            let mut w = Worker::new(sh);
+            let mut w = Worker::new(sh.clone());
             // A directory that could not be made has had its error reported already.
             if !gate.passable().await {
                 return w.report;
+            }
+            if let (Some(ld), Kind::File) = (link_dest, src.meta.kind) {
+                let replacing = existing.is_some();
+                match ld
+                    .link(&sh.opts, &*sh.dest, &src.meta, &dest_path, replacing)
+                    .await
+                {
+                    Ok(Linked::Done) => {
+                        // rsync shows these only with -ii, as unchanged.
+                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
+                            .with_meta(&src.meta);
+                        w.report.items.push(item);
+                        return w.report;
+                    }
+                    Ok(Linked::No) => {}
+                    Ok(Linked::Unsupported(warning)) => w.report.warnings.push(warning),
+                    Err(e) => return w.finish(Err(Fatal(e))),
+                }
             }
             let r = if src.meta.kind == Kind::Symlink {
                 w.symlink(src, dest_path, existing).await

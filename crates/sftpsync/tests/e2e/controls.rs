@@ -547,3 +547,93 @@ fn files_from_on_the_server_for_a_pull() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Each regular file below `root` with its link count, sorted.
+fn link_counts(root: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                dirs.push(e.path());
+            } else if m.is_file() {
+                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+                out.push((rel, m.nlink()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 77, 40);
+    let (remote, base) = server.fresh_remote_dir("link-dest");
+    let oracle = tmp.path().join("oracle");
+
+    // Yesterday's backup, on the server and in the oracle.
+    ok(&push(server, &["-a"], &src, &format!("{remote}/prev")));
+    copy_tree(&base.join("prev"), &oracle.join("prev"));
+    mutate_tree(&src, 5);
+    write_at(&src.join("brand-new"), b"new", 1_600_000_000);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    // Something already at today's name: replaced by the link where the file is unchanged.
+    let today_files: Vec<PathBuf> = link_counts(&base.join("prev"))
+        .into_iter()
+        .map(|f| f.0)
+        .filter(|f| src.join(f).exists())
+        .collect();
+    std::fs::create_dir_all(base.join("new")).unwrap();
+    std::fs::create_dir_all(oracle.join("new")).unwrap();
+    chown_tree(&base.join("new"), server.uid(), server.gid()).unwrap();
+    for d in [&base.join("new"), &oracle.join("new")] {
+        for f in today_files.iter().take(5) {
+            std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+            std::fs::write(d.join(f), b"in the way").unwrap();
+        }
+    }
+    chown_tree(&base.join("new"), server.uid(), server.gid()).unwrap();
+
+    let flags = ["-a", "--link-dest=../prev"];
+    let out = ok(&push(server, &flags, &src, &format!("{remote}/new")));
+    assert!(!out.contains("error"), "{out}");
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&src))
+        .arg(slash(&oracle.join("new")))
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    assert_trees_match(&src, &base.join("new"));
+    let ours = link_counts(&base.join("new"));
+    assert_eq!(ours, link_counts(&oracle.join("new")));
+    assert!(
+        ours.iter().any(|(_, n)| *n == 2),
+        "nothing was linked: {ours:?}"
+    );
+    assert!(
+        ours.iter().any(|(_, n)| *n == 1),
+        "everything was linked: {ours:?}"
+    );
+
+    // Two link-dest dirs, the first that holds a file wins; an absolute one works too.
+    let abs = format!(
+        "/{}",
+        base.join("prev")
+            .strip_prefix(server.chroot())
+            .unwrap()
+            .display()
+    );
+    let flags = ["-a", "--link-dest=../none", &format!("--link-dest={abs}")];
+    ok(&push(server, &flags, &src, &format!("{remote}/third")));
+    assert_trees_match(&src, &base.join("third"));
+    let third = link_counts(&base.join("third"));
+    let linked = |c: &[(PathBuf, u64)]| c.iter().filter(|(_, n)| *n > 1).count();
+    assert_eq!(linked(&third), linked(&ours), "{third:?}");
+}
