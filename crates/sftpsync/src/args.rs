@@ -114,6 +114,8 @@ pub struct CliArgs {
     pub dirs: bool,
     /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
     pub files_from: Option<Vec<u8>>,
+    /// `-C`: rsync's CVS-style excludes, after every other filter rule.
+    pub cvs_exclude: bool,
     /// Every `--link-dest=DIR`, in order (at most 20, as rsync).
     pub link_dest: Vec<Vec<u8>>,
     /// `--backup` (also implied by `--backup-dir`).
@@ -209,6 +211,7 @@ impl Default for CliArgs {
             no_implied_dirs: false,
             dirs: false,
             files_from: None,
+            cvs_exclude: false,
             link_dest: Vec::new(),
             backup: false,
             backup_dir: None,
@@ -913,6 +916,7 @@ static OPTIONS: &[Spec] = &[
         };
         s.args.filters.push(FilterArg::Rule(rule.to_vec()));
     }),
+    flag("cvs-exclude", Some(b'C'), |s| s.args.cvs_exclude = true),
     value("exclude", None, |s, _, v| {
         s.args.filters.push(FilterArg::Exclude(v.into_vec()));
         Ok(())
@@ -1154,7 +1158,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("remove-sent-files", None),
     ("force", None),
     ("no-force", None),
-    ("cvs-exclude", Some(b'C')),
     ("checksum-choice", None),
     ("cc", None),
     ("checksum-seed", None),
@@ -1661,6 +1664,8 @@ Deleting:
 
 Filtering (in command-line order, the first matching rule wins):
  -f, --filter=RULE          add a filter RULE
+ -C, --cvs-exclude          leave out what CVS would (a built-in list,
+                            ~/.cvsignore, $CVSIGNORE, .cvsignore files)
  -F                         --filter='dir-merge /.rsync-filter'; twice also
                             --filter='- .rsync-filter'
      --exclude=PATTERN      leave out names matching PATTERN
@@ -2379,6 +2384,18 @@ mod tests {
         assert_eq!(err(&args).kind(), ArgsErrorKind::BadValue);
         args.remove(0);
         assert_eq!(run(&args).link_dest.len(), 20);
+    }
+
+    #[test]
+    fn cvs_exclude_flag() {
+        assert!(run(&["-aC", "a", "h:b"]).cvs_exclude);
+        assert!(run(&["--cvs-exclude", "a", "h:b"]).cvs_exclude);
+        assert!(!run(&["a", "h:b"]).cvs_exclude);
+        // rsync has no negation for it.
+        assert_eq!(
+            err(&["--no-C", "a", "h:b"]).kind(),
+            ArgsErrorKind::UnknownOption
+        );
     }
 
     #[test]

@@ -209,6 +209,14 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
                 .with_context(|| format!("failed to read include file {}", path.display()))?,
         }
     }
+    if cli.cvs_exclude {
+        // As rsync: after the user's rules wherever -C stood, .cvsignore files first.
+        for rule in [&b":C"[..], b"-C"] {
+            filters
+                .add_filter_rule(rule)
+                .context("cannot read the CVS ignore lists")?;
+        }
+    }
     if cli.delete_excluded {
         filters = filters.without_receiver_excludes();
     }

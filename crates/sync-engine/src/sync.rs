@@ -11,6 +11,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
+use crate::filter::FilterRules;
 use crate::link_dest::{LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
@@ -370,6 +371,15 @@ struct Run<'a> {
     pending_deletions: Vec<(RelPath, Meta)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
+    /// The rules before any per-directory filter file is read.
+    base_filters: Arc<FilterRules>,
+    /// Rules for the entries of directories whose per-directory files were read, while the
+    /// walk is inside them.
+    dir_filters: HashMap<RelPath, Arc<FilterRules>>,
+    /// The same from the destination's filter files, for what `--delete` spares.
+    dest_dir_filters: HashMap<RelPath, Arc<FilterRules>>,
+    /// The names `dir-merge` rules look for.
+    merge_names: Vec<Vec<u8>>,
 }
 
 /// Whether directories above entries sent by path get their source attributes
@@ -408,6 +418,10 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         resends: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
+        base_filters: Arc::new(opts.filters.clone()),
+        dir_filters: HashMap::new(),
+        dest_dir_filters: HashMap::new(),
+        merge_names: opts.filters.dir_merge_names(),
     };
     if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
@@ -763,6 +777,8 @@ impl<'a> Run<'a> {
                         }
                         continue;
                     }
+                    self.enter_dir_filters(Some(i), &Vec::new(), Some(&listed))
+                        .await?;
                     if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
                         children.extend(list);
                     }
@@ -798,6 +814,8 @@ impl<'a> Run<'a> {
             let listed = root_listing
                 .await
                 .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)));
+            self.enter_dir_filters(None, &Vec::new(), Some(&listed))
+                .await?;
             self.accept_dest(&Vec::new(), Some(listed))?
         };
         if !planned.children.is_empty() {
@@ -839,7 +857,7 @@ impl<'a> Run<'a> {
                     }
                 };
                 let is_dir = meta.kind == Kind::Dir;
-                if node.explicit && self.opts().filters.excluded_on_sender(&path, is_dir) {
+                if node.explicit && self.filters_at(&dir).excluded_on_sender(&path, is_dir) {
                     continue;
                 }
                 let existing = dest_entries.get(&name).cloned();
@@ -999,6 +1017,10 @@ impl<'a> Run<'a> {
         for e in listing.dangling {
             self.source_error(e)?;
         }
+        self.enter_dir_filters(Some(child.source), &path, Some(&listing.source))
+            .await?;
+        self.enter_dir_filters(None, &path, listing.dest.as_ref())
+            .await?;
         let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
             return Ok(());
         };
@@ -1024,6 +1046,8 @@ impl<'a> Run<'a> {
         for e in dangling {
             self.source_error(e)?;
         }
+        self.enter_dir_filters(Some(source), dir, Some(&listed))
+            .await?;
         let Some(mut children) = self.accept_source(source, dir, listed)? else {
             return Ok(());
         };
@@ -1115,14 +1139,11 @@ impl<'a> Run<'a> {
         for e in bad {
             self.source_error(e)?;
         }
+        let rules = self.filters_at(dir);
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let path = join(dir, &e.name);
-            if self
-                .opts()
-                .filters
-                .excluded_on_sender(&path, e.meta.kind == Kind::Dir)
-            {
+            if rules.excluded_on_sender(&path, e.meta.kind == Kind::Dir) {
                 continue;
             }
             out.push(Child {
@@ -1254,14 +1275,104 @@ impl<'a> Run<'a> {
                 for e in listing.dangling {
                     self.source_error(e)?;
                 }
+                self.enter_dir_filters(Some(child.source), &path, Some(&listing.source))
+                    .await?;
+                self.enter_dir_filters(None, &path, listing.dest.as_ref())
+                    .await?;
                 let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
                     continue;
                 };
                 let dest_entries = self.accept_dest(&path, listing.dest)?;
                 self.contents(path, list, dest_entries, sub_gate).await?;
             }
+            self.dir_filters.remove(&dir);
+            self.dest_dir_filters.remove(&dir);
             Ok(())
         })
+    }
+
+    /// The rules for the entries of `dir` on one side: its own, when per-directory filter
+    /// files were read for it, else its nearest ancestor's.
+    fn filters_at(&self, dir: &[u8]) -> Arc<FilterRules> {
+        Self::nearest(&self.dir_filters, dir, &self.base_filters)
+    }
+
+    /// The receiver's: rsync takes the rules that protect from deletion from the filter
+    /// files on the receiving side, as they are when the walk reaches the directory.
+    fn dest_filters_at(&self, dir: &[u8]) -> Arc<FilterRules> {
+        Self::nearest(&self.dest_dir_filters, dir, &self.base_filters)
+    }
+
+    fn nearest(
+        map: &HashMap<RelPath, Arc<FilterRules>>,
+        dir: &[u8],
+        base: &Arc<FilterRules>,
+    ) -> Arc<FilterRules> {
+        let mut d = dir;
+        loop {
+            if let Some(f) = map.get(d) {
+                return f.clone();
+            }
+            if d.is_empty() {
+                return base.clone();
+            }
+            d = parent(d);
+        }
+    }
+
+    /// Reads `dir`'s per-directory filter files (`dir-merge`) named in its listing, from a
+    /// source (`Some`) or the destination (`None`), and keeps the rules they make for its
+    /// entries and those below.
+    async fn enter_dir_filters(
+        &mut self,
+        source: Option<usize>,
+        dir: &RelPath,
+        listed: Option<&TreeResult<Vec<DirEntry>>>,
+    ) -> Result<(), Fatal> {
+        if self.merge_names.is_empty() {
+            return Ok(());
+        }
+        let tree = match source {
+            Some(i) => self.job.sources[i].tree.clone(),
+            None => self.job.dest.clone(),
+        };
+        let mut files = HashMap::new();
+        for e in listed.and_then(|l| l.as_ref().ok()).into_iter().flatten() {
+            if e.meta.kind != Kind::File || !self.merge_names.contains(&e.name) {
+                continue;
+            }
+            match read_all(&*tree, &join(dir, &e.name)).await {
+                Ok(data) => {
+                    files.insert(e.name.clone(), data);
+                }
+                Err(e) if source.is_some() => self.source_error(e)?,
+                Err(e) => self.fail(e)?,
+            }
+        }
+        let above = match (dir.is_empty(), source) {
+            (true, _) => self.base_filters.clone(),
+            (false, Some(_)) => self.filters_at(parent(dir)),
+            (false, None) => self.dest_filters_at(parent(dir)),
+        };
+        match above.for_subdir(dir, |name| files.get(name).cloned()) {
+            Ok(rules) if source.is_some() => {
+                self.dir_filters.insert(dir.clone(), Arc::new(rules));
+            }
+            Ok(rules) => {
+                self.dest_dir_filters.insert(dir.clone(), Arc::new(rules));
+            }
+            Err(e) => {
+                // Like a directory that cannot be read: reported, and nothing deleted.
+                self.source_error(TreeError {
+                    op: "read filter rules in",
+                    side: tree.side(),
+                    path: dir.clone(),
+                    cause: e.to_string(),
+                    kind: ErrorKind::Other,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// A subdirectory the walk will enter; the destination side is listed only if it exists.
@@ -1416,13 +1527,10 @@ impl<'a> Run<'a> {
             })
             .collect();
         sort_rsync(&mut extra);
+        let rules = self.dest_filters_at(dir);
         for e in extra.into_iter().rev() {
             let path = join(dir, &e.name);
-            if self
-                .opts()
-                .filters
-                .protected_on_receiver(&path, e.meta.kind == Kind::Dir)
-            {
+            if rules.protected_on_receiver(&path, e.meta.kind == Kind::Dir) {
                 continue;
             }
             self.pending_deletions.push((path, e.meta));
@@ -1645,6 +1753,17 @@ impl<'a> Run<'a> {
             Some(_) => false,
         }
     }
+}
+
+/// A whole (small) file from a tree: a per-directory filter file.
+async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
+    let mut reader = tree.open_read(path, 0, 0).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        data.extend_from_slice(&chunk);
+    }
+    reader.close().await?;
+    Ok(data)
 }
 
 fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {

@@ -637,3 +637,84 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
     let linked = |c: &[(PathBuf, u64)]| c.iter().filter(|(_, n)| *n > 1).count();
     assert_eq!(linked(&third), linked(&ours), "{third:?}");
 }
+
+/// A tree with per-directory filter files (`.rsync-filter`, `.cvsignore`) at two levels, and
+/// names the CVS defaults catch.
+fn filtered_tree(root: &Path) {
+    for (path, data) in [
+        (".rsync-filter", "- *.log\n- /top-only\n"),
+        ("top-only", "t"),
+        ("a.log", "l"),
+        ("main.c", "c"),
+        ("main.o", "o"),
+        ("core", "core"),
+        ("notes~", "n"),
+        (".cvsignore", "*.gen\n"),
+        ("x.gen", "g"),
+        ("sub/.rsync-filter", "+ keep.log\n- /here\n"),
+        ("sub/keep.log", "k"),
+        ("sub/other.log", "o"),
+        ("sub/here", "h"),
+        ("sub/top-only", "t"),
+        ("sub/.cvsignore", "*.tmp\n! \n"),
+        ("sub/y.gen", "g"),
+        ("sub/z.tmp", "z"),
+        ("sub/deep/f.gen", "g"),
+        ("sub/deep/here", "h"),
+        ("sub/.git/config", "c"),
+    ] {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        write_at(&root.join(path), data.as_bytes(), 1_600_000_000);
+    }
+}
+
+#[test]
+fn per_directory_filter_files_and_cvs_exclude_select_as_rsync_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    filtered_tree(&src);
+    for (i, flags) in [
+        &["-a", "-F"][..],
+        &["-a", "-FF"],
+        &["-a", "-C"],
+        &["-a", "-C", "-F", "--include=core"],
+        &["-a", "--filter=dir-merge,n- .cvsignore"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let case = tmp.path().join(format!("case{i}"));
+        let (oracle, dst) = (case.join("oracle"), case.join("ours"));
+        // Extras on the receiver: --delete must spare what the rules exclude there.
+        for d in [&oracle, &dst] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("sub/other.log"), b"old").unwrap();
+            std::fs::write(d.join("extra.o"), b"x").unwrap();
+            std::fs::write(d.join("extra"), b"x").unwrap();
+        }
+        let mut with_delete = flags.to_vec();
+        with_delete.push("--delete");
+        like_rsync(&with_delete, &[], &src, &oracle, &dst);
+    }
+}
+
+#[test]
+fn per_directory_filter_files_are_read_from_the_server_on_a_pull() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, local) = server.fresh_remote_dir("dir-merge");
+    std::fs::remove_dir(&local).unwrap();
+    filtered_tree(&local);
+    chown_tree(&local, server.uid(), server.gid()).unwrap();
+    let (oracle, dst) = (tmp.path().join("oracle"), tmp.path().join("dst"));
+    let flags = ["-a", "-F", "-C"];
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&local))
+        .arg(slash(&oracle))
+        .output();
+    assert!(rsync.unwrap().status.success());
+    ok(&pull(server, &flags, &remote, &dst));
+    assert_trees_match(&oracle, &dst);
+    assert!(!dst.join("a.log").exists() && dst.join("sub/keep.log").exists());
+}
