@@ -76,11 +76,13 @@ pub fn location() -> Option<(PathBuf, bool)> {
 /// Reads the settings for `host` (`None`: a local copy, only `[defaults]`). A file that
 /// cannot be read or understood is a one-line error naming it and, where known, the line.
 pub fn load(path: &Path, explicit: bool, host: Option<&str>) -> Result<Settings, String> {
+    // A default location that cannot even be looked at (someone else's HOME, as under
+    // sudo -u) is as good as absent; a file that is there but unreadable is an error.
+    if !explicit && std::fs::symlink_metadata(path).is_err() {
+        return Ok(Settings::default());
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok(Settings::default())
-        }
         Err(e) => return Err(format!("cannot read config file {}: {e}", path.display())),
     };
     settings(&text, host).map_err(|(line, why)| match line {
