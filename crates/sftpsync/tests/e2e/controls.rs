@@ -195,8 +195,8 @@ fn chown_and_numeric_ids_as_rsync_does() {
             tmp.path().join(format!("o{i}")),
             tmp.path().join(format!("d{i}")),
         );
-        // -r alone: --chown brings -o/-g with it.
-        like_rsync(&["-r", &arg], &["-o", "-g"], &src, &oracle, &dst);
+        // Without -o/-g: --chown brings them with it.
+        like_rsync(&["-rt", &arg], &["-o", "-g"], &src, &oracle, &dst);
         let (oracle, dst) = (
             tmp.path().join(format!("no{i}")),
             tmp.path().join(format!("nd{i}")),
@@ -317,6 +317,7 @@ fn backup_dest(dst: &Path) {
     write_at(&dst.join("extra"), b"extra", 1_500_000_000);
     write_at(&dst.join("gone/sub/z"), b"z", 1_500_000_000);
     std::os::unix::fs::symlink("same", dst.join("link")).unwrap();
+    testkit::set_mtime_nofollow(&dst.join("link"), 1_500_000_000).unwrap();
 }
 
 #[test]
@@ -419,9 +420,22 @@ fn like_rsync_in(cwd: &Path, flags: &[&str], operands: &[&str], oracle: &Path, d
         .output()
         .expect("run sftpsync");
     ok(&out);
+    same_root_time(oracle, dst);
     // Directories made without attributes have the times of their making, on each side.
     let plain_dirs = flags.contains(&"--no-implied-dirs");
     assert_trees_match_with(oracle, dst, if plain_dirs { &["-O"] } else { &[] });
+}
+
+/// Neither rsync nor sftpsync sends the destination's root with -R or --files-from, so
+/// each side's has the time of its last change; make them alike for the comparison once
+/// ours is shown not to carry a source time.
+fn same_root_time(oracle: &Path, dst: &Path) {
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().mtime();
+    assert!(
+        mtime(dst) > 1_600_000_000,
+        "the root was given a source time"
+    );
+    testkit::set_mtime_nofollow(dst, mtime(oracle)).unwrap();
 }
 
 /// A tree for the by-path tests: nested directories with files, and a deeper level.
@@ -535,6 +549,7 @@ fn files_from_on_the_server_for_a_pull() {
     let list = format!("--files-from=:{remote}/list");
     let src = server.remote_spec(&format!("{remote}/tree"));
     ok(&sftpsync(&["-a", "-e", &ssh, &list, &src, &slash(&dst)]));
+    same_root_time(&oracle, &dst);
     assert_trees_match(&oracle, &dst);
     // Only the remote end can hold the list.
     let out = sftpsync(&[
