@@ -733,3 +733,43 @@ fn per_directory_filter_files_are_read_from_the_server_on_a_pull() {
     assert_trees_match(&oracle, &dst);
     assert!(!dst.join("a.log").exists() && dst.join("sub/keep.log").exists());
 }
+
+#[test]
+fn without_hard_links_link_dest_sends_and_backups_rename() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = testkit::sftp_server_path();
+    let refusing = server_script(
+        tmp.path(),
+        "no-links",
+        &format!("{} -P hardlink", server.display()),
+    );
+    let (src, base) = (tmp.path().join("src"), tmp.path().join("base"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&base).unwrap();
+    write_at(&src.join("f"), b"content", 1_600_000_000);
+    ok(&push_through(&refusing, &["-a"], &src, &base.join("prev")));
+
+    // Nothing can be linked: the file is sent, and the run still succeeds.
+    let out = push_through(
+        &refusing,
+        &["-a", "--link-dest=../prev"],
+        &src,
+        &base.join("new"),
+    );
+    ok(&out);
+    assert_trees_match(&src, &base.join("new"));
+    let nlink = |p: &Path| std::fs::metadata(p).unwrap().nlink();
+    assert_eq!(nlink(&base.join("new/f")), 1);
+
+    // A backup is then made by renaming the old file away.
+    write_at(&src.join("f"), b"changed", 1_700_000_000);
+    ok(&push_through(
+        &refusing,
+        &["-a", "-b"],
+        &src,
+        &base.join("new"),
+    ));
+    assert_eq!(std::fs::read(base.join("new/f~")).unwrap(), b"content");
+    assert_eq!(std::fs::read(base.join("new/f")).unwrap(), b"changed");
+    assert_eq!(nlink(&base.join("new/f~")), 1);
+}
