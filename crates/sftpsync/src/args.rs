@@ -87,6 +87,10 @@ pub struct CliArgs {
     pub verify: bool,
     /// Ours: fail rather than replace a remote file non-atomically (no posix-rename).
     pub require_atomic_replace: bool,
+    /// Ours: read no config file (`--no-config`).
+    pub no_config: bool,
+    /// Ours, from the config file only: words added to the remote shell command.
+    pub ssh_args: Vec<OsString>,
     /// Ours: how many SFTP channels to open (`--channels`). `None`: the default.
     pub channels: Option<u32>,
     /// `None` when not given (rsync's default 0). Negative asks for nanosecond comparison.
@@ -100,6 +104,33 @@ pub struct CliArgs {
     /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
     pub whole_file: Option<bool>,
     pub numeric_ids: bool,
+    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
+    pub compress: bool,
+    /// `-R`: source paths are recreated below the destination (implied by `--files-from`).
+    pub relative: bool,
+    /// `--no-implied-dirs`: the directories above `-R` paths are not sent.
+    pub no_implied_dirs: bool,
+    /// `--dirs`, which only `--files-from` turns on here: directories it lists are made.
+    pub dirs: bool,
+    /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
+    pub files_from: Option<Vec<u8>>,
+    /// `-C`: rsync's CVS-style excludes, after every other filter rule.
+    pub cvs_exclude: bool,
+    /// Every `--link-dest=DIR`, in order (at most 20, as rsync).
+    pub link_dest: Vec<Vec<u8>>,
+    /// `--backup` (also implied by `--backup-dir`).
+    pub backup: bool,
+    /// `--backup-dir=DIR`, as given.
+    pub backup_dir: Option<Vec<u8>>,
+    /// `--suffix`; `None`: rsync's default (`~`, or nothing with a backup dir).
+    pub suffix: Option<Vec<u8>>,
+    /// Every `--chmod` value in order, each already checked.
+    pub chmod: Vec<String>,
+    /// `--chown` split into user and group (each `None` when left empty); implies `-o` and
+    /// `-g` for the part that is given.
+    pub chown: Option<(Option<String>, Option<String>)>,
+    /// `--bwlimit`, in bytes per second; `None`: no limit.
+    pub bwlimit: Option<u64>,
     /// `None`: unlimited. A negative NUM becomes `Some(0)`, as in rsync.
     pub max_delete: Option<u32>,
     /// `-x` count: 2 (`-xx`) also skips the mount-point directories themselves.
@@ -167,6 +198,8 @@ impl Default for CliArgs {
             no_index: false,
             trust_index: false,
             verify: false,
+            no_config: false,
+            ssh_args: Vec::new(),
             channels: None,
             modify_window: None,
             timeout: None,
@@ -174,6 +207,19 @@ impl Default for CliArgs {
             retries: None,
             whole_file: None,
             numeric_ids: false,
+            compress: false,
+            chmod: Vec::new(),
+            chown: None,
+            relative: false,
+            no_implied_dirs: false,
+            dirs: false,
+            files_from: None,
+            cvs_exclude: false,
+            link_dest: Vec::new(),
+            backup: false,
+            backup_dir: None,
+            suffix: None,
+            bwlimit: None,
             max_delete: None,
             one_file_system: 0,
             out_format: None,
@@ -516,6 +562,12 @@ struct State {
     info_help: bool,
     /// `--debug=help` was given.
     debug_help: bool,
+    /// The last of `-r` and `--no-r`, apart from `-a`: `--files-from` heeds only these.
+    r_explicit: Option<bool>,
+    /// The last of `-R` and `--no-R`.
+    relative: Option<bool>,
+    /// `--no-dirs` was given.
+    no_dirs: bool,
     operands: Vec<OsString>,
 }
 
@@ -540,6 +592,57 @@ impl State {
         }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
+        }
+        a.relative = self.relative.unwrap_or(false);
+        if a.files_from.is_some() {
+            // rsync's --files-from side effects, wherever it stands on the line: -R and -d
+            // implied, and -a without -r.
+            a.recursive = self.r_explicit == Some(true);
+            a.relative = self.relative.unwrap_or(true);
+            a.dirs = !self.no_dirs;
+            if !a.relative {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::NotSupported,
+                    "--files-from with --no-relative is not supported by sftpsync yet",
+                ));
+            }
+            if self.operands.len() != 2 {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::BadOperands,
+                    "--files-from takes one SRC, the directory the listed names are in, and DEST",
+                ));
+            }
+        }
+        if a.backup_dir.is_some() {
+            a.backup = true;
+        }
+        if a.backup {
+            match &a.suffix {
+                Some(sfx) if sfx.contains(&b'/') => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::BadValue,
+                        format!("--suffix cannot contain slashes: {}", show(sfx)),
+                    ))
+                }
+                Some(sfx) if sfx.is_empty() && a.backup_dir.is_none() => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::BadValue,
+                        "--suffix cannot be empty without a --backup-dir",
+                    ))
+                }
+                _ => {}
+            }
+            if a.inplace || a.append > 0 {
+                return Err(ArgsError::new(
+                    ArgsErrorKind::NotSupported,
+                    "--backup with --inplace or --append is not supported by sftpsync yet",
+                ));
+            }
+        }
+        if let Some((user, group)) = &a.chown {
+            // As rsync: forcing an owner or group means preserving it.
+            a.owner |= user.is_some();
+            a.group |= group.is_some();
         }
         if a.append > 0 {
             if a.whole_file == Some(true) {
@@ -725,9 +828,36 @@ static OPTIONS: &[Spec] = &[
         a.devices = true;
         a.specials = true;
     }),
-    flag("recursive", Some(b'r'), |s| s.args.recursive = true),
-    flag("no-recursive", None, |s| s.args.recursive = false),
-    flag("no-r", None, |s| s.args.recursive = false),
+    flag("recursive", Some(b'r'), |s| {
+        s.args.recursive = true;
+        s.r_explicit = Some(true);
+    }),
+    flag("no-recursive", None, |s| {
+        s.args.recursive = false;
+        s.r_explicit = Some(false);
+    }),
+    flag("no-r", None, |s| {
+        s.args.recursive = false;
+        s.r_explicit = Some(false);
+    }),
+    flag("relative", Some(b'R'), |s| s.relative = Some(true)),
+    flag("no-relative", None, |s| s.relative = Some(false)),
+    flag("no-R", None, |s| s.relative = Some(false)),
+    // The default, so not worth a line of help; each still undoes an earlier negation.
+    Spec {
+        long: Some("implied-dirs"),
+        short: None,
+        kind: Kind::Ignored(|s| s.args.no_implied_dirs = false),
+    },
+    Spec {
+        long: Some("i-d"),
+        short: None,
+        kind: Kind::Ignored(|s| s.args.no_implied_dirs = false),
+    },
+    flag("no-implied-dirs", None, |s| s.args.no_implied_dirs = true),
+    flag("no-i-d", None, |s| s.args.no_implied_dirs = true),
+    flag("no-dirs", None, |s| s.no_dirs = true),
+    flag("no-d", None, |s| s.no_dirs = true),
     flag("links", Some(b'l'), |s| s.args.links = true),
     flag("no-links", None, |s| s.args.links = false),
     flag("no-l", None, |s| s.args.links = false),
@@ -769,6 +899,24 @@ static OPTIONS: &[Spec] = &[
     flag("hard-links", Some(b'H'), |s| s.args.hard_links = true),
     flag("no-hard-links", None, |s| s.args.hard_links = false),
     flag("no-H", None, |s| s.args.hard_links = false),
+    value("chmod", None, |s, _, v| {
+        let text = v.to_string_lossy().into_owned();
+        crate::remap::parse_chmod(&text).map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))?;
+        s.args.chmod.push(text);
+        Ok(())
+    }),
+    value("chown", None, |s, name, v| {
+        let text = v.to_string_lossy();
+        let (user, group) = crate::remap::split_chown(&text);
+        if user.is_none() && group.is_none() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs USER, USER:GROUP or :GROUP"),
+            ));
+        }
+        s.args.chown = Some((user.map(str::to_owned), group.map(str::to_owned)));
+        Ok(())
+    }),
     flag("numeric-ids", None, |s| s.args.numeric_ids = true),
     flag("no-numeric-ids", None, |s| s.args.numeric_ids = false),
     flag("one-file-system", Some(b'x'), |s| {
@@ -826,6 +974,7 @@ static OPTIONS: &[Spec] = &[
         };
         s.args.filters.push(FilterArg::Rule(rule.to_vec()));
     }),
+    flag("cvs-exclude", Some(b'C'), |s| s.args.cvs_exclude = true),
     value("exclude", None, |s, _, v| {
         s.args.filters.push(FilterArg::Exclude(v.into_vec()));
         Ok(())
@@ -846,8 +995,50 @@ static OPTIONS: &[Spec] = &[
             .push(FilterArg::IncludeFrom(PathBuf::from(v)));
         Ok(())
     }),
+    value("files-from", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a file ('-' for standard input)"),
+            ));
+        }
+        s.args.files_from = Some(v.into_vec());
+        Ok(())
+    }),
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
+    value("link-dest", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        if s.args.link_dest.len() == 20 {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                "ERROR: at most 20 --link-dest args may be specified",
+            ));
+        }
+        s.args.link_dest.push(v.into_vec());
+        Ok(())
+    }),
+    flag("backup", Some(b'b'), |s| s.args.backup = true),
+    flag("no-backup", None, |s| s.args.backup = false),
+    value("backup-dir", None, |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        s.args.backup_dir = Some(v.into_vec());
+        Ok(())
+    }),
+    value("suffix", None, |s, _, v| {
+        s.args.suffix = Some(v.into_vec());
+        Ok(())
+    }),
     // Transfer and connection.
     flag("dry-run", Some(b'n'), |s| s.args.dry_run = true),
     flag("partial", None, |s| s.args.partial = true),
@@ -876,6 +1067,17 @@ static OPTIONS: &[Spec] = &[
         s.args.rsh = Some(v);
         Ok(())
     }),
+    flag("compress", Some(b'z'), |s| s.args.compress = true),
+    flag("no-compress", None, |s| s.args.compress = false),
+    flag("no-z", None, |s| s.args.compress = false),
+    value("bwlimit", None, |s, _, v| {
+        let text = v.to_string_lossy();
+        s.args.bwlimit = crate::throttle::parse_rate(&text)
+            .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))?;
+        Ok(())
+    }),
+    flag("no-bwlimit", None, |s| s.args.bwlimit = None),
+    flag("no-config", None, |s| s.args.no_config = true),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
     flag("verify", None, |s| s.args.verify = true),
@@ -934,14 +1136,6 @@ static OPTIONS: &[Spec] = &[
     ignored("i-r", None),
     ignored("no-inc-recursive", None),
     ignored("no-i-r", None),
-    ignored("no-dirs", None),
-    ignored("no-d", None),
-    ignored("no-relative", None),
-    ignored("no-R", None),
-    ignored("implied-dirs", None),
-    ignored("i-d", None),
-    ignored("no-implied-dirs", None),
-    ignored("no-i-d", None),
     ignored("no-acls", None),
     ignored("no-A", None),
     ignored("no-xattrs", None),
@@ -959,13 +1153,9 @@ static OPTIONS: &[Spec] = &[
     ignored("no-S", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
-    ignored("no-compress", None),
-    ignored("no-z", None),
     ignored("no-delay-updates", None),
     ignored("no-prune-empty-dirs", None),
     ignored("no-m", None),
-    ignored("no-bwlimit", None),
-    ignored("no-backup", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
     ignored("no-mkpath", None),
@@ -994,9 +1184,7 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("old-dirs", None),
     ("old-d", None),
     ("mkpath", None),
-    ("relative", Some(b'R')),
     ("executability", Some(b'E')),
-    ("chmod", None),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
     ("atimes", Some(b'U')),
@@ -1027,17 +1215,13 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("remove-sent-files", None),
     ("force", None),
     ("no-force", None),
-    ("cvs-exclude", Some(b'C')),
-    ("files-from", None),
     ("checksum-choice", None),
     ("cc", None),
     ("checksum-seed", None),
     ("block-size", Some(b'B')),
     ("compare-dest", None),
     ("copy-dest", None),
-    ("link-dest", None),
     ("fuzzy", Some(b'y')),
-    ("compress", Some(b'z')),
     ("old-compress", None),
     ("new-compress", None),
     ("compress-choice", None),
@@ -1049,10 +1233,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("skip-compress", None),
     ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
-    ("bwlimit", None),
-    ("backup", Some(b'b')),
-    ("backup-dir", None),
-    ("suffix", None),
     ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
@@ -1060,7 +1240,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("old-args", None),
     ("usermap", None),
     ("groupmap", None),
-    ("chown", None),
     ("copy-as", None),
     ("fsync", None),
     ("stop-after", None),
@@ -1561,7 +1740,12 @@ Transfer (what is copied and kept):
      --devices              recreate device files (the receiver needs the right)
      --specials             recreate FIFOs and sockets
  -D                         the same as --devices --specials
-     --numeric-ids          keep uid/gid numbers instead of matching names
+     --numeric-ids          keep uid/gid numbers (always so: SFTP has no names)
+     --chmod=CHMOD          change modes as sent (D/F prefix, ugo+-=rwxXst, 644)
+     --chown=USER:GROUP     give every entry this owner and group (names are
+                            looked up on this machine; numbers pass as they are)
+ -R, --relative             recreate source paths below DEST (a/./b: from b on)
+     --no-implied-dirs      do not send the directories above -R paths
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
@@ -1583,13 +1767,21 @@ Deletion:
      --delete-excluded      also remove excluded files (implies --delete)
      --max-delete=NUM       remove at most NUM entries
      --ignore-errors        delete even when there were I/O errors
+ -b, --backup               keep what is replaced or deleted as NAME~ beside it
+     --backup-dir=DIR       keep backups in DIR instead (relative to DEST;
+                            implies -b)
+     --suffix=SUFFIX        backup suffix (default ~, or none with --backup-dir)
 
 Filters (in command-line order, the first matching rule wins):
  -f, --filter=RULE          add a filter RULE
+ -C, --cvs-exclude          leave out what CVS would (a built-in list,
+                            ~/.cvsignore, $CVSIGNORE, .cvsignore files)
  -F                         --filter='dir-merge /.rsync-filter'; twice also
                             --filter='- .rsync-filter'
      --exclude=PATTERN      leave out names matching PATTERN
      --include=PATTERN      keep names matching PATTERN
+     --files-from=FILE      send the paths listed in FILE (relative to SRC;
+                            implies -R and -d, and -a no longer implies -r)
      --exclude-from=FILE    read exclude patterns from FILE ('-' for stdin)
      --include-from=FILE    read include patterns from FILE
  -0, --from0                entries in *-from files end with NUL, not newline
@@ -1597,6 +1789,8 @@ Filters (in command-line order, the first matching rule wins):
 Delta and resume:
  -W, --whole-file           always send whole files
      --no-whole-file        allow sending only the changed parts (--no-W)
+     --link-dest=DIR        hard-link unchanged files from DIR on the server
+                            (relative to DEST; push only; may repeat)
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -1621,11 +1815,16 @@ Delta and resume:
 
 Connection:
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
+ -z, --compress             have ssh compress the connection (OpenSSH only)
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
+     --bwlimit=RATE         move file data at RATE KiB/s at most, on average
+                            (suffixes B K M G; KB = 1000 bytes; 0: no limit)
      --channels=N           SFTP channels to use at once (default 8), sharing
                             one SSH login through OpenSSH multiplexing
      --timeout=SECONDS      give up after SECONDS without I/O (0: never)
      --contimeout=SECONDS   give up connecting after SECONDS
+     --no-config            read no config file (see README; also
+                            SFTPSYNC_CONFIG=FILE, or empty for none)
      --retries=N            after a lost connection, reconnect up to N times
                             (default 3, waiting 1, 2, 4... s) and sync again:
                             finished files are not sent again
@@ -1711,13 +1910,18 @@ mod tests {
         assert!(a.eight_bit_output);
         assert_eq!(a.whole_file, Some(true));
 
-        // -z is only "not yet": the whole cluster is refused, naming the culprit.
-        let e = err(&["-avzn", "src", "host:dst"]);
+        // -S is only "not yet": the whole cluster is refused, naming the culprit.
+        let e = err(&["-avSn", "src", "host:dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
         assert_eq!(
             e.message(),
-            "option --compress (-z) is not supported by sftpsync yet"
+            "option --sparse (-S) is not supported by sftpsync yet"
         );
+
+        let a = run(&["-avz", "src", "host:dst"]);
+        assert!(a.compress && a.recursive);
+        assert!(!run(&["-z", "--no-z", "src", "host:dst"]).compress);
+        assert!(!run(&["-z", "--no-compress", "src", "host:dst"]).compress);
     }
 
     #[test]
@@ -1869,20 +2073,11 @@ mod tests {
 
     #[test]
     fn ignored_negations_are_accepted() {
-        let a = run(&[
-            "-a",
-            "--no-compress",
-            "--no-z",
-            "--no-inc-recursive",
-            "--no-i-r",
-            "-s",
-            "src",
-            "dst",
-        ]);
+        let a = run(&["-a", "--no-inc-recursive", "--no-i-r", "-s", "src", "dst"]);
         assert!(a.recursive);
         assert_eq!(
-            err(&["--no-z=1", "src", "dst"]).message(),
-            "option --no-z does not take an argument"
+            err(&["--no-i-r=1", "src", "dst"]).message(),
+            "option --no-i-r does not take an argument"
         );
     }
 
@@ -2124,20 +2319,13 @@ mod tests {
                 "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
-                "--link-dest",
-                "option --link-dest is not supported by sftpsync yet",
+                "--copy-dest",
+                "option --copy-dest is not supported by sftpsync yet",
             ),
-            (
-                "-R",
-                "option --relative (-R) is not supported by sftpsync yet",
-            ),
+            ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
             (
                 "-S",
                 "option --sparse (-S) is not supported by sftpsync yet",
-            ),
-            (
-                "--bwlimit=1m",
-                "option --bwlimit is not supported by sftpsync yet",
             ),
             (
                 "--daemon",
@@ -2201,6 +2389,126 @@ mod tests {
         assert_eq!(
             err(&["--timeout", "src", "dst"]).message(),
             "--timeout=src: invalid numeric value"
+        );
+    }
+
+    #[test]
+    fn bwlimit_takes_rsync_rates() {
+        assert_eq!(
+            run(&["--bwlimit=256", "a", "h:b"]).bwlimit,
+            Some(256 * 1024)
+        );
+        assert_eq!(run(&["--bwlimit", "1M", "a", "h:b"]).bwlimit, Some(1 << 20));
+        assert_eq!(
+            run(&["--bwlimit=1m", "--bwlimit=0", "a", "h:b"]).bwlimit,
+            None
+        );
+        assert_eq!(
+            run(&["--bwlimit=1m", "--no-bwlimit", "a", "h:b"]).bwlimit,
+            None
+        );
+        let e = err(&["--bwlimit=1x", "a", "h:b"]);
+        assert_eq!(e.kind(), ArgsErrorKind::BadValue);
+        assert_eq!(e.message(), "--bwlimit=1x is invalid");
+    }
+
+    #[test]
+    fn chmod_and_chown_values() {
+        let a = run(&["--chmod=D755", "--chmod", "Fu+x,go-w", "a", "h:b"]);
+        assert_eq!(a.chmod, ["D755", "Fu+x,go-w"]);
+        let e = err(&["--chmod=u+r-w", "a", "h:b"]);
+        assert_eq!(e.message(), "Invalid argument passed to --chmod (u+r-w)");
+
+        let a = run(&["-r", "--chown=web:www", "a", "h:b"]);
+        assert_eq!(
+            a.chown,
+            Some((Some("web".to_string()), Some("www".to_string())))
+        );
+        assert!(a.owner && a.group);
+        let a = run(&["-r", "--chown=:www", "a", "h:b"]);
+        assert!(!a.owner && a.group);
+        let a = run(&["-r", "--chown=web", "a", "h:b"]);
+        assert!(a.owner && !a.group);
+        assert_eq!(
+            err(&["--chown=:", "a", "h:b"]).kind(),
+            ArgsErrorKind::BadValue
+        );
+    }
+
+    #[test]
+    fn backup_options_follow_rsync() {
+        let a = run(&["-b", "a", "h:b"]);
+        assert!(a.backup && a.backup_dir.is_none() && a.suffix.is_none());
+        let a = run(&["--backup-dir=../old", "--suffix=.1", "a", "h:b"]);
+        assert!(a.backup);
+        assert_eq!(a.backup_dir.as_deref(), Some(&b"../old"[..]));
+        assert_eq!(a.suffix.as_deref(), Some(&b".1"[..]));
+        assert!(!run(&["-b", "--no-backup", "a", "h:b"]).backup);
+        // A suffix alone does nothing, as in rsync.
+        assert!(!run(&["--suffix=x", "a", "h:b"]).backup);
+        assert!(run(&["--backup-dir=d", "--suffix=", "a", "h:b"]).backup);
+        assert_eq!(
+            err(&["-b", "--suffix=a/b", "a", "h:b"]).message(),
+            "--suffix cannot contain slashes: a/b"
+        );
+        assert_eq!(
+            err(&["-b", "--suffix=", "a", "h:b"]).message(),
+            "--suffix cannot be empty without a --backup-dir"
+        );
+        assert_eq!(
+            err(&["-b", "--inplace", "a", "h:b"]).kind(),
+            ArgsErrorKind::NotSupported
+        );
+    }
+
+    #[test]
+    fn files_from_implies_relative_and_dirs_but_not_recursion() {
+        let a = run(&["-a", "--files-from=list", "src", "h:dst"]);
+        assert!(a.relative && a.dirs && !a.recursive && a.perms);
+        assert_eq!(a.files_from.as_deref(), Some(&b"list"[..]));
+        // Wherever -r and -a stand.
+        let a = run(&["--files-from=-", "-ra", "src", "h:dst"]);
+        assert!(a.recursive);
+        let a = run(&["-r", "--files-from=x", "--no-r", "-a", "src", "h:dst"]);
+        assert!(!a.recursive);
+        assert!(!run(&["--files-from=x", "--no-d", "src", "h:dst"]).dirs);
+        assert_eq!(
+            err(&["--files-from=x", "--no-R", "src", "h:dst"]).kind(),
+            ArgsErrorKind::NotSupported
+        );
+        assert_eq!(
+            err(&["--files-from=x", "a", "b", "h:dst"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
+
+        let a = run(&["-aR", "a/./b", "h:dst"]);
+        assert!(a.relative && a.recursive && !a.dirs && !a.no_implied_dirs);
+        assert!(!run(&["-R", "--no-R", "a", "h:dst"]).relative);
+        assert!(run(&["-R", "--no-implied-dirs", "a", "h:dst"]).no_implied_dirs);
+        assert!(!run(&["--no-i-d", "--i-d", "a", "h:dst"]).no_implied_dirs);
+    }
+
+    #[test]
+    fn link_dest_repeats_up_to_twenty() {
+        let a = run(&["--link-dest=../a", "--link-dest", "/b", "x", "h:y"]);
+        assert_eq!(a.link_dest, [b"../a".to_vec(), b"/b".to_vec()]);
+        let many: Vec<String> = (0..21).map(|i| format!("--link-dest=d{i}")).collect();
+        let mut args: Vec<&str> = many.iter().map(String::as_str).collect();
+        args.extend(["x", "h:y"]);
+        assert_eq!(err(&args).kind(), ArgsErrorKind::BadValue);
+        args.remove(0);
+        assert_eq!(run(&args).link_dest.len(), 20);
+    }
+
+    #[test]
+    fn cvs_exclude_flag() {
+        assert!(run(&["-aC", "a", "h:b"]).cvs_exclude);
+        assert!(run(&["--cvs-exclude", "a", "h:b"]).cvs_exclude);
+        assert!(!run(&["a", "h:b"]).cvs_exclude);
+        // rsync has no negation for it.
+        assert_eq!(
+            err(&["--no-C", "a", "h:b"]).kind(),
+            ArgsErrorKind::UnknownOption
         );
     }
 

@@ -74,6 +74,32 @@ impl Route {
             host: host.to_vec(),
         })
     }
+
+    /// Adds words to the remote shell command (before the host); a local server takes none.
+    pub fn with_ssh_args(self, extra: &[OsString]) -> Route {
+        match self {
+            Route::Ssh { rsh, user, host } => Route::Ssh {
+                rsh: rsh.iter().chain(extra).cloned().collect(),
+                user,
+                host,
+            },
+            other => other,
+        }
+    }
+
+    /// `-z`: rsync compresses its own stream, sftpsync has OpenSSH compress the SSH stream.
+    /// `Err` gives the route back unchanged when its remote shell is not OpenSSH's ssh, whose
+    /// options we cannot know.
+    pub fn compressed(self) -> Result<Route, Route> {
+        match self {
+            Route::Ssh { rsh, user, host } if is_openssh(&rsh) => Ok(Route::Ssh {
+                rsh: with_options(&rsh, &["-oCompression=yes".into()]),
+                user,
+                host,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 impl Connector {
@@ -356,6 +382,25 @@ mod tests {
         assert!(is_openssh(&w("/usr/bin/ssh")));
         assert!(!is_openssh(&w("/usr/local/bin/my-ssh-wrapper")));
         assert!(!is_openssh(&w("sshpass -p x ssh")));
+    }
+
+    #[test]
+    fn compression_is_asked_of_openssh_only() {
+        let ssh = |words: &str| Route::Ssh {
+            rsh: words.split(' ').map(OsString::from).collect(),
+            user: None,
+            host: b"h".to_vec(),
+        };
+        let words = |r: Route| match r {
+            Route::Ssh { rsh, .. } => rsh,
+            Route::LocalServer(_) => panic!("not ssh"),
+        };
+        let r = ssh("ssh -p 2222").compressed().ok().expect("openssh");
+        assert_eq!(words(r), ["ssh", "-p", "2222", "-oCompression=yes"]);
+        assert!(ssh("plink -P 22").compressed().is_err());
+        assert!(Route::LocalServer("sftp-server".into())
+            .compressed()
+            .is_err());
     }
 
     #[test]

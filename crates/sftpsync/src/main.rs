@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+mod config;
 mod debug_log;
 mod doctor;
 mod format;
@@ -10,7 +11,9 @@ mod hints;
 mod json;
 mod manual;
 mod output;
+mod remap;
 mod temps;
+mod throttle;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -97,7 +100,7 @@ fn main() -> ExitCode {
     {
         return generate_main(what);
     }
-    let parsed = match args::parse(argv) {
+    let parsed = match args::parse(argv.clone()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
@@ -110,6 +113,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Parsed::Run(cli) => cli,
+    };
+    let cli = match with_config(&argv, *cli) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("sftpsync: {e}");
+            return fail(exit::SYNTAX);
+        }
     };
     sync_engine::path::set_utf8_output(locale_is_utf8());
     // rsync's -vvv turns on its debug flags; the SFTP requests are ours.
@@ -128,7 +138,48 @@ fn main() -> ExitCode {
             return fail(exit::FILE_IO);
         }
     };
-    ExitCode::from(runtime.block_on(run(*cli)))
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// The command line with the config file's settings for its server put before it: the
+/// options are parsed again with the file's first, so the command line's win.
+fn with_config(argv: &[OsString], cli: CliArgs) -> Result<CliArgs, String> {
+    let Some((path, explicit)) = (!cli.no_config).then(config::location).flatten() else {
+        return Ok(cli);
+    };
+    let host = cli
+        .sources
+        .iter()
+        .chain(cli.dest.as_ref())
+        .find_map(|l| match l {
+            Location::Remote { host, .. } => Some(String::from_utf8_lossy(host).into_owned()),
+            Location::Local(_) => None,
+        });
+    let settings = config::load(&path, explicit, host.as_deref())?;
+    let mut cli = if settings.args.is_empty() {
+        cli
+    } else {
+        let words = argv[..1]
+            .iter()
+            .chain(&settings.args)
+            .chain(&argv[1..])
+            .cloned();
+        match args::parse(words) {
+            Ok(Parsed::Run(cli)) => *cli,
+            Ok(_) => {
+                return Err(format!(
+                    "config file {}: args may not ask for --help or --version",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("config file {}: {}", path.display(), e.message())),
+        }
+    };
+    if cli.rsh.is_none() && std::env::var_os("RSYNC_RSH").is_none() {
+        cli.rsh = settings.rsh.map(OsString::from);
+    }
+    cli.ssh_args = settings.ssh_args;
+    Ok(cli)
 }
 
 /// `sftpsync --generate=WHAT`: the man page or a shell's completions on stdout.
@@ -206,8 +257,31 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
                 .with_context(|| format!("failed to read include file {}", path.display()))?,
         }
     }
+    if cli.cvs_exclude {
+        // As rsync: after the user's rules wherever -C stood, .cvsignore files first.
+        for rule in [&b":C"[..], b"-C"] {
+            filters
+                .add_filter_rule(rule)
+                .context("cannot read the CVS ignore lists")?;
+        }
+    }
     if cli.delete_excluded {
         filters = filters.without_receiver_excludes();
+    }
+    if cli.backup && cli.delete && !cli.delete_excluded {
+        // As rsync: earlier backups are not deleted as extraneous; rsync protects those
+        // beside their files, and we also a backup directory inside the destination, which
+        // rsync would back up into itself on every run.
+        let rule = match backup_in_tree(cli) {
+            Some(dir) => [&b"P /"[..], &dir, b"/"].concat(),
+            None if cli.backup_dir.is_none() => [&b"P *"[..], &backup_suffix(cli)].concat(),
+            None => Vec::new(),
+        };
+        if !rule.is_empty() {
+            filters
+                .add_filter_rule(&rule)
+                .context("bad --backup-dir or --suffix for a filter rule")?;
+        }
     }
     if let Some(dir) = cli.partial_dir.as_ref().filter(|d| !d.starts_with(b"/")) {
         // As rsync: a perishable exclude after the user's rules, so partial files are never
@@ -261,8 +335,115 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         ignore_existing: cli.ignore_existing,
         existing: cli.existing,
         modify_window: cli.modify_window.unwrap_or(0).max(0) as i64,
+        dirs: cli.dirs,
+        no_implied_dirs: cli.no_implied_dirs,
         filters,
     })
+}
+
+/// What `--chmod` and `--chown` do to the sources' attributes; `None` when neither is given.
+/// Names are looked up here, once: a name that does not resolve is a usage error.
+fn source_remap(cli: &CliArgs) -> Result<Option<Arc<remap::Remap>>, String> {
+    let mut r = remap::Remap {
+        umask: remap::current_umask(),
+        ..Default::default()
+    };
+    for text in &cli.chmod {
+        r.chmod.extend(remap::parse_chmod(text)?);
+    }
+    if let Some((user, group)) = &cli.chown {
+        r.uid = user
+            .as_deref()
+            .map(|u| remap::resolve_id(u, false))
+            .transpose()?;
+        r.gid = group
+            .as_deref()
+            .map(|g| remap::resolve_id(g, true))
+            .transpose()?;
+    }
+    Ok((!r.is_empty()).then(|| Arc::new(r)))
+}
+
+/// The backup suffix in force: `--suffix`, else rsync's default.
+fn backup_suffix(cli: &CliArgs) -> Vec<u8> {
+    match (&cli.suffix, &cli.backup_dir) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => b"~".to_vec(),
+    }
+}
+
+/// A `--backup-dir` that lies inside the destination tree, as a path in it: relative, and
+/// not climbing out with `..`. Any other is a tree of its own.
+fn backup_in_tree(cli: &CliArgs) -> Option<Vec<u8>> {
+    let dir = cli.backup_dir.as_ref()?;
+    let parts: Vec<&[u8]> = dir
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .collect();
+    if dir.starts_with(b"/") || parts.is_empty() || parts.contains(&&b".."[..]) {
+        return None;
+    }
+    Some(parts.join(&b'/'))
+}
+
+/// A `--files-from` list: each entry's path below the source directory, and whether it
+/// ended in `/` (the directory's entries come too). Lines end in LF, CR LF or CR, or NUL
+/// with `--from0`; blank lines and lines starting with `#` or `;` are skipped. Leading
+/// slashes go, and `..` is resolved so that no entry rises above the source directory.
+fn files_from_entries(data: &[u8], from0: bool) -> Vec<(Vec<u8>, bool)> {
+    let records: Vec<&[u8]> = if from0 {
+        data.split(|&b| b == 0).collect()
+    } else {
+        data.split(|&b| b == b'\n' || b == b'\r').collect()
+    };
+    let mut out = Vec::new();
+    for r in records {
+        if r.is_empty() || r.starts_with(b"#") || r.starts_with(b";") {
+            continue;
+        }
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for p in r.split(|&b| b == b'/') {
+            match p {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        out.push((parts.join(&b'/'), r.ends_with(b"/")));
+    }
+    out
+}
+
+/// A `-R` operand split into the directory its tree is rooted at and the path recreated
+/// below the destination: after a `/./` marker, else the whole path (from `/` when it is
+/// absolute). A `..` in the recreated part is refused, as rsync refuses it.
+fn split_relative(path: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (root, rel) = match path.windows(3).position(|w| w == b"/./") {
+        Some(0) => (b"/".to_vec(), &path[3..]),
+        Some(i) => (path[..i].to_vec(), &path[i + 3..]),
+        None if path.starts_with(b"/") => (b"/".to_vec(), &path[1..]),
+        None => (Vec::new(), path),
+    };
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for p in rel.split(|&b| b == b'/') {
+        match p {
+            b"" | b"." => {}
+            b".." => {
+                return Err(format!(
+                    "found \"..\" in the relative path {} (put a /./ after it)",
+                    sync_engine::path::escape_name(path)
+                ))
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok((root, parts.join(&b'/')))
 }
 
 /// Channels opened when --channels is not given.
@@ -359,7 +540,7 @@ async fn connect(
     say: impl Fn(String, bool) + Send + Sync + 'static,
 ) -> Result<Connection, SftpError> {
     let wanted = cli.channels.map(|n| n as usize).unwrap_or(DEFAULT_CHANNELS);
-    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?;
+    let route = route(cli, user, host)?;
     let (first, connector) =
         channels::open(route, wanted, config, &|line| say(line, false)).await?;
     let pool = Arc::new(ChannelPool::new(first));
@@ -388,6 +569,17 @@ async fn connect(
         }
     });
     Ok(Connection { pool, more })
+}
+
+/// How to reach the server, with `-z` applied where the remote shell can compress.
+fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Route, SftpError> {
+    let route = channels::Route::new(cli.rsh.as_deref(), cli.sftp_server.as_deref(), user, host)?
+        .with_ssh_args(&cli.ssh_args);
+    Ok(if cli.compress {
+        route.compressed().unwrap_or_else(|r| r)
+    } else {
+        route
+    })
 }
 
 /// What -v says about the channels.
@@ -490,7 +682,82 @@ struct Plan<'a> {
     config: ClientConfig,
     /// Temp files of earlier attempts that may still be on the destination.
     temps: Arc<TempLog>,
+    /// `--chmod` and `--chown`, applied to what the sources show.
+    remap: Option<Arc<remap::Remap>>,
+    /// `--files-from`: the list, or where on the server to read it.
+    files_from: Option<FilesFrom>,
     started: Instant,
+}
+
+/// A `--files-from` list, read before connecting when it is local.
+enum FilesFrom {
+    Listed(Vec<(Vec<u8>, bool)>),
+    /// `[HOST]:PATH`: read over SFTP once connected.
+    Remote(Vec<u8>),
+}
+
+/// Reads `--files-from` when it is local (a file, or `-` for standard input); a list on the
+/// server is only located here. Errors are one line.
+fn files_from(cli: &CliArgs) -> Result<Option<FilesFrom>, (u8, String)> {
+    let Some(spec) = &cli.files_from else {
+        return Ok(None);
+    };
+    let remote_host = cli
+        .sources
+        .iter()
+        .chain(cli.dest.as_ref())
+        .find_map(|l| match l {
+            Location::Remote { host, .. } => Some(host.clone()),
+            Location::Local(_) => None,
+        });
+    let colon = spec.iter().position(|&b| b == b':');
+    let slash = spec.iter().position(|&b| b == b'/');
+    if let Some(c) = colon.filter(|&c| slash.is_none_or(|s| c < s)) {
+        let (host, path) = (&spec[..c], &spec[c + 1..]);
+        return match &remote_host {
+            Some(h)
+                if host.is_empty()
+                    || host == &h[..]
+                    || host.ends_with(&[b"@", &h[..]].concat()) =>
+            {
+                Ok(Some(FilesFrom::Remote(path.to_vec())))
+            }
+            _ => Err((
+                exit::SYNTAX,
+                format!(
+                    "--files-from={}: the host must be the remote end of the transfer",
+                    String::from_utf8_lossy(spec)
+                ),
+            )),
+        };
+    }
+    let data = if spec == b"-" {
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut d).map(|_| d)
+    } else {
+        std::fs::read(OsString::from_vec(spec.clone()))
+    };
+    match data {
+        Ok(d) => Ok(Some(FilesFrom::Listed(files_from_entries(&d, cli.from0)))),
+        Err(e) => Err((
+            exit::FILE_IO,
+            format!(
+                "failed to open files-from file {}: {e}",
+                String::from_utf8_lossy(spec)
+            ),
+        )),
+    }
+}
+
+/// A whole file from a tree, for a `--files-from` list on the server.
+async fn read_whole(tree: &dyn Tree, path: &[u8]) -> Result<Vec<u8>, sync_engine::TreeError> {
+    let mut reader = tree.open_read(&path.to_vec(), 0, 0).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        data.extend_from_slice(&chunk);
+    }
+    reader.close().await?;
+    Ok(data)
 }
 
 /// The output options after rsync's rules: explicit `--info` levels win, the others follow
@@ -646,6 +913,34 @@ async fn run_attempts(
         reporter.error_line("--list-only is not supported yet");
         return exit::SYNTAX;
     }
+    let remap = match source_remap(cli) {
+        Ok(r) => r,
+        Err(e) => {
+            reporter.error_line(&e);
+            return exit::SYNTAX;
+        }
+    };
+    if !cli.link_dest.is_empty() && !dest_loc.is_remote() {
+        reporter.error_line(
+            "--link-dest is only supported on a push (the links are made by the server) yet",
+        );
+        return exit::SYNTAX;
+    }
+    if cli.relative && cli.files_from.is_none() {
+        for loc in &cli.sources {
+            if let Err(e) = split_relative(&location_path(loc)) {
+                reporter.error_line(&e);
+                return exit::SYNTAX;
+            }
+        }
+    }
+    let files_from = match files_from(cli) {
+        Ok(f) => f,
+        Err((code, e)) => {
+            reporter.error_line(&e);
+            return code;
+        }
+    };
     let reporter = reporter.clone();
 
     // One remote side at most.
@@ -657,6 +952,22 @@ async fn run_attempts(
             Location::Remote { user, host, .. } => Some((user.clone(), host.clone())),
             Location::Local(_) => None,
         });
+    if let (true, Some((user, host))) = (cli.compress, &remote) {
+        let compressible = channels::Route::new(
+            cli.rsh.as_deref(),
+            cli.sftp_server.as_deref(),
+            user.as_deref(),
+            host,
+        )
+        .is_ok_and(|r| r.compressed().is_ok());
+        if !compressible {
+            sync_engine::Reporter::warning(
+                &*reporter,
+                "-z has no effect: only OpenSSH's ssh is asked to compress, and the remote \
+                 shell is not ssh (sftpsync has no compressed stream of its own)",
+            );
+        }
+    }
     let config = ClientConfig {
         idle_timeout: cli.timeout.map(|s| Duration::from_secs(s.into())),
         connect_timeout: cli.contimeout.map(|s| Duration::from_secs(s.into())),
@@ -677,6 +988,8 @@ async fn run_attempts(
         reporter,
         config,
         temps: Arc::new(TempLog::default()),
+        remap,
+        files_from,
         started,
     };
 
@@ -833,8 +1146,20 @@ async fn attempt(
         s.push_str(&sync_engine::path::escape_name(trimmed));
         s
     };
+    let throttle = cli.bwlimit.map(throttle::Throttle::new);
+    let local_copy = cli.direction() == args::Direction::Local;
+    // The limit is kept where the bytes cross the link: on the remote tree, or on the
+    // destination of a local copy.
+    let throttled = |loc: &Location, tree: Arc<dyn Tree>| -> Arc<dyn Tree> {
+        match &throttle {
+            Some(t) if loc.is_remote() || (local_copy && std::ptr::eq(loc, dest_loc)) => {
+                Arc::new(throttle::ThrottledTree::new(tree, t.clone()))
+            }
+            _ => tree,
+        }
+    };
     let make_tree_following = |loc: &Location, dir: &[u8], follow: bool| -> Arc<dyn Tree> {
-        match loc {
+        let tree: Arc<dyn Tree> = match loc {
             Location::Local(_) => Arc::new(LocalTree::new(local_root(dir)).following_links(follow)),
             Location::Remote { .. } => Arc::new(
                 SftpTree::new(
@@ -850,19 +1175,71 @@ async fn attempt(
                 )
                 .atomic_replace_only(cli.require_atomic_replace),
             ),
-        }
+        };
+        throttled(loc, tree)
     };
     let make_tree = |loc: &Location, dir: &[u8]| {
         make_tree_following(loc, dir, cli.copy_links || cli.copy_unsafe_links)
     };
 
+    let source_tree = |loc: &Location, dir: &[u8]| -> Arc<dyn Tree> {
+        let tree = make_tree(loc, dir);
+        match &plan.remap {
+            Some(r) => Arc::new(remap::RemapTree::new(tree, r.clone())),
+            None => tree,
+        }
+    };
     let mut sources = Vec::new();
-    for loc in &cli.sources {
-        let (dir, content) = split_source(&location_path(loc));
-        sources.push(SourceRoot {
-            tree: make_tree(loc, &dir),
-            content,
-        });
+    if let Some(list) = &plan.files_from {
+        let entries = match list {
+            FilesFrom::Listed(entries) => entries.clone(),
+            FilesFrom::Remote(path) => {
+                let remote_loc = cli
+                    .sources
+                    .iter()
+                    .chain(std::iter::once(dest_loc))
+                    .find(|l| l.is_remote())
+                    .expect("checked: the transfer has a remote side");
+                match read_whole(&*make_tree(remote_loc, b""), path).await {
+                    Ok(data) => files_from_entries(&data, cli.from0),
+                    Err(e) => {
+                        reporter.error_line(&format!("failed to read files-from list: {e}"));
+                        return Attempt::Finished(exit::FILE_IO);
+                    }
+                }
+            }
+        };
+        let loc = &cli.sources[0];
+        let tree = source_tree(loc, &location_path(loc));
+        for (path, contents) in entries {
+            let content = SourceContent::Relative { path, contents };
+            sources.push(SourceRoot {
+                tree: tree.clone(),
+                content,
+            });
+        }
+    } else {
+        for loc in &cli.sources {
+            let (dir, content) = if cli.relative {
+                // Checked before connecting.
+                let (root, rel) = split_relative(&location_path(loc)).unwrap_or_default();
+                let content = if rel.is_empty() {
+                    SourceContent::Contents
+                } else {
+                    SourceContent::Relative {
+                        path: rel,
+                        contents: false,
+                    }
+                };
+                (root, content)
+            } else {
+                split_source(&location_path(loc))
+            };
+            sources.push(SourceRoot {
+                tree: source_tree(loc, &dir),
+                content,
+            });
+        }
     }
 
     // rsync's rule: one non-directory source and a destination that is not an existing
@@ -941,6 +1318,46 @@ async fn attempt(
             .map(|dir| make_tree_following(dest_loc, dir, false)),
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
+        link_dest: (!cli.link_dest.is_empty()).then(|| {
+            let mut dest = dest_dir.clone();
+            while dest.len() > 1 && dest.ends_with(b"/") {
+                dest.pop();
+            }
+            let dirs = cli
+                .link_dest
+                .iter()
+                .map(|d| {
+                    if d.starts_with(b"/") {
+                        d.clone()
+                    } else {
+                        sync_engine::path::join(&dest, d)
+                    }
+                })
+                .collect();
+            // Rooted where the paths start, so one tree reaches both ends of each link.
+            let tree = make_tree_following(dest_loc, b"", false);
+            Arc::new(sync_engine::LinkDest::new(tree, dest, dirs))
+        }),
+        backup: cli.backup.then(|| {
+            let suffix = backup_suffix(cli);
+            let own_tree = match (&cli.backup_dir, backup_in_tree(cli)) {
+                (Some(dir), None) if dir.starts_with(b"/") => Some(dir.clone()),
+                (Some(dir), None) => {
+                    let mut d = dest_dir.clone();
+                    if !d.is_empty() && !d.ends_with(b"/") {
+                        d.push(b'/');
+                    }
+                    d.extend_from_slice(dir);
+                    Some(d)
+                }
+                _ => None,
+            };
+            Arc::new(sync_engine::Backup::new(
+                backup_in_tree(cli),
+                own_tree.map(|d| make_tree_following(dest_loc, &d, false)),
+                suffix,
+            ))
+        }),
     };
     let outcome = sync_engine::run(&job, opts, &**reporter).await;
     drop(job);
@@ -1081,6 +1498,43 @@ mod tests {
             secs: 5,
         };
         assert_eq!(failed(connect_failure(idle, false, false)).0, 30);
+    }
+
+    #[test]
+    fn files_from_lists_are_read_as_rsync_reads_them() {
+        let list = b"a\n/b/c/\r\n# note\n; note\n\n../up/./f\rd/../e\n..\nlast";
+        let want: Vec<(Vec<u8>, bool)> = [
+            ("a", false),
+            ("b/c", true),
+            ("up/f", false),
+            ("e", false),
+            ("last", false),
+        ]
+        .iter()
+        .map(|(p, c)| (p.as_bytes().to_vec(), *c))
+        .collect();
+        assert_eq!(files_from_entries(list, false), want);
+        assert_eq!(
+            files_from_entries(b"a b\0c\nd\0\0", true),
+            vec![(b"a b".to_vec(), false), (b"c\nd".to_vec(), false)]
+        );
+    }
+
+    #[test]
+    fn relative_operands_split_at_the_marker() {
+        let split = |p: &str| {
+            let (r, l) = split_relative(p.as_bytes()).unwrap();
+            (String::from_utf8(r).unwrap(), String::from_utf8(l).unwrap())
+        };
+        let pair = |r: &str, l: &str| (r.to_string(), l.to_string());
+        assert_eq!(split("a/b/c"), pair("", "a/b/c"));
+        assert_eq!(split("/usr/./lib/x/"), pair("/usr", "lib/x"));
+        assert_eq!(split("/abs/path"), pair("/", "abs/path"));
+        assert_eq!(split("./a/./b"), pair("./a", "b"));
+        assert_eq!(split("/./x"), pair("/", "x"));
+        assert_eq!(split("src/./"), pair("src", ""));
+        assert!(split_relative(b"../x/f").unwrap_err().contains("\"..\""));
+        assert!(split_relative(b"a/./b/../c").is_err());
     }
 
     #[test]

@@ -76,10 +76,10 @@ pub enum FilterError {
     )]
     ConflictingSides { rule: Vec<u8>, origin: RuleOrigin },
     #[error(
-        "{origin}dir-merge filter rules are not supported yet: `{}`",
+        "{origin}a dir-merge rule inside a per-directory merge file is not supported yet: `{}`",
         show(rule)
     )]
-    DirMergeUnsupported { rule: Vec<u8>, origin: RuleOrigin },
+    NestedDirMerge { rule: Vec<u8>, origin: RuleOrigin },
     #[error(
         "{origin}CVS-exclude filter rules (the `C` modifier) are not supported yet: `{}`",
         show(rule)
@@ -120,6 +120,8 @@ struct Flags {
     no_prefixes: bool,
     word_split: bool,
     cvs: bool,
+    /// `n` on a dir-merge rule: a directory's rules do not reach its subdirectories.
+    no_inherit: bool,
 }
 
 impl Flags {
@@ -338,11 +340,26 @@ impl fmt::Display for FilterRule {
     }
 }
 
+/// A `dir-merge FILE` rule: the FILE in each directory holds rules for that directory and,
+/// unless `n` was given, those below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct DirMerge {
+    /// The name looked for in each directory.
+    name: Vec<u8>,
+    template: Flags,
+    /// `rules[at..at + len]` are the rules read so far for the directory at hand, the
+    /// deepest directory's first.
+    at: usize,
+    len: usize,
+}
+
 /// The ordered rule list of one transfer. The first rule that matches a path decides; a path no
 /// rule matches is included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterRules {
     rules: Vec<FilterRule>,
+    /// `dir-merge` rules, each with the place in `rules` where its files' rules go.
+    dir_merges: Vec<DirMerge>,
     sender_root: Vec<u8>,
     receiver_root: Vec<u8>,
     from0: bool,
@@ -461,6 +478,56 @@ impl FilterRules {
         self.rules.iter()
     }
 
+    /// The file names `dir-merge` rules look for in every directory.
+    pub fn dir_merge_names(&self) -> Vec<Vec<u8>> {
+        self.dir_merges.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// The rules for the entries of `dir`, where these are its parent's: the rules of each
+    /// per-directory file found there (`read` gives a name's contents, `None` when absent)
+    /// go where their `dir-merge` rule stands, before those inherited from above (which go,
+    /// for a rule with `n`). An anchored pattern in such a file is anchored at `dir`.
+    pub fn for_subdir(
+        &self,
+        dir: &[u8],
+        read: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<FilterRules, FilterError> {
+        let mut out = self.clone();
+        for k in 0..out.dir_merges.len() {
+            let dm = out.dir_merges[k].clone();
+            let mut parser = Parser {
+                rules: Vec::new(),
+                dir_merges: Vec::new(),
+                from0: self.from0,
+                open_files: Vec::new(),
+                anchor: dir.to_vec(),
+            };
+            if let Some(data) = read(&dm.name) {
+                let shown = String::from_utf8_lossy(&crate::path::join(dir, &dm.name)).into_owned();
+                parser.apply_list(&data, &dm.template, Syntax::Full, &shown, self.from0)?;
+            }
+            if !parser.dir_merges.is_empty() {
+                return Err(FilterError::NestedDirMerge {
+                    rule: parser.dir_merges[0].name.clone(),
+                    origin: RuleOrigin::File {
+                        name: String::from_utf8_lossy(&dm.name).into_owned(),
+                        line: 0,
+                    },
+                });
+            }
+            let dropped = if dm.template.no_inherit { dm.len } else { 0 };
+            let added = parser.rules.len();
+            out.rules.splice(dm.at..dm.at + dropped, parser.rules);
+            out.dir_merges[k].len = dm.len - dropped + added;
+            for (j, other) in out.dir_merges.iter_mut().enumerate() {
+                if j != k && (other.at > dm.at || (other.at == dm.at && j > k)) {
+                    other.at = other.at + added - dropped;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Sender side: is this entry left out of the transfer? `path` is relative to the transfer
     /// root, `/`-separated. A directory that is left out must not be descended into.
     pub fn excluded_on_sender(&self, path: &[u8], is_dir: bool) -> bool {
@@ -525,11 +592,14 @@ impl FilterRules {
     ) -> Result<(), FilterError> {
         let mut parser = Parser {
             rules: self.rules.clone(),
+            dir_merges: self.dir_merges.clone(),
             from0: self.from0,
             open_files: Vec::new(),
+            anchor: Vec::new(),
         };
         f(&mut parser)?;
         self.rules = parser.rules;
+        self.dir_merges = parser.dir_merges;
         Ok(())
     }
 }
@@ -584,7 +654,16 @@ enum Parsed<'a> {
         per_dir: bool,
         exclude_self: bool,
     },
+    /// `-C`: rsync's default CVS ignore list, `~/.cvsignore` and `$CVSIGNORE`.
+    CvsDefaults {
+        flags: Flags,
+    },
 }
+
+/// The names CVS ignores by default, as rsync's `--cvs-exclude` lists them.
+const DEFAULT_CVSIGNORE: &[u8] = b"RCS SCCS CVS CVS.adm RCSLOG cvslog.* tags TAGS \
+    .make.state .nse_depinfo *~ #* .#* ,* _$* *$ *.old *.bak *.BAK *.orig *.rej .del-* \
+    *.a *.olb *.o *.obj *.so *.exe *.Z *.elc *.ln core .svn/ .git/ .hg/ .bzr/";
 
 const LONG_NAMES: [(&[u8], u8); 9] = [
     (b"clear", b'!'),
@@ -701,6 +780,8 @@ fn parse_rule<'a>(
                         flags.no_prefixes = true;
                         flags.word_split = true;
                         flags.cvs = true;
+                        // As CVS: a .cvsignore speaks for its own directory only.
+                        flags.no_inherit |= is_merge;
                         true
                     }
                     b'e' if is_merge => {
@@ -708,7 +789,10 @@ fn parse_rule<'a>(
                         true
                     }
                     // Not inheriting only means something for per-directory merges.
-                    b'n' => is_merge,
+                    b'n' if is_merge => {
+                        flags.no_inherit = true;
+                        true
+                    }
                     b'p' => {
                         flags.perishable = true;
                         true
@@ -788,6 +872,9 @@ fn parse_rule<'a>(
         }));
     }
     if flags.cvs {
+        if pattern.is_empty() {
+            return Ok(Some(Parsed::CvsDefaults { flags }));
+        }
         return Err(FilterError::CvsExcludeUnsupported {
             rule: err_rule(),
             origin: origin.clone(),
@@ -799,8 +886,11 @@ fn parse_rule<'a>(
 /// The state of one `add_*` call: the rule list being built and the merge files being read.
 struct Parser {
     rules: Vec<FilterRule>,
+    dir_merges: Vec<DirMerge>,
     from0: bool,
     open_files: Vec<PathBuf>,
+    /// For a per-directory file: its directory, where its anchored patterns start.
+    anchor: Vec<u8>,
 }
 
 impl Parser {
@@ -815,10 +905,43 @@ impl Parser {
             None => Ok(()),
             Some(Parsed::Clear) => {
                 self.rules.clear();
+                self.dir_merges.clear();
                 Ok(())
             }
             Some(Parsed::Rule { pattern, flags }) => {
-                self.rules.push(FilterRule::new(pattern, flags));
+                if pattern.starts_with(b"/") && !self.anchor.is_empty() && !flags.abs_path {
+                    let anchored = [&b"/"[..], &self.anchor, pattern].concat();
+                    self.rules.push(FilterRule::new(&anchored, flags));
+                } else {
+                    self.rules.push(FilterRule::new(pattern, flags));
+                }
+                Ok(())
+            }
+            Some(Parsed::CvsDefaults { flags }) => {
+                // rsync makes the built-in names perishable: they do not keep a directory
+                // that is being deleted.
+                let builtin = Flags {
+                    perishable: true,
+                    ..flags
+                };
+                self.apply_records(
+                    DEFAULT_CVSIGNORE,
+                    &builtin,
+                    Syntax::Full,
+                    "CVS defaults",
+                    false,
+                )?;
+                if let Some(home) = std::env::var_os("HOME") {
+                    let file = PathBuf::from(home).join(".cvsignore");
+                    if let Ok(data) = std::fs::read(&file) {
+                        let name = file.display().to_string();
+                        self.apply_records(&data, &flags, Syntax::Full, &name, false)?;
+                    }
+                }
+                if let Some(env) = std::env::var_os("CVSIGNORE") {
+                    use std::os::unix::ffi::OsStrExt;
+                    self.apply_records(env.as_bytes(), &flags, Syntax::Full, "CVSIGNORE", false)?;
+                }
                 Ok(())
             }
             Some(Parsed::Merge {
@@ -827,20 +950,30 @@ impl Parser {
                 per_dir,
                 exclude_self,
             }) => {
-                if per_dir {
-                    return Err(FilterError::DirMergeUnsupported {
-                        rule: text.to_vec(),
-                        origin: origin.clone(),
-                    });
+                let base = match file.iter().rposition(|&b| b == b'/') {
+                    Some(i) => &file[i + 1..],
+                    None => file,
+                };
+                if exclude_self && !base.is_empty() {
+                    self.rules.push(FilterRule::new(base, Flags::default()));
                 }
-                if exclude_self {
-                    let base = match file.iter().rposition(|&b| b == b'/') {
-                        Some(i) => &file[i + 1..],
-                        None => file,
-                    };
-                    if !base.is_empty() {
-                        self.rules.push(FilterRule::new(base, Flags::default()));
+                if per_dir {
+                    // Read in each directory as the walk reaches it (`for_subdir`); a path
+                    // before the name only says where rsync starts looking, the transfer's
+                    // root here.
+                    if base.is_empty() {
+                        return Err(FilterError::MissingPattern {
+                            rule: text.to_vec(),
+                            origin: origin.clone(),
+                        });
                     }
+                    self.dir_merges.push(DirMerge {
+                        name: base.to_vec(),
+                        template: flags,
+                        at: self.rules.len(),
+                        len: 0,
+                    });
+                    return Ok(());
                 }
                 let path = bytes_to_path(file);
                 self.apply_file(&path, &flags, Syntax::Full, self.from0, origin)
@@ -1811,19 +1944,12 @@ mod tests {
             FilterError::ClearWithArgument { .. }
         ));
         assert!(matches!(
-            parse_err("-C"),
+            parse_err("-C x"),
             FilterError::CvsExcludeUnsupported { .. }
         ));
-        let e = parse_err(": .rsync-filter");
-        assert!(matches!(e, FilterError::DirMergeUnsupported { .. }));
-        assert!(
-            e.to_string()
-                .contains("dir-merge filter rules are not supported yet"),
-            "{e}"
-        );
         assert!(matches!(
-            parse_err("dir-merge,n- .x"),
-            FilterError::DirMergeUnsupported { .. }
+            parse_err("dir-merge,q .x"),
+            FilterError::InvalidModifier { .. }
         ));
     }
 
@@ -2055,6 +2181,77 @@ mod tests {
         f.add_filter_rule(&rule_with_path(". ", &file)).unwrap();
         let patterns: Vec<&[u8]> = f.rules().map(|r| r.pattern()).collect();
         assert_eq!(patterns, [b"b"]);
+    }
+
+    #[test]
+    fn dir_merge_rules_come_from_each_directory_deepest_first() {
+        let mut f = FilterRules::new();
+        f.add_filter_rule(b"+ keep.o").unwrap();
+        f.add_filter_rule(b"dir-merge /.rsync-filter").unwrap();
+        f.add_filter_rule(b"dir-merge,n- .local").unwrap();
+        f.add_filter_rule(b"- *.tmp").unwrap();
+        assert_eq!(
+            f.dir_merge_names(),
+            [b".rsync-filter".to_vec(), b".local".to_vec()]
+        );
+        let files = |map: &'static [(&'static str, &'static str)]| {
+            move |name: &[u8]| {
+                map.iter()
+                    .find(|(n, _)| n.as_bytes() == name)
+                    .map(|(_, d)| d.as_bytes().to_vec())
+            }
+        };
+        let root = f
+            .for_subdir(b"", files(&[(".rsync-filter", "- *.o\n- /top-only\n")]))
+            .unwrap();
+        assert!(root.excluded_on_sender(b"x.o", false));
+        assert!(!root.excluded_on_sender(b"keep.o", false));
+        assert!(root.excluded_on_sender(b"top-only", false));
+        let sub = root
+            .for_subdir(
+                b"d",
+                files(&[(".rsync-filter", "+ *.o\n- /here\n"), (".local", "a\nb")]),
+            )
+            .unwrap();
+        // The deeper file's rules win; anchored ones start at their own directory.
+        assert!(!sub.excluded_on_sender(b"d/x.o", false));
+        assert!(sub.excluded_on_sender(b"d/here", false));
+        assert!(!sub.excluded_on_sender(b"here", false));
+        assert!(sub.excluded_on_sender(b"d/a", false) && sub.excluded_on_sender(b"d/b", false));
+        assert!(sub.excluded_on_sender(b"d/y.tmp", false));
+        // "n": .local's rules stop at d; .rsync-filter's go on down.
+        let deeper = sub.for_subdir(b"d/e", files(&[])).unwrap();
+        assert!(!deeper.excluded_on_sender(b"d/e/a", false));
+        assert!(!deeper.excluded_on_sender(b"d/e/x.o", false));
+        assert!(deeper.excluded_on_sender(b"d/e/z.tmp", false));
+        let bad = root.for_subdir(b"d", files(&[(".rsync-filter", "dir-merge .x\n")]));
+        assert!(matches!(bad, Err(FilterError::NestedDirMerge { .. })));
+    }
+
+    #[test]
+    fn cvs_defaults_and_cvsignore_files() {
+        let mut f = FilterRules::new();
+        f.add_filter_rule(b":C").unwrap();
+        f.add_filter_rule(b"-C").unwrap();
+        assert_eq!(f.dir_merge_names(), [b".cvsignore".to_vec()]);
+        for name in ["core", "x.o", "CVS", "a~", "#x", ".#y", "z.bak"] {
+            assert!(f.excluded_on_sender(name.as_bytes(), false), "{name}");
+        }
+        assert!(f.excluded_on_sender(b".git", true));
+        assert!(!f.excluded_on_sender(b".git", false));
+        assert!(!f.excluded_on_sender(b"main.c", false));
+        assert!(f
+            .rules()
+            .any(|r| r.pattern() == b"core" && r.is_perishable()));
+        let d = f
+            .for_subdir(b"src", |n: &[u8]| {
+                (n == b".cvsignore").then(|| b"*.c gen".to_vec())
+            })
+            .unwrap();
+        assert!(d.excluded_on_sender(b"src/main.c", false));
+        assert!(d.excluded_on_sender(b"src/gen", true));
+        let below = d.for_subdir(b"src/lib", |_: &[u8]| None).unwrap();
+        assert!(!below.excluded_on_sender(b"src/lib/util.c", false));
     }
 
     #[test]

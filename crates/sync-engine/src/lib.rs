@@ -52,8 +52,10 @@
 //! # }
 //! ```
 
+pub mod backup;
 pub mod delta_index;
 pub mod filter;
+pub mod link_dest;
 pub mod local;
 pub mod mtime;
 pub mod options;
@@ -67,8 +69,10 @@ mod task;
 pub mod tree;
 pub mod validate;
 
+pub use backup::Backup;
 pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
+pub use link_dest::LinkDest;
 pub use local::LocalTree;
 pub use options::{AppendMode, DeleteWhen, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};

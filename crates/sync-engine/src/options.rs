@@ -77,6 +77,12 @@ pub struct SyncOptions {
     pub update: bool,
     pub ignore_existing: bool,
     pub existing: bool,
+    /// `--dirs` (implied by `--files-from`): a directory named by path is made even without
+    /// `-r`, instead of being skipped.
+    pub dirs: bool,
+    /// `--no-implied-dirs`: the directories above a path sent with `-R` are not sent: an
+    /// existing one is left alone, a missing one made with default permissions.
+    pub no_implied_dirs: bool,
     /// Seconds two mtimes may differ and still count as equal.
     pub modify_window: i64,
     pub filters: FilterRules,

@@ -64,6 +64,8 @@ impl SyncJob {
             index: None,
             partial_dir_tree: None,
             progress: None,
+            backup: None,
+            link_dest: None,
         }
     }
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
+use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
+use crate::filter::FilterRules;
+use crate::link_dest::{LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
@@ -28,6 +31,39 @@ pub enum SourceContent {
     Contents,
     /// `src` (no trailing slash): the entry of this name, inside the tree's root.
     Named(Vec<u8>),
+    /// `-R` and `--files-from`: the entry at this path below the tree's root, recreated at
+    /// the same path below the destination with the directories above it ("implied").
+    /// `contents`: a directory's own entries come too, one level deep, even without `-r`
+    /// (a `--files-from` line ending in `/`).
+    Relative { path: Vec<u8>, contents: bool },
+}
+
+/// Entries sent by path (`SourceContent::Relative`), merged into one tree of names.
+#[derive(Default)]
+struct Planned {
+    /// The first source that names this path or a path below it.
+    source: usize,
+    /// Named itself, not only implied by a path below it.
+    explicit: bool,
+    contents: bool,
+    children: BTreeMap<Vec<u8>, Planned>,
+}
+
+impl Planned {
+    fn add(&mut self, source: usize, path: &[u8], contents: bool) {
+        let mut node = self;
+        for name in path.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            node = node
+                .children
+                .entry(name.to_vec())
+                .or_insert_with(|| Planned {
+                    source,
+                    ..Planned::default()
+                });
+        }
+        node.explicit = true;
+        node.contents |= contents;
+    }
 }
 
 /// One source argument: a tree rooted at the directory that holds what is sent.
@@ -56,6 +92,10 @@ pub struct SyncJob {
     pub partial_dir_tree: Option<Arc<dyn Tree>>,
     /// Told how far the run has got while it runs, for progress displays.
     pub progress: Option<Arc<dyn Progress>>,
+    /// `--backup`: where replaced and deleted destination entries are kept.
+    pub backup: Option<Arc<Backup>>,
+    /// `--link-dest`: where unchanged files are linked from instead of sent.
+    pub link_dest: Option<Arc<LinkDest>>,
 }
 
 /// How the run went, for the caller's exit code and summary.
@@ -334,19 +374,38 @@ struct Run<'a> {
     pending_deletions: Vec<(RelPath, Meta)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
+    /// The rules before any per-directory filter file is read.
+    base_filters: Arc<FilterRules>,
+    /// Rules for the entries of directories whose per-directory files were read, while the
+    /// walk is inside them.
+    dir_filters: HashMap<RelPath, Arc<FilterRules>>,
+    /// The same from the destination's filter files, for what `--delete` spares.
+    dest_dir_filters: HashMap<RelPath, Arc<FilterRules>>,
+    /// The names `dir-merge` rules look for.
+    merge_names: Vec<Vec<u8>>,
+}
+
+/// Whether directories above entries sent by path get their source attributes
+/// (`--no-implied-dirs` turns it off).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Implied {
+    WithAttributes,
+    Plain,
 }
 
 /// Runs one sync. Never panics on bad input and never prints: everything goes to `reporter`.
 pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> SyncOutcome {
+    let mut shared = Shared::new(
+        opts.clone(),
+        job.dest.clone(),
+        job.index.clone(),
+        job.partial_dir_tree.clone(),
+        job.progress.clone(),
+    );
+    shared.backup = job.backup.clone();
     let mut run = Run {
         job,
-        sh: Arc::new(Shared::new(
-            opts.clone(),
-            job.dest.clone(),
-            job.index.clone(),
-            job.partial_dir_tree.clone(),
-            job.progress.clone(),
-        )),
+        sh: Arc::new(shared),
         reporter,
         outcome: SyncOutcome::default(),
         tasks: JoinSet::new(),
@@ -362,6 +421,10 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         resends: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
+        base_filters: Arc::new(opts.filters.clone()),
+        dir_filters: HashMap::new(),
+        dest_dir_filters: HashMap::new(),
+        merge_names: opts.filters.dir_merge_names(),
     };
     if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
@@ -672,7 +735,14 @@ impl<'a> Run<'a> {
         // Gather the top level from every source, in argument order.
         let mut children = Vec::new();
         let mut root_source: Option<(usize, Meta)> = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
         for (i, src) in self.job.sources.iter().enumerate() {
+            if let SourceContent::Relative { path, contents } = &src.content {
+                planned.add(i, path, *contents);
+                continue;
+            }
+            whole_sources = true;
             match &src.content {
                 SourceContent::Contents => {
                     // Listed along with the lstat, for the same reason as the destination.
@@ -710,6 +780,8 @@ impl<'a> Run<'a> {
                         }
                         continue;
                     }
+                    self.enter_dir_filters(Some(i), &Vec::new(), Some(&listed))
+                        .await?;
                     if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
                         children.extend(list);
                     }
@@ -726,6 +798,7 @@ impl<'a> Run<'a> {
                     }
                     Err(e) => self.source_error(e)?,
                 },
+                SourceContent::Relative { .. } => {}
             }
         }
 
@@ -747,10 +820,257 @@ impl<'a> Run<'a> {
             let listed = root_listing
                 .await
                 .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)));
+            self.enter_dir_filters(None, &Vec::new(), Some(&listed))
+                .await?;
             self.accept_dest(&Vec::new(), Some(listed))?
         };
+        if !planned.children.is_empty() {
+            let root_entries = dest_entries.clone();
+            self.planned(Vec::new(), planned.children, root_entries, Gate::open())
+                .await?;
+            if !whole_sources {
+                // Only named paths: nothing at the top was sent whole, so nothing there is
+                // extraneous.
+                return Ok(());
+            }
+        }
         self.contents(Vec::new(), children, dest_entries, Gate::open())
             .await
+    }
+
+    /// Entries sent by path: each named one as `contents` would treat it, and the
+    /// directories above them created (or updated) on the way, with nothing deleted in them.
+    fn planned(
+        &mut self,
+        dir: RelPath,
+        nodes: BTreeMap<Vec<u8>, Planned>,
+        dest_entries: HashMap<Vec<u8>, Meta>,
+        gate: Gate,
+    ) -> Step<'_> {
+        Box::pin(async move {
+            for (name, node) in nodes {
+                let path = join(&dir, &name);
+                let meta = match self.top_entry_meta(node.source, &path).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        let side = self.job.sources[node.source].tree.side();
+                        self.source_error(not_found("link_stat", side, &path))?;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.source_error(e)?;
+                        continue;
+                    }
+                };
+                let is_dir = meta.kind == Kind::Dir;
+                if node.explicit && self.filters_at(&dir).excluded_on_sender(&path, is_dir) {
+                    continue;
+                }
+                let existing = dest_entries.get(&name).cloned();
+                let child = Child {
+                    name,
+                    meta,
+                    source: node.source,
+                };
+                if !is_dir {
+                    if self.scan_only {
+                        continue;
+                    }
+                    let kept = KeptPartial::Unknown;
+                    self.non_dir(&child, path.clone(), path, existing, kept, &gate)
+                        .await?;
+                    continue;
+                }
+                if node.explicit && self.opts().recursive {
+                    // Sent whole, exactly like a directory met in a walk.
+                    self.subdir(child, path, existing, &gate).await?;
+                    continue;
+                }
+                if node.explicit && !self.opts().dirs && node.children.is_empty() {
+                    if !self.scan_only {
+                        self.reporter
+                            .info(&format!("skipping directory {}", display_path(&path)));
+                    }
+                    continue;
+                }
+                let implied = if node.explicit || !self.opts().no_implied_dirs {
+                    Implied::WithAttributes
+                } else {
+                    Implied::Plain
+                };
+                let Some((sub_gate, entries)) = self
+                    .implied_dir(&child, &path, existing, implied, &gate)
+                    .await?
+                else {
+                    continue;
+                };
+                if node.contents {
+                    let source = child.source;
+                    self.one_level(source, &path, &entries, &sub_gate).await?;
+                }
+                self.planned(path, node.children, entries, sub_gate).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A directory above (or named without `-r`): made or updated, never emptied. Returns
+    /// its gate and the destination's entries in it, `None` when it is unusable.
+    async fn implied_dir(
+        &mut self,
+        child: &Child,
+        path: &RelPath,
+        existing: Option<Meta>,
+        implied: Implied,
+        gate: &Gate,
+    ) -> Result<Option<(Gate, HashMap<Vec<u8>, Meta>)>, Fatal> {
+        if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::Dir) {
+            if self.scan_only {
+                return Ok(None);
+            }
+            let mut w = self.worker();
+            let r = w.remove_for_replace(path, m).await;
+            let removed = matches!(r, Ok(true));
+            self.absorb(None, w.finish(r.map(|_| ())))?;
+            if !removed {
+                return Ok(None);
+            }
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        let sub_gate = if self.scan_only {
+            if existing_dir.is_none() {
+                return Ok(None);
+            }
+            Gate::open()
+        } else if implied == Implied::Plain {
+            // --no-implied-dirs: an existing directory is left as it is, a missing one made
+            // with default permissions.
+            if existing_dir.is_some() || self.opts().dry_run {
+                Gate::open()
+            } else {
+                let (done, new_gate) = Gate::pending();
+                let (sh, parent_gate, p) = (self.sh.clone(), gate.clone(), path.clone());
+                let mode = 0o777 & !self.sh.umask;
+                self.spawn(async move {
+                    let mut w = Worker::new(sh);
+                    let r = w.mkdir(parent_gate, p, mode, done).await;
+                    w.finish(r)
+                })
+                .await?;
+                new_gate
+            }
+        } else {
+            match self
+                .dir_entry(path, &child.meta, existing_dir.as_ref(), false, gate)
+                .await?
+            {
+                Some(g) => g,
+                None => return Ok(None),
+            }
+        };
+        let entries = match existing_dir {
+            Some(_) => {
+                let listed = self.dest().read_dir(path).await;
+                self.accept_dest(path, Some(listed))?
+            }
+            None => HashMap::new(),
+        };
+        Ok(Some((sub_gate, entries)))
+    }
+
+    /// A directory sent whole from a named path, as `contents` handles one it meets.
+    async fn subdir(
+        &mut self,
+        child: Child,
+        path: RelPath,
+        existing: Option<Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        match &existing {
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(m) => {
+                if self.scan_only {
+                    return Ok(());
+                }
+                let m = m.clone();
+                let mut w = self.worker();
+                let r = w.remove_for_replace(&path, &m).await;
+                let removed = matches!(r, Ok(true));
+                self.absorb(None, w.finish(r.map(|_| ())))?;
+                if !removed {
+                    return Ok(());
+                }
+            }
+            None if self.opts().existing || self.scan_only => return Ok(()),
+            None => {}
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        let sub_gate = if self.scan_only {
+            Gate::open()
+        } else {
+            match self
+                .dir_entry(&path, &child.meta, existing_dir.as_ref(), false, gate)
+                .await?
+            {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        };
+        let listing = self
+            .upcoming(&child, &path, existing_dir.as_ref())
+            .listing()
+            .await;
+        for e in listing.dangling {
+            self.source_error(e)?;
+        }
+        self.enter_dir_filters(Some(child.source), &path, Some(&listing.source))
+            .await?;
+        self.enter_dir_filters(None, &path, listing.dest.as_ref())
+            .await?;
+        let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
+            return Ok(());
+        };
+        let dest_entries = self.accept_dest(&path, listing.dest)?;
+        self.contents(path, list, dest_entries, sub_gate).await
+    }
+
+    /// A directory's own entries without going deeper (a `--files-from` line ending in `/`
+    /// without `-r`): files as usual, directories made but not entered.
+    async fn one_level(
+        &mut self,
+        source: usize,
+        dir: &RelPath,
+        dest_entries: &HashMap<Vec<u8>, Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        if self.scan_only {
+            return Ok(());
+        }
+        let follow = FollowLinks::from_options(self.opts());
+        let tree = self.job.sources[source].tree.clone();
+        let (listed, dangling) = list_source(&*tree, dir, follow).await;
+        for e in dangling {
+            self.source_error(e)?;
+        }
+        self.enter_dir_filters(Some(source), dir, Some(&listed))
+            .await?;
+        let Some(mut children) = self.accept_source(source, dir, listed)? else {
+            return Ok(());
+        };
+        sort_rsync(&mut children);
+        for child in children {
+            let path = join(dir, &child.name);
+            let existing = dest_entries.get(&child.name).cloned();
+            if child.meta.kind == Kind::Dir {
+                self.implied_dir(&child, &path, existing, Implied::WithAttributes, gate)
+                    .await?;
+            } else {
+                let kept = KeptPartial::Unknown;
+                self.non_dir(&child, path.clone(), path, existing, kept, gate)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// An error about the destination's root names it as the user gave it, not as ".".
@@ -828,14 +1148,11 @@ impl<'a> Run<'a> {
         for e in bad {
             self.source_error(e)?;
         }
+        let rules = self.filters_at(dir);
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let path = join(dir, &e.name);
-            if self
-                .opts()
-                .filters
-                .excluded_on_sender(&path, e.meta.kind == Kind::Dir)
-            {
+            if rules.excluded_on_sender(&path, e.meta.kind == Kind::Dir) {
                 continue;
             }
             out.push(Child {
@@ -967,14 +1284,104 @@ impl<'a> Run<'a> {
                 for e in listing.dangling {
                     self.source_error(e)?;
                 }
+                self.enter_dir_filters(Some(child.source), &path, Some(&listing.source))
+                    .await?;
+                self.enter_dir_filters(None, &path, listing.dest.as_ref())
+                    .await?;
                 let Some(list) = self.accept_source(child.source, &path, listing.source)? else {
                     continue;
                 };
                 let dest_entries = self.accept_dest(&path, listing.dest)?;
                 self.contents(path, list, dest_entries, sub_gate).await?;
             }
+            self.dir_filters.remove(&dir);
+            self.dest_dir_filters.remove(&dir);
             Ok(())
         })
+    }
+
+    /// The rules for the entries of `dir` on one side: its own, when per-directory filter
+    /// files were read for it, else its nearest ancestor's.
+    fn filters_at(&self, dir: &[u8]) -> Arc<FilterRules> {
+        Self::nearest(&self.dir_filters, dir, &self.base_filters)
+    }
+
+    /// The receiver's: rsync takes the rules that protect from deletion from the filter
+    /// files on the receiving side, as they are when the walk reaches the directory.
+    fn dest_filters_at(&self, dir: &[u8]) -> Arc<FilterRules> {
+        Self::nearest(&self.dest_dir_filters, dir, &self.base_filters)
+    }
+
+    fn nearest(
+        map: &HashMap<RelPath, Arc<FilterRules>>,
+        dir: &[u8],
+        base: &Arc<FilterRules>,
+    ) -> Arc<FilterRules> {
+        let mut d = dir;
+        loop {
+            if let Some(f) = map.get(d) {
+                return f.clone();
+            }
+            if d.is_empty() {
+                return base.clone();
+            }
+            d = parent(d);
+        }
+    }
+
+    /// Reads `dir`'s per-directory filter files (`dir-merge`) named in its listing, from a
+    /// source (`Some`) or the destination (`None`), and keeps the rules they make for its
+    /// entries and those below.
+    async fn enter_dir_filters(
+        &mut self,
+        source: Option<usize>,
+        dir: &RelPath,
+        listed: Option<&TreeResult<Vec<DirEntry>>>,
+    ) -> Result<(), Fatal> {
+        if self.merge_names.is_empty() {
+            return Ok(());
+        }
+        let tree = match source {
+            Some(i) => self.job.sources[i].tree.clone(),
+            None => self.job.dest.clone(),
+        };
+        let mut files = HashMap::new();
+        for e in listed.and_then(|l| l.as_ref().ok()).into_iter().flatten() {
+            if e.meta.kind != Kind::File || !self.merge_names.contains(&e.name) {
+                continue;
+            }
+            match read_all(&*tree, &join(dir, &e.name)).await {
+                Ok(data) => {
+                    files.insert(e.name.clone(), data);
+                }
+                Err(e) if source.is_some() => self.source_error(e)?,
+                Err(e) => self.fail(e)?,
+            }
+        }
+        let above = match (dir.is_empty(), source) {
+            (true, _) => self.base_filters.clone(),
+            (false, Some(_)) => self.filters_at(parent(dir)),
+            (false, None) => self.dest_filters_at(parent(dir)),
+        };
+        match above.for_subdir(dir, |name| files.get(name).cloned()) {
+            Ok(rules) if source.is_some() => {
+                self.dir_filters.insert(dir.clone(), Arc::new(rules));
+            }
+            Ok(rules) => {
+                self.dest_dir_filters.insert(dir.clone(), Arc::new(rules));
+            }
+            Err(e) => {
+                // Like a directory that cannot be read: reported, and nothing deleted.
+                self.source_error(TreeError {
+                    op: "read filter rules in",
+                    side: tree.side(),
+                    path: dir.clone(),
+                    cause: e.to_string(),
+                    kind: ErrorKind::Other,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// A subdirectory the walk will enter; the destination side is listed only if it exists.
@@ -1133,13 +1540,10 @@ impl<'a> Run<'a> {
             })
             .collect();
         sort_rsync(&mut extra);
+        let rules = self.dest_filters_at(dir);
         for e in extra.into_iter().rev() {
             let path = join(dir, &e.name);
-            if self
-                .opts()
-                .filters
-                .protected_on_receiver(&path, e.meta.kind == Kind::Dir)
-            {
+            if rules.protected_on_receiver(&path, e.meta.kind == Kind::Dir) {
                 continue;
             }
             self.pending_deletions.push((path, e.meta));
@@ -1297,11 +1701,34 @@ impl<'a> Run<'a> {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let (sh, mut gate) = (self.sh.clone(), gate.clone());
+        let link_dest = self
+            .job
+            .link_dest
+            .clone()
+            .filter(|_| existing.as_ref().is_none_or(|m| m.kind == Kind::File));
         self.spawn(async move {
-            let mut w = Worker::new(sh);
+            let mut w = Worker::new(sh.clone());
             // A directory that could not be made has had its error reported already.
             if !gate.passable().await {
                 return w.report;
+            }
+            if let (Some(ld), Kind::File) = (link_dest, src.meta.kind) {
+                let replacing = existing.is_some();
+                match ld
+                    .link(&sh.opts, &*sh.dest, &src.meta, &dest_path, replacing)
+                    .await
+                {
+                    Ok(Linked::Done) => {
+                        // rsync shows these only with -ii, as unchanged.
+                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
+                            .with_meta(&src.meta);
+                        w.report.items.push(item);
+                        return w.report;
+                    }
+                    Ok(Linked::No) => {}
+                    Ok(Linked::Unsupported(warning)) => w.report.warnings.push(warning),
+                    Err(e) => return w.finish(Err(Fatal(e))),
+                }
             }
             let r = if src.meta.kind == Kind::Symlink {
                 w.symlink(src, dest_path, existing).await
@@ -1344,6 +1771,17 @@ impl<'a> Run<'a> {
             Some(_) => false,
         }
     }
+}
+
+/// A whole (small) file from a tree: a per-directory filter file.
+async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
+    let mut reader = tree.open_read(path, 0, 0).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await? {
+        data.extend_from_slice(&chunk);
+    }
+    reader.close().await?;
+    Ok(data)
 }
 
 fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use delta::{DeltaEncoder, Op, Signature, SignatureBuilder};
 use tokio::sync::watch;
 
+use crate::backup::Backup;
 use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     /// A file was written through `partial_tree`, so its directory may have been made.
     pub partial_dir_used: AtomicBool,
     pub progress: Option<Arc<dyn Progress>>,
+    /// `--backup`: where replaced and deleted entries are kept.
+    pub backup: Option<Arc<Backup>>,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             partial_names: NameLocks::default(),
             partial_dir_used: AtomicBool::new(false),
             progress,
+            backup: None,
         }
     }
 
@@ -330,7 +334,7 @@ impl Worker {
         let r = if meta.kind == Kind::Dir {
             self.remove_tree(path).await
         } else {
-            self.dest().remove_file(path).await
+            self.remove_or_back_up(path).await
         };
         match r {
             Ok(()) => Ok(true),
@@ -338,6 +342,14 @@ impl Worker {
                 self.fail(e)?;
                 Ok(false)
             }
+        }
+    }
+
+    /// Removes a non-directory, or with `--backup` moves it to its backup name.
+    async fn remove_or_back_up(&self, path: &RelPath) -> TreeResult<()> {
+        match &self.sh.backup {
+            Some(b) => b.keep(self.dest(), path, false).await,
+            None => self.dest().remove_file(path).await,
         }
     }
 
@@ -385,8 +397,21 @@ impl Worker {
                 let r = if meta.kind == Kind::Dir {
                     self.dest().remove_dir(&path).await
                 } else {
-                    self.dest().remove_file(&path).await
+                    self.remove_or_back_up(&path).await
                 };
+                let backups_beside = self
+                    .sh
+                    .backup
+                    .as_ref()
+                    .is_some_and(|b| b.dir.is_none() && b.tree.is_none());
+                if meta.kind == Kind::Dir && backups_beside && r.is_err() {
+                    // The backups of its files are still in it, as with rsync.
+                    self.report.verbose_infos.push(format!(
+                        "cannot delete non-empty directory: {}",
+                        display_path(&path)
+                    ));
+                    return Ok(());
+                }
                 if let Err(e) = r {
                     return self.fail(e);
                 }
@@ -454,7 +479,7 @@ impl Worker {
                     Ok(_) => {
                         item.checksum = true;
                         if !opts.dry_run {
-                            if let Err(e) = self.dest().remove_file(&dest_path).await {
+                            if let Err(e) = self.remove_or_back_up(&dest_path).await {
                                 return self.fail(e);
                             }
                         }
@@ -608,6 +633,11 @@ impl Worker {
             self.report.stats.transferred_size += src.meta.size;
             self.item(item);
             return Ok(());
+        }
+        if let (Some(b), Some(_)) = (&sh.backup, existing_file) {
+            if let Err(e) = b.keep(self.dest(), &dest_path, true).await {
+                return self.fail(e);
+            }
         }
         if let Some(p) = &sh.progress {
             p.file_started(&item);

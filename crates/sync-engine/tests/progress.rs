@@ -54,6 +54,8 @@ async fn every_file_is_followed_to_its_end_and_totals_match_the_stats() {
         index: None,
         partial_dir_tree: None,
         progress: Some(recorder.clone()),
+        backup: None,
+        link_dest: None,
     };
     let opts = SyncOptions {
         recursive: true,

@@ -9,6 +9,7 @@ mod append;
 mod check_file;
 mod compat;
 mod confinement;
+mod controls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ fn sftpsync_with_state(args: &[&str], state: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sftpsync"))
         .args(args)
         .env("XDG_STATE_HOME", state)
+        // The invoking user's config file must not change what the tests run.
+        .env("SFTPSYNC_CONFIG", "")
         .stdin(Stdio::null())
         .output()
         .expect("run sftpsync")
