@@ -204,20 +204,29 @@ impl<'s> DeltaEncoder<'s> {
     fn scan<E>(&mut self, sink: &mut impl FnMut(Op) -> Result<(), E>) -> Result<(), E> {
         let bs = self.bs;
         while self.buf.len() - self.win >= bs {
+            let mut strong = None;
             if !self.sum_valid {
-                self.sum = Rolling::of(&self.buf[self.win..self.win + bs]);
+                // A fresh window, at the start or just after a match: the next old block is
+                // the likely match (an unchanged run goes on), and the strong hash alone
+                // settles that. The weak sum is only a cheap filter before it, and here it
+                // would cost about as much again, on every block of every unchanged run.
+                let window = &self.buf[self.win..self.win + bs];
+                let next = self.next_block;
+                if next < self.full_blocks {
+                    let hash = strong_hash(window);
+                    if hash == self.sig.blocks[next].strong {
+                        self.matched(next, sink)?;
+                        continue;
+                    }
+                    strong = Some(hash);
+                }
+                self.sum = Rolling::of(window);
                 self.sum_valid = true;
                 self.checked = false;
             }
             if !self.checked {
-                if let Some(block) = self.find(self.sum.digest()) {
-                    self.emit_literal(self.win, sink)?;
-                    let (from, len) = self.sig.block_range(block);
-                    self.add_copy(from, len, sink)?;
-                    self.win += bs;
-                    self.lit_start = self.win;
-                    self.next_block = block + 1;
-                    self.sum_valid = false;
+                if let Some(block) = self.find(self.sum.digest(), strong) {
+                    self.matched(block, sink)?;
                     continue;
                 }
                 self.checked = true;
@@ -247,10 +256,26 @@ impl<'s> DeltaEncoder<'s> {
         Ok(())
     }
 
-    /// The old block equal to the window at `win` whose weak sum is `weak`, if any.
-    fn find(&self, weak: u32) -> Option<usize> {
+    /// The window at `win` is old block `block`: copy it and move past it.
+    fn matched<E>(
+        &mut self,
+        block: usize,
+        sink: &mut impl FnMut(Op) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.emit_literal(self.win, sink)?;
+        let (from, len) = self.sig.block_range(block);
+        self.add_copy(from, len, sink)?;
+        self.win += self.bs;
+        self.lit_start = self.win;
+        self.next_block = block + 1;
+        self.sum_valid = false;
+        Ok(())
+    }
+
+    /// The old block equal to the window at `win` whose weak sum is `weak`, if any;
+    /// `strong` is the window's strong hash if already known.
+    fn find(&self, weak: u32, mut strong: Option<[u8; STRONG_LEN]>) -> Option<usize> {
         let window = &self.buf[self.win..self.win + self.bs];
-        let mut strong: Option<[u8; STRONG_LEN]> = None;
         let mut strong_of_window = || *strong.get_or_insert_with(|| strong_hash(window));
         let next = self.next_block;
         if next < self.full_blocks
