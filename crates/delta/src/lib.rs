@@ -42,7 +42,7 @@ mod signature;
 pub use apply::{apply, Applied, Applier};
 pub use encoder::{delta, DeltaEncoder, DeltaIter, Op, Stats, LITERAL_CHUNK};
 pub use rolling::Rolling;
-pub use signature::{BlockSig, DecodeError, Signature, SignatureBuilder, STRONG_LEN};
+pub use signature::{BlockSig, DecodeError, KnownBlock, Signature, SignatureBuilder, STRONG_LEN};
 
 use std::io;
 

@@ -4,6 +4,7 @@
 //! versioned and checksummed, and decoding treats its input as untrusted: any truncation,
 //! corruption or absurd size is a typed error, never a panic or a huge allocation.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 
 use crate::rolling::Rolling;
@@ -228,6 +229,18 @@ pub enum DecodeError {
     ChecksumMismatch,
 }
 
+/// A block of a file being signed whose sums are already known, because its bytes are a
+/// whole block of a file signed before: [`DeltaEncoder::known_blocks`] finds them, and
+/// [`SignatureBuilder::expect`] takes them instead of hashing those bytes again.
+///
+/// [`DeltaEncoder::known_blocks`]: crate::DeltaEncoder::known_blocks
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownBlock {
+    /// Block number in the file being signed; the block is a full one.
+    pub index: u64,
+    pub sums: BlockSig,
+}
+
 /// Push-style signer, for callers that already stream the file for another reason (an
 /// upload) and want its signature without reading it twice.
 #[derive(Debug)]
@@ -236,6 +249,9 @@ pub struct SignatureBuilder {
     file_len: u64,
     blocks: Vec<BlockSig>,
     partial: Vec<u8>,
+    /// Sums told in advance, by block number.
+    expected: VecDeque<KnownBlock>,
+    reused: u64,
 }
 
 impl SignatureBuilder {
@@ -246,7 +262,26 @@ impl SignatureBuilder {
             file_len: 0,
             blocks: Vec::new(),
             partial: Vec::with_capacity(block_size as usize),
+            expected: VecDeque::new(),
+            reused: 0,
         })
+    }
+
+    /// Tells the sums of a full block before the bytes that complete it are fed; those bytes
+    /// are then not hashed. The caller vouches that the bytes are the ones the sums were
+    /// computed from. Blocks are expected in increasing order; one already complete, or
+    /// that ends up shorter than a full block, is signed from its bytes as usual.
+    pub fn expect(&mut self, block: KnownBlock) {
+        self.expected.push_back(block);
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Blocks whose sums came from [`SignatureBuilder::expect`] rather than from hashing.
+    pub fn reused(&self) -> u64 {
+        self.reused
     }
 
     /// Feeds the next bytes of the file.
@@ -258,16 +293,33 @@ impl SignatureBuilder {
             self.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.partial.len() == bs {
-                self.blocks.push(BlockSig::of(&self.partial));
+                let partial = std::mem::take(&mut self.partial);
+                self.full_block(&partial);
+                self.partial = partial;
                 self.partial.clear();
             }
         }
         // Whole blocks straight from the caller's buffer, without a copy.
         let mut chunks = data.chunks_exact(bs);
         for block in &mut chunks {
-            self.blocks.push(BlockSig::of(block));
+            self.full_block(block);
         }
         self.partial.extend_from_slice(chunks.remainder());
+    }
+
+    fn full_block(&mut self, block: &[u8]) {
+        let index = self.blocks.len() as u64;
+        while self.expected.front().is_some_and(|k| k.index < index) {
+            self.expected.pop_front();
+        }
+        let sums = match self.expected.front() {
+            Some(k) if k.index == index => {
+                self.reused += 1;
+                self.expected.pop_front().expect("just seen").sums
+            }
+            _ => BlockSig::of(block),
+        };
+        self.blocks.push(sums);
     }
 
     pub fn finish(mut self) -> Signature {
