@@ -1,6 +1,7 @@
 //! Work on single entries that runs concurrently with the walk: copies, links, deletions,
 //! attribute fixes. Each task reports back what it did instead of touching shared state.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use delta::{DeltaEncoder, Op, Signature, SignatureBuilder};
+use delta::{DeltaEncoder, KnownBlock, Op, Signature, SignatureBuilder};
 use tokio::sync::watch;
 
 use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
@@ -756,7 +757,9 @@ impl Worker {
         };
         let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
         let mut shaper = Shaper::new(hashed, src.meta.size, None);
-        shaper.aligned = old.map(AlignedDiff::new);
+        if let Some(old) = old {
+            shaper.in_place(old);
+        }
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
         match copied {
@@ -963,12 +966,16 @@ struct AlignedDiff {
     old: Signature,
     pending: Vec<u8>,
     next_block: usize,
+    /// The sums of the new blocks compared so far, kept when the index signs the new file
+    /// in the same blocks and can take them instead of hashing the blocks again.
+    known: Option<Vec<KnownBlock>>,
 }
 
 impl AlignedDiff {
-    fn new(old: Signature) -> AlignedDiff {
+    fn new(old: Signature, signer_block_size: Option<u32>) -> AlignedDiff {
         AlignedDiff {
             pending: Vec::with_capacity(old.block_size() as usize),
+            known: (signer_block_size == Some(old.block_size())).then(Vec::new),
             old,
             next_block: 0,
         }
@@ -998,9 +1005,15 @@ impl AlignedDiff {
         let data = std::mem::take(&mut self.pending);
         let bs = u64::from(self.old.block_size());
         let old_len = self.old.file_len().saturating_sub(i as u64 * bs).min(bs);
-        let same = i < self.old.blocks().len()
-            && old_len == data.len() as u64
-            && delta::BlockSig::of(&data) == self.old.blocks()[i];
+        let sums = (i < self.old.blocks().len() && old_len == data.len() as u64)
+            .then(|| delta::BlockSig::of(&data));
+        let same = sums.is_some_and(|s| s == self.old.blocks()[i]);
+        if let (Some(known), Some(sums), true) = (&mut self.known, sums, old_len == bs) {
+            known.push(KnownBlock {
+                index: i as u64,
+                sums,
+            });
+        }
         steps.push(if same {
             Step::Skip(data.len() as u64)
         } else {
@@ -1015,6 +1028,12 @@ impl AlignedDiff {
 struct Shaper<'s> {
     encoder: Option<DeltaEncoder<'s>>,
     digest: Option<Digest>,
+    /// Source bytes given to the matcher but not yet decided on. They reach the digest only
+    /// once decided, after the old blocks found among them: the signer then takes those
+    /// blocks' sums instead of hashing them again.
+    undecided: VecDeque<Bytes>,
+    /// Bytes given to the digest while matching.
+    digested: u64,
     /// Bytes at the start that a resumed partial already holds: hashed, not sent.
     skip: u64,
     /// `--inplace` against an old version.
@@ -1026,9 +1045,16 @@ struct Shaper<'s> {
 
 impl<'s> Shaper<'s> {
     fn new(indexed: bool, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
+        let digest = indexed.then(|| Digest::new(size));
+        let mut encoder = base.map(DeltaEncoder::new);
+        if let (Some(e), Some(bs)) = (&mut encoder, digest.as_ref().and_then(Digest::block_size)) {
+            e.keep_known_blocks(bs);
+        }
         Shaper {
-            encoder: base.map(DeltaEncoder::new),
-            digest: indexed.then(|| Digest::new(size)),
+            encoder,
+            digest,
+            undecided: VecDeque::new(),
+            digested: 0,
             skip: 0,
             aligned: None,
             len: 0,
@@ -1054,12 +1080,50 @@ impl<'s> Shaper<'s> {
         Ok(())
     }
 
+    /// `--inplace` against the old version's signature.
+    fn in_place(&mut self, old: Signature) {
+        let signer_block_size = self.digest.as_ref().and_then(Digest::block_size);
+        self.aligned = Some(AlignedDiff::new(old, signer_block_size));
+    }
+
     fn take(&mut self, chunk: Bytes) -> Vec<Step> {
         self.len += chunk.len() as u64;
+        let steps = self.shape(chunk.clone());
         if let Some(d) = &mut self.digest {
-            d.update(&chunk);
+            if self.encoder.is_some() {
+                self.undecided.push_back(chunk);
+                self.digest_decided();
+            } else {
+                if let Some(known) = self.aligned.as_mut().and_then(|a| a.known.as_mut()) {
+                    d.expect(std::mem::take(known));
+                }
+                d.update(&chunk);
+            }
         }
-        let mut chunk = chunk;
+        steps
+    }
+
+    /// Gives the digest what the matcher has decided on, after the known blocks in it.
+    fn digest_decided(&mut self) {
+        let (Some(d), Some(e)) = (&mut self.digest, &mut self.encoder) else {
+            return;
+        };
+        d.expect(e.known_blocks());
+        let decided = e.decided();
+        while self.digested < decided {
+            let Some(front) = self.undecided.front_mut() else {
+                break;
+            };
+            let n = (decided - self.digested).min(front.len() as u64) as usize;
+            d.update(&front.split_to(n));
+            self.digested += n as u64;
+            if front.is_empty() {
+                self.undecided.pop_front();
+            }
+        }
+    }
+
+    fn shape(&mut self, mut chunk: Bytes) -> Vec<Step> {
         if self.skip > 0 {
             let n = self.skip.min(chunk.len() as u64);
             self.skip -= n;
@@ -1104,6 +1168,12 @@ impl<'s> Shaper<'s> {
                     steps.push(op);
                     Ok::<(), std::convert::Infallible>(())
                 });
+                // All is decided now.
+                if let Some(d) = &mut self.digest {
+                    for chunk in self.undecided.drain(..) {
+                        d.update(&chunk);
+                    }
+                }
                 self.steps(steps)
             }
         }
@@ -1180,6 +1250,14 @@ impl Hashes {
         }
     }
 
+    fn expect(&mut self, known: Vec<KnownBlock>) {
+        if let Some(s) = &mut self.signer {
+            for k in known {
+                s.expect(k);
+            }
+        }
+    }
+
     fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
         (
             *self.hasher.finalize().as_bytes(),
@@ -1188,10 +1266,17 @@ impl Hashes {
     }
 }
 
+/// What the background digest thread is given, in file order.
+enum ToDigest {
+    Bytes(Bytes),
+    Known(Vec<KnownBlock>),
+}
+
 enum Digest {
     Inline(Box<Hashes>),
     Background {
-        chunks: std::sync::mpsc::SyncSender<Bytes>,
+        block_size: Option<u32>,
+        chunks: std::sync::mpsc::SyncSender<ToDigest>,
         done: std::thread::JoinHandle<([u8; 32], Option<Vec<u8>>)>,
     },
 }
@@ -1202,15 +1287,31 @@ impl Digest {
         if size < BACKGROUND_DIGEST_MIN {
             return Digest::Inline(Box::new(hashes));
         }
-        let (chunks, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let block_size = hashes.signer.as_ref().map(SignatureBuilder::block_size);
+        let (chunks, rx) = std::sync::mpsc::sync_channel::<ToDigest>(16);
         let done = std::thread::spawn(move || {
             let mut hashes = hashes;
-            for chunk in rx {
-                hashes.update(&chunk);
+            for got in rx {
+                match got {
+                    ToDigest::Bytes(chunk) => hashes.update(&chunk),
+                    ToDigest::Known(known) => hashes.expect(known),
+                }
             }
             hashes.finish()
         });
-        Digest::Background { chunks, done }
+        Digest::Background {
+            block_size,
+            chunks,
+            done,
+        }
+    }
+
+    /// The block size the new file is signed in, if it is signed.
+    fn block_size(&self) -> Option<u32> {
+        match self {
+            Digest::Inline(h) => h.signer.as_ref().map(SignatureBuilder::block_size),
+            Digest::Background { block_size, .. } => *block_size,
+        }
     }
 
     fn update(&mut self, chunk: &Bytes) {
@@ -1218,7 +1319,20 @@ impl Digest {
             Digest::Inline(h) => h.update(chunk),
             Digest::Background { chunks, .. } => {
                 // The thread only ends when `chunks` is dropped.
-                let _ = chunks.send(chunk.clone());
+                let _ = chunks.send(ToDigest::Bytes(chunk.clone()));
+            }
+        }
+    }
+
+    /// Sums of blocks still to come that are already known (see `SignatureBuilder::expect`).
+    fn expect(&mut self, known: Vec<KnownBlock>) {
+        if known.is_empty() {
+            return;
+        }
+        match self {
+            Digest::Inline(h) => h.expect(known),
+            Digest::Background { chunks, .. } => {
+                let _ = chunks.send(ToDigest::Known(known));
             }
         }
     }
@@ -1226,7 +1340,7 @@ impl Digest {
     async fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
         match self {
             Digest::Inline(h) => h.finish(),
-            Digest::Background { chunks, done } => {
+            Digest::Background { chunks, done, .. } => {
                 drop(chunks);
                 tokio::task::spawn_blocking(move || done.join().expect("digest thread"))
                     .await
@@ -1347,6 +1461,96 @@ mod tests {
         assert_eq!(a.len(), 6);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    /// Deterministic bytes that neither compress nor repeat.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Runs `new` through a shaper against `old`'s signature, in `piece`-byte chunks.
+    async fn shape(old: &[u8], new: &[u8], piece: usize) -> (Copied, Option<u64>) {
+        let base = Signature::of_bytes(old, delta::block_size_for(old.len() as u64)).unwrap();
+        let mut shaper = Shaper::new(true, new.len() as u64, Some(&base));
+        for chunk in new.chunks(piece) {
+            shaper.take(Bytes::copy_from_slice(chunk));
+        }
+        shaper.end();
+        let reused = match &shaper.digest {
+            Some(Digest::Inline(h)) => h.signer.as_ref().map(SignatureBuilder::reused),
+            _ => None,
+        };
+        (shaper.finish().await, reused)
+    }
+
+    #[tokio::test]
+    async fn index_signature_of_a_delta_reuses_the_old_blocks_and_equals_a_fresh_one() {
+        let old = noise(3 << 20, 1);
+        let mut new = old.clone();
+        new[1_000_000..1_004_096].copy_from_slice(&noise(4096, 2));
+        new.truncate(old.len() - 5);
+        let bs = delta::block_size_for(new.len() as u64);
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        for piece in [1000, 65_536, 300_001] {
+            let (copied, reused) = shape(&old, &new, piece).await;
+            assert_eq!(copied.signature.as_ref(), Some(&fresh), "piece {piece}");
+            assert_eq!(copied.hash, Some(*blake3::hash(&new).as_bytes()));
+            let blocks = new.len().div_ceil(bs as usize) as u64;
+            // The 4 KiB rewrite touches three blocks of 1768 bytes; the cut tail is signed
+            // afresh. Everything else comes from the old signature.
+            assert_eq!(bs, 1768);
+            let reused = reused.expect("a small file is digested inline");
+            assert_eq!(reused, blocks - 4);
+        }
+    }
+
+    #[tokio::test]
+    async fn index_signature_in_place_reuses_the_compared_blocks() {
+        let old = noise(1 << 20, 4);
+        let mut new = old.clone();
+        new[500_000] ^= 1;
+        new.extend_from_slice(b"longer");
+        let bs = delta::block_size_for(new.len() as u64);
+        assert_eq!(bs, delta::block_size_for(old.len() as u64));
+        let mut shaper = Shaper::new(true, new.len() as u64, None);
+        shaper.in_place(Signature::of_bytes(&old, bs).unwrap());
+        for chunk in new.chunks(70_000) {
+            shaper.take(Bytes::copy_from_slice(chunk));
+        }
+        shaper.end();
+        let Some(Digest::Inline(h)) = &shaper.digest else {
+            panic!("a small file is digested inline");
+        };
+        // Every full block was compared, so none is hashed twice; the longer tail is new.
+        let full = new.len() as u64 / u64::from(bs);
+        assert_eq!(h.signer.as_ref().map(SignatureBuilder::reused), Some(full));
+        let copied = shaper.finish().await;
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        assert!(copied.signature == Some(fresh));
+        assert_eq!(copied.literal, u64::from(bs) + 6);
+    }
+
+    #[tokio::test]
+    async fn index_signature_of_a_big_delta_signed_in_the_background_equals_a_fresh_one() {
+        let old = noise(BACKGROUND_DIGEST_MIN as usize + 12_345, 3);
+        let mut new = vec![7u8; 100];
+        new.extend_from_slice(&old[..old.len() / 2]);
+        new.extend_from_slice(&old[old.len() / 2 + 100..]);
+        new[9_000_000..9_000_010].copy_from_slice(b"0123456789");
+        let (copied, _) = shape(&old, &new, 256 * 1024).await;
+        let bs = delta::block_size_for(new.len() as u64);
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        assert!(copied.signature == Some(fresh));
+        assert_eq!(copied.hash, Some(*blake3::hash(&new).as_bytes()));
+        assert!(copied.matched > new.len() as u64 - 200_000);
     }
 
     #[tokio::test]
