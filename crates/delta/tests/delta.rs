@@ -182,6 +182,22 @@ proptest! {
     }
 
     #[test]
+    fn check_against_a_signature_is_a_comparison_of_contents(
+        old in file(),
+        edits in prop::collection::vec(edit(), 0..3),
+        bs in 1u32..=2048,
+        piece in 1usize..5000,
+    ) {
+        let new = apply_edits(&old, &edits);
+        let sig = Signature::of_bytes(&old, bs).unwrap();
+        let mut check = sig.check();
+        for p in new.chunks(piece) {
+            check.update(p);
+        }
+        prop_assert_eq!(check.finish(), new == old);
+    }
+
+    #[test]
     fn edited_file_is_rebuilt_exactly(
         old in file(),
         edits in prop::collection::vec(edit(), 0..6),
