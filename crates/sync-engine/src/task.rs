@@ -12,7 +12,7 @@ use bytes::Bytes;
 use delta::{DeltaEncoder, KnownBlock, Op, Signature, SignatureBuilder};
 use tokio::sync::watch;
 
-use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
+use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
@@ -600,17 +600,6 @@ impl Worker {
         dest_path: &RelPath,
         dest_now: &Meta,
     ) -> Result<Option<bool>, Fatal> {
-        let a = match hash_file(&*src.tree, &src.path).await {
-            Ok(h) => h,
-            Err(e) if e.is_not_found() => {
-                self.vanished(&src.path)?;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.source_error(e)?;
-                return Ok(None);
-            }
-        };
         // What sftpsync itself wrote there, unchanged since, if the user trusts that: a
         // change that kept size and mtime is then not seen, which is what -c is for.
         let indexed = self
@@ -618,26 +607,58 @@ impl Worker {
             .index
             .as_ref()
             .filter(|_| self.sh.opts.trust_index)
-            .and_then(|ix| ix.content_hash(dest_path, dest_now));
-        let b = match indexed {
-            Some(h) => {
-                self.report.stats.checksums_from_index += 1;
-                h
-            }
-            None => match hash_file(self.dest(), dest_path).await {
-                Ok(h) => {
-                    if self.dest().side() == Side::Remote {
-                        self.report.stats.checksums_read_remotely += 1;
-                    }
-                    h
-                }
-                Err(e) => {
-                    self.fail(e)?;
+            .and_then(|ix| ix.content(dest_path, dest_now));
+        let (src_tree, src_path) = (&*src.tree, &src.path);
+        let same = match indexed {
+            Some(IndexedContent::Blocks(sig)) => {
+                let read = matches_signature(src_tree, src_path, &sig).await;
+                let Some(same) = self.source_read(src_path, read)? else {
                     return Ok(None);
+                };
+                self.report.stats.checksums_from_index += 1;
+                same
+            }
+            Some(IndexedContent::Hash(b)) => {
+                let read = hash_file(src_tree, src_path).await;
+                let Some(a) = self.source_read(src_path, read)? else {
+                    return Ok(None);
+                };
+                self.report.stats.checksums_from_index += 1;
+                a == b
+            }
+            None => {
+                let read = hash_file(src_tree, src_path).await;
+                let Some(a) = self.source_read(src_path, read)? else {
+                    return Ok(None);
+                };
+                match hash_file(self.dest(), dest_path).await {
+                    Ok(b) => {
+                        if self.dest().side() == Side::Remote {
+                            self.report.stats.checksums_read_remotely += 1;
+                        }
+                        a == b
+                    }
+                    Err(e) => {
+                        self.fail(e)?;
+                        return Ok(None);
+                    }
                 }
-            },
+            }
         };
-        Ok(Some(a == b))
+        Ok(Some(same))
+    }
+
+    /// What reading the source gave, or `None` once its failure is reported.
+    fn source_read<T>(
+        &mut self,
+        path: &RelPath,
+        read: Result<T, TreeError>,
+    ) -> Result<Option<T>, Fatal> {
+        match read {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => self.vanished(path).map(|()| None),
+            Err(e) => self.source_error(e).map(|()| None),
+        }
     }
 
     /// `--verify`: reads `temp` back and compares its hash with what was sent.
@@ -755,8 +776,7 @@ impl Worker {
                 return Err(CopyError::Dest(e));
             }
         };
-        let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
-        let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        let mut shaper = Shaper::new(self.wanted(src.meta.size), src.meta.size, None);
         if let Some(old) = old {
             shaper.in_place(old);
         }
@@ -785,20 +805,31 @@ impl Worker {
         self.sh.index.is_some() && size >= DELTA_MIN_SIZE
     }
 
+    /// What to work out about a file of `size` while sending it: its signature and hash
+    /// for the index, its hash for `--verify`.
+    fn wanted(&self, size: u64) -> Wanted {
+        let indexed = self.indexed(size);
+        Wanted {
+            sign: indexed,
+            hash: self.sh.opts.verify || (indexed && size < BLOCKS_ONLY_MIN),
+        }
+    }
+
     fn remember(&mut self, dest_path: &RelPath, meta: &SetMeta, copied: &Copied) {
         let Some(ix) = self.sh.index.clone().filter(|_| self.indexed(copied.len)) else {
             return;
         };
-        let warning = match (meta.mtime, copied.hash) {
-            (Some(mtime), Some(hash)) => ix.written(
-                dest_path,
-                sync_index::Entry {
-                    size: copied.len,
-                    mtime: self.dest().stored_mtime(mtime),
-                    file_hash: hash,
-                    signature: copied.signature.clone().unwrap_or_default(),
-                },
-            ),
+        let warning = match (meta.mtime, copied.hash, &copied.signature) {
+            (Some(mtime), file_hash, signature) if file_hash.is_some() || signature.is_some() => ix
+                .written(
+                    dest_path,
+                    sync_index::Entry {
+                        size: copied.len,
+                        mtime: self.dest().stored_mtime(mtime),
+                        file_hash,
+                        signature: signature.clone().unwrap_or_default(),
+                    },
+                ),
             _ => ix.removed(dest_path),
         };
         self.report.warnings.extend(warning);
@@ -869,8 +900,8 @@ impl Worker {
                 return Err(CopyError::Dest(e).naming(&temp, dest_path));
             }
         };
-        let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
-        let mut shaper = Shaper::new(hashed, src.meta.size, base.as_ref());
+        let wanted = self.wanted(src.meta.size);
+        let mut shaper = Shaper::new(wanted, src.meta.size, base.as_ref());
         shaper.skip = resume_at.unwrap_or(0);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
@@ -1044,8 +1075,8 @@ struct Shaper<'s> {
 }
 
 impl<'s> Shaper<'s> {
-    fn new(indexed: bool, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
-        let digest = indexed.then(|| Digest::new(size));
+    fn new(wanted: Wanted, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
+        let digest = (wanted.hash || wanted.sign).then(|| Digest::new(size, wanted));
         let mut encoder = base.map(DeltaEncoder::new);
         if let (Some(e), Some(bs)) = (&mut encoder, digest.as_ref().and_then(Digest::block_size)) {
             e.keep_known_blocks(bs);
@@ -1207,10 +1238,7 @@ impl<'s> Shaper<'s> {
 
     async fn finish(self) -> Copied {
         let (hash, signature) = match self.digest {
-            Some(d) => {
-                let (h, s) = d.finish().await;
-                (Some(h), s)
-            }
+            Some(d) => d.finish().await,
             None => (None, None),
         };
         Copied {
@@ -1227,24 +1255,49 @@ impl<'s> Shaper<'s> {
 /// matcher and the writes: for a 1 GiB file the two hashes are seconds of CPU.
 const BACKGROUND_DIGEST_MIN: u64 = 16 << 20;
 
+/// Files at least this big go into the index without a whole-file hash, unless `--verify`
+/// needs one: their signature stands for their contents (`IndexedContent::Blocks`).
+///
+/// After a delta the hash would be the one full pass over the file left: the matcher
+/// hashes each block once and the signature reuses the old sums of blocks that did not
+/// move. What `-c --trust-index` pays instead is hashing the source block by block, nearly
+/// as fast as a whole-file hash for blocks of 4 KiB and more (which files this big have),
+/// and stopping at the first block that differs. Smaller files keep the hash: their
+/// blocks, down to 700 bytes, hash up to four times slower one by one.
+const BLOCKS_ONLY_MIN: u64 = 16 << 20;
+
+/// What a copy works out about the bytes it sends.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// The whole-file BLAKE3.
+    hash: bool,
+    /// The block signature, for files big enough to get one.
+    sign: bool,
+}
+
+/// The whole-file hash and the encoded block signature of a file written, each if wanted.
+type Digested = (Option<[u8; 32]>, Option<Vec<u8>>);
+
 /// The whole-file hash and block signature the index keeps of a file being written.
 struct Hashes {
-    hasher: blake3::Hasher,
+    hasher: Option<blake3::Hasher>,
     signer: Option<SignatureBuilder>,
 }
 
 impl Hashes {
-    fn new(size: u64) -> Hashes {
+    fn new(size: u64, wanted: Wanted) -> Hashes {
         Hashes {
-            hasher: blake3::Hasher::new(),
-            signer: (size >= DELTA_MIN_SIZE)
+            hasher: wanted.hash.then(blake3::Hasher::new),
+            signer: (wanted.sign && size >= DELTA_MIN_SIZE)
                 .then(|| SignatureBuilder::new(delta::block_size_for(size)).ok())
                 .flatten(),
         }
     }
 
     fn update(&mut self, data: &[u8]) {
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         if let Some(s) = &mut self.signer {
             s.update(data);
         }
@@ -1258,9 +1311,9 @@ impl Hashes {
         }
     }
 
-    fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+    fn finish(self) -> Digested {
         (
-            *self.hasher.finalize().as_bytes(),
+            self.hasher.map(|h| *h.finalize().as_bytes()),
             self.signer.map(|s| s.finish().to_bytes()),
         )
     }
@@ -1277,13 +1330,13 @@ enum Digest {
     Background {
         block_size: Option<u32>,
         chunks: std::sync::mpsc::SyncSender<ToDigest>,
-        done: std::thread::JoinHandle<([u8; 32], Option<Vec<u8>>)>,
+        done: std::thread::JoinHandle<Digested>,
     },
 }
 
 impl Digest {
-    fn new(size: u64) -> Digest {
-        let hashes = Hashes::new(size);
+    fn new(size: u64, wanted: Wanted) -> Digest {
+        let hashes = Hashes::new(size, wanted);
         if size < BACKGROUND_DIGEST_MIN {
             return Digest::Inline(Box::new(hashes));
         }
@@ -1337,7 +1390,7 @@ impl Digest {
         }
     }
 
-    async fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+    async fn finish(self) -> Digested {
         match self {
             Digest::Inline(h) => h.finish(),
             Digest::Background { chunks, done, .. } => {
@@ -1436,6 +1489,29 @@ pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], Tree
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// Whether one side's file holds the contents `sig` was made from (by `delta::BlockCheck`),
+/// reading no further than the first block that differs.
+async fn matches_signature(
+    tree: &dyn Tree,
+    path: &RelPath,
+    sig: &Signature,
+) -> Result<bool, TreeError> {
+    let mut reader = tree.open_read(path, sig.file_len()).await?;
+    let mut check = sig.check();
+    let result = async {
+        while let Some(chunk) = reader.next_chunk().await? {
+            if !check.update(&chunk) {
+                break;
+            }
+        }
+        Ok::<_, TreeError>(())
+    }
+    .await;
+    let _ = reader.close().await;
+    result?;
+    Ok(check.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1476,10 +1552,16 @@ mod tests {
             .collect()
     }
 
+    /// What a push to an index-keeping destination works out, with no `--verify`.
+    const INDEXED: Wanted = Wanted {
+        hash: true,
+        sign: true,
+    };
+
     /// Runs `new` through a shaper against `old`'s signature, in `piece`-byte chunks.
     async fn shape(old: &[u8], new: &[u8], piece: usize) -> (Copied, Option<u64>) {
         let base = Signature::of_bytes(old, delta::block_size_for(old.len() as u64)).unwrap();
-        let mut shaper = Shaper::new(true, new.len() as u64, Some(&base));
+        let mut shaper = Shaper::new(INDEXED, new.len() as u64, Some(&base));
         for chunk in new.chunks(piece) {
             shaper.take(Bytes::copy_from_slice(chunk));
         }
@@ -1520,7 +1602,7 @@ mod tests {
         new.extend_from_slice(b"longer");
         let bs = delta::block_size_for(new.len() as u64);
         assert_eq!(bs, delta::block_size_for(old.len() as u64));
-        let mut shaper = Shaper::new(true, new.len() as u64, None);
+        let mut shaper = Shaper::new(INDEXED, new.len() as u64, None);
         shaper.in_place(Signature::of_bytes(&old, bs).unwrap());
         for chunk in new.chunks(70_000) {
             shaper.take(Bytes::copy_from_slice(chunk));
