@@ -1252,7 +1252,7 @@ impl<'s> Shaper<'s> {
 }
 
 /// Files at least this big are hashed and signed on a thread of their own, beside the
-/// matcher and the writes: for a 1 GiB file the two hashes are seconds of CPU.
+/// matcher and the writes: signing a 1 GiB file sent whole is about a second of CPU.
 const BACKGROUND_DIGEST_MIN: u64 = 16 << 20;
 
 /// Files at least this big go into the index without a whole-file hash, unless `--verify`
