@@ -805,14 +805,8 @@ impl Worker {
         self.sh.index.is_some() && size >= DELTA_MIN_SIZE
     }
 
-    /// What to work out about a file of `size` while sending it: its signature and hash
-    /// for the index, its hash for `--verify`.
     fn wanted(&self, size: u64) -> Wanted {
-        let indexed = self.indexed(size);
-        Wanted {
-            sign: indexed,
-            hash: self.sh.opts.verify || (indexed && size < BLOCKS_ONLY_MIN),
-        }
+        Wanted::for_file(size, self.indexed(size), self.sh.opts.verify)
     }
 
     fn remember(&mut self, dest_path: &RelPath, meta: &SetMeta, copied: &Copied) {
@@ -1267,12 +1261,23 @@ const BACKGROUND_DIGEST_MIN: u64 = 16 << 20;
 const BLOCKS_ONLY_MIN: u64 = 16 << 20;
 
 /// What a copy works out about the bytes it sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Wanted {
     /// The whole-file BLAKE3.
     hash: bool,
     /// The block signature, for files big enough to get one.
     sign: bool,
+}
+
+impl Wanted {
+    /// For a file of `size`: its signature and maybe its hash if it goes into the index,
+    /// its hash for `--verify`.
+    fn for_file(size: u64, indexed: bool, verify: bool) -> Wanted {
+        Wanted {
+            sign: indexed,
+            hash: verify || (indexed && size < BLOCKS_ONLY_MIN),
+        }
+    }
 }
 
 /// The whole-file hash and the encoded block signature of a file written, each if wanted.
@@ -1592,6 +1597,17 @@ mod tests {
             let reused = reused.expect("a small file is digested inline");
             assert_eq!(reused, blocks - 4);
         }
+    }
+
+    #[test]
+    fn big_files_are_indexed_without_a_hash_unless_verify_needs_one() {
+        let (small, big) = (DELTA_MIN_SIZE, BLOCKS_ONLY_MIN);
+        let want = |hash, sign| Wanted { hash, sign };
+        assert_eq!(Wanted::for_file(small, true, false), want(true, true));
+        assert_eq!(Wanted::for_file(big, true, false), want(false, true));
+        assert_eq!(Wanted::for_file(big, true, true), want(true, true));
+        assert_eq!(Wanted::for_file(big, false, true), want(true, false));
+        assert_eq!(Wanted::for_file(small, false, false), want(false, false));
     }
 
     #[tokio::test]
