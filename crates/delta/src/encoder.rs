@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::io::{self, Read};
 
 use crate::rolling::Rolling;
-use crate::signature::{strong_hash, Signature, STRONG_LEN};
+use crate::signature::{strong_hash, KnownBlock, Signature, STRONG_LEN};
 
 /// Pending literal bytes are emitted in ops of at most this size, which bounds the
 /// matcher's memory to about this plus a few blocks whatever the file size.
@@ -136,6 +136,11 @@ pub struct DeltaEncoder<'s> {
     next_block: usize,
     pending_copy: Option<(u64, u64)>,
     stats: Stats,
+    /// New-file offset of `buf[0]`.
+    buf_offset: u64,
+    /// Whether matches at block boundaries are kept for signing the new file.
+    keep_known: bool,
+    known: Vec<KnownBlock>,
 }
 
 impl<'s> DeltaEncoder<'s> {
@@ -157,12 +162,39 @@ impl<'s> DeltaEncoder<'s> {
             next_block: 0,
             pending_copy: None,
             stats: Stats::default(),
+            buf_offset: 0,
+            keep_known: false,
+            known: Vec::new(),
         }
     }
 
     /// Matched and literal bytes decided so far (all of the file after `finish`).
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Bytes at the start of the new file whose fate is decided (copied or literal), though
+    /// their ops may still be held back to merge with later ones.
+    pub fn decided(&self) -> u64 {
+        self.stats.matched + self.stats.literal
+    }
+
+    /// From now on, keeps the old blocks found whole at a multiple of `block_size` in the new
+    /// file, so that signing the new file in blocks of that size can take their sums instead
+    /// of hashing them again ([`DeltaEncoder::known_blocks`]). Only possible when the new
+    /// file is signed with the old one's block size: otherwise nothing is kept.
+    ///
+    /// For an edit in place that is nearly every block, and the sums are exact, not merely
+    /// likely: each such block was confirmed by its strong hash, and a copy makes the new
+    /// file's bytes there the old block's bytes.
+    pub fn keep_known_blocks(&mut self, block_size: u32) {
+        self.keep_known = block_size == self.sig.block_size;
+    }
+
+    /// The blocks kept since the last call (see [`DeltaEncoder::keep_known_blocks`]), in
+    /// order, all within the first [`DeltaEncoder::decided`] bytes.
+    pub fn known_blocks(&mut self) -> Vec<KnownBlock> {
+        std::mem::take(&mut self.known)
     }
 
     /// Feeds the next bytes of the new file.
@@ -204,20 +236,29 @@ impl<'s> DeltaEncoder<'s> {
     fn scan<E>(&mut self, sink: &mut impl FnMut(Op) -> Result<(), E>) -> Result<(), E> {
         let bs = self.bs;
         while self.buf.len() - self.win >= bs {
+            let mut strong = None;
             if !self.sum_valid {
-                self.sum = Rolling::of(&self.buf[self.win..self.win + bs]);
+                // A fresh window, at the start or just after a match: the next old block is
+                // the likely match (an unchanged run goes on), and the strong hash alone
+                // settles that. The weak sum is only a cheap filter before it, and here it
+                // would cost about as much again, on every block of every unchanged run.
+                let window = &self.buf[self.win..self.win + bs];
+                let next = self.next_block;
+                if next < self.full_blocks {
+                    let hash = strong_hash(window);
+                    if hash == self.sig.blocks[next].strong {
+                        self.matched(next, sink)?;
+                        continue;
+                    }
+                    strong = Some(hash);
+                }
+                self.sum = Rolling::of(window);
                 self.sum_valid = true;
                 self.checked = false;
             }
             if !self.checked {
-                if let Some(block) = self.find(self.sum.digest()) {
-                    self.emit_literal(self.win, sink)?;
-                    let (from, len) = self.sig.block_range(block);
-                    self.add_copy(from, len, sink)?;
-                    self.win += bs;
-                    self.lit_start = self.win;
-                    self.next_block = block + 1;
-                    self.sum_valid = false;
+                if let Some(block) = self.find(self.sum.digest(), strong) {
+                    self.matched(block, sink)?;
                     continue;
                 }
                 self.checked = true;
@@ -247,10 +288,34 @@ impl<'s> DeltaEncoder<'s> {
         Ok(())
     }
 
-    /// The old block equal to the window at `win` whose weak sum is `weak`, if any.
-    fn find(&self, weak: u32) -> Option<usize> {
+    /// The window at `win` is old block `block`: copy it and move past it.
+    fn matched<E>(
+        &mut self,
+        block: usize,
+        sink: &mut impl FnMut(Op) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.emit_literal(self.win, sink)?;
+        let (from, len) = self.sig.block_range(block);
+        self.add_copy(from, len, sink)?;
+        let at = self.buf_offset + self.win as u64;
+        let (index, misalignment) = (at / self.bs as u64, at % self.bs as u64);
+        if self.keep_known && misalignment == 0 {
+            self.known.push(KnownBlock {
+                index,
+                sums: self.sig.blocks[block],
+            });
+        }
+        self.win += self.bs;
+        self.lit_start = self.win;
+        self.next_block = block + 1;
+        self.sum_valid = false;
+        Ok(())
+    }
+
+    /// The old block equal to the window at `win` whose weak sum is `weak`, if any;
+    /// `strong` is the window's strong hash if already known.
+    fn find(&self, weak: u32, mut strong: Option<[u8; STRONG_LEN]>) -> Option<usize> {
         let window = &self.buf[self.win..self.win + self.bs];
-        let mut strong: Option<[u8; STRONG_LEN]> = None;
         let mut strong_of_window = || *strong.get_or_insert_with(|| strong_hash(window));
         let next = self.next_block;
         if next < self.full_blocks
@@ -322,6 +387,7 @@ impl<'s> DeltaEncoder<'s> {
             self.buf.drain(..consumed);
             self.win -= consumed;
             self.lit_start = 0;
+            self.buf_offset += consumed as u64;
         }
     }
 }

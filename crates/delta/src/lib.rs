@@ -6,6 +6,11 @@
 //! at any offset are found) and emits [`Op`]s: ranges to copy from the old file and
 //! literal bytes. [`Applier`] rebuilds the new file from the old one and the ops.
 //!
+//! Signing the new file as it streams past costs little after an edit in place: the old
+//! blocks the matcher finds at block boundaries ([`KnownBlock`]) keep their sums in the
+//! new signature ([`SignatureBuilder::expect`]). A signature can also stand for the file
+//! it was made from: [`BlockCheck`] compares other contents with it.
+//!
 //! Everything works on byte slices or on readers and writers handed in by the caller;
 //! memory stays bounded by a few blocks plus one literal chunk, whatever the file size.
 //! The engine uses this to build a remote file from server-side copies of its previous
@@ -42,7 +47,9 @@ mod signature;
 pub use apply::{apply, Applied, Applier};
 pub use encoder::{delta, DeltaEncoder, DeltaIter, Op, Stats, LITERAL_CHUNK};
 pub use rolling::Rolling;
-pub use signature::{BlockSig, DecodeError, Signature, SignatureBuilder, STRONG_LEN};
+pub use signature::{
+    BlockCheck, BlockSig, DecodeError, KnownBlock, Signature, SignatureBuilder, STRONG_LEN,
+};
 
 use std::io;
 

@@ -8,6 +8,22 @@
 //! reads them as signed chars, which only matters for exchanging sums with a real rsync,
 //! which we never do: both ends of a signature are this crate.
 
+/// Bytes summed at once by [`Rolling::extend`]. 255 · Σ weights stays far below 2^32, so
+/// the per-piece sums cannot wrap.
+const LANES: usize = 64;
+
+/// Weight of each byte of a piece in s2: the first byte is counted LANES times, the last
+/// once.
+const WEIGHTS: [u32; LANES] = {
+    let mut w = [0u32; LANES];
+    let mut i = 0;
+    while i < LANES {
+        w[i] = (LANES - i) as u32;
+        i += 1;
+    }
+    w
+};
+
 /// Weak checksum of a window, with an O(1) slide.
 ///
 /// The sums are kept in wrapping `u32`s and reduced only in [`Rolling::digest`]: 2^16
@@ -35,7 +51,23 @@ impl Rolling {
     /// Appends bytes to the window (it grows).
     pub fn extend(&mut self, bytes: &[u8]) {
         let (mut s1, mut s2) = (self.s1, self.s2);
-        for &b in bytes {
+        // Byte by byte, s2 waits on s1 at every step: a serial chain of about a cycle per
+        // byte. Over a piece of LANES bytes the same sums are s2 += LANES·s1 + Σ(LANES-i)·x_i
+        // and s1 += Σ x_i, sums with fixed weights that the compiler turns into SIMD
+        // multiply-adds (measured: several times faster on whole blocks).
+        let mut pieces = bytes.chunks_exact(LANES);
+        for piece in &mut pieces {
+            let (mut sum, mut weighted) = (0u32, 0u32);
+            for (&b, &w) in piece.iter().zip(&WEIGHTS) {
+                sum += u32::from(b);
+                weighted += u32::from(b) * w;
+            }
+            s2 = s2
+                .wrapping_add(s1.wrapping_mul(LANES as u32))
+                .wrapping_add(weighted);
+            s1 = s1.wrapping_add(sum);
+        }
+        for &b in pieces.remainder() {
             s1 = s1.wrapping_add(u32::from(b));
             s2 = s2.wrapping_add(s1);
         }
@@ -135,6 +167,30 @@ mod tests {
         let mut expect = d[1..=win].to_vec();
         expect[win - 1] = 0;
         assert_eq!(r.digest(), Rolling::of(&expect).digest());
+    }
+
+    /// The definition, one byte at a time.
+    fn scalar(bytes: &[u8]) -> u32 {
+        let (mut s1, mut s2) = (0u32, 0u32);
+        for &b in bytes {
+            s1 = s1.wrapping_add(u32::from(b));
+            s2 = s2.wrapping_add(s1);
+        }
+        (s1 & 0xffff) | (s2 << 16)
+    }
+
+    #[test]
+    fn pieces_sum_like_single_bytes() {
+        let d = data(1000);
+        for len in 0..=300 {
+            assert_eq!(Rolling::of(&d[..len]).digest(), scalar(&d[..len]), "{len}");
+        }
+        // Sums that wrap many times, in pieces and in the tail.
+        let ones = vec![0xffu8; 131_072 + 37];
+        assert_eq!(Rolling::of(&ones).digest(), scalar(&ones));
+        let mut r = Rolling::of(&d[..5]);
+        r.extend(&d[5..]);
+        assert_eq!(r.digest(), scalar(&d));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! versioned and checksummed, and decoding treats its input as untrusted: any truncation,
 //! corruption or absurd size is a typed error, never a panic or a huge allocation.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 
 use crate::rolling::Rolling;
@@ -201,6 +202,81 @@ impl Signature {
     }
 }
 
+/// Compares a file, streamed through it, with a signed one, by the blocks' strong hashes:
+/// a check of contents that needs the signature instead of the signed file.
+///
+/// "Same" means the same length and, block by block, the same [`STRONG_LEN`] bytes of
+/// BLAKE3. Different contents pass only if some block collides in 128 bits: by accident a
+/// chance of about 2^-128 per changed block, and on purpose about 2^64 work per collision.
+/// That is the strength that delta transfer already stakes every copied block on.
+#[derive(Debug)]
+pub struct BlockCheck<'s> {
+    sig: &'s Signature,
+    partial: Vec<u8>,
+    next: usize,
+    len: u64,
+    differs: bool,
+}
+
+impl Signature {
+    /// A check of streamed contents against this signature.
+    pub fn check(&self) -> BlockCheck<'_> {
+        BlockCheck {
+            sig: self,
+            partial: Vec::new(),
+            next: 0,
+            len: 0,
+            differs: false,
+        }
+    }
+}
+
+impl BlockCheck<'_> {
+    /// Feeds the next bytes; false once the contents are known to differ, after which the
+    /// rest need not be read.
+    pub fn update(&mut self, mut data: &[u8]) -> bool {
+        self.len += data.len() as u64;
+        if self.differs || self.len > self.sig.file_len {
+            self.differs = true;
+            return false;
+        }
+        let bs = self.sig.block_size as usize;
+        if !self.partial.is_empty() {
+            let take = (bs - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == bs {
+                let partial = std::mem::take(&mut self.partial);
+                self.block(&partial);
+                self.partial = partial;
+                self.partial.clear();
+            }
+        }
+        let mut chunks = data.chunks_exact(bs);
+        for block in &mut chunks {
+            self.block(block);
+        }
+        self.partial.extend_from_slice(chunks.remainder());
+        !self.differs
+    }
+
+    fn block(&mut self, block: &[u8]) {
+        // Lengths are checked in `update`: this block is one of the signed file's.
+        let i = self.next;
+        self.next += 1;
+        self.differs |= strong_hash(block) != self.sig.blocks[i].strong;
+    }
+
+    /// Whether the contents were the signed file's.
+    pub fn finish(mut self) -> bool {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.block(&partial);
+        }
+        !self.differs && self.len == self.sig.file_len
+    }
+}
+
 const MAGIC: &[u8; 4] = b"SFSG";
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 4 + 8;
@@ -228,6 +304,18 @@ pub enum DecodeError {
     ChecksumMismatch,
 }
 
+/// A block of a file being signed whose sums are already known, because its bytes are a
+/// whole block of a file signed before: [`DeltaEncoder::known_blocks`] finds them, and
+/// [`SignatureBuilder::expect`] takes them instead of hashing those bytes again.
+///
+/// [`DeltaEncoder::known_blocks`]: crate::DeltaEncoder::known_blocks
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownBlock {
+    /// Block number in the file being signed; the block is a full one.
+    pub index: u64,
+    pub sums: BlockSig,
+}
+
 /// Push-style signer, for callers that already stream the file for another reason (an
 /// upload) and want its signature without reading it twice.
 #[derive(Debug)]
@@ -236,6 +324,9 @@ pub struct SignatureBuilder {
     file_len: u64,
     blocks: Vec<BlockSig>,
     partial: Vec<u8>,
+    /// Sums told in advance, by block number.
+    expected: VecDeque<KnownBlock>,
+    reused: u64,
 }
 
 impl SignatureBuilder {
@@ -246,7 +337,26 @@ impl SignatureBuilder {
             file_len: 0,
             blocks: Vec::new(),
             partial: Vec::with_capacity(block_size as usize),
+            expected: VecDeque::new(),
+            reused: 0,
         })
+    }
+
+    /// Tells the sums of a full block before the bytes that complete it are fed; those bytes
+    /// are then not hashed. The caller vouches that the bytes are the ones the sums were
+    /// computed from. Blocks are expected in increasing order; one already complete, or
+    /// that ends up shorter than a full block, is signed from its bytes as usual.
+    pub fn expect(&mut self, block: KnownBlock) {
+        self.expected.push_back(block);
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Blocks whose sums came from [`SignatureBuilder::expect`] rather than from hashing.
+    pub fn reused(&self) -> u64 {
+        self.reused
     }
 
     /// Feeds the next bytes of the file.
@@ -258,16 +368,33 @@ impl SignatureBuilder {
             self.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.partial.len() == bs {
-                self.blocks.push(BlockSig::of(&self.partial));
+                let partial = std::mem::take(&mut self.partial);
+                self.full_block(&partial);
+                self.partial = partial;
                 self.partial.clear();
             }
         }
         // Whole blocks straight from the caller's buffer, without a copy.
         let mut chunks = data.chunks_exact(bs);
         for block in &mut chunks {
-            self.blocks.push(BlockSig::of(block));
+            self.full_block(block);
         }
         self.partial.extend_from_slice(chunks.remainder());
+    }
+
+    fn full_block(&mut self, block: &[u8]) {
+        let index = self.blocks.len() as u64;
+        while self.expected.front().is_some_and(|k| k.index < index) {
+            self.expected.pop_front();
+        }
+        let sums = match self.expected.front() {
+            Some(k) if k.index == index => {
+                self.reused += 1;
+                self.expected.pop_front().expect("just seen").sums
+            }
+            _ => BlockSig::of(block),
+        };
+        self.blocks.push(sums);
     }
 
     pub fn finish(mut self) -> Signature {
@@ -310,6 +437,39 @@ mod tests {
         }
         assert_eq!(b.finish(), whole);
         assert_eq!(whole.blocks[3], BlockSig::of(&data[192..256]));
+    }
+
+    #[test]
+    fn check_tells_the_signed_contents_from_any_other() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sig = Signature::of_bytes(&data, 700).unwrap();
+        let check = |bytes: &[u8], piece: usize| {
+            let mut c = sig.check();
+            let mut going = true;
+            for p in bytes.chunks(piece) {
+                going = c.update(p);
+            }
+            (going, c.finish())
+        };
+        for piece in [1, 699, 700, 4096, 10_000] {
+            assert_eq!(check(&data, piece), (true, true), "{piece}");
+            assert!(!check(&data[..9_999], piece).1);
+            assert!(!check(&data[..9_800], piece).1, "a block short");
+            assert_eq!(check(&[&data[..], b"!"].concat(), piece), (false, false));
+            assert!(!check(&[], piece).1);
+            for at in [0, 699, 700, 5000, 9_999] {
+                let mut changed = data.clone();
+                changed[at] ^= 0x80;
+                assert!(!check(&changed, piece).1, "{piece} {at}");
+            }
+        }
+        // A difference in the first block is seen before the rest is read.
+        let mut changed = data.clone();
+        changed[3] = 0;
+        let mut c = sig.check();
+        assert!(!c.update(&changed[..1000]));
+        let empty = Signature::of_bytes(&[], 700).unwrap();
+        assert!(empty.check().finish());
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::io::Cursor;
 
-use delta::{apply, block_size_for, delta, DeltaEncoder, Op, Signature, Stats, LITERAL_CHUNK};
+use delta::{
+    apply, block_size_for, delta, DeltaEncoder, Op, Signature, SignatureBuilder, Stats,
+    LITERAL_CHUNK,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -160,6 +163,41 @@ fn block_size() -> impl Strategy<Value = Option<u32>> {
 
 proptest! {
     #[test]
+    fn signature_from_known_blocks_equals_a_fresh_one(
+        old in file(),
+        edits in prop::collection::vec(edit(), 0..4),
+        bs in prop_oneof![1u32..=16, 1u32..=2048],
+        other_bs in any::<bool>(),
+        cuts in prop::collection::vec(any::<Index>(), 0..8),
+    ) {
+        let new = apply_edits(&old, &edits);
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(new.len() + 1)).collect();
+        cuts.sort_unstable();
+        let signer_bs = if other_bs { bs + 1 } else { bs };
+        let (sig, reused) = sign_while_matching(&old, &new, bs, signer_bs, &cuts);
+        prop_assert_eq!(sig, Signature::of_bytes(&new, signer_bs).unwrap());
+        if other_bs {
+            prop_assert_eq!(reused, 0);
+        }
+    }
+
+    #[test]
+    fn check_against_a_signature_is_a_comparison_of_contents(
+        old in file(),
+        edits in prop::collection::vec(edit(), 0..3),
+        bs in 1u32..=2048,
+        piece in 1usize..5000,
+    ) {
+        let new = apply_edits(&old, &edits);
+        let sig = Signature::of_bytes(&old, bs).unwrap();
+        let mut check = sig.check();
+        for p in new.chunks(piece) {
+            check.update(p);
+        }
+        prop_assert_eq!(check.finish(), new == old);
+    }
+
+    #[test]
     fn edited_file_is_rebuilt_exactly(
         old in file(),
         edits in prop::collection::vec(edit(), 0..6),
@@ -213,6 +251,38 @@ proptest! {
         enc.finish(&mut push).unwrap();
         prop_assert_eq!(pieces, whole);
     }
+}
+
+/// Signs `new` as the engine does while matching it against `old`: the encoder's known
+/// blocks go to the signer before the decided bytes that hold them. Returns the signature
+/// and how many blocks were taken from the old signature, not hashed.
+fn sign_while_matching(
+    old: &[u8],
+    new: &[u8],
+    bs: u32,
+    signer_bs: u32,
+    pieces: &[usize],
+) -> (Signature, u64) {
+    let sig = Signature::compute(old, bs).unwrap();
+    let mut enc = DeltaEncoder::new(&sig);
+    enc.keep_known_blocks(signer_bs);
+    let mut signer = SignatureBuilder::new(signer_bs).unwrap();
+    let mut sink = |_| Ok::<(), ()>(());
+    let (mut fed, mut signed) = (0, 0);
+    for &end in pieces.iter().chain([&new.len()]) {
+        enc.feed(&new[fed..end], &mut sink).unwrap();
+        fed = end;
+        for known in enc.known_blocks() {
+            signer.expect(known);
+        }
+        let decided = enc.decided() as usize;
+        signer.update(&new[signed..decided]);
+        signed = decided;
+    }
+    enc.finish(&mut sink).unwrap();
+    signer.update(&new[signed..]);
+    let reused = signer.reused();
+    (signer.finish(), reused)
 }
 
 #[test]
@@ -293,4 +363,49 @@ fn literal_chunk_boundaries_do_not_disturb_matching() {
             "feeding {piece} bytes at a time changed the ops"
         );
     }
+}
+
+#[test]
+fn an_edit_in_place_reuses_nearly_every_block_of_the_old_signature() {
+    let len = 8 << 20;
+    let old = pseudo_random(len, 11);
+    let mut new = old.clone();
+    // Ten rewrites of 4 KiB at unaligned places, the last one in the short final block.
+    for i in 0..10 {
+        let at = i * (len / 10) + 1234 + i * 999;
+        new[at..at + 4096].copy_from_slice(&pseudo_random(4096, 12 + i as u64));
+    }
+    new.truncate(len - 100);
+    let bs = block_size_for(len as u64);
+    let blocks = (len - 100).div_ceil(bs as usize) as u64;
+    let pieces: Vec<usize> = (1..40).map(|i| i * 200_001).collect();
+    let (sig, reused) = sign_while_matching(&old, &new, bs, bs, &pieces);
+    assert_eq!(sig, Signature::of_bytes(&new, bs).unwrap());
+    // Each rewrite spoils at most two blocks, and the shortened tail one more.
+    assert!(reused >= blocks - 21, "{reused} of {blocks}");
+
+    // Shifted by a byte, no block sits at a boundary any more: all are hashed.
+    let mut shifted = vec![0];
+    shifted.extend_from_slice(&old);
+    let (sig, reused) = sign_while_matching(&old, &shifted, bs, bs, &pieces);
+    assert_eq!(sig, Signature::of_bytes(&shifted, bs).unwrap());
+    assert_eq!(reused, 0);
+}
+
+#[test]
+fn blocks_expected_too_late_or_wrongly_placed_are_hashed() {
+    let data = pseudo_random(9_500, 13);
+    let fresh = Signature::of_bytes(&data, 1000).unwrap();
+    let mut signer = SignatureBuilder::new(1000).unwrap();
+    signer.update(&data[..2500]);
+    // Block 1 is already complete; block 2 is told in time; block 9 is the short tail.
+    for index in [1u64, 2, 9] {
+        signer.expect(delta::KnownBlock {
+            index,
+            sums: fresh.blocks()[index as usize],
+        });
+    }
+    signer.update(&data[2500..]);
+    assert_eq!(signer.reused(), 1);
+    assert_eq!(signer.finish(), fresh);
 }

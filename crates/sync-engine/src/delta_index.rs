@@ -15,6 +15,14 @@ use crate::tree::Meta;
 /// copy request and a signature in the index.
 pub const DELTA_MIN_SIZE: u64 = 64 * 1024;
 
+/// What the index holds that stands for a file's contents.
+pub enum IndexedContent {
+    /// BLAKE3 of the whole file.
+    Hash([u8; 32]),
+    /// Its block signature: contents are compared block by block (`delta::BlockCheck`).
+    Blocks(Signature),
+}
+
 /// The index for one remote destination.
 pub struct RemoteIndex {
     index: Arc<Index>,
@@ -60,10 +68,19 @@ impl RemoteIndex {
         (sig.file_len() == now.size).then_some(sig)
     }
 
-    /// The whole-file hash of what is at `path`, on the same terms as `base_signature`.
-    pub fn content_hash(&self, path: &RelPath, now: &Meta) -> Option<[u8; 32]> {
+    /// What the index knows of the contents at `path`, on the same terms as
+    /// `base_signature`: the whole-file hash, or for a big file kept without one, its
+    /// signature.
+    pub fn content(&self, path: &RelPath, now: &Meta) -> Option<IndexedContent> {
         let entry = self.index.get(&self.server, &self.key(path)).ok()??;
-        (entry.size == now.size && entry.mtime == now.mtime).then_some(entry.file_hash)
+        if entry.size != now.size || entry.mtime != now.mtime {
+            return None;
+        }
+        if let Some(hash) = entry.file_hash {
+            return Some(IndexedContent::Hash(hash));
+        }
+        let sig = Signature::from_bytes(&entry.signature).ok()?;
+        (sig.file_len() == now.size).then_some(IndexedContent::Blocks(sig))
     }
 
     /// Records what was just written. Returns a warning the first time the index cannot be

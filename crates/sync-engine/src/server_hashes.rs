@@ -316,7 +316,11 @@ pub(crate) async fn file_hash(
     algorithm: HashAlgorithm,
 ) -> TreeResult<Vec<u8>> {
     let mut hasher = algorithm.hasher();
-    read_whole(tree, path, |chunk| hasher.update(chunk)).await?;
+    read_whole(tree, path, 0, |chunk| {
+        hasher.update(chunk);
+        true
+    })
+    .await?;
     Ok(hasher.finalize().to_vec())
 }
 

@@ -1,7 +1,7 @@
 //! Work on single entries that runs concurrently with the walk: copies, links, deletions,
 //! attribute fixes. Each task reports back what it did instead of touching shared state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use delta::{DeltaEncoder, Op, Signature, SignatureBuilder};
+use delta::{DeltaEncoder, KnownBlock, Op, Signature, SignatureBuilder};
 use tokio::sync::watch;
 
 use crate::backup::Backup;
-use crate::delta_index::{RemoteIndex, DELTA_MIN_SIZE};
+use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
@@ -800,17 +800,6 @@ impl Worker {
             self.report.stats.checksums_by_server += 1;
             return Ok(Some(same));
         }
-        let a = match hash_file(&*src.tree, &src.path).await {
-            Ok(h) => h,
-            Err(e) if e.is_not_found() => {
-                self.vanished(&src.path)?;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.source_error(e)?;
-                return Ok(None);
-            }
-        };
         // What sftpsync itself wrote there, unchanged since, if the user trusts that: a
         // change that kept size and mtime is then not seen, which is what -c is for.
         let indexed = self
@@ -818,26 +807,58 @@ impl Worker {
             .index
             .as_ref()
             .filter(|_| self.sh.opts.trust_index)
-            .and_then(|ix| ix.content_hash(dest_path, dest_now));
-        let b = match indexed {
-            Some(h) => {
-                self.report.stats.checksums_from_index += 1;
-                h
-            }
-            None => match hash_file(self.dest(), dest_path).await {
-                Ok(h) => {
-                    if self.dest().side() == Side::Remote {
-                        self.report.stats.checksums_read_remotely += 1;
-                    }
-                    h
-                }
-                Err(e) => {
-                    self.fail(e)?;
+            .and_then(|ix| ix.content(dest_path, dest_now));
+        let (src_tree, src_path) = (&*src.tree, &src.path);
+        let same = match indexed {
+            Some(IndexedContent::Blocks(sig)) => {
+                let read = matches_signature(src_tree, src_path, &sig).await;
+                let Some(same) = self.source_read(src_path, read)? else {
                     return Ok(None);
+                };
+                self.report.stats.checksums_from_index += 1;
+                same
+            }
+            Some(IndexedContent::Hash(b)) => {
+                let read = hash_file(src_tree, src_path).await;
+                let Some(a) = self.source_read(src_path, read)? else {
+                    return Ok(None);
+                };
+                self.report.stats.checksums_from_index += 1;
+                a == b
+            }
+            None => {
+                let read = hash_file(src_tree, src_path).await;
+                let Some(a) = self.source_read(src_path, read)? else {
+                    return Ok(None);
+                };
+                match hash_file(self.dest(), dest_path).await {
+                    Ok(b) => {
+                        if self.dest().side() == Side::Remote {
+                            self.report.stats.checksums_read_remotely += 1;
+                        }
+                        a == b
+                    }
+                    Err(e) => {
+                        self.fail(e)?;
+                        return Ok(None);
+                    }
                 }
-            },
+            }
         };
-        Ok(Some(a == b))
+        Ok(Some(same))
+    }
+
+    /// What reading the source gave, or `None` once its failure is reported.
+    fn source_read<T>(
+        &mut self,
+        path: &RelPath,
+        read: Result<T, TreeError>,
+    ) -> Result<Option<T>, Fatal> {
+        match read {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => self.vanished(path).map(|()| None),
+            Err(e) => self.source_error(e).map(|()| None),
+        }
     }
 
     /// `--checksum` where the remote side hashes files itself (`check-file`): its hash
@@ -993,10 +1014,11 @@ impl Worker {
                 return Err(CopyError::Dest(e));
             }
         };
-        let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
-        let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        let mut shaper = Shaper::new(self.wanted(src.meta.size), src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
-        shaper.aligned = old.map(AlignedDiff::new);
+        if let Some(old) = old {
+            shaper.in_place(old);
+        }
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
         match copied {
@@ -1044,8 +1066,12 @@ impl Worker {
                 return Err(CopyError::Dest(e));
             }
         };
-        let hashed = whole && (self.indexed(src.meta.size) || self.sh.opts.verify);
-        let mut shaper = Shaper::new(hashed, src.meta.size, None);
+        let wanted = if whole {
+            self.wanted(src.meta.size)
+        } else {
+            Wanted::NOTHING
+        };
+        let mut shaper = Shaper::new(wanted, src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
         if whole {
             shaper.skip = at;
@@ -1115,7 +1141,11 @@ impl Worker {
             .index
             .as_ref()
             .filter(|_| self.sh.opts.trust_index)
-            .and_then(|ix| ix.content_hash(dest_path, now));
+            .and_then(|ix| match ix.content(dest_path, now) {
+                // A big file's entry has block hashes only; its start is then read back.
+                Some(IndexedContent::Hash(h)) => Some(h),
+                _ => None,
+            });
         if let Some(h) = indexed {
             return Ok((Some(h), true));
         }
@@ -1140,20 +1170,25 @@ impl Worker {
         self.sh.index.is_some() && size >= DELTA_MIN_SIZE
     }
 
+    fn wanted(&self, size: u64) -> Wanted {
+        Wanted::for_file(size, self.indexed(size), self.sh.opts.verify)
+    }
+
     fn remember(&mut self, dest_path: &RelPath, meta: &SetMeta, copied: &Copied) {
         let Some(ix) = self.sh.index.clone().filter(|_| self.indexed(copied.len)) else {
             return;
         };
-        let warning = match (meta.mtime, copied.hash) {
-            (Some(mtime), Some(hash)) => ix.written(
-                dest_path,
-                sync_index::Entry {
-                    size: copied.len,
-                    mtime: self.dest().stored_mtime(mtime),
-                    file_hash: hash,
-                    signature: copied.signature.clone().unwrap_or_default(),
-                },
-            ),
+        let warning = match (meta.mtime, copied.hash, &copied.signature) {
+            (Some(mtime), file_hash, signature) if file_hash.is_some() || signature.is_some() => ix
+                .written(
+                    dest_path,
+                    sync_index::Entry {
+                        size: copied.len,
+                        mtime: self.dest().stored_mtime(mtime),
+                        file_hash,
+                        signature: signature.clone().unwrap_or_default(),
+                    },
+                ),
             _ => ix.removed(dest_path),
         };
         self.report.warnings.extend(warning);
@@ -1394,8 +1429,8 @@ impl Worker {
                 return Err(CopyError::Dest(e).naming(&temp, dest_path));
             }
         };
-        let hashed = self.indexed(src.meta.size) || self.sh.opts.verify;
-        let mut shaper = Shaper::new(hashed, src.meta.size, base.as_ref());
+        let wanted = self.wanted(src.meta.size);
+        let mut shaper = Shaper::new(wanted, src.meta.size, base.as_ref());
         shaper.ticker = self.ticker(dest_path, src.meta.size);
         shaper.skip = resume_at.unwrap_or(0);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
@@ -1506,12 +1541,16 @@ struct AlignedDiff {
     old: Signature,
     pending: Vec<u8>,
     next_block: usize,
+    /// The sums of the new blocks compared so far, kept when the index signs the new file
+    /// in the same blocks and can take them instead of hashing the blocks again.
+    known: Option<Vec<KnownBlock>>,
 }
 
 impl AlignedDiff {
-    fn new(old: Signature) -> AlignedDiff {
+    fn new(old: Signature, signer_block_size: Option<u32>) -> AlignedDiff {
         AlignedDiff {
             pending: Vec::with_capacity(old.block_size() as usize),
+            known: (signer_block_size == Some(old.block_size())).then(Vec::new),
             old,
             next_block: 0,
         }
@@ -1541,9 +1580,15 @@ impl AlignedDiff {
         let data = std::mem::take(&mut self.pending);
         let bs = u64::from(self.old.block_size());
         let old_len = self.old.file_len().saturating_sub(i as u64 * bs).min(bs);
-        let same = i < self.old.blocks().len()
-            && old_len == data.len() as u64
-            && delta::BlockSig::of(&data) == self.old.blocks()[i];
+        let sums = (i < self.old.blocks().len() && old_len == data.len() as u64)
+            .then(|| delta::BlockSig::of(&data));
+        let same = sums.is_some_and(|s| s == self.old.blocks()[i]);
+        if let (Some(known), Some(sums), true) = (&mut self.known, sums, old_len == bs) {
+            known.push(KnownBlock {
+                index: i as u64,
+                sums,
+            });
+        }
         steps.push(if same {
             Step::Skip(data.len() as u64)
         } else {
@@ -1565,6 +1610,12 @@ struct Ticker {
 struct Shaper<'s> {
     encoder: Option<DeltaEncoder<'s>>,
     digest: Option<Digest>,
+    /// Source bytes given to the matcher but not yet decided on. They reach the digest only
+    /// once decided, after the old blocks found among them: the signer then takes those
+    /// blocks' sums instead of hashing them again.
+    undecided: VecDeque<Bytes>,
+    /// Bytes given to the digest while matching.
+    digested: u64,
     /// Bytes at the start that the destination already holds (a resumed partial, or the
     /// file appended to): hashed, not sent.
     skip: u64,
@@ -1582,10 +1633,17 @@ struct Shaper<'s> {
 }
 
 impl<'s> Shaper<'s> {
-    fn new(indexed: bool, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
+    fn new(wanted: Wanted, size: u64, base: Option<&'s Signature>) -> Shaper<'s> {
+        let digest = (wanted.hash || wanted.sign).then(|| Digest::new(size, wanted));
+        let mut encoder = base.map(DeltaEncoder::new);
+        if let (Some(e), Some(bs)) = (&mut encoder, digest.as_ref().and_then(Digest::block_size)) {
+            e.keep_known_blocks(bs);
+        }
         Shaper {
-            encoder: base.map(DeltaEncoder::new),
-            digest: indexed.then(|| Digest::new(size)),
+            encoder,
+            digest,
+            undecided: VecDeque::new(),
+            digested: 0,
             skip: 0,
             skip_is_matched: true,
             prefix: None,
@@ -1617,12 +1675,50 @@ impl<'s> Shaper<'s> {
         Ok(())
     }
 
+    /// `--inplace` against the old version's signature.
+    fn in_place(&mut self, old: Signature) {
+        let signer_block_size = self.digest.as_ref().and_then(Digest::block_size);
+        self.aligned = Some(AlignedDiff::new(old, signer_block_size));
+    }
+
     fn take(&mut self, chunk: Bytes) -> Vec<Step> {
         self.len += chunk.len() as u64;
+        let steps = self.shape(chunk.clone());
         if let Some(d) = &mut self.digest {
-            d.update(&chunk);
+            if self.encoder.is_some() {
+                self.undecided.push_back(chunk);
+                self.digest_decided();
+            } else {
+                if let Some(known) = self.aligned.as_mut().and_then(|a| a.known.as_mut()) {
+                    d.expect(std::mem::take(known));
+                }
+                d.update(&chunk);
+            }
         }
-        let mut chunk = chunk;
+        steps
+    }
+
+    /// Gives the digest what the matcher has decided on, after the known blocks in it.
+    fn digest_decided(&mut self) {
+        let (Some(d), Some(e)) = (&mut self.digest, &mut self.encoder) else {
+            return;
+        };
+        d.expect(e.known_blocks());
+        let decided = e.decided();
+        while self.digested < decided {
+            let Some(front) = self.undecided.front_mut() else {
+                break;
+            };
+            let n = (decided - self.digested).min(front.len() as u64) as usize;
+            d.update(&front.split_to(n));
+            self.digested += n as u64;
+            if front.is_empty() {
+                self.undecided.pop_front();
+            }
+        }
+    }
+
+    fn shape(&mut self, mut chunk: Bytes) -> Vec<Step> {
         if self.skip > 0 {
             let n = self.skip.min(chunk.len() as u64);
             self.skip -= n;
@@ -1672,6 +1768,12 @@ impl<'s> Shaper<'s> {
                     steps.push(op);
                     Ok::<(), std::convert::Infallible>(())
                 });
+                // All is decided now.
+                if let Some(d) = &mut self.digest {
+                    for chunk in self.undecided.drain(..) {
+                        d.update(&chunk);
+                    }
+                }
                 self.steps(steps)
             }
         }
@@ -1705,10 +1807,7 @@ impl<'s> Shaper<'s> {
 
     async fn finish(self) -> Copied {
         let (hash, signature) = match self.digest {
-            Some(d) => {
-                let (h, s) = d.finish().await;
-                (Some(h), s)
-            }
+            Some(d) => d.finish().await,
             None => (None, None),
         };
         Copied {
@@ -1724,63 +1823,136 @@ impl<'s> Shaper<'s> {
 }
 
 /// Files at least this big are hashed and signed on a thread of their own, beside the
-/// matcher and the writes: for a 1 GiB file the two hashes are seconds of CPU.
+/// matcher and the writes: signing a 1 GiB file sent whole is about a second of CPU.
 const BACKGROUND_DIGEST_MIN: u64 = 16 << 20;
+
+/// Files at least this big go into the index without a whole-file hash, unless `--verify`
+/// needs one: their signature stands for their contents (`IndexedContent::Blocks`).
+///
+/// After a delta the hash would be the one full pass over the file left: the matcher
+/// hashes each block once and the signature reuses the old sums of blocks that did not
+/// move. What `-c --trust-index` pays instead is hashing the source block by block, nearly
+/// as fast as a whole-file hash for blocks of 4 KiB and more (which files this big have),
+/// and stopping at the first block that differs. Smaller files keep the hash: their
+/// blocks, down to 700 bytes, hash up to four times slower one by one.
+const BLOCKS_ONLY_MIN: u64 = 16 << 20;
+
+/// What a copy works out about the bytes it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wanted {
+    /// The whole-file BLAKE3.
+    hash: bool,
+    /// The block signature, for files big enough to get one.
+    sign: bool,
+}
+
+impl Wanted {
+    /// Neither: a copy whose result goes neither into the index nor through `--verify`.
+    const NOTHING: Wanted = Wanted {
+        hash: false,
+        sign: false,
+    };
+
+    /// For a file of `size`: its signature and maybe its hash if it goes into the index,
+    /// its hash for `--verify`.
+    fn for_file(size: u64, indexed: bool, verify: bool) -> Wanted {
+        Wanted {
+            sign: indexed,
+            hash: verify || (indexed && size < BLOCKS_ONLY_MIN),
+        }
+    }
+}
+
+/// The whole-file hash and the encoded block signature of a file written, each if wanted.
+type Digested = (Option<[u8; 32]>, Option<Vec<u8>>);
 
 /// The whole-file hash and block signature the index keeps of a file being written.
 struct Hashes {
-    hasher: blake3::Hasher,
+    hasher: Option<blake3::Hasher>,
     signer: Option<SignatureBuilder>,
 }
 
 impl Hashes {
-    fn new(size: u64) -> Hashes {
+    fn new(size: u64, wanted: Wanted) -> Hashes {
         Hashes {
-            hasher: blake3::Hasher::new(),
-            signer: (size >= DELTA_MIN_SIZE)
+            hasher: wanted.hash.then(blake3::Hasher::new),
+            signer: (wanted.sign && size >= DELTA_MIN_SIZE)
                 .then(|| SignatureBuilder::new(delta::block_size_for(size)).ok())
                 .flatten(),
         }
     }
 
     fn update(&mut self, data: &[u8]) {
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         if let Some(s) = &mut self.signer {
             s.update(data);
         }
     }
 
-    fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+    fn expect(&mut self, known: Vec<KnownBlock>) {
+        if let Some(s) = &mut self.signer {
+            for k in known {
+                s.expect(k);
+            }
+        }
+    }
+
+    fn finish(self) -> Digested {
         (
-            *self.hasher.finalize().as_bytes(),
+            self.hasher.map(|h| *h.finalize().as_bytes()),
             self.signer.map(|s| s.finish().to_bytes()),
         )
     }
 }
 
+/// What the background digest thread is given, in file order.
+enum ToDigest {
+    Bytes(Bytes),
+    Known(Vec<KnownBlock>),
+}
+
 enum Digest {
     Inline(Box<Hashes>),
     Background {
-        chunks: std::sync::mpsc::SyncSender<Bytes>,
-        done: std::thread::JoinHandle<([u8; 32], Option<Vec<u8>>)>,
+        block_size: Option<u32>,
+        chunks: std::sync::mpsc::SyncSender<ToDigest>,
+        done: std::thread::JoinHandle<Digested>,
     },
 }
 
 impl Digest {
-    fn new(size: u64) -> Digest {
-        let hashes = Hashes::new(size);
+    fn new(size: u64, wanted: Wanted) -> Digest {
+        let hashes = Hashes::new(size, wanted);
         if size < BACKGROUND_DIGEST_MIN {
             return Digest::Inline(Box::new(hashes));
         }
-        let (chunks, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let block_size = hashes.signer.as_ref().map(SignatureBuilder::block_size);
+        let (chunks, rx) = std::sync::mpsc::sync_channel::<ToDigest>(16);
         let done = std::thread::spawn(move || {
             let mut hashes = hashes;
-            for chunk in rx {
-                hashes.update(&chunk);
+            for got in rx {
+                match got {
+                    ToDigest::Bytes(chunk) => hashes.update(&chunk),
+                    ToDigest::Known(known) => hashes.expect(known),
+                }
             }
             hashes.finish()
         });
-        Digest::Background { chunks, done }
+        Digest::Background {
+            block_size,
+            chunks,
+            done,
+        }
+    }
+
+    /// The block size the new file is signed in, if it is signed.
+    fn block_size(&self) -> Option<u32> {
+        match self {
+            Digest::Inline(h) => h.signer.as_ref().map(SignatureBuilder::block_size),
+            Digest::Background { block_size, .. } => *block_size,
+        }
     }
 
     fn update(&mut self, chunk: &Bytes) {
@@ -1788,15 +1960,28 @@ impl Digest {
             Digest::Inline(h) => h.update(chunk),
             Digest::Background { chunks, .. } => {
                 // The thread only ends when `chunks` is dropped.
-                let _ = chunks.send(chunk.clone());
+                let _ = chunks.send(ToDigest::Bytes(chunk.clone()));
             }
         }
     }
 
-    async fn finish(self) -> ([u8; 32], Option<Vec<u8>>) {
+    /// Sums of blocks still to come that are already known (see `SignatureBuilder::expect`).
+    fn expect(&mut self, known: Vec<KnownBlock>) {
+        if known.is_empty() {
+            return;
+        }
+        match self {
+            Digest::Inline(h) => h.expect(known),
+            Digest::Background { chunks, .. } => {
+                let _ = chunks.send(ToDigest::Known(known));
+            }
+        }
+    }
+
+    async fn finish(self) -> Digested {
         match self {
             Digest::Inline(h) => h.finish(),
-            Digest::Background { chunks, done } => {
+            Digest::Background { chunks, done, .. } => {
                 drop(chunks);
                 crate::local::joined(tokio::task::spawn_blocking(move || {
                     done.join().expect("digest thread")
@@ -1905,30 +2090,46 @@ async fn hash_prefix(tree: &dyn Tree, path: &RelPath, len: u64) -> TreeResult<Op
 /// Whole-file hash of one side's file, read through the tree.
 pub async fn hash_file(tree: &dyn Tree, path: &RelPath) -> Result<[u8; 32], TreeError> {
     let mut hasher = blake3::Hasher::new();
-    read_whole(tree, path, |chunk| {
+    read_whole(tree, path, 0, |chunk| {
         hasher.update(chunk);
+        true
     })
     .await?;
     Ok(*hasher.finalize().as_bytes())
 }
 
-/// Reads a whole file through its tree, handing each chunk to `take`; the reader is closed
-/// whatever happens.
+/// Reads a file through its tree from the start, handing each chunk to `take` until it says
+/// to stop; the reader is closed whatever happens. `expected_size` as for `Tree::open_read`.
 pub(crate) async fn read_whole(
     tree: &dyn Tree,
     path: &RelPath,
-    mut take: impl FnMut(&[u8]) + Send,
+    expected_size: u64,
+    mut take: impl FnMut(&[u8]) -> bool + Send,
 ) -> TreeResult<()> {
-    let mut reader = tree.open_read(path, 0, 0).await?;
+    let mut reader = tree.open_read(path, 0, expected_size).await?;
     let result = async {
         while let Some(chunk) = reader.next_chunk().await? {
-            take(&chunk);
+            if !take(&chunk) {
+                break;
+            }
         }
         Ok::<_, TreeError>(())
     }
     .await;
     let _ = reader.close().await;
     result
+}
+
+/// Whether one side's file holds the contents `sig` was made from (by `delta::BlockCheck`),
+/// reading no further than the first block that differs.
+async fn matches_signature(
+    tree: &dyn Tree,
+    path: &RelPath,
+    sig: &Signature,
+) -> Result<bool, TreeError> {
+    let mut check = sig.check();
+    read_whole(tree, path, sig.file_len(), |chunk| check.update(chunk)).await?;
+    Ok(check.finish())
 }
 
 #[cfg(test)]
@@ -1958,6 +2159,113 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
     }
 
+    /// Deterministic bytes that neither compress nor repeat.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// What a push to an index-keeping destination works out, with no `--verify`.
+    const INDEXED: Wanted = Wanted {
+        hash: true,
+        sign: true,
+    };
+
+    /// Runs `new` through a shaper against `old`'s signature, in `piece`-byte chunks.
+    async fn shape(old: &[u8], new: &[u8], piece: usize) -> (Copied, Option<u64>) {
+        let base = Signature::of_bytes(old, delta::block_size_for(old.len() as u64)).unwrap();
+        let mut shaper = Shaper::new(INDEXED, new.len() as u64, Some(&base));
+        for chunk in new.chunks(piece) {
+            shaper.take(Bytes::copy_from_slice(chunk));
+        }
+        shaper.end();
+        let reused = match &shaper.digest {
+            Some(Digest::Inline(h)) => h.signer.as_ref().map(SignatureBuilder::reused),
+            _ => None,
+        };
+        (shaper.finish().await, reused)
+    }
+
+    #[tokio::test]
+    async fn index_signature_of_a_delta_reuses_the_old_blocks_and_equals_a_fresh_one() {
+        let old = noise(3 << 20, 1);
+        let mut new = old.clone();
+        new[1_000_000..1_004_096].copy_from_slice(&noise(4096, 2));
+        new.truncate(old.len() - 5);
+        let bs = delta::block_size_for(new.len() as u64);
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        for piece in [1000, 65_536, 300_001] {
+            let (copied, reused) = shape(&old, &new, piece).await;
+            assert_eq!(copied.signature.as_ref(), Some(&fresh), "piece {piece}");
+            assert_eq!(copied.hash, Some(*blake3::hash(&new).as_bytes()));
+            let blocks = new.len().div_ceil(bs as usize) as u64;
+            // The 4 KiB rewrite touches three blocks of 1768 bytes; the cut tail is signed
+            // afresh. Everything else comes from the old signature.
+            assert_eq!(bs, 1768);
+            let reused = reused.expect("a small file is digested inline");
+            assert_eq!(reused, blocks - 4);
+        }
+    }
+
+    #[test]
+    fn big_files_are_indexed_without_a_hash_unless_verify_needs_one() {
+        let (small, big) = (DELTA_MIN_SIZE, BLOCKS_ONLY_MIN);
+        let want = |hash, sign| Wanted { hash, sign };
+        assert_eq!(Wanted::for_file(small, true, false), want(true, true));
+        assert_eq!(Wanted::for_file(big, true, false), want(false, true));
+        assert_eq!(Wanted::for_file(big, true, true), want(true, true));
+        assert_eq!(Wanted::for_file(big, false, true), want(true, false));
+        assert_eq!(Wanted::for_file(small, false, false), want(false, false));
+    }
+
+    #[tokio::test]
+    async fn index_signature_in_place_reuses_the_compared_blocks() {
+        let old = noise(1 << 20, 4);
+        let mut new = old.clone();
+        new[500_000] ^= 1;
+        new.extend_from_slice(b"longer");
+        let bs = delta::block_size_for(new.len() as u64);
+        assert_eq!(bs, delta::block_size_for(old.len() as u64));
+        let mut shaper = Shaper::new(INDEXED, new.len() as u64, None);
+        shaper.in_place(Signature::of_bytes(&old, bs).unwrap());
+        for chunk in new.chunks(70_000) {
+            shaper.take(Bytes::copy_from_slice(chunk));
+        }
+        shaper.end();
+        let Some(Digest::Inline(h)) = &shaper.digest else {
+            panic!("a small file is digested inline");
+        };
+        // Every full block was compared, so none is hashed twice; the longer tail is new.
+        let full = new.len() as u64 / u64::from(bs);
+        assert_eq!(h.signer.as_ref().map(SignatureBuilder::reused), Some(full));
+        let copied = shaper.finish().await;
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        assert!(copied.signature == Some(fresh));
+        assert_eq!(copied.literal, u64::from(bs) + 6);
+    }
+
+    #[tokio::test]
+    async fn index_signature_of_a_big_delta_signed_in_the_background_equals_a_fresh_one() {
+        let old = noise(BACKGROUND_DIGEST_MIN as usize + 12_345, 3);
+        let mut new = vec![7u8; 100];
+        new.extend_from_slice(&old[..old.len() / 2]);
+        new.extend_from_slice(&old[old.len() / 2 + 100..]);
+        new[9_000_000..9_000_010].copy_from_slice(b"0123456789");
+        let (copied, _) = shape(&old, &new, 256 * 1024).await;
+        let bs = delta::block_size_for(new.len() as u64);
+        let fresh = Signature::of_bytes(&new, bs).unwrap().to_bytes();
+        assert!(copied.signature == Some(fresh));
+        assert_eq!(copied.hash, Some(*blake3::hash(&new).as_bytes()));
+        assert!(copied.matched > new.len() as u64 - 200_000);
+    }
+
     #[tokio::test]
     async fn prefix_hash_covers_exactly_the_prefix_and_none_when_shorter() {
         let dir = tempfile::tempdir().unwrap();
@@ -1977,7 +2285,7 @@ mod tests {
     fn appended_start_is_hashed_not_sent_and_not_matched() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8).collect();
         let run = |matched_skip: bool| {
-            let mut shaper = Shaper::new(false, data.len() as u64, None);
+            let mut shaper = Shaper::new(Wanted::NOTHING, data.len() as u64, None);
             shaper.skip = 2500;
             shaper.skip_is_matched = matched_skip;
             shaper.prefix = Some(blake3::Hasher::new());

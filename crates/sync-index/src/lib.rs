@@ -39,8 +39,10 @@ pub struct Entry {
     pub size: u64,
     /// The mtime sftpsync set, in seconds.
     pub mtime: i64,
-    /// BLAKE3 of the whole contents.
-    pub file_hash: [u8; 32],
+    /// BLAKE3 of the whole contents, if it was taken. Big files go without: their
+    /// signature stands for their contents. Stored as an empty blob, which older versions
+    /// read as no entry at all.
+    pub file_hash: Option<[u8; 32]>,
     /// The delta crate's encoded block signature; empty when none was kept (small files).
     pub signature: Vec<u8>,
 }
@@ -211,7 +213,10 @@ impl Index {
                     Some(Entry {
                         size: u64::try_from(size).ok()?,
                         mtime,
-                        file_hash: hash.try_into().ok()?,
+                        file_hash: match hash.len() {
+                            0 => None,
+                            _ => Some(hash.try_into().ok()?),
+                        },
                         signature,
                     })
                 })
@@ -230,7 +235,7 @@ impl Index {
                     path,
                     size,
                     entry.mtime,
-                    &entry.file_hash[..],
+                    entry.file_hash.as_ref().map_or(&[][..], |h| &h[..]),
                     &entry.signature
                 ],
             )
@@ -307,9 +312,19 @@ mod tests {
         Entry {
             size,
             mtime,
-            file_hash: [fill; 32],
+            file_hash: Some([fill; 32]),
             signature: vec![fill; 40],
         }
+    }
+
+    #[test]
+    fn an_entry_may_go_without_a_file_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = Index::open(&dir.path().join("i")).unwrap();
+        let mut e = entry(1 << 30, 5, 4);
+        e.file_hash = None;
+        index.put("s", b"big", &e).unwrap();
+        assert_eq!(index.get("s", b"big").unwrap(), Some(e));
     }
 
     #[test]

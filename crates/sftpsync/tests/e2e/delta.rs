@@ -254,6 +254,56 @@ fn checksum_uses_the_index_instead_of_reading_the_server() {
     assert_trees_match_checksum(&s.src, &s.dst);
 }
 
+/// A file of 16 MiB or more goes into the index with its signature and no whole-file hash:
+/// `-c --trust-index` compares the source with it block by block.
+#[test]
+fn checksum_of_a_big_file_is_checked_against_its_indexed_blocks() {
+    use std::os::unix::fs::MetadataExt;
+    let s = setup("");
+    let huge = s.src.join("huge");
+    std::fs::write(&huge, noise(17 << 20, 5)).unwrap();
+    s.push(&[]);
+    {
+        let (index, _) = sync_index::Index::open(&s.state.join("sftpsync/index.sqlite")).unwrap();
+        let server = format!("sftp-server {}", s.server);
+        let entry = |name: &str| {
+            let key = format!("{}/{name}", s.dst.display());
+            index.get(&server, key.as_bytes()).unwrap().expect(name)
+        };
+        assert_eq!(entry("huge").file_hash, None);
+        assert!(entry("big").file_hash.is_some());
+    }
+    let same = s.push(&["-c", "--trust-index"]);
+    assert_eq!(stats_value(&same, "Checksums from the delta index"), 2);
+    assert_eq!(stats_value(&same, "Number of regular files transferred"), 0);
+
+    // One byte changed, size and mtime kept: only -c sees it, and the blocks tell.
+    let mtime = std::fs::metadata(&huge).unwrap().mtime();
+    let mut data = std::fs::read(&huge).unwrap();
+    data[9 << 20] ^= 1;
+    std::fs::write(&huge, data).unwrap();
+    testkit::set_mtime_nofollow(&huge, mtime).unwrap();
+    let changed = s.push(&["-c", "--trust-index"]);
+    assert_eq!(stats_value(&changed, "Checksums from the delta index"), 2);
+    assert_eq!(
+        stats_value(&changed, "Number of regular files transferred"),
+        1
+    );
+    assert!(
+        stats_value(&changed, "Literal data") < 64 * 1024,
+        "{changed}"
+    );
+    assert_trees_match_checksum(&s.src, &s.dst);
+
+    // The index now holds the new version's blocks, some reused from the old signature.
+    let again = s.push(&["-c", "--trust-index"]);
+    assert_eq!(
+        stats_value(&again, "Number of regular files transferred"),
+        0
+    );
+    assert_eq!(stats_value(&again, "Checksums read from the server"), 1);
+}
+
 /// `--inplace` on a server without copy-data: the file is rewritten where it is (same inode,
 /// no temp), and with the index only the blocks that changed at their place are written.
 #[test]

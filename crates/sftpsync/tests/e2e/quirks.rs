@@ -127,6 +127,9 @@ fn verify_catches_a_server_that_garbles_writes() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("f"), b"new contents").unwrap();
+    // Big enough to be indexed without a whole-file hash: --verify takes one all the same.
+    let big: Vec<u8> = (0..17u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("big"), &big).unwrap();
     let dst = tmp.path().join("dst");
     std::fs::create_dir(&dst).unwrap();
     std::fs::write(dst.join("f"), b"old").unwrap();
@@ -134,10 +137,12 @@ fn verify_catches_a_server_that_garbles_writes() {
     let out = push_through(&garbling, &["-r", "--verify"], &src, &dst);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(23), "{err}");
-    assert!(
-        err.contains("\"f\"") && err.contains("differs from the source"),
-        "{err}"
-    );
+    for name in ["\"f\"", "\"big\""] {
+        assert!(
+            err.contains(name) && err.contains("differs from the source"),
+            "{err}"
+        );
+    }
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"old");
     assert_eq!(
         std::fs::read_dir(&dst).unwrap().count(),
@@ -158,6 +163,7 @@ fn verify_catches_a_server_that_garbles_writes() {
         &dst,
     ));
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"new contents");
+    assert!(std::fs::read(dst.join("big")).unwrap() == big);
 }
 
 /// A server whose reads come back short before the end of the file: every file still arrives
