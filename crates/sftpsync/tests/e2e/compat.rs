@@ -274,11 +274,13 @@ fn expected(server: &str, feature: &str) -> Option<(Status, Cause, &'static str)
         ),
         ("proftpd", "symlinks") => (
             Fail,
-            Changing,
-            "ProFTPD's READLINK answers a relative target as an absolute path (`sub/g` in \
-             `/d` comes back as `/d/sub/g`), so relative links pulled from it become absolute; \
-             links pushed to it are written as they are. sftpsync is being taught to turn such \
-             answers back into relative targets.",
+            Server,
+            "ProFTPD's READLINK answers a relative target with the absolute path it resolves \
+             to (`sub/g` in `/d` comes back as `/d/sub/g`). sftpsync restores the stored target \
+             where the link's listed size shows it, which works for targets without `.` or \
+             `..`; one with `..` is resolved away by the server and cannot be told, so such a \
+             link pulled from ProFTPD becomes absolute (with one warning). Links pushed to it \
+             are written as they are.",
         ),
         _ => return None,
     })
