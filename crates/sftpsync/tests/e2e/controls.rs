@@ -488,8 +488,9 @@ fn relative_paths_are_recreated_as_rsync_does() {
     let (oracle, dst) = (tmp.path().join("odel"), tmp.path().join("ddel"));
     for d in [&oracle, &dst] {
         std::fs::create_dir_all(d.join("usr/lib/x")).unwrap();
-        std::fs::write(d.join("usr/lib/x/extra"), b"x").unwrap();
-        std::fs::write(d.join("usr/kept"), b"k").unwrap();
+        write_at(&d.join("usr/lib/x/extra"), b"x", 1_500_000_000);
+        // Left alone by both, so its time must not depend on when it was written.
+        write_at(&d.join("usr/kept"), b"k", 1_500_000_000);
     }
     like_rsync_in(&src, &["-aR", "--delete"], &["usr/lib/x"], &oracle, &dst);
     assert!(dst.join("usr/kept").exists() && !dst.join("usr/lib/x/extra").exists());
@@ -700,12 +701,13 @@ fn per_directory_filter_files_and_cvs_exclude_select_as_rsync_does() {
     {
         let case = tmp.path().join(format!("case{i}"));
         let (oracle, dst) = (case.join("oracle"), case.join("ours"));
-        // Extras on the receiver: --delete must spare what the rules exclude there.
+        // Extras on the receiver: --delete must spare what the rules exclude there. Their
+        // times are set: excluded, they keep them, and two writes can straddle a second.
         for d in [&oracle, &dst] {
             std::fs::create_dir_all(d.join("sub")).unwrap();
-            std::fs::write(d.join("sub/other.log"), b"old").unwrap();
-            std::fs::write(d.join("extra.o"), b"x").unwrap();
-            std::fs::write(d.join("extra"), b"x").unwrap();
+            write_at(&d.join("sub/other.log"), b"old", 1_500_000_000);
+            write_at(&d.join("extra.o"), b"x", 1_500_000_000);
+            write_at(&d.join("extra"), b"x", 1_500_000_000);
         }
         let mut with_delete = flags.to_vec();
         with_delete.push("--delete");
