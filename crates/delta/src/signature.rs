@@ -234,29 +234,17 @@ impl Signature {
 impl BlockCheck<'_> {
     /// Feeds the next bytes; false once the contents are known to differ, after which the
     /// rest need not be read.
-    pub fn update(&mut self, mut data: &[u8]) -> bool {
+    pub fn update(&mut self, data: &[u8]) -> bool {
         self.len += data.len() as u64;
         if self.differs || self.len > self.sig.file_len {
             self.differs = true;
             return false;
         }
-        let bs = self.sig.block_size as usize;
-        if !self.partial.is_empty() {
-            let take = (bs - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() == bs {
-                let partial = std::mem::take(&mut self.partial);
-                self.block(&partial);
-                self.partial = partial;
-                self.partial.clear();
-            }
-        }
-        let mut chunks = data.chunks_exact(bs);
-        for block in &mut chunks {
-            self.block(block);
-        }
-        self.partial.extend_from_slice(chunks.remainder());
+        let mut partial = std::mem::take(&mut self.partial);
+        whole_blocks(&mut partial, self.sig.block_size as usize, data, |b| {
+            self.block(b)
+        });
+        self.partial = partial;
         !self.differs
     }
 
@@ -360,26 +348,13 @@ impl SignatureBuilder {
     }
 
     /// Feeds the next bytes of the file.
-    pub fn update(&mut self, mut data: &[u8]) {
-        let bs = self.block_size as usize;
+    pub fn update(&mut self, data: &[u8]) {
         self.file_len += data.len() as u64;
-        if !self.partial.is_empty() {
-            let take = (bs - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() == bs {
-                let partial = std::mem::take(&mut self.partial);
-                self.full_block(&partial);
-                self.partial = partial;
-                self.partial.clear();
-            }
-        }
-        // Whole blocks straight from the caller's buffer, without a copy.
-        let mut chunks = data.chunks_exact(bs);
-        for block in &mut chunks {
-            self.full_block(block);
-        }
-        self.partial.extend_from_slice(chunks.remainder());
+        let mut partial = std::mem::take(&mut self.partial);
+        whole_blocks(&mut partial, self.block_size as usize, data, |b| {
+            self.full_block(b)
+        });
+        self.partial = partial;
     }
 
     fn full_block(&mut self, block: &[u8]) {
@@ -407,6 +382,31 @@ impl SignatureBuilder {
             blocks: self.blocks,
         }
     }
+}
+
+/// Hands `block` each whole block of `block_size` bytes in `partial` followed by `data`, and
+/// leaves what is left over in `partial`. Whole blocks come straight from the caller's
+/// buffer, without a copy.
+fn whole_blocks(
+    partial: &mut Vec<u8>,
+    block_size: usize,
+    mut data: &[u8],
+    mut block: impl FnMut(&[u8]),
+) {
+    if !partial.is_empty() {
+        let take = (block_size - partial.len()).min(data.len());
+        partial.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if partial.len() == block_size {
+            block(partial);
+            partial.clear();
+        }
+    }
+    let mut chunks = data.chunks_exact(block_size);
+    for b in &mut chunks {
+        block(b);
+    }
+    partial.extend_from_slice(chunks.remainder());
 }
 
 #[cfg(test)]
