@@ -130,7 +130,7 @@ fn handshake_error(peer: &[u8], detail: String) -> SftpError {
 }
 
 /// Whether the remote shell is OpenSSH's client, which can multiplex.
-fn is_openssh(rsh: &[OsString]) -> bool {
+pub(crate) fn is_openssh(rsh: &[OsString]) -> bool {
     rsh.first().is_some_and(|p| {
         let b = p.as_bytes();
         let name = b.rsplit(|&c| c == b'/').next().unwrap_or(b);

@@ -286,10 +286,7 @@ async fn probe_shell(rsh: &[OsString], user: Option<&[u8]>, host: &[u8]) -> Find
         detail,
     };
     let mut rsh = rsh.to_vec();
-    let openssh = rsh
-        .first()
-        .is_some_and(|p| p.as_bytes().rsplit(|&c| c == b'/').next() == Some(b"ssh"));
-    if openssh {
+    if channels::is_openssh(&rsh) {
         // Never a second password prompt: a probe that cannot log in by itself says so.
         rsh.push("-oBatchMode=yes".into());
     }
