@@ -126,10 +126,12 @@ fn verify_catches_a_server_that_garbles_writes() {
     let garbling = server_script(tmp.path(), "garbling", &command);
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"new contents").unwrap();
+    // Source times lie in the past: without -t the copies get the time of writing, and one
+    // that fell in the source's second would pass the quick check and never be written again.
+    write_at(&src.join("f"), b"new contents", 1_000_000_000);
     // Big enough to be indexed without a whole-file hash: --verify takes one all the same.
     let big: Vec<u8> = (0..17u32 << 20).map(|i| (i % 251) as u8).collect();
-    std::fs::write(src.join("big"), &big).unwrap();
+    write_at(&src.join("big"), &big, 1_000_000_000);
     let dst = tmp.path().join("dst");
     std::fs::create_dir(&dst).unwrap();
     std::fs::write(dst.join("f"), b"old").unwrap();
