@@ -374,6 +374,9 @@ struct Run<'a> {
     pending_deletions: Vec<(RelPath, Meta)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
+    /// Some source is a directory's contents (`src/`), so the destination's top level is sent
+    /// whole and its extraneous entries may go; with named sources only, rsync leaves it be.
+    root_sent_whole: bool,
     /// The rules before any per-directory filter file is read.
     base_filters: Arc<FilterRules>,
     /// Rules for the entries of directories whose per-directory files were read, while the
@@ -421,6 +424,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         resends: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
+        root_sent_whole: false,
         base_filters: Arc::new(opts.filters.clone()),
         dir_filters: HashMap::new(),
         dest_dir_filters: HashMap::new(),
@@ -802,6 +806,7 @@ impl<'a> Run<'a> {
             }
         }
 
+        self.root_sent_whole = root_source.is_some();
         if let (Some((_, meta)), false) = (root_source, self.scan_only) {
             self.dir_entry(
                 &Vec::new(),
@@ -1206,6 +1211,7 @@ impl<'a> Run<'a> {
             if self.opts().delete
                 && self.opts().recursive
                 && (when != DeleteWhen::Before || self.scan_only)
+                && (!dir.is_empty() || self.root_sent_whole)
             {
                 self.delete_extraneous(&dir, &children, &dest_entries);
                 if when == DeleteWhen::During {

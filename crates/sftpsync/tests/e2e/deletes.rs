@@ -87,3 +87,41 @@ fn pull_deletions_never_follow_symlinks() {
     assert_eq!(names_in(&outside), ["precious"]);
     assert_eq!(std::fs::read(outside.join("precious")).unwrap(), b"keep");
 }
+
+/// The destination's top level is only sent whole when a source is a directory's contents
+/// (`src/`): a named source leaves what else is there, as rsync does.
+#[test]
+fn named_sources_leave_the_top_level_extras_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    write_at(&src.join("a/f"), b"f", 1_000_000_000);
+    for (sources, dst_name) in [(&["a"][..], "named"), (&[""], "contents")] {
+        let (ours, theirs) = (tmp.path().join(dst_name), tmp.path().join("oracle"));
+        for d in [&ours, &theirs] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d.join("a")).unwrap();
+            write_at(&d.join("other"), b"x", 1_000_000_000);
+            write_at(&d.join("a/extra"), b"x", 1_000_000_000);
+        }
+        let operands: Vec<String> = sources
+            .iter()
+            .map(|s| format!("{}/{s}", src.display()))
+            .collect();
+        let mut rsync = Command::new("rsync");
+        rsync
+            .args(["-ri", "--delete"])
+            .args(&operands)
+            .arg(slash(&theirs));
+        let want = String::from_utf8(rsync.output().unwrap().stdout).unwrap();
+        let server = testkit::sftp_server_path();
+        let dest = format!("localhost:{}", slash(&ours));
+        let mut args = vec!["--sftp-server", server.to_str().unwrap(), "-ri", "--delete"];
+        args.extend(operands.iter().map(String::as_str));
+        args.push(&dest);
+        let got = ok(&sftpsync(&args)).replace("<f", ">f");
+        assert_eq!(got, want, "{sources:?}");
+        assert_eq!(names_in(&ours), names_in(&theirs), "{sources:?}");
+        assert_eq!(names_in(&ours.join("a")), ["f"], "{sources:?}");
+    }
+}
