@@ -54,10 +54,23 @@ pub struct CliArgs {
     pub ignore_errors: bool,
     pub checksum: bool,
     pub size_only: bool,
+    /// `-I`: files that match in size and mtime are sent anyway.
+    pub ignore_times: bool,
+    /// `--max-size`/`--min-size` in bytes: regular files outside are passed over.
+    pub max_size: Option<u64>,
+    pub min_size: Option<u64>,
     pub update: bool,
     pub ignore_existing: bool,
     /// `--existing` (alias `--ignore-non-existing`): never create files on the receiver.
     pub existing: bool,
+    /// `-m`: directories that would end up empty are left out.
+    pub prune_empty_dirs: bool,
+    /// `--ignore-missing-args`: a source operand (or `--files-from` name) that does not exist
+    /// is passed over without an error.
+    pub ignore_missing_args: bool,
+    /// `--delete-missing-args`: such a name deletes the destination's entry of that name
+    /// instead. Wins over `--ignore-missing-args`, as in rsync.
+    pub delete_missing_args: bool,
     /// Every filter-type option in command-line order; rsync's first match wins.
     pub filters: Vec<FilterArg>,
     /// `--from0`: the `*-from` files are NUL-separated.
@@ -180,9 +193,15 @@ impl Default for CliArgs {
             ignore_errors: false,
             checksum: false,
             size_only: false,
+            ignore_times: false,
+            max_size: None,
+            min_size: None,
             update: false,
             ignore_existing: false,
             existing: false,
+            prune_empty_dirs: false,
+            ignore_missing_args: false,
+            delete_missing_args: false,
             filters: Vec::new(),
             from0: false,
             stats: false,
@@ -929,6 +948,15 @@ static OPTIONS: &[Spec] = &[
     flag("no-checksum", None, |s| s.args.checksum = false),
     flag("no-c", None, |s| s.args.checksum = false),
     flag("size-only", None, |s| s.args.size_only = true),
+    flag("ignore-times", Some(b'I'), |s| s.args.ignore_times = true),
+    value("max-size", None, |s, _, v| {
+        s.args.max_size = Some(size_limit("max-size", &v)?);
+        Ok(())
+    }),
+    value("min-size", None, |s, _, v| {
+        s.args.min_size = Some(size_limit("min-size", &v)?);
+        Ok(())
+    }),
     value("modify-window", Some(b'@'), |s, name, v| {
         s.args.modify_window = Some(c_int(name, &v)?);
         Ok(())
@@ -937,6 +965,19 @@ static OPTIONS: &[Spec] = &[
     flag("existing", None, |s| s.args.existing = true),
     flag("ignore-non-existing", None, |s| s.args.existing = true),
     flag("ignore-existing", None, |s| s.args.ignore_existing = true),
+    flag("prune-empty-dirs", Some(b'm'), |s| {
+        s.args.prune_empty_dirs = true
+    }),
+    flag("no-prune-empty-dirs", None, |s| {
+        s.args.prune_empty_dirs = false
+    }),
+    flag("no-m", None, |s| s.args.prune_empty_dirs = false),
+    flag("ignore-missing-args", None, |s| {
+        s.args.ignore_missing_args = true
+    }),
+    flag("delete-missing-args", None, |s| {
+        s.args.delete_missing_args = true
+    }),
     flag("whole-file", Some(b'W'), |s| s.args.whole_file = Some(true)),
     flag("no-whole-file", None, |s| s.args.whole_file = Some(false)),
     flag("no-W", None, |s| s.args.whole_file = Some(false)),
@@ -1154,8 +1195,6 @@ static OPTIONS: &[Spec] = &[
     ignored("no-fuzzy", None),
     ignored("no-y", None),
     ignored("no-delay-updates", None),
-    ignored("no-prune-empty-dirs", None),
-    ignored("no-m", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
     ignored("no-mkpath", None),
@@ -1203,14 +1242,9 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("munge-links", None),
     ("copy-dirlinks", Some(b'k')),
     ("keep-dirlinks", Some(b'K')),
-    ("ignore-times", Some(b'I')),
-    ("max-size", None),
-    ("min-size", None),
     ("max-alloc", None),
     ("sparse", Some(b'S')),
     ("preallocate", None),
-    ("delete-missing-args", None),
-    ("ignore-missing-args", None),
     ("remove-source-files", None),
     ("remove-sent-files", None),
     ("force", None),
@@ -1232,7 +1266,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("zt", None),
     ("skip-compress", None),
     ("delay-updates", None),
-    ("prune-empty-dirs", Some(b'm')),
     ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
@@ -1390,6 +1423,18 @@ fn c_int(name: &str, v: &OsStr) -> Result<i32, ArgsError> {
             format!("{name}={}: number too large or too small", show(text)),
         )
     })
+}
+
+/// `--max-size`/`--min-size`: a size in bytes by rsync's rules (bare numbers are bytes).
+fn size_limit(name: &'static str, v: &OsStr) -> Result<u64, ArgsError> {
+    let rule = crate::size_arg::SizeRule {
+        name,
+        default_unit: b'b',
+        min: 0,
+        zero_unlimited: false,
+    };
+    crate::size_arg::parse_size(rule, v.as_bytes())
+        .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))
 }
 
 /// rsync takes 0 as "no timeout"; a negative one has no sensible meaning, so it is refused
@@ -1611,7 +1656,7 @@ fn resolve_operands(ops: &[OsString]) -> Result<(Vec<Location>, Option<Location>
 
 /// Quotes bytes for a one-line message the way rsync prints names: valid UTF-8 stays,
 /// control characters and invalid bytes become `\#ooo` (octal).
-fn show(bytes: &[u8]) -> String {
+pub(crate) fn show(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
@@ -1667,12 +1712,14 @@ DEL        mention deletions (level 1)
 FLIST      say that the file list is being sent or received (levels 1-2)
 NAME       mention 1) updated names, 2) unchanged ones too, with %i
 PROGRESS   show 1) per-file progress or 2) one line for the whole transfer
+SKIP       mention files passed over (--max-size, --min-size, --existing,
+           --ignore-existing, --update) (level 1)
 STATS      end with 1) the two summary lines or 2) --stats
 ALL        set every flag (e.g. all2); NONE silences all of them
 HELP       show this text
 
-BACKUP, COPY, MISC, MOUNT, NONREG, REMOVE, SKIP and SYMSAFE are accepted as
-rsync does and change nothing.
+BACKUP, COPY, MISC, MOUNT, NONREG, REMOVE and SYMSAFE are accepted as rsync
+does and change nothing.
 "
     .to_string()
 }
@@ -1752,10 +1799,15 @@ Transfer (what is copied and kept):
 Which files are updated:
  -c, --checksum             compare file contents, not size and mtime
      --size-only            compare sizes only
+ -I, --ignore-times         send files even when their size and mtime match
  -@, --modify-window=NUM    mtimes within NUM seconds count as equal
  -u, --update               do not replace files newer on the receiver
      --existing             create no new files on the receiver
      --ignore-existing      leave files that exist on the receiver alone
+     --max-size=SIZE        pass over files larger than SIZE (suffixes K M G T P
+                            in 1024s, KB MB... in 1000s; +1 or -1 adjusts)
+     --min-size=SIZE        pass over files smaller than SIZE
+     --ignore-missing-args  pass over sources that do not exist, silently
 
 Deletion:
      --delete               remove receiver files that the sources lack
@@ -1766,6 +1818,9 @@ Deletion:
      --delete-after         delete after transferring
      --delete-excluded      also remove excluded files (implies --delete)
      --max-delete=NUM       remove at most NUM entries
+     --delete-missing-args  remove the receiver's entry for a source that does
+                            not exist (a directory only when empty, or with
+                            --delete)
      --ignore-errors        delete even when there were I/O errors
  -b, --backup               keep what is replaced or deleted as NAME~ beside it
      --backup-dir=DIR       keep backups in DIR instead (relative to DEST;
@@ -1785,6 +1840,8 @@ Filters (in command-line order, the first matching rule wins):
      --exclude-from=FILE    read exclude patterns from FILE ('-' for stdin)
      --include-from=FILE    read include patterns from FILE
  -0, --from0                entries in *-from files end with NUL, not newline
+ -m, --prune-empty-dirs     leave out directories that would have no files in
+                            them (a 'protect' rule keeps one)
 
 Delta and resume:
  -W, --whole-file           always send whole files
@@ -2566,6 +2623,51 @@ mod tests {
         );
         let a = run(&["-P", "a", "b"]);
         assert!(a.partial && a.progress);
+    }
+
+    #[test]
+    fn selection_options() {
+        let a = run(&["-rIm", "--max-size=1.5k", "--min-size", "1KB-1", "a", "h:b"]);
+        assert!(a.ignore_times && a.prune_empty_dirs);
+        assert_eq!((a.max_size, a.min_size), (Some(1536), Some(999)));
+        assert!(run(&["--ignore-times", "a", "b"]).ignore_times);
+        // The last value wins; 0 is a limit, not "none" (rsync 3.1 and later).
+        assert_eq!(
+            run(&["--max-size=1m", "--max-size=0", "a", "b"]).max_size,
+            Some(0)
+        );
+        assert!(!run(&["-m", "--no-m", "a", "b"]).prune_empty_dirs);
+        assert!(!run(&["--prune-empty-dirs", "--no-prune-empty-dirs", "a", "b"]).prune_empty_dirs);
+        let a = run(&["--ignore-missing-args", "a", "b"]);
+        assert!(a.ignore_missing_args && !a.delete_missing_args);
+        let a = run(&["--delete-missing-args", "--ignore-missing-args", "a", "b"]);
+        assert!(a.delete_missing_args);
+        // As rsync: none of these has a negation.
+        for bad in [
+            "--no-I",
+            "--no-ignore-times",
+            "--no-max-size",
+            "--no-delete-missing-args",
+        ] {
+            assert_eq!(
+                err(&[bad, "a", "b"]).kind(),
+                ArgsErrorKind::UnknownOption,
+                "{bad}"
+            );
+        }
+        for (bad, message) in [
+            ("--max-size=1x", "--max-size=1x is invalid"),
+            ("--min-size=-1", "--min-size=-1 is too large"),
+            ("--max-size=8192p", "--max-size=8192p is too large"),
+        ] {
+            let e = err(&[bad, "a", "b"]);
+            assert_eq!(e.kind(), ArgsErrorKind::BadValue, "{bad}");
+            assert_eq!(e.message(), message);
+        }
+        assert_eq!(
+            err(&["--max-size", "a", "b"]).message(),
+            "--max-size=a is invalid"
+        );
     }
 
     #[test]

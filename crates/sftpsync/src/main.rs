@@ -12,6 +12,7 @@ mod json;
 mod manual;
 mod output;
 mod remap;
+mod size_arg;
 mod temps;
 mod throttle;
 
@@ -27,8 +28,8 @@ use args::{CliArgs, DeleteTiming, FilterArg, Location, Parsed};
 use sftp_client::{ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
-    AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex,
-    ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, MissingArgs,
+    RemoteIndex, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
 };
 
 use output::{LogFile, OutputConfig, TerminalReporter};
@@ -331,12 +332,23 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
             .whole_file
             .unwrap_or(cli.direction() == args::Direction::Local),
         size_only: cli.size_only,
+        ignore_times: cli.ignore_times,
+        max_size: cli.max_size,
+        min_size: cli.min_size,
         update: cli.update,
         ignore_existing: cli.ignore_existing,
         existing: cli.existing,
         modify_window: cli.modify_window.unwrap_or(0).max(0) as i64,
         dirs: cli.dirs,
         no_implied_dirs: cli.no_implied_dirs,
+        prune_empty_dirs: cli.prune_empty_dirs,
+        missing_args: if cli.delete_missing_args {
+            MissingArgs::Delete
+        } else if cli.ignore_missing_args {
+            MissingArgs::Ignore
+        } else {
+            MissingArgs::Error
+        },
         filters,
     })
 }
@@ -806,6 +818,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         progress,
         human: cli.human_readable,
         verbose: cli.verbose > 0 && !cli.quiet,
+        skip: info("skip", u8::from(cli.verbose > 1)),
         op: if cli.direction() == args::Direction::Pull {
             "recv"
         } else {
@@ -827,6 +840,30 @@ fn flist_level(cli: &CliArgs) -> u8 {
         u8::from(cli.verbose > 0)
     };
     cli.info.get("flist").unwrap_or(default)
+}
+
+/// What rsync says at -v before its file list. Its list is incremental with -r unless an
+/// option needs the whole list first (-m, --delete-before, --delete-after); a whole list is
+/// announced as built only when directories are sent (-r, or -d as --files-from implies), and
+/// nothing is said otherwise.
+fn file_list_header(cli: &CliArgs) -> Option<&'static str> {
+    let whole_list_first = cli.prune_empty_dirs
+        || matches!(
+            cli.delete_when,
+            Some(DeleteTiming::Before | DeleteTiming::After)
+        );
+    let pull = cli.direction() == args::Direction::Pull;
+    match (
+        cli.recursive && !whole_list_first,
+        cli.recursive || cli.dirs,
+        pull,
+    ) {
+        (true, _, true) => Some("receiving incremental file list"),
+        (true, _, false) => Some("sending incremental file list"),
+        (false, true, true) => Some("receiving file list ... done"),
+        (false, true, false) => Some("building file list ... done"),
+        (false, false, _) => None,
+    }
 }
 
 /// rsync's STATS level: 1 for the two closing lines (-v), 2 for --stats.
@@ -1250,20 +1287,21 @@ async fn attempt(
     let mut dest_tree = make_tree(dest_loc, &dest_path);
     if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
         if let SourceContent::Named(name) = &sources[0].content {
-            let src_kind = sources[0]
-                .tree
-                .lstat(name)
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.kind);
+            let src_kind = sources[0].tree.lstat(name).await;
+            // A missing source lists nothing, and rsync then takes DEST as a name too: it
+            // is not made as a directory (and --delete-missing-args deletes it).
+            let names_a_file = match &src_kind {
+                Ok(Some(m)) => m.kind != Kind::Dir,
+                Ok(None) => true,
+                Err(_) => false,
+            };
             let dest_kind = dest_tree
                 .lstat(&Vec::new())
                 .await
                 .ok()
                 .flatten()
                 .map(|m| m.kind);
-            if src_kind.is_some_and(|k| k != Kind::Dir) && dest_kind != Some(Kind::Dir) {
+            if names_a_file && dest_kind != Some(Kind::Dir) {
                 let (dir, content) = split_source(&dest_path);
                 if let SourceContent::Named(dest_name) = content {
                     dest_tree = make_tree(dest_loc, &dir);
@@ -1281,10 +1319,8 @@ async fn attempt(
     }
     if flist_level(cli) > 0 && !*announced {
         *announced = true;
-        if cli.direction() == args::Direction::Pull {
-            reporter.say("receiving incremental file list");
-        } else {
-            reporter.say("sending incremental file list");
+        if let Some(header) = file_list_header(cli) {
+            reporter.say(header);
         }
         if cli.verbose > 1 && !cli.quiet {
             reporter.say(if opts.whole_file {

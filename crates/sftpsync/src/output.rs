@@ -37,6 +37,8 @@ pub struct OutputConfig {
     pub human: u8,
     /// -v: notes such as skipped unsafe symlinks.
     pub verbose: bool,
+    /// rsync's SKIP level (-vv): why files were passed over.
+    pub skip: u8,
     /// `%o`: "send" on a push or local copy, "recv" on a pull.
     pub op: &'static str,
     /// `%f`: what names an item's path on the sender, when one source makes it clear.
@@ -465,6 +467,24 @@ impl Reporter for TerminalReporter {
 
     fn verbose_info(&self, message: &str) {
         if !self.cfg.quiet && !self.cfg.json && self.cfg.verbose {
+            self.say(message);
+        }
+    }
+
+    fn skipped(&self, message: &str) {
+        if !self.cfg.quiet && !self.cfg.json && self.cfg.skip > 0 {
+            self.say(message);
+        }
+    }
+
+    fn notice(&self, message: &str) {
+        self.log(message);
+        if self.cfg.quiet {
+            return;
+        }
+        if self.cfg.json {
+            self.json_line(&json::message("notice", message));
+        } else {
             self.say(message);
         }
     }

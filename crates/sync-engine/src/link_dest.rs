@@ -47,6 +47,10 @@ impl LinkDest {
     /// Whether `found` is `src` as the options compare files: rsync's quick check, and the
     /// attributes being preserved, since a link shares them.
     fn same(&self, opts: &SyncOptions, dest: &dyn Tree, src: &Meta, found: &Meta) -> bool {
+        if opts.ignore_times && !opts.size_only {
+            // rsync's quick check fails every file under -I, so nothing is linked.
+            return false;
+        }
         let chown = dest.can_chown();
         found.kind == Kind::File
             && found.size == src.size

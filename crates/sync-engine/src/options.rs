@@ -29,6 +29,19 @@ pub enum AppendMode {
     Verify,
 }
 
+/// What a source named on the command line (or in `--files-from`) that does not exist means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MissingArgs {
+    /// An error, as for any file that cannot be read (but not one that stops deletions).
+    #[default]
+    Error,
+    /// `--ignore-missing-args`: nothing at all.
+    Ignore,
+    /// `--delete-missing-args`: the destination's entry of that name is deleted, a directory
+    /// with its contents only when `--delete` is on.
+    Delete,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub recursive: bool,
@@ -74,6 +87,12 @@ pub struct SyncOptions {
     /// `-W`: never send a delta, always the whole file.
     pub whole_file: bool,
     pub size_only: bool,
+    /// `-I`: a file whose size and mtime match is sent anyway (after `--size-only` and `-c`,
+    /// which still decide when given).
+    pub ignore_times: bool,
+    /// `--max-size` and `--min-size`: regular files larger or smaller are passed over.
+    pub max_size: Option<u64>,
+    pub min_size: Option<u64>,
     pub update: bool,
     pub ignore_existing: bool,
     pub existing: bool,
@@ -83,6 +102,10 @@ pub struct SyncOptions {
     /// `--no-implied-dirs`: the directories above a path sent with `-R` are not sent: an
     /// existing one is left alone, a missing one made with default permissions.
     pub no_implied_dirs: bool,
+    /// `-m`: a directory with no file below it after filtering is left out, as if excluded
+    /// (so `--delete` removes it on the receiver) unless a receiver-side rule protects it.
+    pub prune_empty_dirs: bool,
+    pub missing_args: MissingArgs,
     /// Seconds two mtimes may differ and still count as equal.
     pub modify_window: i64,
     pub filters: FilterRules,

@@ -237,6 +237,11 @@ pub trait Reporter: Send + Sync {
     fn info(&self, _message: &str) {}
     /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
     fn verbose_info(&self, _message: &str) {}
+    /// Why a file was passed over (`--max-size`, `--existing`...), for rsync's `--info=skip`
+    /// (on from -vv).
+    fn skipped(&self, _message: &str) {}
+    /// A note rsync prints unless -q, such as "cannot delete non-empty directory: NAME".
+    fn notice(&self, _message: &str) {}
     /// Whether regular files found up to date are told to [`Reporter::item`] too, for
     /// rsync's `-vv` ("NAME is uptodate") and `-ii`. Off by default: on a big tree that is
     /// mostly unchanged it is an item per file.

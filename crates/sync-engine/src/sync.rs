@@ -14,8 +14,9 @@ use crate::delta_index::RemoteIndex;
 use crate::filter::FilterRules;
 use crate::link_dest::{LinkDest, Linked};
 use crate::mtime::mtimes_differ;
-use crate::options::{DeleteWhen, SyncOptions};
+use crate::options::{DeleteWhen, MissingArgs, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
+use crate::prune::{self, PruneScan};
 use crate::report::{Item, Progress, Reporter, Stats, UpdateType};
 use crate::task::{
     modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Resend,
@@ -23,6 +24,7 @@ use crate::task::{
 };
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
+use futures::StreamExt;
 
 /// What a source argument contributes to the top of the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,22 @@ impl Planned {
         node.explicit = true;
         node.contents |= contents;
     }
+
+    /// The paths named at or below this node (at `path`), parents first.
+    fn named_paths(&self, path: &[u8], out: &mut Vec<RelPath>) {
+        if self.explicit {
+            out.push(path.to_vec());
+        }
+        for (name, child) in &self.children {
+            child.named_paths(&join(path, name), out);
+        }
+    }
+}
+
+/// One line of output in its place: an item, or a note between items.
+enum Told {
+    Item(Item),
+    Notice(String),
 }
 
 /// One source argument: a tree rooted at the directory that holds what is sent.
@@ -117,6 +135,8 @@ pub struct SyncOutcome {
 
 /// Directories whose listings are fetched ahead of the walk.
 const LISTINGS_AHEAD: usize = 128;
+/// `-m`: subdirectories looked through at once for something that keeps them.
+const PRUNE_LOOKS_AT_ONCE: usize = 16;
 /// Finished tasks whose items may wait for an earlier, slower one before being printed.
 const MAX_HELD: usize = 4096;
 
@@ -126,6 +146,9 @@ struct Child {
     name: Vec<u8>,
     meta: Meta,
     source: usize,
+    /// `--delete-missing-args`: a named source that does not exist, listed (as a file, like
+    /// rsync's entry of mode 0) so that the destination's entry of its name is deleted.
+    missing: bool,
 }
 
 struct DirFix {
@@ -158,14 +181,14 @@ struct Listing {
 
 /// Which source symlinks are sent as what they point to (`-L`, `--copy-unsafe-links`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FollowLinks {
+pub(crate) enum FollowLinks {
     None,
     All,
     Unsafe,
 }
 
 impl FollowLinks {
-    fn from_options(opts: &SyncOptions) -> FollowLinks {
+    pub(crate) fn from_options(opts: &SyncOptions) -> FollowLinks {
         if opts.copy_links {
             FollowLinks::All
         } else if opts.copy_unsafe_links {
@@ -176,7 +199,7 @@ impl FollowLinks {
     }
 }
 
-async fn list_source(
+pub(crate) async fn list_source(
     source: &dyn Tree,
     path: &RelPath,
     follow: FollowLinks,
@@ -358,7 +381,7 @@ struct Run<'a> {
     /// gets a number, and finished ones wait in `held` until those before them are printed.
     next_seq: u64,
     next_to_print: u64,
-    held: BTreeMap<u64, Vec<Item>>,
+    held: BTreeMap<u64, Vec<Told>>,
     tasks_per_lane: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
@@ -371,7 +394,8 @@ struct Run<'a> {
     resends: Vec<Resend>,
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
-    pending_deletions: Vec<(RelPath, Meta)>,
+    /// Each with the receiver's rules that protect what is inside it.
+    pending_deletions: Vec<(RelPath, Meta, Arc<FilterRules>)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
     /// Some source is a directory's contents (`src/`), so the destination's top level is sent
@@ -385,7 +409,24 @@ struct Run<'a> {
     /// The same from the destination's filter files, for what `--delete` spares.
     dest_dir_filters: HashMap<RelPath, Arc<FilterRules>>,
     /// The names `dir-merge` rules look for.
-    merge_names: Vec<Vec<u8>>,
+    merge_names: Arc<Vec<Vec<u8>>>,
+    /// `-m`: directories rsync's list would hold twice, which it never prunes.
+    listed_twice: Arc<HashSet<RelPath>>,
+    /// `-m`: directories a look ahead found to be kept, not to be looked through again.
+    kept_known: HashSet<RelPath>,
+    /// `-m`: directories above or named by `-R`/`--files-from` paths that are left out.
+    pruned_planned: HashSet<RelPath>,
+}
+
+/// An entry of rsync's file list, for finding its last one (`Run::last_listed_dir`).
+struct Listed<'p> {
+    name: Vec<u8>,
+    is_dir: bool,
+    /// Named or implied by `-R`/`--files-from` paths: what is named below it.
+    node: Option<&'p Planned>,
+    /// Its contents are in the list: reached by the recursion, or named with `-r`.
+    walked: bool,
+    source: usize,
 }
 
 /// Whether directories above entries sent by path get their source attributes
@@ -428,7 +469,10 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         base_filters: Arc::new(opts.filters.clone()),
         dir_filters: HashMap::new(),
         dest_dir_filters: HashMap::new(),
-        merge_names: opts.filters.dir_merge_names(),
+        merge_names: Arc::new(opts.filters.dir_merge_names()),
+        listed_twice: Arc::default(),
+        kept_known: HashSet::new(),
+        pruned_planned: HashSet::new(),
     };
     if let Err(Fatal(e)) = run.phases().await {
         run.outcome.fatal = Some(e);
@@ -519,7 +563,7 @@ impl<'a> Run<'a> {
     /// Folds a finished task's report into the outcome. `seq` places its items in the
     /// output; `None` prints them at once.
     fn absorb(&mut self, seq: Option<u64>, report: Report) -> Result<(), Fatal> {
-        self.release(seq, report.items);
+        self.release(seq, report.items, report.notices);
         for w in &report.warnings {
             self.reporter.warning(w);
         }
@@ -541,8 +585,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Remembers which directories the items touched and prints them in walk order.
-    fn release(&mut self, seq: Option<u64>, items: Vec<Item>) {
+    /// Remembers which directories the items touched and prints them in walk order, each
+    /// notice before the item at its position.
+    fn release(&mut self, seq: Option<u64>, items: Vec<Item>, notices: Vec<(usize, String)>) {
         for item in &items {
             let adds_or_removes = item.created
                 || matches!(
@@ -554,12 +599,30 @@ impl<'a> Run<'a> {
                 self.touched_dirs.insert(parent(&item.path).to_vec());
             }
         }
+        let mut told = Vec::with_capacity(items.len() + notices.len());
+        let mut notices = notices.into_iter().peekable();
+        for (i, item) in items.into_iter().enumerate() {
+            while let Some((_, n)) = notices.next_if(|(at, _)| *at <= i) {
+                told.push(Told::Notice(n));
+            }
+            told.push(Told::Item(item));
+        }
+        told.extend(notices.map(|(_, n)| Told::Notice(n)));
         match seq {
             Some(seq) if seq >= self.next_to_print => {
-                self.held.insert(seq, items);
+                self.held.insert(seq, told);
                 self.print_held(MAX_HELD);
             }
-            _ => items.iter().for_each(|i| self.reporter.item(i)),
+            _ => self.tell(told),
+        }
+    }
+
+    fn tell(&self, told: Vec<Told>) {
+        for t in told {
+            match t {
+                Told::Item(item) => self.reporter.item(&item),
+                Told::Notice(n) => self.reporter.notice(&n),
+            }
         }
     }
 
@@ -575,9 +638,8 @@ impl<'a> Run<'a> {
             if seq != self.next_to_print && !over_limit {
                 return;
             }
-            for item in entry.remove() {
-                self.reporter.item(&item);
-            }
+            let told = entry.remove();
+            self.tell(told);
             self.next_to_print = seq + 1;
         }
     }
@@ -586,7 +648,7 @@ impl<'a> Run<'a> {
     fn walker_item(&mut self, item: Item) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.release(Some(seq), vec![item]);
+        self.release(Some(seq), vec![item], Vec::new());
     }
 
     fn joined(&mut self, r: Result<(u64, Report), JoinError>) -> Result<(), Fatal> {
@@ -791,15 +853,39 @@ impl<'a> Run<'a> {
                     }
                 }
                 SourceContent::Named(name) => match self.top_entry_meta(i, name).await {
-                    Ok(Some(meta)) => children.push(Child {
-                        name: name.clone(),
-                        meta,
-                        source: i,
-                    }),
-                    Ok(None) => {
-                        let shown = operand_path(&*src.tree, name);
-                        self.source_error(not_found("link_stat", src.tree.side(), &shown))?
+                    Ok(Some(meta)) => {
+                        // Named sources are filtered like every other name, as in rsync.
+                        let is_dir = meta.kind == Kind::Dir;
+                        if !self
+                            .filters_at(&Vec::new())
+                            .excluded_on_sender(name, is_dir)
+                        {
+                            children.push(Child {
+                                name: name.clone(),
+                                meta,
+                                source: i,
+                                missing: false,
+                            });
+                        }
                     }
+                    Ok(None) => match self.opts().missing_args {
+                        // Not an I/O error in rsync's sense: deletions still happen.
+                        MissingArgs::Error => {
+                            let shown = operand_path(&*src.tree, name);
+                            self.fail(not_found("link_stat", src.tree.side(), &shown))?
+                        }
+                        MissingArgs::Ignore => {}
+                        MissingArgs::Delete => {
+                            if !self.filters_at(&Vec::new()).excluded_on_sender(name, false) {
+                                children.push(Child {
+                                    name: name.clone(),
+                                    meta: missing_meta(),
+                                    source: i,
+                                    missing: true,
+                                });
+                            }
+                        }
+                    },
                     Err(e) => self.source_error(e)?,
                 },
                 SourceContent::Relative { .. } => {}
@@ -807,6 +893,25 @@ impl<'a> Run<'a> {
         }
 
         self.root_sent_whole = root_source.is_some();
+        if self.opts().prune_empty_dirs {
+            let opts = self.opts();
+            let mut twice =
+                prune::listed_twice(&self.job.sources, !opts.no_implied_dirs, opts.recursive);
+            // The same directory named by two sources is listed twice too.
+            let mut seen = HashSet::new();
+            for c in children.iter().filter(|c| c.meta.kind == Kind::Dir) {
+                if !seen.insert(&c.name) {
+                    twice.insert(c.name.clone());
+                }
+            }
+            if !twice.is_empty() {
+                // rsync reaches a directory's second listing only when an entry follows it.
+                if let Some(last) = self.last_listed_dir(&planned.children, &children).await {
+                    twice.remove(&last);
+                }
+            }
+            self.listed_twice = Arc::new(twice);
+        }
         if let (Some((_, meta)), false) = (root_source, self.scan_only) {
             self.dir_entry(
                 &Vec::new(),
@@ -830,6 +935,10 @@ impl<'a> Run<'a> {
             self.accept_dest(&Vec::new(), Some(listed))?
         };
         if !planned.children.is_empty() {
+            if self.opts().prune_empty_dirs {
+                self.pruned_planned.clear();
+                self.plan_pruning(Vec::new(), &planned.children).await?;
+            }
             let root_entries = dest_entries.clone();
             self.planned(Vec::new(), planned.children, root_entries, Gate::open())
                 .await?;
@@ -853,13 +962,30 @@ impl<'a> Run<'a> {
         gate: Gate,
     ) -> Step<'_> {
         Box::pin(async move {
+            // Every node's metadata first: in rsync's list a directory's files come before its
+            // subdirectories.
+            let mut looked = Vec::with_capacity(nodes.len());
             for (name, node) in nodes {
                 let path = join(&dir, &name);
-                let meta = match self.top_entry_meta(node.source, &path).await {
+                if self.pruned_planned.contains(&path) {
+                    continue;
+                }
+                let meta = self.top_entry_meta(node.source, &path).await;
+                looked.push((name, node, path, meta));
+            }
+            // A missing name that is only above others sorts as their directory.
+            let (dirs, others): (Vec<_>, Vec<_>) =
+                looked.into_iter().partition(|(_, node, _, m)| match m {
+                    Ok(Some(m)) => m.kind == Kind::Dir,
+                    Ok(None) => !node.explicit,
+                    Err(_) => false,
+                });
+            for (name, node, path, meta) in others.into_iter().chain(dirs) {
+                let meta = match meta {
                     Ok(Some(m)) => m,
                     Ok(None) => {
-                        let side = self.job.sources[node.source].tree.side();
-                        self.source_error(not_found("link_stat", side, &path))?;
+                        let existing = dest_entries.get(&name).cloned();
+                        self.missing_planned(node, path, existing).await?;
                         continue;
                     }
                     Err(e) => {
@@ -876,6 +1002,7 @@ impl<'a> Run<'a> {
                     name,
                     meta,
                     source: node.source,
+                    missing: false,
                 };
                 if !is_dir {
                     if self.scan_only {
@@ -1062,6 +1189,11 @@ impl<'a> Run<'a> {
         let Some(mut children) = self.accept_source(source, dir, listed)? else {
             return Ok(());
         };
+        if self.opts().prune_empty_dirs {
+            // Listed without their contents: only what keeps them as they are stays.
+            let scan = self.prune_scan(source);
+            children.retain(|c| c.meta.kind != Kind::Dir || scan.kept_as_is(&join(dir, &c.name)));
+        }
         sort_rsync(&mut children);
         for child in children {
             let path = join(dir, &child.name);
@@ -1076,6 +1208,397 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A name sent by path that the source does not have (nor, then, anything below it), as
+    /// `--ignore-missing-args` and `--delete-missing-args` say. `existing` is the
+    /// destination's entry of that name.
+    fn missing_planned(
+        &mut self,
+        node: Planned,
+        path: RelPath,
+        existing: Option<Meta>,
+    ) -> Step<'_> {
+        Box::pin(async move {
+            match self.opts().missing_args {
+                MissingArgs::Ignore => return Ok(()),
+                MissingArgs::Error => {
+                    // One error per name, as rsync reports each; not an I/O error that stops
+                    // deletions.
+                    let side = self.job.sources[node.source].tree.side();
+                    let mut named = Vec::new();
+                    node.named_paths(&path, &mut named);
+                    for p in named {
+                        self.fail(not_found("link_stat", side, &p))?;
+                    }
+                    return Ok(());
+                }
+                MissingArgs::Delete => {}
+            }
+            if self.scan_only {
+                return Ok(());
+            }
+            if node.explicit {
+                if !self
+                    .filters_at(parent(&path))
+                    .excluded_on_sender(&path, false)
+                {
+                    self.delete_missing(&path, existing).await?;
+                }
+            } else {
+                // rsync sends the directories above a missing name too; one that is not there
+                // either has vanished.
+                let mut w = self.worker();
+                let r = w.vanished(&path);
+                self.absorb(None, w.finish(r))?;
+                if self.incremental_list() {
+                    // rsync's incremental list then drops the names below it.
+                    return Ok(());
+                }
+            }
+            if node.children.is_empty() {
+                return Ok(());
+            }
+            let entries = match self.dest().lstat(&path).await {
+                Ok(Some(m)) if m.kind == Kind::Dir => {
+                    let listed = self.dest().read_dir(&path).await;
+                    self.accept_dest(&path, Some(listed))?
+                }
+                Ok(_) => HashMap::new(),
+                Err(e) => {
+                    self.fail(e)?;
+                    HashMap::new()
+                }
+            };
+            for (name, child) in node.children {
+                let child_path = join(&path, &name);
+                let existing = entries.get(&name).cloned();
+                self.missing_planned(child, child_path, existing).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `--delete-missing-args`: removes the destination's entry for a source name that does
+    /// not exist, as rsync deletes an entry it was sent as missing: a directory with its
+    /// contents only under `--delete` (rsync's `--force` is not supported), else only when
+    /// it is empty.
+    async fn delete_missing(
+        &mut self,
+        path: &RelPath,
+        existing: Option<Meta>,
+    ) -> Result<(), Fatal> {
+        let Some(meta) = existing else {
+            return Ok(());
+        };
+        // rsync checks the name against the receiver's rules as a file: its entry has no type.
+        if self
+            .dest_filters_at(parent(path))
+            .protected_on_receiver(path, false)
+        {
+            return Ok(());
+        }
+        if meta.kind == Kind::Dir && !self.opts().delete {
+            match self.dest().read_dir(path).await {
+                Ok(entries) if entries.is_empty() => {}
+                Ok(_) => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let notice =
+                        format!("cannot delete non-empty directory: {}", display_path(path));
+                    self.release(Some(seq), Vec::new(), vec![(0, notice)]);
+                    return Ok(());
+                }
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return self.fail(e),
+            }
+        }
+        // Inline, in its place among the items: these are few.
+        let mut w = self.worker();
+        let rules = self.dest_filters_at(parent(path));
+        let r = w.delete_entry(path.clone(), meta, rules).await;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.absorb(Some(seq), w.finish(r))
+    }
+
+    /// `-m`: the last entry of rsync's whole file list (sorted: in each directory the files,
+    /// then the subdirectories), when it is a directory.
+    async fn last_listed_dir(
+        &mut self,
+        planned: &BTreeMap<Vec<u8>, Planned>,
+        children: &[Child],
+    ) -> Option<RelPath> {
+        let mut entries: Vec<Listed<'_>> = children
+            .iter()
+            .map(|c| Listed {
+                name: c.name.clone(),
+                is_dir: c.meta.kind == Kind::Dir,
+                node: None,
+                walked: true,
+                source: c.source,
+            })
+            .collect();
+        let mut dir = Vec::new();
+        self.listed_planned(&dir, planned, &mut entries).await;
+        loop {
+            let Some(last) = entries
+                .iter()
+                .filter(|e| e.is_dir)
+                .max_by(|a, b| a.name.cmp(&b.name))
+            else {
+                return (entries.is_empty() && !dir.is_empty()).then_some(dir);
+            };
+            let (node, walked, source) = (last.node, last.walked, last.source);
+            dir = join(&dir, &last.name);
+            let mut next = Vec::new();
+            if walked || node.is_some_and(|n| n.contents) {
+                for (name, is_dir) in self.listed_source(source, &dir).await {
+                    next.push(Listed {
+                        name,
+                        is_dir,
+                        node: None,
+                        walked,
+                        source,
+                    });
+                }
+            }
+            if let Some(node) = node {
+                self.listed_planned(&dir, &node.children, &mut next).await;
+            }
+            entries = next;
+        }
+    }
+
+    /// The entries rsync's list has for the nodes below `dir`, merged into `out`.
+    async fn listed_planned<'p>(
+        &mut self,
+        dir: &RelPath,
+        nodes: &'p BTreeMap<Vec<u8>, Planned>,
+        out: &mut Vec<Listed<'p>>,
+    ) {
+        let opts = self.opts().clone();
+        for (name, node) in nodes {
+            let path = join(dir, name);
+            let entry = match self.top_entry_meta(node.source, &path).await {
+                Ok(Some(m)) => {
+                    let is_dir = m.kind == Kind::Dir;
+                    let excluded =
+                        node.explicit && self.filters_at(dir).excluded_on_sender(&path, is_dir);
+                    let skipped = is_dir
+                        && node.explicit
+                        && !opts.recursive
+                        && !opts.dirs
+                        && node.children.is_empty();
+                    if excluded || skipped {
+                        continue;
+                    }
+                    Listed {
+                        name: name.clone(),
+                        is_dir,
+                        node: Some(node),
+                        walked: is_dir && node.explicit && opts.recursive,
+                        source: node.source,
+                    }
+                }
+                Ok(None) if opts.missing_args == MissingArgs::Delete => Listed {
+                    name: name.clone(),
+                    is_dir: false,
+                    node: None,
+                    walked: false,
+                    source: node.source,
+                },
+                _ => continue,
+            };
+            match out.iter_mut().find(|e| e.name == entry.name) {
+                Some(e) => {
+                    e.walked |= entry.walked;
+                    e.node = entry.node;
+                }
+                None => out.push(entry),
+            }
+        }
+    }
+
+    /// A source directory's entries as the walk would accept them: names and whether each is a
+    /// directory. Errors count as nothing here; the walk reports them.
+    async fn listed_source(&mut self, source: usize, dir: &RelPath) -> Vec<(Vec<u8>, bool)> {
+        let scan = self.prune_scan(source);
+        let Ok(entries) = list_source(&*scan.tree, dir, scan.follow).await.0 else {
+            return Vec::new();
+        };
+        let (entries, _) = validate_listing(scan.tree.side(), dir, entries);
+        let mut ignored = prune::Scanned::default();
+        let rules = scan
+            .rules_in(dir, &entries, self.filters_at(parent(dir)), &mut ignored)
+            .await;
+        entries
+            .into_iter()
+            .filter(|e| !rules.excluded_on_sender(&join(dir, &e.name), e.meta.kind == Kind::Dir))
+            .map(|e| {
+                let is_dir = e.meta.kind == Kind::Dir;
+                (e.name, is_dir)
+            })
+            .collect()
+    }
+
+    /// Whether rsync would build its file list incrementally: with -r, unless an option needs
+    /// the whole list first.
+    fn incremental_list(&self) -> bool {
+        let opts = self.opts();
+        let whole_first = opts.prune_empty_dirs
+            || (opts.delete && matches!(opts.delete_when, DeleteWhen::Before | DeleteWhen::After));
+        opts.recursive && !whole_first
+    }
+
+    /// `-m`'s view of one source.
+    fn prune_scan(&self, source: usize) -> PruneScan {
+        PruneScan {
+            tree: self.job.sources[source].tree.clone(),
+            follow: FollowLinks::from_options(self.opts()),
+            merge_names: self.merge_names.clone(),
+            listed_twice: self.listed_twice.clone(),
+            receiver_rules: self.base_filters.clone(),
+        }
+    }
+
+    /// `-m`: drops the subdirectories of `dir` that would hold no file, before anything is done
+    /// in `dir`, so that `--delete` sees them gone as in rsync's pruned list. Several are
+    /// looked through at once.
+    async fn prune_children(
+        &mut self,
+        dir: &RelPath,
+        children: &mut Vec<Child>,
+    ) -> Result<(), Fatal> {
+        let above = self.filters_at(dir);
+        let mut looks = Vec::new();
+        for (i, c) in children.iter().enumerate() {
+            if c.meta.kind != Kind::Dir {
+                continue;
+            }
+            let path = join(dir, &c.name);
+            let scan = self.prune_scan(c.source);
+            if self.kept_known.remove(&path) || scan.kept_as_is(&path) {
+                continue;
+            }
+            looks.push((i, scan, path));
+        }
+        if looks.is_empty() {
+            return Ok(());
+        }
+        let mut pending = Vec::with_capacity(looks.len());
+        for (_, scan, path) in &looks {
+            pending.push(scan.keeps(path.clone(), above.clone()));
+        }
+        let found: Vec<prune::Scanned> = futures::stream::iter(pending)
+            .buffered(PRUNE_LOOKS_AT_ONCE)
+            .collect()
+            .await;
+        let mut pruned = HashSet::new();
+        for ((i, _, _), f) in looks.iter().zip(found) {
+            if f.keeps {
+                self.kept_known.extend(f.kept_below);
+                continue;
+            }
+            // Never walked: what could not be read is reported now, as rsync's sender does.
+            for e in f.errors {
+                self.source_error(e)?;
+            }
+            pruned.insert(*i);
+        }
+        let mut i = 0;
+        children.retain(|_| {
+            i += 1;
+            !pruned.contains(&(i - 1))
+        });
+        Ok(())
+    }
+
+    /// `-m` for paths sent by name: records in `pruned_planned` the directories among `nodes`
+    /// (below `dir`) that rsync's list would lose, and returns whether any node stays.
+    fn plan_pruning<'s>(
+        &'s mut self,
+        dir: RelPath,
+        nodes: &'s BTreeMap<Vec<u8>, Planned>,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Fatal>> + Send + 's>> {
+        Box::pin(async move {
+            let mut any = false;
+            for (name, node) in nodes {
+                let path = join(&dir, name);
+                let meta = match self.top_entry_meta(node.source, &path).await {
+                    Ok(Some(m)) => m,
+                    // rsync lists a missing name only to delete it, and then as a file.
+                    Ok(None) => {
+                        any |= self.opts().missing_args == MissingArgs::Delete;
+                        continue;
+                    }
+                    // The walk reports it.
+                    Err(_) => continue,
+                };
+                let is_dir = meta.kind == Kind::Dir;
+                let excluded =
+                    node.explicit && self.filters_at(&dir).excluded_on_sender(&path, is_dir);
+                if !is_dir {
+                    any |= !excluded;
+                    continue;
+                }
+                let scan = self.prune_scan(node.source);
+                let mut errors = Vec::new();
+                let keeps = if excluded {
+                    false
+                } else if node.explicit && self.opts().recursive {
+                    // Sent whole: like a directory met in the walk.
+                    if scan.kept_as_is(&path) {
+                        true
+                    } else {
+                        let found = scan.keeps(path.clone(), self.filters_at(&dir)).await;
+                        self.kept_known.extend(found.kept_below);
+                        errors = found.errors;
+                        found.keeps
+                    }
+                } else if node.explicit && !self.opts().dirs && node.children.is_empty() {
+                    // Skipped without -r: not in the list at all.
+                    false
+                } else {
+                    let mut keeps = scan.kept_as_is(&path);
+                    if node.contents {
+                        let (listed, dangling) = list_source(&*scan.tree, &path, scan.follow).await;
+                        errors.extend(dangling);
+                        match listed {
+                            Ok(entries) => {
+                                let (entries, bad) =
+                                    validate_listing(scan.tree.side(), &path, entries);
+                                errors.extend(bad);
+                                let mut found = prune::Scanned::default();
+                                let rules = scan
+                                    .rules_in(&path, &entries, self.filters_at(&dir), &mut found)
+                                    .await;
+                                errors.extend(found.errors);
+                                keeps |= entries.iter().any(|e| {
+                                    let p = join(&path, &e.name);
+                                    let d = e.meta.kind == Kind::Dir;
+                                    !rules.excluded_on_sender(&p, d) && (!d || scan.kept_as_is(&p))
+                                });
+                            }
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                    // Always, so that what is pruned further down is known too.
+                    let below = self.plan_pruning(path.clone(), &node.children).await?;
+                    keeps || below
+                };
+                if keeps {
+                    any = true;
+                } else {
+                    // Never walked: what could not be read is reported now.
+                    for e in errors {
+                        self.source_error(e)?;
+                    }
+                    self.pruned_planned.insert(path);
+                }
+            }
+            Ok(any)
+        })
     }
 
     /// An error about the destination's root names it as the user gave it, not as ".".
@@ -1110,22 +1633,31 @@ impl<'a> Run<'a> {
         let SourceContent::Named(name) = &src.content else {
             return Ok(());
         };
-        let meta = match self.top_entry_meta(0, name).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                let shown = operand_path(&*src.tree, name);
-                return self.source_error(not_found("link_stat", src.tree.side(), &shown));
-            }
-            Err(e) => return self.source_error(e),
-        };
+        let found = self.top_entry_meta(0, name).await;
         let dest_meta = match self.dest().lstat(&dest_name).await {
             Ok(m) => m,
             Err(e) => return self.fail(e),
+        };
+        let meta = match found {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return match self.opts().missing_args {
+                    MissingArgs::Error => {
+                        let shown = operand_path(&*src.tree, name);
+                        self.fail(not_found("link_stat", src.tree.side(), &shown))
+                    }
+                    MissingArgs::Ignore => Ok(()),
+                    // As rsync: the one name in the list is the destination's.
+                    MissingArgs::Delete => self.delete_missing(&dest_name, dest_meta).await,
+                };
+            }
+            Err(e) => return self.source_error(e),
         };
         let child = Child {
             name: name.clone(),
             meta,
             source: 0,
+            missing: false,
         };
         let src_path = name.clone();
         let kept = KeptPartial::Unknown;
@@ -1164,6 +1696,7 @@ impl<'a> Run<'a> {
                 name: e.name,
                 meta: e.meta,
                 source,
+                missing: false,
             });
         }
         Ok(Some(out))
@@ -1206,6 +1739,9 @@ impl<'a> Run<'a> {
     ) -> Step<'_> {
         Box::pin(async move {
             sort_rsync(&mut children);
+            if self.opts().prune_empty_dirs {
+                self.prune_children(&dir, &mut children).await?;
+            }
             let when = self.opts().delete_when;
             // With --delete-before the scan has found them already.
             if self.opts().delete
@@ -1230,11 +1766,16 @@ impl<'a> Run<'a> {
                     }
                     continue;
                 }
-                if !self.scan_only {
-                    let kept = self.kept_partial(&child.name, &dest_entries);
-                    self.non_dir(&child, path.clone(), path, existing, kept, &gate)
-                        .await?;
+                if self.scan_only {
+                    continue;
                 }
+                if child.missing {
+                    self.delete_missing(&path, existing).await?;
+                    continue;
+                }
+                let kept = self.kept_partial(&child.name, &dest_entries);
+                self.non_dir(&child, path.clone(), path, existing, kept, &gate)
+                    .await?;
             }
             drop(dest_entries);
             if !self.opts().recursive {
@@ -1470,7 +2011,7 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         self.tell_progress();
-        if item.is_change() {
+        if item.is_change() || self.reporter.wants_unchanged() {
             self.walker_item(item.clone());
         }
         if !fix.is_empty() {
@@ -1543,6 +2084,7 @@ impl<'a> Run<'a> {
                 name: name.clone(),
                 meta: meta.clone(),
                 source: 0,
+                missing: false,
             })
             .collect();
         sort_rsync(&mut extra);
@@ -1552,7 +2094,7 @@ impl<'a> Run<'a> {
             if rules.protected_on_receiver(&path, e.meta.kind == Kind::Dir) {
                 continue;
             }
-            self.pending_deletions.push((path, e.meta));
+            self.pending_deletions.push((path, e.meta, rules.clone()));
         }
     }
 
@@ -1562,11 +2104,11 @@ impl<'a> Run<'a> {
         if self.outcome.source_io_error && !self.opts().ignore_errors {
             return Ok(());
         }
-        for (path, meta) in std::mem::take(&mut self.pending_deletions) {
+        for (path, meta, rules) in std::mem::take(&mut self.pending_deletions) {
             if self.opts().max_delete.is_some() {
                 // One at a time, in rsync's order, so that the limit stops at the same entries.
                 let mut w = self.worker();
-                let r = w.delete_entry(path, meta).await;
+                let r = w.delete_entry(path, meta, rules).await;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.absorb(Some(seq), w.finish(r))?;
@@ -1575,7 +2117,7 @@ impl<'a> Run<'a> {
             let sh = self.sh.clone();
             self.spawn(async move {
                 let mut w = Worker::new(sh);
-                let r = w.delete_entry(path, meta).await;
+                let r = w.delete_entry(path, meta, rules).await;
                 w.finish(r)
             })
             .await?;
@@ -1622,7 +2164,8 @@ impl<'a> Run<'a> {
                 self.outcome.stats.regular_files += 1;
                 self.outcome.stats.total_size += meta.size;
                 self.tell_progress();
-                if self.skip_file(&meta, existing.as_ref()) {
+                if let Some(why) = self.skip_file(&meta, existing.as_ref(), &dest_path) {
+                    self.reporter.skipped(&why);
                     return Ok(());
                 }
                 if self.opts().hard_links && meta.nlink > 1 {
@@ -1758,6 +2301,7 @@ impl<'a> Run<'a> {
         let times_match =
             !self.dest().keeps_times() || !mtimes_differ(stored, d.mtime, opts.modify_window);
         !opts.checksum
+            && (!opts.ignore_times || opts.size_only)
             && d.size == src.size
             && times_match
             && !(opts.perms && modes_differ(src.mode, d.mode))
@@ -1765,22 +2309,55 @@ impl<'a> Run<'a> {
             && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)
     }
 
-    /// --existing, --ignore-existing and --update, decided from the listings alone.
-    fn skip_file(&self, src: &Meta, existing: Option<&Meta>) -> bool {
+    /// --existing, --ignore-existing, --max-size, --min-size and --update, decided from the
+    /// listings alone and in rsync's order. Returns why the file is passed over, in rsync's
+    /// words for `--info=skip`.
+    fn skip_file(&self, src: &Meta, existing: Option<&Meta>, dest_path: &[u8]) -> Option<String> {
         let opts = self.opts();
+        let name = display_path(dest_path);
         match existing {
-            None => opts.existing,
-            Some(d) if d.kind == Kind::File => {
-                opts.ignore_existing
-                    || (opts.update && d.mtime > self.dest().stored_mtime(src.mtime))
+            None if opts.existing => return Some(format!("not creating new file \"{name}\"")),
+            Some(d) if d.kind == Kind::File && opts.ignore_existing => {
+                return Some(format!("{name} exists"))
             }
-            Some(_) => false,
+            _ => {}
+        }
+        if opts.max_size.is_some_and(|max| src.size > max) {
+            return Some(format!("{name} is over max-size"));
+        }
+        if opts.min_size.is_some_and(|min| src.size < min) {
+            return Some(format!("{name} is under min-size"));
+        }
+        match existing {
+            Some(d)
+                if d.kind == Kind::File
+                    && opts.update
+                    && d.mtime > self.dest().stored_mtime(src.mtime) =>
+            {
+                Some(format!("{name} is newer"))
+            }
+            _ => None,
         }
     }
 }
 
+/// The stand-in for a missing named source under `--delete-missing-args`: no type, as rsync's
+/// entry of mode 0, so it sorts and counts as a file.
+fn missing_meta() -> Meta {
+    Meta {
+        kind: Kind::File,
+        size: 0,
+        mtime: 0,
+        mode: 0,
+        uid: None,
+        gid: None,
+        dev_ino: None,
+        nlink: 0,
+    }
+}
+
 /// A whole (small) file from a tree: a per-directory filter file.
-async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
+pub(crate) async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
     let mut reader = tree.open_read(path, 0, 0).await?;
     let mut data = Vec::new();
     while let Some(chunk) = reader.next_chunk().await? {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::backup::Backup;
 use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
+use crate::filter::FilterRules;
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
@@ -148,6 +149,9 @@ pub(crate) struct Report {
     pub warnings: Vec<String>,
     /// Messages for `-v`, such as skipped unsafe symlinks.
     pub verbose_infos: Vec<String>,
+    /// Messages shown unless -q, such as a directory `--delete` could not empty, each with
+    /// the number of items before it.
+    pub notices: Vec<(usize, String)>,
     pub vanished: u64,
     pub source_io_error: bool,
     pub deletions_skipped: u64,
@@ -244,7 +248,7 @@ impl Worker {
         self.fail(e)
     }
 
-    fn vanished(&mut self, path: &[u8]) -> Result<(), Fatal> {
+    pub fn vanished(&mut self, path: &[u8]) -> Result<(), Fatal> {
         self.report.vanished += 1;
         self.report
             .warnings
@@ -254,6 +258,11 @@ impl Worker {
 
     fn item(&mut self, item: Item) {
         self.report.items.push(item);
+    }
+
+    /// A note in its place after the items so far.
+    fn notice(&mut self, text: String) {
+        self.report.notices.push((self.report.items.len(), text));
     }
 
     /// Finishes the task: a fatal error travels inside the report.
@@ -373,64 +382,106 @@ impl Worker {
         })
     }
 
-    /// Deletes one extraneous entry, a directory with everything in it.
-    pub fn delete_entry(&mut self, path: RelPath, meta: Meta) -> BoxStep<'_> {
+    /// Deletes one extraneous entry: a directory with everything in it that `rules` do not
+    /// protect (perishable rules protect nothing there). A directory left holding protected
+    /// entries stays, with rsync's note.
+    pub fn delete_entry(
+        &mut self,
+        path: RelPath,
+        meta: Meta,
+        rules: Arc<FilterRules>,
+    ) -> BoxStep<'_> {
         Box::pin(async move {
-            if meta.kind == Kind::Dir {
-                let list = match self.dest().read_dir(&path).await {
-                    Ok(l) => l,
-                    Err(e) => return self.fail(e),
-                };
-                let (list, _) = validate_listing(self.dest().side(), &path, list);
-                let mut kids: Vec<(Vec<u8>, Meta)> =
-                    list.into_iter().map(|e| (e.name, e.meta)).collect();
-                sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
-                for (name, m) in kids.into_iter().rev() {
-                    self.delete_entry(join(&path, &name), m).await?;
-                }
-            }
-            if !self.sh.reserve_deletion() {
-                self.report.deletions_skipped += 1;
+            if meta.kind == Kind::Dir && !self.delete_contents(&path, &rules).await? {
                 return Ok(());
             }
-            if !self.sh.opts.dry_run {
-                let r = if meta.kind == Kind::Dir {
-                    self.dest().remove_dir(&path).await
-                } else {
-                    self.remove_or_back_up(&path).await
-                };
-                let backups_beside = self
-                    .sh
-                    .backup
-                    .as_ref()
-                    .is_some_and(|b| b.dir.is_none() && b.tree.is_none());
-                if meta.kind == Kind::Dir && backups_beside && r.is_err() {
-                    // The backups of its files are still in it, as with rsync.
-                    self.report.verbose_infos.push(format!(
-                        "cannot delete non-empty directory: {}",
-                        display_path(&path)
-                    ));
-                    return Ok(());
-                }
-                if let Err(e) = r {
-                    return self.fail(e);
-                }
-                if meta.kind == Kind::File {
-                    if let Some(ix) = self.sh.index.clone() {
-                        self.report.warnings.extend(ix.removed(&path));
-                    }
-                }
-            }
-            let stats = &mut self.report.stats;
-            stats.deleted_files += 1;
-            match meta.kind {
-                Kind::Dir => stats.deleted_dirs += 1,
-                Kind::Symlink => stats.deleted_symlinks += 1,
-                _ => stats.deleted_regular += 1,
-            }
-            self.item(Item::new(UpdateType::Deleting, meta.kind, path).with_meta(&meta));
-            Ok(())
+            self.remove_deleted(path, meta).await.map(|_| ())
         })
+    }
+
+    /// Deletes the contents of a directory being deleted, deepest first; false when something
+    /// stays in it (said as rsync says it: once for what stays inside a directory, and once
+    /// more when a directory inside will not go).
+    fn delete_contents<'b>(
+        &'b mut self,
+        dir: &'b RelPath,
+        rules: &'b FilterRules,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Fatal>> + Send + 'b>> {
+        Box::pin(async move {
+            let list = match self.dest().read_dir(dir).await {
+                Ok(l) => l,
+                Err(e) => {
+                    self.fail(e)?;
+                    return Ok(false);
+                }
+            };
+            let (list, _) = validate_listing(self.dest().side(), dir, list);
+            let mut kids: Vec<(Vec<u8>, Meta)> =
+                list.into_iter().map(|e| (e.name, e.meta)).collect();
+            sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
+            let mut emptied = true;
+            for (name, m) in kids.into_iter().rev() {
+                let path = join(dir, &name);
+                if rules.protected_in_deleted_dir(&path, m.kind == Kind::Dir) {
+                    emptied = false;
+                    continue;
+                }
+                if m.kind == Kind::Dir && !self.delete_contents(&path, rules).await? {
+                    self.notice(not_emptied(&path));
+                    emptied = false;
+                    continue;
+                }
+                emptied &= self.remove_deleted(path, m).await?;
+            }
+            if !emptied {
+                self.notice(not_emptied(dir));
+            }
+            Ok(emptied)
+        })
+    }
+
+    /// Removes one entry `--delete` found (a directory already emptied), within --max-delete;
+    /// false when it stays.
+    async fn remove_deleted(&mut self, path: RelPath, meta: Meta) -> Result<bool, Fatal> {
+        if !self.sh.reserve_deletion() {
+            self.report.deletions_skipped += 1;
+            return Ok(false);
+        }
+        if !self.sh.opts.dry_run {
+            let r = if meta.kind == Kind::Dir {
+                self.dest().remove_dir(&path).await
+            } else {
+                self.remove_or_back_up(&path).await
+            };
+            let backups_beside = self
+                .sh
+                .backup
+                .as_ref()
+                .is_some_and(|b| b.dir.is_none() && b.tree.is_none());
+            if meta.kind == Kind::Dir && backups_beside && r.is_err() {
+                // The backups of its files are still in it, as with rsync.
+                self.report.verbose_infos.push(not_emptied(&path));
+                return Ok(false);
+            }
+            if let Err(e) = r {
+                self.fail(e)?;
+                return Ok(false);
+            }
+            if meta.kind == Kind::File {
+                if let Some(ix) = self.sh.index.clone() {
+                    self.report.warnings.extend(ix.removed(&path));
+                }
+            }
+        }
+        let stats = &mut self.report.stats;
+        stats.deleted_files += 1;
+        match meta.kind {
+            Kind::Dir => stats.deleted_dirs += 1,
+            Kind::Symlink => stats.deleted_symlinks += 1,
+            _ => stats.deleted_regular += 1,
+        }
+        self.item(Item::new(UpdateType::Deleting, meta.kind, path).with_meta(&meta));
+        Ok(true)
     }
 
     pub async fn symlink(
@@ -544,7 +595,7 @@ impl Worker {
             let time_differs = times_kept && mtimes_differ(stored, d.mtime, opts.modify_window);
             transfer = if size_differs {
                 true
-            } else if opts.size_only || !times_kept {
+            } else if opts.size_only || (!times_kept && !opts.ignore_times) {
                 false
             } else if opts.checksum {
                 match self.same_content(&src, &dest_path, d).await? {
@@ -554,6 +605,8 @@ impl Worker {
                     }
                     None => return Ok(()),
                 }
+            } else if opts.ignore_times {
+                true
             } else {
                 time_differs
             };
@@ -754,23 +807,29 @@ impl Worker {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
-        if let Some(d) = &existing {
-            // SFTP cannot tell us whether the two names already share an inode; a file that
-            // passes the quick check is taken as already linked.
-            if d.kind == Kind::File
+        // SFTP cannot tell us whether the two names already share an inode; a file that
+        // passes the quick check is taken as already linked. With -I its first name was sent
+        // again as a new file, so it is linked again, as rsync shows it: not as new.
+        let linked_already = existing.as_ref().is_some_and(|d| {
+            d.kind == Kind::File
                 && d.size == src.size
                 && !mtimes_differ(
                     self.dest().stored_mtime(src.mtime),
                     d.mtime,
                     opts.modify_window,
                 )
-            {
-                return Ok(());
-            }
+        });
+        if linked_already && (!opts.ignore_times || opts.size_only) {
+            return Ok(());
         }
         let mut item =
             Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src);
-        item.created = true;
+        item.created = !linked_already;
+        if let Some(d) = existing.as_ref().filter(|_| linked_already) {
+            // Shown against the file it replaces, as rsync shows it.
+            item.perms = opts.perms && modes_differ(src.mode, d.mode);
+            self.owner_fix(&src, Some(d), &mut SetMeta::default(), &mut item);
+        }
         item.hard_link_to = Some(first.clone());
         if !opts.dry_run {
             if let Some(m) = &existing {
@@ -2023,6 +2082,11 @@ fn parse_umask(status: &str) -> Option<u32> {
 
 /// `.NAME.partial`, the name `--partial` keeps a file under beside it (the name cut to leave
 /// room under a 255-byte limit).
+/// rsync's words for a directory that deleting left in place.
+fn not_emptied(path: &[u8]) -> String {
+    format!("cannot delete non-empty directory: {}", display_path(path))
+}
+
 pub(crate) fn partial_file_name(name: &[u8]) -> Vec<u8> {
     let keep = &name[..name.len().min(200)];
     [&b"."[..], keep, b".partial"].concat()

@@ -34,6 +34,7 @@ mod output;
 mod proftpd;
 mod quirks;
 mod resume;
+mod selection;
 mod verbosity;
 
 fn sftpsync(args: &[&str]) -> Output {
