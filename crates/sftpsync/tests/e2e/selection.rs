@@ -474,9 +474,10 @@ fn prune_empty_dirs_with_named_paths_like_rsync() {
         std::fs::write(&file, list).unwrap();
         let from = format!("--files-from={}", file.display());
         for recursive in [false, true] {
+            // -a alone does not recurse with --files-from; -r does.
             let mut args = vec!["-a", "-m", from.as_str()];
-            if !recursive {
-                args.push("--no-r");
+            if recursive {
+                args.push("-r");
             }
             case(cwd, None, &args, &["src/"], "/", Lines::InOrder, &["-O"]);
         }
@@ -698,9 +699,6 @@ fn missing_files_from_names_like_rsync() {
     ] {
         let mut args = vec!["-a", from.as_str()];
         args.extend_from_slice(extra);
-        if !extra.contains(&"-r") {
-            args.push("--no-r");
-        }
         let lines = if extra.is_empty() || extra == ["--ignore-missing-args"] {
             Lines::InOrder
         } else {
