@@ -842,22 +842,11 @@ fn flist_level(cli: &CliArgs) -> u8 {
     cli.info.get("flist").unwrap_or(default)
 }
 
-/// What rsync says at -v before its file list. Its list is incremental with -r unless an
-/// option needs the whole list first (-m, --delete-before, --delete-after); a whole list is
-/// announced as built only when directories are sent (-r, or -d as --files-from implies), and
-/// nothing is said otherwise.
-fn file_list_header(cli: &CliArgs) -> Option<&'static str> {
-    let whole_list_first = cli.prune_empty_dirs
-        || matches!(
-            cli.delete_when,
-            Some(DeleteTiming::Before | DeleteTiming::After)
-        );
-    let pull = cli.direction() == args::Direction::Pull;
-    match (
-        cli.recursive && !whole_list_first,
-        cli.recursive || cli.dirs,
-        pull,
-    ) {
+/// What rsync says at -v before its file list: that it sends or receives an incremental
+/// one, or that it built the whole list first; nothing when no directories are sent
+/// (neither -r nor -d, which --files-from implies).
+fn file_list_header(opts: &SyncOptions, pull: bool) -> Option<&'static str> {
+    match (opts.incremental_list(), opts.recursive || opts.dirs, pull) {
         (true, _, true) => Some("receiving incremental file list"),
         (true, _, false) => Some("sending incremental file list"),
         (false, true, true) => Some("receiving file list ... done"),
@@ -1319,7 +1308,8 @@ async fn attempt(
     }
     if flist_level(cli) > 0 && !*announced {
         *announced = true;
-        if let Some(header) = file_list_header(cli) {
+        let pull = cli.direction() == args::Direction::Pull;
+        if let Some(header) = file_list_header(opts, pull) {
             reporter.say(header);
         }
         if cli.verbose > 1 && !cli.quiet {

@@ -110,3 +110,14 @@ pub struct SyncOptions {
     pub modify_window: i64,
     pub filters: FilterRules,
 }
+
+impl SyncOptions {
+    /// Whether rsync would build its file list incrementally as it walks (its default with
+    /// -r), rather than whole before anything is transferred (-m, --delete-before and
+    /// --delete-after need the whole list). Some of rsync's behaviour and output differs.
+    pub fn incremental_list(&self) -> bool {
+        let whole_first = self.prune_empty_dirs
+            || (self.delete && matches!(self.delete_when, DeleteWhen::Before | DeleteWhen::After));
+        self.recursive && !whole_first
+    }
+}

@@ -856,7 +856,13 @@ impl<'a> Run<'a> {
                     Ok(Some(meta)) => {
                         // Named sources are filtered like every other name, as in rsync.
                         let is_dir = meta.kind == Kind::Dir;
-                        if !self
+                        if is_dir && !self.opts().recursive {
+                            // Said while the sources are read, in their order, as rsync does.
+                            if !self.scan_only {
+                                self.reporter
+                                    .info(&format!("skipping directory {}", display_path(name)));
+                            }
+                        } else if !self
                             .filters_at(&Vec::new())
                             .excluded_on_sender(name, is_dir)
                         {
@@ -1251,7 +1257,7 @@ impl<'a> Run<'a> {
                 let mut w = self.worker();
                 let r = w.vanished(&path);
                 self.absorb(None, w.finish(r))?;
-                if self.incremental_list() {
+                if self.opts().incremental_list() {
                     // rsync's incremental list then drops the names below it.
                     return Ok(());
                 }
@@ -1377,7 +1383,10 @@ impl<'a> Run<'a> {
         nodes: &'p BTreeMap<Vec<u8>, Planned>,
         out: &mut Vec<Listed<'p>>,
     ) {
-        let opts = self.opts().clone();
+        let (recursive, dirs, missing_args) = {
+            let o = self.opts();
+            (o.recursive, o.dirs, o.missing_args)
+        };
         for (name, node) in nodes {
             let path = join(dir, name);
             let entry = match self.top_entry_meta(node.source, &path).await {
@@ -1385,11 +1394,8 @@ impl<'a> Run<'a> {
                     let is_dir = m.kind == Kind::Dir;
                     let excluded =
                         node.explicit && self.filters_at(dir).excluded_on_sender(&path, is_dir);
-                    let skipped = is_dir
-                        && node.explicit
-                        && !opts.recursive
-                        && !opts.dirs
-                        && node.children.is_empty();
+                    let skipped =
+                        is_dir && node.explicit && !recursive && !dirs && node.children.is_empty();
                     if excluded || skipped {
                         continue;
                     }
@@ -1397,11 +1403,11 @@ impl<'a> Run<'a> {
                         name: name.clone(),
                         is_dir,
                         node: Some(node),
-                        walked: is_dir && node.explicit && opts.recursive,
+                        walked: is_dir && node.explicit && recursive,
                         source: node.source,
                     }
                 }
-                Ok(None) if opts.missing_args == MissingArgs::Delete => Listed {
+                Ok(None) if missing_args == MissingArgs::Delete => Listed {
                     name: name.clone(),
                     is_dir: false,
                     node: None,
@@ -1440,15 +1446,6 @@ impl<'a> Run<'a> {
                 (e.name, is_dir)
             })
             .collect()
-    }
-
-    /// Whether rsync would build its file list incrementally: with -r, unless an option needs
-    /// the whole list first.
-    fn incremental_list(&self) -> bool {
-        let opts = self.opts();
-        let whole_first = opts.prune_empty_dirs
-            || (opts.delete && matches!(opts.delete_when, DeleteWhen::Before | DeleteWhen::After));
-        opts.recursive && !whole_first
     }
 
     /// `-m`'s view of one source.
@@ -1739,7 +1736,8 @@ impl<'a> Run<'a> {
     ) -> Step<'_> {
         Box::pin(async move {
             sort_rsync(&mut children);
-            if self.opts().prune_empty_dirs {
+            // Without -r the subdirectories are only named as skipped, pruned or not.
+            if self.opts().prune_empty_dirs && self.opts().recursive {
                 self.prune_children(&dir, &mut children).await?;
             }
             let when = self.opts().delete_when;

@@ -436,6 +436,8 @@ fn prune_empty_dirs_like_rsync() {
             Lines::AnyOrder,
         ),
         (&["-a", "-m", "--no-m", "--exclude=*.o"], Lines::InOrder),
+        // Without -r directories are only named as skipped.
+        (&["-t", "-m"], Lines::InOrder),
     ] {
         // Without -t both sides stamp files with the time of the run: compare contents.
         let compare: &[&str] = if args.contains(&"-a") {
