@@ -1139,7 +1139,11 @@ impl<'a> Run<'a> {
                     return Ok(());
                 }
             }
-            None if self.opts().existing || self.scan_only => return Ok(()),
+            None if self.scan_only => return Ok(()),
+            None if self.opts().existing => {
+                self.not_creating_dir(&path);
+                return Ok(());
+            }
             None => {}
         }
         let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
@@ -1446,6 +1450,14 @@ impl<'a> Run<'a> {
                 (e.name, is_dir)
             })
             .collect()
+    }
+
+    /// `--existing` passes over a directory the receiver lacks, and what is in it.
+    fn not_creating_dir(&self, path: &[u8]) {
+        self.reporter.skipped(&format!(
+            "not creating new directory \"{}\"",
+            display_path(path)
+        ));
     }
 
     /// `-m`'s view of one source.
@@ -1809,6 +1821,9 @@ impl<'a> Run<'a> {
                     }
                     None => {
                         if self.opts().existing {
+                            if !self.scan_only {
+                                self.not_creating_dir(&path);
+                            }
                             continue;
                         }
                     }

@@ -125,3 +125,44 @@ fn named_sources_leave_the_top_level_extras_alone() {
         assert_eq!(names_in(&ours.join("a")), ["f"], "{sources:?}");
     }
 }
+
+/// What the filters protect inside a directory that --delete removes stays, with the
+/// directories that hold it and rsync's notes about them, in rsync's places.
+#[test]
+fn deleting_a_directory_keeps_what_filters_protect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_at(&src.join("kept"), b"k", 1_000_000_000);
+    let (ours, theirs) = (tmp.path().join("ours"), tmp.path().join("theirs"));
+    for d in [&ours, &theirs] {
+        std::fs::create_dir_all(d.join("extra/deeper")).unwrap();
+        std::fs::create_dir_all(d.join("gone/empty")).unwrap();
+        write_at(&d.join("kept"), b"k", 1_000_000_000);
+        for f in [
+            "extra/x",
+            "extra/keep.o",
+            "extra/deeper/y.o",
+            "extra/deeper/z",
+            "gone/w",
+        ] {
+            write_at(&d.join(f), b"x", 1_000_000_000);
+        }
+    }
+    let flags = ["-ri", "--delete", "--exclude=*.o"];
+    let want = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&src))
+        .arg(slash(&theirs))
+        .output()
+        .unwrap();
+    let got = ok(&pipe_push(&flags, &src, &ours));
+    assert_eq!(got, String::from_utf8_lossy(&want.stdout));
+    assert!(
+        got.contains("cannot delete non-empty directory: extra\n"),
+        "{got}"
+    );
+    assert_eq!(names_in(&ours), ["extra", "kept"]);
+    assert_eq!(names_in(&ours.join("extra")), ["deeper", "keep.o"]);
+    assert_eq!(names_in(&ours.join("extra/deeper")), ["y.o"]);
+}
