@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::backup::Backup;
@@ -24,7 +24,6 @@ use crate::task::{
 };
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
-use futures::StreamExt;
 
 /// What a source argument contributes to the top of the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -347,6 +347,36 @@ fn size_limits_pass_over_files_like_rsync() {
 }
 
 #[test]
+fn size_limits_pull_like_rsync() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, remote_local) = server.fresh_remote_dir("sizes-pull");
+    build(
+        &remote_local,
+        &[],
+        &[
+            ("empty", 0),
+            ("k", 1024),
+            ("k+1", 1025),
+            ("d/big", 3000),
+            ("d/small", 9),
+        ],
+    );
+    chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
+    let limits = ["--max-size=1k", "--min-size=1"];
+    let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::create_dir(&ours).unwrap();
+    let want = rsync_itemize(&remote_local, &theirs, &limits);
+    let mut args = vec!["-ai"];
+    args.extend(limits);
+    let got = ok(&pull(server, &args, &remote, &ours));
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    assert_eq!(listing(&ours), ["d/", "d/small", "k"]);
+    assert_trees_match_with(&theirs, &ours, &[]);
+}
+
+#[test]
 fn bad_sizes_are_usage_errors() {
     let tmp = tempfile::tempdir().unwrap();
     for (arg, message) in [
@@ -740,8 +770,10 @@ fn missing_args_pull_like_rsync() {
     chown_tree(&remote_local, server.uid(), server.gid()).unwrap();
     let ssh = server.ssh_command();
     for args in [
-        &["-a", "--ignore-missing-args"][..],
+        &["-a"][..],
+        &["-a", "--ignore-missing-args"],
         &["-a", "--delete-missing-args"],
+        &["-a", "--delete-missing-args", "--delete"],
     ] {
         let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
         for d in [&theirs, &ours] {
