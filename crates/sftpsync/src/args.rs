@@ -1789,7 +1789,7 @@ Filters (in command-line order, the first matching rule wins):
 Delta and resume:
  -W, --whole-file           always send whole files
      --no-whole-file        allow sending only the changed parts (--no-W)
-     --link-dest=DIR        hard-link unchanged files from DIR on the server
+     --link-dest=DIR        hard-link unchanged files from DIR
                             (relative to DEST; push only; may repeat)
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)

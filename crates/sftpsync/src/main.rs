@@ -9,6 +9,7 @@ mod doctor;
 mod format;
 mod hints;
 mod json;
+mod local_links;
 mod manual;
 mod output;
 mod remap;
@@ -633,6 +634,24 @@ fn local_root(dir: &[u8]) -> PathBuf {
     }
 }
 
+/// `--link-dest` for a local destination: a tree rooted where the destination and the
+/// directories meet, so the links are made within it.
+fn local_link_dirs(cli: &CliArgs, dest_dir: &[u8]) -> anyhow::Result<Arc<sync_engine::LinkDest>> {
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let dirs: Vec<&std::path::Path> = cli
+        .link_dest
+        .iter()
+        .map(|d| std::path::Path::new(std::ffi::OsStr::from_bytes(d)))
+        .collect();
+    let dest = local_root(dest_dir);
+    let found =
+        local_links::resolve(&cwd, &dest, &dirs).with_context(|| format!("{}", dest.display()))?;
+    let tree = Arc::new(LocalTree::new(found.root));
+    Ok(Arc::new(sync_engine::LinkDest::new(
+        tree, found.dest, found.dirs,
+    )))
+}
+
 fn location_path(loc: &Location) -> Vec<u8> {
     match loc {
         Location::Local(p) => p.as_os_str().as_bytes().to_vec(),
@@ -920,12 +939,6 @@ async fn run_attempts(
             return exit::SYNTAX;
         }
     };
-    if !cli.link_dest.is_empty() && !dest_loc.is_remote() {
-        reporter.error_line(
-            "--link-dest is only supported on a push (the links are made by the server) yet",
-        );
-        return exit::SYNTAX;
-    }
     if cli.relative && cli.files_from.is_none() {
         for loc in &cli.sources {
             if let Err(e) = split_relative(&location_path(loc)) {
@@ -1303,6 +1316,16 @@ async fn attempt(
         ))),
         _ => None,
     };
+    let local_link_dest = match (&cli.link_dest[..], dest_loc) {
+        ([_, ..], Location::Local(_)) => match local_link_dirs(cli, &dest_dir) {
+            Ok(dirs) => Some(dirs),
+            Err(e) => {
+                reporter.error_line(&format!("--link-dest: {e:#}"));
+                return Attempt::Finished(exit::FILE_IO);
+            }
+        },
+        _ => None,
+    };
     let job = SyncJob {
         sources,
         dest: dest_tree.clone(),
@@ -1318,7 +1341,11 @@ async fn attempt(
             .map(|dir| make_tree_following(dest_loc, dir, false)),
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
-        link_dest: (!cli.link_dest.is_empty()).then(|| {
+        link_dest: if cli.link_dest.is_empty() {
+            None
+        } else if let Some(local) = local_link_dest {
+            Some(local)
+        } else {
             let mut dest = dest_dir.clone();
             while dest.len() > 1 && dest.ends_with(b"/") {
                 dest.pop();
@@ -1336,8 +1363,8 @@ async fn attempt(
                 .collect();
             // Rooted where the paths start, so one tree reaches both ends of each link.
             let tree = make_tree_following(dest_loc, b"", false);
-            Arc::new(sync_engine::LinkDest::new(tree, dest, dirs))
-        }),
+            Some(Arc::new(sync_engine::LinkDest::new(tree, dest, dirs)))
+        },
         backup: cli.backup.then(|| {
             let suffix = backup_suffix(cli);
             let own_tree = match (&cli.backup_dir, backup_in_tree(cli)) {

@@ -27,10 +27,23 @@ pub struct LinkDest {
 pub(crate) enum Linked {
     /// The destination name is now a link to an identical file.
     Done,
-    /// No identical file (or none could be linked): send it.
-    No,
+    /// No identical file (or none could be linked): send it. rsync itemizes the file
+    /// against the best one found, as though it had been there, and copies it where the
+    /// quick check passes.
+    No(Option<Basis>),
     /// The tree cannot make hard links; the warning to give, once.
     Unsupported(String),
+}
+
+/// A file in a link-dest directory that is not identical to the source's, but the one rsync
+/// compares the new file with.
+pub(crate) struct Basis {
+    pub meta: Meta,
+    /// Its path in the link-dest tree.
+    pub path: RelPath,
+    /// Same size and mtime as the source: a copy of it is the new file, given the
+    /// attributes.
+    pub quick_match: bool,
 }
 
 impl LinkDest {
@@ -60,6 +73,113 @@ impl LinkDest {
             && !(opts.group && chown && src.gid.is_some() && found.gid != src.gid)
     }
 
+    /// A name beside `dest_path` to make its new version under, in the link-dest tree.
+    fn temp_name(&self, dest_path: &RelPath, what: &str) -> RelPath {
+        let n = self.temps.fetch_add(1, Ordering::Relaxed);
+        let mut name = b".".to_vec();
+        name.extend_from_slice(&file_name(dest_path)[..file_name(dest_path).len().min(200)]);
+        name.extend_from_slice(format!(".{what}{n}").as_bytes());
+        join(&self.dest, &join(parent(dest_path), &name))
+    }
+
+    /// A new symlink at `dest_path` (nothing there yet) is made a hard link to an identical
+    /// one in the link-dest directories, as rsync does where links can be hard-linked.
+    /// Whether that was done; any failure leaves the symlink to be made as usual.
+    pub(crate) async fn link_symlink(
+        &self,
+        opts: &SyncOptions,
+        dest_path: &RelPath,
+        target: &[u8],
+    ) -> Result<bool, crate::tree::TreeError> {
+        if self.disabled.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        for dir in &self.dirs {
+            let candidate = join(dir, dest_path);
+            let found = match self.tree.lstat(&candidate).await {
+                Ok(Some(m)) if m.kind == Kind::Symlink => m,
+                Err(e) if e.kind == ErrorKind::Connection => return Err(e),
+                _ => continue,
+            };
+            match self.tree.read_link(&candidate, Some(found.size)).await {
+                Ok(t) if t == target => {}
+                Err(e) if e.kind == ErrorKind::Connection => return Err(e),
+                _ => continue,
+            }
+            if opts.dry_run {
+                return Ok(true);
+            }
+            let made = self
+                .tree
+                .hard_link(&candidate, &join(&self.dest, dest_path))
+                .await;
+            return match made {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind == ErrorKind::Connection => Err(e),
+                Err(_) => Ok(false),
+            };
+        }
+        Ok(false)
+    }
+
+    /// Makes `dest_path` a copy of `basis`, copied where both are (no bytes cross the
+    /// wire), with the attributes of `meta`: rsync's local copy of a link-dest file that
+    /// passes the quick check but differs in its attributes. `Ok(false)` where the tree
+    /// cannot copy so; the file is then sent.
+    pub(crate) async fn copy_basis(
+        &self,
+        basis: &Basis,
+        dest_path: &RelPath,
+        meta: &crate::tree::SetMeta,
+    ) -> Result<bool, crate::tree::TreeError> {
+        if !self.tree.copies_ranges() {
+            return Ok(false);
+        }
+        let temp = self.temp_name(dest_path, "copy");
+        let mut writer = self
+            .tree
+            .create_file_based_on(&temp, 0o600, &basis.path)
+            .await?;
+        let copied = match writer.copy_from_base(0, basis.meta.size).await {
+            Ok(()) => writer.finish(meta).await,
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        let placed = match copied {
+            Ok(()) => {
+                self.tree
+                    .rename_replace(&temp, &join(&self.dest, dest_path))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = placed {
+            let _ = self.tree.remove_file(&temp).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// The first directory at `dest_path` in the link-dest directories: rsync itemizes a
+    /// new directory against it, as though it had been there.
+    pub(crate) async fn find_dir(&self, dest_path: &RelPath) -> Option<Meta> {
+        for dir in &self.dirs {
+            let candidate = if dest_path.is_empty() {
+                dir.clone()
+            } else {
+                join(dir, dest_path)
+            };
+            if let Ok(Some(m)) = self.tree.lstat(&candidate).await {
+                if m.kind == Kind::Dir {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+
     /// Links `dest_path` to the first identical file found. An existing destination file is
     /// replaced atomically: the link is made under a temp name and renamed over it.
     pub(crate) async fn link(
@@ -71,8 +191,11 @@ impl LinkDest {
         replacing: bool,
     ) -> Result<Linked, crate::tree::TreeError> {
         if self.disabled.load(Ordering::Relaxed) || opts.checksum {
-            return Ok(Linked::No);
+            return Ok(Linked::No(None));
         }
+        // rsync's preference among the files that are not identical: one that passes the
+        // quick check, else any regular file; the first of each kind.
+        let mut basis: Option<Basis> = None;
         for dir in &self.dirs {
             let candidate = join(dir, dest_path);
             let found = match self.tree.lstat(&candidate).await {
@@ -82,6 +205,21 @@ impl LinkDest {
                 Err(_) => continue,
             };
             if !self.same(opts, dest, src, &found) {
+                if found.kind == Kind::File {
+                    let quick = found.size == src.size
+                        && !mtimes_differ(
+                            dest.stored_mtime(src.mtime),
+                            found.mtime,
+                            opts.modify_window,
+                        );
+                    if basis.as_ref().is_none_or(|b| quick && !b.quick_match) {
+                        basis = Some(Basis {
+                            meta: found,
+                            path: candidate,
+                            quick_match: quick,
+                        });
+                    }
+                }
                 continue;
             }
             if opts.dry_run {
@@ -89,13 +227,7 @@ impl LinkDest {
             }
             let target = join(&self.dest, dest_path);
             let made = if replacing {
-                let n = self.temps.fetch_add(1, Ordering::Relaxed);
-                let mut name = b".".to_vec();
-                name.extend_from_slice(
-                    &file_name(dest_path)[..file_name(dest_path).len().min(200)],
-                );
-                name.extend_from_slice(format!(".link{n}").as_bytes());
-                let temp = join(&self.dest, &join(parent(dest_path), &name));
+                let temp = self.temp_name(dest_path, "link");
                 match self.tree.hard_link(&candidate, &temp).await {
                     Ok(()) => match self.tree.rename_replace(&temp, &target).await {
                         Ok(()) => Ok(()),
@@ -114,7 +246,7 @@ impl LinkDest {
                 Err(e) if e.kind == ErrorKind::Connection => Err(e),
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     if self.disabled.swap(true, Ordering::Relaxed) {
-                        Ok(Linked::No)
+                        Ok(Linked::No(None))
                     } else {
                         Ok(Linked::Unsupported(format!(
                             "--link-dest: hard links cannot be made on {} ({}); files are sent \
@@ -125,9 +257,9 @@ impl LinkDest {
                     }
                 }
                 // Another file system, or a name in the way: sending still works.
-                Err(_) => Ok(Linked::No),
+                Err(_) => Ok(Linked::No(None)),
             };
         }
-        Ok(Linked::No)
+        Ok(Linked::No(basis))
     }
 }

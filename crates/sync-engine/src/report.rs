@@ -39,6 +39,10 @@ pub struct Item {
     pub link_target: Option<Vec<u8>>,
     /// For hard links: the path linked to.
     pub hard_link_to: Option<RelPath>,
+    /// Made from its twin in a `--link-dest` directory and unchanged from it: a file or
+    /// symlink hard-linked (`h`), a directory created (`c`), where an unchanged entry shows
+    /// `.`.
+    pub from_link_dest: bool,
     /// Bytes of file content moved for this item.
     pub transferred: u64,
     /// Bytes of the file found on the receiver instead of being moved (a delta's matches).
@@ -66,6 +70,7 @@ impl Item {
             group: false,
             link_target: None,
             hard_link_to: None,
+            from_link_dest: false,
             transferred: 0,
             matched: 0,
             meta: None,
@@ -102,6 +107,8 @@ impl Item {
             UpdateType::Received => '>',
             UpdateType::LocalChange => 'c',
             UpdateType::HardLink => 'h',
+            UpdateType::NoUpdate if self.from_link_dest && self.kind == Kind::Dir => 'c',
+            UpdateType::NoUpdate if self.from_link_dest => 'h',
             UpdateType::NoUpdate | UpdateType::Deleting => '.',
         };
         let x = match self.kind {

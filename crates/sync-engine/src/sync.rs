@@ -1423,7 +1423,21 @@ impl<'a> Run<'a> {
         let w = self.worker();
         let mut gate = Gate::open();
         if existing.is_none() || already_created {
-            item.created = true;
+            let link_basis = match &self.job.link_dest {
+                Some(ld) => ld.find_dir(path).await,
+                None => None,
+            };
+            if let Some(b) = &link_basis {
+                item.update = UpdateType::NoUpdate;
+                item.from_link_dest = true;
+                let stored = self.dest().stored_mtime(src.mtime);
+                item.time = opts.times && mtimes_differ(stored, b.mtime, opts.modify_window);
+                item.perms = opts.perms && modes_differ(src.mode, b.mode);
+            } else {
+                item.created = true;
+                self.outcome.stats.created_dirs += 1;
+                self.outcome.stats.created_files += 1;
+            }
             if !opts.dry_run && !already_created {
                 // Owner needs write access while we fill it; final bits are set afterwards.
                 let (done, new_gate) = Gate::pending();
@@ -1436,8 +1450,6 @@ impl<'a> Run<'a> {
                 })
                 .await?;
             }
-            self.outcome.stats.created_dirs += 1;
-            self.outcome.stats.created_files += 1;
             fix.mode = Some(final_mode);
             if opts.times {
                 fix.mtime = Some(src.mtime);
@@ -1471,7 +1483,9 @@ impl<'a> Run<'a> {
             self.dir_fixes.push(DirFix {
                 path: path.clone(),
                 meta: fix,
-                differs: item.is_change(),
+                // A directory new here but like its link-dest twin shows no change, yet
+                // still needs its attributes.
+                differs: item.is_change() || item.from_link_dest,
                 made: gate.clone(),
             });
         }
@@ -1712,7 +1726,8 @@ impl<'a> Run<'a> {
             if !gate.passable().await {
                 return w.report;
             }
-            if let (Some(ld), Kind::File) = (link_dest, src.meta.kind) {
+            let mut basis = None;
+            if let (Some(ld), Kind::File) = (&link_dest, src.meta.kind) {
                 let replacing = existing.is_some();
                 match ld
                     .link(&sh.opts, &*sh.dest, &src.meta, &dest_path, replacing)
@@ -1720,20 +1735,26 @@ impl<'a> Run<'a> {
                 {
                     Ok(Linked::Done) => {
                         // rsync shows these only with -ii, as unchanged.
-                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
+                        let mut item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
                             .with_meta(&src.meta);
+                        item.from_link_dest = true;
                         w.report.items.push(item);
                         return w.report;
                     }
-                    Ok(Linked::No) => {}
+                    Ok(Linked::No(found)) => {
+                        basis = found
+                            .filter(|_| existing.is_none())
+                            .map(|b| (ld.clone(), b))
+                    }
                     Ok(Linked::Unsupported(warning)) => w.report.warnings.push(warning),
                     Err(e) => return w.finish(Err(Fatal(e))),
                 }
             }
             let r = if src.meta.kind == Kind::Symlink {
-                w.symlink(src, dest_path, existing).await
+                let link_dest = link_dest.filter(|_| existing.is_none());
+                w.symlink(src, dest_path, existing, link_dest).await
             } else {
-                w.file(src, dest_path, existing).await
+                w.file(src, dest_path, existing, basis).await
             };
             w.finish(r)
         })

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::backup::Backup;
 use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
+use crate::link_dest::{Basis, LinkDest};
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
@@ -438,6 +439,7 @@ impl Worker {
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
+        link_dest: Option<Arc<LinkDest>>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
         let target = match src.tree.read_link(&src.path, Some(src.meta.size)).await {
@@ -456,6 +458,18 @@ impl Worker {
         let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone())
             .with_meta(&src.meta);
         item.link_target = Some(target.clone());
+        if let Some(ld) = link_dest.filter(|_| !opts.existing) {
+            match ld.link_symlink(opts, &dest_path, &target).await {
+                Ok(true) => {
+                    item.update = UpdateType::NoUpdate;
+                    item.from_link_dest = true;
+                    self.item(item);
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return self.fail(e),
+            }
+        }
         let mut create = true;
         match &existing {
             None => {
@@ -525,11 +539,14 @@ impl Worker {
     }
 
     /// A regular file that the walker decided to look at (skip rules and -H already applied).
+    /// `link_basis`: where the destination has no file, the one a `--link-dest` directory
+    /// holds, which rsync itemizes the new file against.
     pub async fn file(
         &mut self,
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
+        link_basis: Option<(Arc<LinkDest>, Basis)>,
     ) -> Result<(), Fatal> {
         let sh = self.sh.clone();
         let opts = &sh.opts;
@@ -566,6 +583,15 @@ impl Worker {
             if opts.perms && modes_differ(src.meta.mode, d.mode) {
                 item.perms = true;
             }
+        } else if let Some((_, Basis { meta: b, .. })) = &link_basis {
+            item.size = b.size != src.meta.size;
+            let stored = self.dest().stored_mtime(src.meta.mtime);
+            if opts.times {
+                item.time = mtimes_differ(stored, b.mtime, opts.modify_window);
+            } else {
+                item.time_now = true;
+            }
+            item.perms = opts.perms && modes_differ(src.meta.mode, b.mode);
         } else {
             item.created = true;
         }
@@ -617,6 +643,25 @@ impl Worker {
             return Ok(());
         }
 
+        if let Some((ld, basis)) = link_basis.as_ref().filter(|(_, b)| b.quick_match) {
+            // rsync copies such a file where it is rather than send it.
+            let copied = if opts.dry_run {
+                Ok(true)
+            } else {
+                ld.copy_basis(basis, &dest_path, &meta).await
+            };
+            match copied {
+                Ok(true) => {
+                    item.update = UpdateType::LocalChange;
+                    self.item(item);
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) if e.kind == ErrorKind::Connection => return self.fail(e),
+                // Another file system, or a server that would not: sending still works.
+                Err(_) => {}
+            }
+        }
         if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::File) {
             item.created = true;
             let m = m.clone();

@@ -614,11 +614,12 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
             std::fs::write(d.join(f), b"in the way").unwrap();
         }
     }
-    chown_tree(&base.join("new"), server.uid(), server.gid()).unwrap();
+    for d in [&base.join("new"), &oracle.join("new")] {
+        chown_tree(d, server.uid(), server.gid()).unwrap();
+    }
 
-    let flags = ["-a", "--link-dest=../prev"];
+    let flags = ["-ai", "--link-dest=../prev"];
     let out = ok(&push(server, &flags, &src, &format!("{remote}/new")));
-    assert!(!out.contains("error"), "{out}");
     let rsync = Command::new("rsync")
         .args(flags)
         .arg(slash(&src))
@@ -626,6 +627,10 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
         .output()
         .unwrap();
     assert!(rsync.status.success(), "{rsync:?}");
+    assert_eq!(
+        sorted_items(&out),
+        sorted_items(&String::from_utf8_lossy(&rsync.stdout))
+    );
     assert_trees_match(&src, &base.join("new"));
     let ours = link_counts(&base.join("new"));
     assert_eq!(ours, link_counts(&oracle.join("new")));
@@ -652,6 +657,76 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
     let third = link_counts(&base.join("third"));
     let linked = |c: &[(PathBuf, u64)]| c.iter().filter(|(_, n)| *n > 1).count();
     assert_eq!(linked(&third), linked(&ours), "{third:?}");
+}
+
+/// The `-i` lines of an output, `<` turned into rsync's local `>`, sorted: the walk's tasks
+/// may finish in another order than rsync's single receiver.
+fn sorted_items(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("created directory"))
+        .map(|l| l.replacen("<f", ">f", 1))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A backup pulled from the server next to yesterday's: unchanged files are hard links into
+/// it, as rsync makes them, and `-i` describes each entry against its twin there.
+#[test]
+fn link_dest_on_a_pull_links_unchanged_files_locally_as_rsync_does() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, served) = server.fresh_remote_dir("link-dest-pull");
+    owned_tree(server, &served, 78, 40);
+    let (backups, oracle) = (tmp.path().join("backups"), tmp.path().join("oracle"));
+    std::fs::create_dir(&backups).unwrap();
+    ok(&pull(server, &["-a"], &remote, &backups.join("prev")));
+    copy_tree(&backups.join("prev"), &oracle.join("prev"));
+    mutate_tree(&served, 6);
+    write_at(&served.join("brand-new"), b"new", 1_600_000_000);
+    chown_tree(&served, server.uid(), server.gid()).unwrap();
+
+    let flags = ["-ai", "--link-dest=../prev"];
+    let ours = ok(&pull(server, &flags, &remote, &backups.join("new")));
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&served))
+        .arg(slash(&oracle.join("new")))
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    assert_eq!(
+        sorted_items(&ours),
+        sorted_items(&String::from_utf8_lossy(&rsync.stdout))
+    );
+    assert_trees_match(&served, &backups.join("new"));
+    let counts = link_counts(&backups.join("new"));
+    assert_eq!(counts, link_counts(&oracle.join("new")));
+    assert!(
+        counts.iter().any(|(_, n)| *n == 2),
+        "nothing linked: {counts:?}"
+    );
+    assert!(
+        counts.iter().any(|(_, n)| *n == 1),
+        "all linked: {counts:?}"
+    );
+
+    // An absolute link-dest reached through a symlink, after one that does not exist.
+    let alias = tmp.path().join("alias");
+    std::os::unix::fs::symlink(&backups, &alias).unwrap();
+    let abs = format!("--link-dest={}", alias.join("prev").display());
+    let third = backups.join("third");
+    ok(&pull(
+        server,
+        &["-a", "--link-dest=../none", &abs],
+        &remote,
+        &third,
+    ));
+    let linked = |c: Vec<(PathBuf, u64)>| -> Vec<(PathBuf, bool)> {
+        c.into_iter().map(|(p, n)| (p, n > 1)).collect()
+    };
+    assert_eq!(linked(link_counts(&third)), linked(counts));
 }
 
 /// A tree with per-directory filter files (`.rsync-filter`, `.cvsignore`) at two levels, and
