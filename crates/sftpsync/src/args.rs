@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+use sync_engine::AltDest;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +117,10 @@ pub struct CliArgs {
     pub files_from: Option<Vec<u8>>,
     /// `-C`: rsync's CVS-style excludes, after every other filter rule.
     pub cvs_exclude: bool,
-    /// Every `--link-dest=DIR`, in order (at most 20, as rsync).
+    /// Every `--link-dest=DIR` (or `--copy-dest`, `--compare-dest`: `alt_dest` says which),
+    /// in order (at most 20, as rsync).
     pub link_dest: Vec<Vec<u8>>,
+    pub alt_dest: sync_engine::AltDest,
     /// `--backup` (also implied by `--backup-dir`).
     pub backup: bool,
     /// `--backup-dir=DIR`, as given.
@@ -216,6 +219,7 @@ impl Default for CliArgs {
             files_from: None,
             cvs_exclude: false,
             link_dest: Vec::new(),
+            alt_dest: sync_engine::AltDest::Link,
             backup: false,
             backup_dir: None,
             suffix: None,
@@ -721,6 +725,47 @@ const fn short_flag(short: u8, f: FlagFn) -> Spec {
     }
 }
 
+fn alt_dest_option(kind: AltDest) -> &'static str {
+    match kind {
+        AltDest::Link => "--link-dest",
+        AltDest::Copy => "--copy-dest",
+        AltDest::Compare => "--compare-dest",
+    }
+}
+
+/// One `--link-dest`, `--copy-dest` or `--compare-dest`: they share rsync's limit of 20 and
+/// cannot be mixed.
+fn alt_dest(s: &mut State, name: &str, v: OsString, kind: AltDest) -> Result<(), ArgsError> {
+    if v.is_empty() {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!("option {name} needs a directory"),
+        ));
+    }
+    if !s.args.link_dest.is_empty() && s.args.alt_dest != kind {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "ERROR: the {} option conflicts with the {} option",
+                alt_dest_option(kind),
+                alt_dest_option(s.args.alt_dest)
+            ),
+        ));
+    }
+    if s.args.link_dest.len() == 20 {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "ERROR: at most 20 {} args may be specified",
+                alt_dest_option(kind)
+            ),
+        ));
+    }
+    s.args.alt_dest = kind;
+    s.args.link_dest.push(v.into_vec());
+    Ok(())
+}
+
 const fn value(long: &'static str, short: Option<u8>, f: ValueFn) -> Spec {
     Spec {
         long: Some(long),
@@ -1008,20 +1053,13 @@ static OPTIONS: &[Spec] = &[
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
     value("link-dest", None, |s, name, v| {
-        if v.is_empty() {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadValue,
-                format!("option {name} needs a directory"),
-            ));
-        }
-        if s.args.link_dest.len() == 20 {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadValue,
-                "ERROR: at most 20 --link-dest args may be specified",
-            ));
-        }
-        s.args.link_dest.push(v.into_vec());
-        Ok(())
+        alt_dest(s, name, v, AltDest::Link)
+    }),
+    value("copy-dest", None, |s, name, v| {
+        alt_dest(s, name, v, AltDest::Copy)
+    }),
+    value("compare-dest", None, |s, name, v| {
+        alt_dest(s, name, v, AltDest::Compare)
     }),
     flag("backup", Some(b'b'), |s| s.args.backup = true),
     flag("no-backup", None, |s| s.args.backup = false),
@@ -1219,8 +1257,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("cc", None),
     ("checksum-seed", None),
     ("block-size", Some(b'B')),
-    ("compare-dest", None),
-    ("copy-dest", None),
     ("fuzzy", Some(b'y')),
     ("old-compress", None),
     ("new-compress", None),
@@ -1789,8 +1825,10 @@ Filters (in command-line order, the first matching rule wins):
 Delta and resume:
  -W, --whole-file           always send whole files
      --no-whole-file        allow sending only the changed parts (--no-W)
+     --compare-dest=DIR     leave out files that DIR holds unchanged
+     --copy-dest=DIR        copy unchanged files from DIR, where they are
      --link-dest=DIR        hard-link unchanged files from DIR
-                            (relative to DEST; push only; may repeat)
+                            (DIR relative to DEST; each may repeat)
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -2319,8 +2357,8 @@ mod tests {
                 "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
-                "--copy-dest",
-                "option --copy-dest is not supported by sftpsync yet",
+                "--preallocate",
+                "option --preallocate is not supported by sftpsync yet",
             ),
             ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
             (
@@ -2498,6 +2536,21 @@ mod tests {
         assert_eq!(err(&args).kind(), ArgsErrorKind::BadValue);
         args.remove(0);
         assert_eq!(run(&args).link_dest.len(), 20);
+    }
+
+    #[test]
+    fn copy_and_compare_dest_are_kinds_of_link_dest_that_do_not_mix() {
+        let a = run(&["--copy-dest=../a", "--copy-dest=b", "x", "h:y"]);
+        assert_eq!((a.alt_dest, a.link_dest.len()), (AltDest::Copy, 2));
+        assert_eq!(
+            run(&["--compare-dest=a", "x", "h:y"]).alt_dest,
+            AltDest::Compare
+        );
+        let mixed = err(&["--link-dest=a", "--compare-dest=b", "x", "h:y"]);
+        assert_eq!(mixed.kind(), ArgsErrorKind::BadValue);
+        assert!(mixed
+            .to_string()
+            .contains("--compare-dest option conflicts with the --link-dest"));
     }
 
     #[test]

@@ -648,7 +648,10 @@ fn local_link_dirs(cli: &CliArgs, dest_dir: &[u8]) -> anyhow::Result<Arc<sync_en
         local_links::resolve(&cwd, &dest, &dirs).with_context(|| format!("{}", dest.display()))?;
     let tree = Arc::new(LocalTree::new(found.root));
     Ok(Arc::new(sync_engine::LinkDest::new(
-        tree, found.dest, found.dirs,
+        cli.alt_dest,
+        tree,
+        found.dest,
+        found.dirs,
     )))
 }
 
@@ -1363,7 +1366,12 @@ async fn attempt(
                 .collect();
             // Rooted where the paths start, so one tree reaches both ends of each link.
             let tree = make_tree_following(dest_loc, b"", false);
-            Some(Arc::new(sync_engine::LinkDest::new(tree, dest, dirs)))
+            Some(Arc::new(sync_engine::LinkDest::new(
+                cli.alt_dest,
+                tree,
+                dest,
+                dirs,
+            )))
         },
         backup: cli.backup.then(|| {
             let suffix = backup_suffix(cli);

@@ -309,14 +309,20 @@ impl TerminalReporter {
             UpdateType::Sent | UpdateType::Received | UpdateType::HardLink => true,
             UpdateType::Deleting => true,
             UpdateType::LocalChange => true,
-            UpdateType::NoUpdate => item.kind != Kind::File && item.is_change(),
+            // A file copied from its --copy-dest/--link-dest twin shows, where it differs.
+            UpdateType::NoUpdate => {
+                (item.kind != Kind::File || item.alt_dest_update.is_some()) && item.is_change()
+            }
         }
     }
 
     /// rsync's -vv names each non-directory it found unchanged ("NAME is uptodate"), where
     /// it sets attributes without itemizing.
     fn up_to_date(item: &Item) -> bool {
-        item.update == UpdateType::NoUpdate && item.kind != Kind::Dir && !item.is_change()
+        // A directory made like its --link-dest twin is one too, to rsync.
+        item.update == UpdateType::NoUpdate
+            && (item.kind != Kind::Dir || item.alt_dest_update.is_some())
+            && !item.is_change()
     }
 
     fn context(&self) -> Context<'_> {

@@ -72,7 +72,7 @@ pub mod validate;
 pub use backup::Backup;
 pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
-pub use link_dest::LinkDest;
+pub use link_dest::{AltDest, LinkDest};
 pub use local::LocalTree;
 pub use options::{AppendMode, DeleteWhen, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};

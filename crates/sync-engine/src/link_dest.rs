@@ -1,5 +1,6 @@
-//! `--link-dest`: a file that needs sending, but sits unchanged in one of the given
-//! directories on the destination's side, is hard-linked from there instead of sent.
+//! `--link-dest`, `--copy-dest` and `--compare-dest`: a file that needs sending, but sits
+//! unchanged in one of the given directories on the destination's side, is hard-linked or
+//! copied from there, or left out, instead of sent.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,11 +8,24 @@ use std::sync::Arc;
 use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
 use crate::path::{file_name, join, parent, RelPath};
+use crate::report::UpdateType;
 use crate::task::modes_differ;
 use crate::tree::{ErrorKind, Kind, Meta, Tree};
 
+/// What is done with a file found unchanged in one of the directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AltDest {
+    /// `--link-dest`: hard-linked.
+    Link,
+    /// `--copy-dest`: copied where it is.
+    Copy,
+    /// `--compare-dest`: left out of the destination.
+    Compare,
+}
+
 /// The directories to link from, on one tree that reaches both them and the destination.
 pub struct LinkDest {
+    pub kind: AltDest,
     /// A tree on the destination's side (and session) rooted where both paths below start.
     pub tree: Arc<dyn Tree>,
     /// The destination's root, as a path in `tree`.
@@ -25,8 +39,9 @@ pub struct LinkDest {
 
 /// What came of looking for a file in the link-dest directories.
 pub(crate) enum Linked {
-    /// The destination name is now a link to an identical file.
-    Done,
+    /// An identical file was found and dealt with: the destination name is now a link to
+    /// it (`Some(HardLink)`), or it is left out (`--compare-dest`, `None`).
+    Done(Option<UpdateType>),
     /// No identical file (or none could be linked): send it. rsync itemizes the file
     /// against the best one found, as though it had been there, and copies it where the
     /// quick check passes.
@@ -47,8 +62,9 @@ pub(crate) struct Basis {
 }
 
 impl LinkDest {
-    pub fn new(tree: Arc<dyn Tree>, dest: RelPath, dirs: Vec<RelPath>) -> LinkDest {
+    pub fn new(kind: AltDest, tree: Arc<dyn Tree>, dest: RelPath, dirs: Vec<RelPath>) -> LinkDest {
         LinkDest {
+            kind,
             tree,
             dest,
             dirs,
@@ -82,17 +98,18 @@ impl LinkDest {
         join(&self.dest, &join(parent(dest_path), &name))
     }
 
-    /// A new symlink at `dest_path` (nothing there yet) is made a hard link to an identical
-    /// one in the link-dest directories, as rsync does where links can be hard-linked.
-    /// Whether that was done; any failure leaves the symlink to be made as usual.
-    pub(crate) async fn link_symlink(
+    /// A new symlink at `dest_path` (nothing there yet) with an identical twin in the
+    /// directories: hard-linked to it (as rsync does where links can be hard-linked), left
+    /// out, or made as usual but shown as a copy, by the kind. What was done, `None` where
+    /// nothing was found or the link failed and the symlink is to be made as usual.
+    pub(crate) async fn symlink_twin(
         &self,
         opts: &SyncOptions,
         dest_path: &RelPath,
         target: &[u8],
-    ) -> Result<bool, crate::tree::TreeError> {
+    ) -> Result<Option<Linked>, crate::tree::TreeError> {
         if self.disabled.load(Ordering::Relaxed) {
-            return Ok(false);
+            return Ok(None);
         }
         for dir in &self.dirs {
             let candidate = join(dir, dest_path);
@@ -106,20 +123,25 @@ impl LinkDest {
                 Err(e) if e.kind == ErrorKind::Connection => return Err(e),
                 _ => continue,
             }
+            match self.kind {
+                AltDest::Compare => return Ok(Some(Linked::Done(None))),
+                AltDest::Copy => return Ok(Some(Linked::No(None))),
+                AltDest::Link => {}
+            }
             if opts.dry_run {
-                return Ok(true);
+                return Ok(Some(Linked::Done(Some(UpdateType::HardLink))));
             }
             let made = self
                 .tree
                 .hard_link(&candidate, &join(&self.dest, dest_path))
                 .await;
             return match made {
-                Ok(()) => Ok(true),
+                Ok(()) => Ok(Some(Linked::Done(Some(UpdateType::HardLink)))),
                 Err(e) if e.kind == ErrorKind::Connection => Err(e),
-                Err(_) => Ok(false),
+                Err(_) => Ok(None),
             };
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Makes `dest_path` a copy of `basis`, copied where both are (no bytes cross the
@@ -222,8 +244,19 @@ impl LinkDest {
                 }
                 continue;
             }
+            match self.kind {
+                AltDest::Compare => return Ok(Linked::Done(None)),
+                AltDest::Copy => {
+                    return Ok(Linked::No(Some(Basis {
+                        meta: found,
+                        path: candidate,
+                        quick_match: true,
+                    })))
+                }
+                AltDest::Link => {}
+            }
             if opts.dry_run {
-                return Ok(Linked::Done);
+                return Ok(Linked::Done(Some(UpdateType::HardLink)));
             }
             let target = join(&self.dest, dest_path);
             let made = if replacing {
@@ -242,7 +275,7 @@ impl LinkDest {
                 self.tree.hard_link(&candidate, &target).await
             };
             return match made {
-                Ok(()) => Ok(Linked::Done),
+                Ok(()) => Ok(Linked::Done(Some(UpdateType::HardLink))),
                 Err(e) if e.kind == ErrorKind::Connection => Err(e),
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     if self.disabled.swap(true, Ordering::Relaxed) {

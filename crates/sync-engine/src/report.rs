@@ -39,10 +39,11 @@ pub struct Item {
     pub link_target: Option<Vec<u8>>,
     /// For hard links: the path linked to.
     pub hard_link_to: Option<RelPath>,
-    /// Made from its twin in a `--link-dest` directory and unchanged from it: a file or
-    /// symlink hard-linked (`h`), a directory created (`c`), where an unchanged entry shows
-    /// `.`.
-    pub from_link_dest: bool,
+    /// Made from its twin in a `--link-dest`/`--copy-dest`/`--compare-dest` directory:
+    /// how (`HardLink` for a link, `LocalChange` for a copy or a directory made). The item
+    /// itself stays `NoUpdate`, so it counts as a change only for what differs from the
+    /// twin, but shows this letter where an unchanged entry shows `.`.
+    pub alt_dest_update: Option<UpdateType>,
     /// Bytes of file content moved for this item.
     pub transferred: u64,
     /// Bytes of the file found on the receiver instead of being moved (a delta's matches).
@@ -70,7 +71,7 @@ impl Item {
             group: false,
             link_target: None,
             hard_link_to: None,
-            from_link_dest: false,
+            alt_dest_update: None,
             transferred: 0,
             matched: 0,
             meta: None,
@@ -107,9 +108,12 @@ impl Item {
             UpdateType::Received => '>',
             UpdateType::LocalChange => 'c',
             UpdateType::HardLink => 'h',
-            UpdateType::NoUpdate if self.from_link_dest && self.kind == Kind::Dir => 'c',
-            UpdateType::NoUpdate if self.from_link_dest => 'h',
-            UpdateType::NoUpdate | UpdateType::Deleting => '.',
+            UpdateType::NoUpdate => match self.alt_dest_update {
+                Some(UpdateType::HardLink) => 'h',
+                Some(UpdateType::LocalChange) => 'c',
+                _ => '.',
+            },
+            UpdateType::Deleting => '.',
         };
         let x = match self.kind {
             Kind::File => 'f',

@@ -12,7 +12,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
 use crate::filter::FilterRules;
-use crate::link_dest::{LinkDest, Linked};
+use crate::link_dest::{AltDest, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
@@ -1429,7 +1429,7 @@ impl<'a> Run<'a> {
             };
             if let Some(b) = &link_basis {
                 item.update = UpdateType::NoUpdate;
-                item.from_link_dest = true;
+                item.alt_dest_update = Some(UpdateType::LocalChange);
                 let stored = self.dest().stored_mtime(src.mtime);
                 item.time = opts.times && mtimes_differ(stored, b.mtime, opts.modify_window);
                 item.perms = opts.perms && modes_differ(src.mode, b.mode);
@@ -1476,7 +1476,7 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         self.tell_progress();
-        if item.is_change() {
+        if item.is_change() || item.alt_dest_update.is_some() {
             self.walker_item(item.clone());
         }
         if !fix.is_empty() {
@@ -1485,7 +1485,7 @@ impl<'a> Run<'a> {
                 meta: fix,
                 // A directory new here but like its link-dest twin shows no change, yet
                 // still needs its attributes.
-                differs: item.is_change() || item.from_link_dest,
+                differs: item.is_change() || item.alt_dest_update.is_some(),
                 made: gate.clone(),
             });
         }
@@ -1715,11 +1715,11 @@ impl<'a> Run<'a> {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let (sh, mut gate) = (self.sh.clone(), gate.clone());
-        let link_dest = self
-            .job
-            .link_dest
-            .clone()
-            .filter(|_| existing.as_ref().is_none_or(|m| m.kind == Kind::File));
+        let link_dest = self.job.link_dest.clone().filter(|ld| match &existing {
+            None => true,
+            // rsync looks for a copy only where the destination has nothing.
+            Some(m) => m.kind == Kind::File && ld.kind != AltDest::Copy,
+        });
         self.spawn(async move {
             let mut w = Worker::new(sh.clone());
             // A directory that could not be made has had its error reported already.
@@ -1733,11 +1733,11 @@ impl<'a> Run<'a> {
                     .link(&sh.opts, &*sh.dest, &src.meta, &dest_path, replacing)
                     .await
                 {
-                    Ok(Linked::Done) => {
+                    Ok(Linked::Done(how)) => {
                         // rsync shows these only with -ii, as unchanged.
                         let mut item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
                             .with_meta(&src.meta);
-                        item.from_link_dest = true;
+                        item.alt_dest_update = how;
                         w.report.items.push(item);
                         return w.report;
                     }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::backup::Backup;
 use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
-use crate::link_dest::{Basis, LinkDest};
+use crate::link_dest::{Basis, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{AppendMode, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
@@ -458,20 +458,27 @@ impl Worker {
         let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone())
             .with_meta(&src.meta);
         item.link_target = Some(target.clone());
+        let mut copied_twin = false;
         if let Some(ld) = link_dest.filter(|_| !opts.existing) {
-            match ld.link_symlink(opts, &dest_path, &target).await {
-                Ok(true) => {
+            match ld.symlink_twin(opts, &dest_path, &target).await {
+                Ok(Some(Linked::Done(how))) => {
                     item.update = UpdateType::NoUpdate;
-                    item.from_link_dest = true;
+                    item.alt_dest_update = how;
                     self.item(item);
                     return Ok(());
                 }
-                Ok(false) => {}
+                Ok(Some(_)) => copied_twin = true,
+                Ok(None) => {}
                 Err(e) => return self.fail(e),
             }
         }
         let mut create = true;
         match &existing {
+            None if copied_twin => {
+                // Made as usual, but rsync shows it as a copy of its --copy-dest twin.
+                item.update = UpdateType::NoUpdate;
+                item.alt_dest_update = Some(UpdateType::LocalChange);
+            }
             None => {
                 if opts.existing {
                     return Ok(());
@@ -532,7 +539,7 @@ impl Worker {
             // Not every server can set a link's own times or owner; no reason to fail.
             let _ = self.dest().set_meta(&dest_path, Kind::Symlink, &fix).await;
         }
-        if item.is_change() {
+        if item.is_change() || item.alt_dest_update.is_some() {
             self.item(item);
         }
         Ok(())
@@ -652,7 +659,8 @@ impl Worker {
             };
             match copied {
                 Ok(true) => {
-                    item.update = UpdateType::LocalChange;
+                    item.update = UpdateType::NoUpdate;
+                    item.alt_dest_update = Some(UpdateType::LocalChange);
                     self.item(item);
                     return Ok(());
                 }

@@ -729,6 +729,72 @@ fn link_dest_on_a_pull_links_unchanged_files_locally_as_rsync_does() {
     assert_eq!(linked(link_counts(&third)), linked(counts));
 }
 
+/// Every entry below `root` with its type, mode and link count: what `--copy-dest` and
+/// `--compare-dest` leave differs in which names exist and whether they are links.
+fn shape(root: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%n %m %y %P\\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `--copy-dest` and `--compare-dest` on a push and on a pull: the same entries copied,
+/// left out and itemized as rsync's.
+#[test]
+fn copy_dest_and_compare_dest_push_and_pull_as_rsync_does() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 79, 30);
+    break_hard_links(&src);
+    let (remote, base) = server.fresh_remote_dir("alt-dest");
+    ok(&push(server, &["-a"], &src, &format!("{remote}/prev")));
+    let local = tmp.path().join("local");
+    copy_tree(&base.join("prev"), &local.join("prev"));
+    mutate_tree(&src, 7);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    copy_tree(&src, &base.join("src"));
+    chown_tree(&base.join("src"), server.uid(), server.gid()).unwrap();
+
+    for kind in ["--copy-dest=../prev", "--compare-dest=../prev"] {
+        let flags = ["-ai", kind];
+        let name = &kind[2..6];
+        let oracle = tmp.path().join(format!("oracle-{name}"));
+        copy_tree(&base.join("prev"), &oracle.join("prev"));
+        let rsync = Command::new("rsync")
+            .args(flags)
+            .arg(slash(&src))
+            .arg(slash(&oracle.join("new")))
+            .output()
+            .unwrap();
+        assert!(rsync.status.success(), "{rsync:?}");
+        let want = sorted_items(&String::from_utf8_lossy(&rsync.stdout));
+        assert!(want.iter().any(|l| l.starts_with("cf")), "{want:?}");
+
+        let pushed = format!("{remote}/pushed-{name}");
+        let out = ok(&push(server, &flags, &src, &pushed));
+        assert_eq!(sorted_items(&out), want, "push {kind}");
+        assert_eq!(
+            shape(&base.join(format!("pushed-{name}"))),
+            shape(&oracle.join("new")),
+            "push {kind}"
+        );
+
+        let pulled = local.join(format!("pulled-{name}"));
+        let out = ok(&pull(server, &flags, &format!("{remote}/src"), &pulled));
+        assert_eq!(sorted_items(&out), want, "pull {kind}");
+        assert_eq!(shape(&pulled), shape(&oracle.join("new")), "pull {kind}");
+    }
+}
+
 /// A tree with per-directory filter files (`.rsync-filter`, `.cvsignore`) at two levels, and
 /// names the CVS defaults catch.
 fn filtered_tree(root: &Path) {
