@@ -111,7 +111,8 @@ pub struct CliArgs {
     pub relative: bool,
     /// `--no-implied-dirs`: the directories above `-R` paths are not sent.
     pub no_implied_dirs: bool,
-    /// `--dirs`, which only `--files-from` turns on here: directories it lists are made.
+    /// `-d`, also implied by `--files-from` and listing: directories are sent without their
+    /// contents (with `-r` it changes nothing).
     pub dirs: bool,
     /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
     pub files_from: Option<Vec<u8>>,
@@ -150,7 +151,8 @@ pub struct CliArgs {
     /// -vvv stands for its debug flags.
     pub debug_sftp: Option<u8>,
     pub eight_bit_output: bool,
-    /// `--list-only`, or only one operand was given (rsync then lists it).
+    /// `--list-only`, or no destination was given (one operand, or `host:a :b`): the
+    /// sources are listed as rsync lists them.
     pub list_only: bool,
     /// At least one; all local, or all on one host.
     pub sources: Vec<Location>,
@@ -570,8 +572,8 @@ struct State {
     r_explicit: Option<bool>,
     /// The last of `-R` and `--no-R`.
     relative: Option<bool>,
-    /// `--no-dirs` was given.
-    no_dirs: bool,
+    /// The last of `-d` and `--no-d`.
+    dirs: Option<bool>,
     operands: Vec<OsString>,
 }
 
@@ -591,9 +593,6 @@ impl State {
                 "missing SRC and DEST (usage: sftpsync [OPTION]... SRC [SRC]... DEST; see --help)",
             ));
         }
-        if self.operands.len() == 1 {
-            a.list_only = true;
-        }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
         }
@@ -603,7 +602,7 @@ impl State {
             // implied, and -a without -r.
             a.recursive = self.r_explicit == Some(true);
             a.relative = self.relative.unwrap_or(true);
-            a.dirs = !self.no_dirs;
+            a.dirs = self.dirs.unwrap_or(true);
             if !a.relative {
                 return Err(ArgsError::new(
                     ArgsErrorKind::NotSupported,
@@ -675,16 +674,21 @@ impl State {
                 "you may not combine multiple --delete-WHEN options",
             ));
         }
-        // rsync's listing mode implies --dirs, which is enough for --delete.
-        if a.delete && !a.recursive && !a.list_only {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadOperands,
-                "--delete does not work without --recursive (-r)",
-            ));
-        }
         let (sources, dest) = resolve_operands(&self.operands)?;
+        // No destination (one operand, or `host:a :b`): the sources are listed.
+        a.list_only |= dest.is_none();
         a.sources = sources;
         a.dest = dest;
+        // rsync's listing mode implies --dirs (unless --no-d), which is enough for --delete.
+        if a.files_from.is_none() {
+            a.dirs = self.dirs.unwrap_or(a.list_only);
+        }
+        if a.delete && !a.recursive && !a.dirs {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "--delete does not work without --recursive (-r) or --dirs (-d).",
+            ));
+        }
         Ok(self.args)
     }
 }
@@ -901,8 +905,9 @@ static OPTIONS: &[Spec] = &[
     },
     flag("no-implied-dirs", None, |s| s.args.no_implied_dirs = true),
     flag("no-i-d", None, |s| s.args.no_implied_dirs = true),
-    flag("no-dirs", None, |s| s.no_dirs = true),
-    flag("no-d", None, |s| s.no_dirs = true),
+    flag("dirs", Some(b'd'), |s| s.dirs = Some(true)),
+    flag("no-dirs", None, |s| s.dirs = Some(false)),
+    flag("no-d", None, |s| s.dirs = Some(false)),
     flag("links", Some(b'l'), |s| s.args.links = true),
     flag("no-links", None, |s| s.args.links = false),
     flag("no-l", None, |s| s.args.links = false),
@@ -1218,7 +1223,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("msgs2stderr", None),
     ("no-msgs2stderr", None),
     ("motd", None),
-    ("dirs", Some(b'd')),
     ("old-dirs", None),
     ("old-d", None),
     ("mkpath", None),
@@ -1758,12 +1762,15 @@ Output:
      --debug=FLAGS          sftp: log every SFTP request and reply to stderr
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
  -8, --8-bit-output         print high-bit bytes as they are, not escaped
-     --list-only            list the sources instead of copying
+     --list-only            list the sources instead of copying (as with a
+                            single SRC; implies -d unless -r or --no-d)
 
 Transfer (what is copied and kept):
  -n, --dry-run              show what would happen, change nothing
  -a, --archive              -rlptgoD (but not -H)
  -r, --recursive            descend into directories
+ -d, --dirs                 send directories without their contents; with
+                            --delete, delete only where contents are sent
  -l, --links                recreate symlinks as symlinks
  -L, --copy-links           send what symlinks point to instead of the links
      --copy-unsafe-links    the same only for links that lead outside the tree
@@ -2326,7 +2333,7 @@ mod tests {
         );
         assert_eq!(
             err(&["--delete-after", "a", "b"]).message(),
-            "--delete does not work without --recursive (-r)"
+            "--delete does not work without --recursive (-r) or --dirs (-d)."
         );
     }
 
@@ -2360,7 +2367,10 @@ mod tests {
                 "--preallocate",
                 "option --preallocate is not supported by sftpsync yet",
             ),
-            ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
+            (
+                "-m",
+                "option --prune-empty-dirs (-m) is not supported by sftpsync yet",
+            ),
             (
                 "-S",
                 "option --sparse (-S) is not supported by sftpsync yet",
@@ -2625,7 +2635,7 @@ mod tests {
     fn delete_needs_recursion() {
         assert_eq!(
             err(&["--delete", "a", "b"]).message(),
-            "--delete does not work without --recursive (-r)"
+            "--delete does not work without --recursive (-r) or --dirs (-d)."
         );
         let a = run(&["-r", "--delete-excluded", "a", "b"]);
         assert!(a.delete && a.delete_excluded);
@@ -2633,9 +2643,19 @@ mod tests {
             err(&["--delete-excluded", "a", "b"]).kind(),
             ArgsErrorKind::BadOperands
         );
-        // Listing is fine without -r, as in rsync.
+        // Listing is fine without -r, as in rsync: it implies -d.
         let a = run(&["--delete", "host:x"]);
-        assert!(a.delete && a.list_only);
+        assert!(a.delete && a.list_only && a.dirs);
+        assert!(!run(&["--no-d", "host:x"]).dirs);
+        // -d is enough, and the later of -d and --no-d wins.
+        let a = run(&["-d", "--delete", "a", "b"]);
+        assert!(a.delete && a.dirs && !a.recursive);
+        assert!(!run(&["-d", "--no-d", "a", "b"]).dirs);
+        assert!(run(&["--no-dirs", "--dirs", "a", "b"]).dirs);
+        assert_eq!(
+            err(&["-d", "--no-d", "--delete", "a", "b"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
     }
 
     #[test]
@@ -2763,7 +2783,7 @@ mod tests {
         assert!(a.list_only && a.dest.is_none());
         assert_eq!(a.direction(), Direction::Pull);
         let a = run(&["host:a", ":b"]);
-        assert!(a.dest.is_none());
+        assert!(a.list_only && a.dest.is_none());
         assert_eq!(a.sources.len(), 2);
         let a = run(&["dir"]);
         assert!(a.list_only && a.dest.is_none());

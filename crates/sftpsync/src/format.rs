@@ -426,6 +426,7 @@ mod tests {
             gid: None,
             dev_ino: None,
             nlink: 1,
+            file_type: 0,
         }
     }
 

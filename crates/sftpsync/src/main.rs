@@ -9,6 +9,7 @@ mod doctor;
 mod format;
 mod hints;
 mod json;
+mod listing;
 mod local_links;
 mod manual;
 mod output;
@@ -926,15 +927,13 @@ async fn run_attempts(
             return exit::FILE_IO;
         }
     };
+    if cli.list_only {
+        return listing::run(cli, &opts, reporter, started, stats, wire).await;
+    }
     let Some(dest_loc) = cli.dest.clone() else {
-        reporter
-            .error_line("listing a directory (one operand or --list-only) is not supported yet");
+        // Only a listing has no destination, and that was handled above.
         return exit::SYNTAX;
     };
-    if cli.list_only {
-        reporter.error_line("--list-only is not supported yet");
-        return exit::SYNTAX;
-    }
     let remap = match source_remap(cli) {
         Ok(r) => r,
         Err(e) => {
@@ -1110,6 +1109,25 @@ fn session_loss(pool: &ChannelPool) -> Option<SftpError> {
         .cloned()
 }
 
+/// How a remote tree rooted at `path` is named in messages: `user@host:path`, without a
+/// trailing slash.
+fn remote_label(remote: &Option<(Option<Vec<u8>>, Vec<u8>)>, path: &[u8]) -> String {
+    let (user, host) = remote.clone().unwrap_or_default();
+    let mut s = String::new();
+    if let Some(u) = user {
+        s.push_str(&String::from_utf8_lossy(&u));
+        s.push('@');
+    }
+    s.push_str(&String::from_utf8_lossy(&host));
+    s.push(':');
+    let trimmed = match path.strip_suffix(b"/") {
+        Some(t) if !t.is_empty() => t,
+        _ => path,
+    };
+    s.push_str(&sync_engine::path::escape_name(trimmed));
+    s
+}
+
 /// One connection and one whole sync over it.
 async fn attempt(
     plan: &Plan<'_>,
@@ -1146,22 +1164,7 @@ async fn attempt(
     let warnings: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |m: String| {
         sync_engine::Reporter::warning(&*warn_reporter, &m);
     });
-    let remote_label = |path: &[u8]| -> String {
-        let (user, host) = remote.clone().unwrap_or_default();
-        let mut s = String::new();
-        if let Some(u) = user {
-            s.push_str(&String::from_utf8_lossy(&u));
-            s.push('@');
-        }
-        s.push_str(&String::from_utf8_lossy(&host));
-        s.push(':');
-        let trimmed = match path.strip_suffix(b"/") {
-            Some(t) if !t.is_empty() => t,
-            _ => path,
-        };
-        s.push_str(&sync_engine::path::escape_name(trimmed));
-        s
-    };
+    let remote_label = |path: &[u8]| remote_label(remote, path);
     let throttle = cli.bwlimit.map(throttle::Throttle::new);
     let local_copy = cli.direction() == args::Direction::Local;
     // The limit is kept where the bytes cross the link: on the remote tree, or on the

@@ -119,17 +119,14 @@ fn meta_from_stat(st: &rustix::fs::Stat) -> Meta {
     let kind = kind_of(FileType::from_raw_mode(st.st_mode as _));
     Meta {
         kind,
-        size: if kind == Kind::File || kind == Kind::Symlink {
-            st.st_size as u64
-        } else {
-            0
-        },
+        size: listed_size(kind, st.st_size as u64),
         mtime: st.st_mtime as i64,
         mode: st.st_mode as u32 & 0o7777,
         uid: Some(st.st_uid as u32),
         gid: Some(st.st_gid as u32),
         dev_ino: Some((st.st_dev as u64, st.st_ino as u64)),
         nlink: st.st_nlink as u64,
+        file_type: st.st_mode as u32 & S_IFMT,
     }
 }
 
@@ -151,17 +148,27 @@ fn meta_from_std(m: &fs::Metadata) -> Meta {
     };
     Meta {
         kind,
-        size: if kind == Kind::File || kind == Kind::Symlink {
-            m.len()
-        } else {
-            0
-        },
+        size: listed_size(kind, m.len()),
         mtime: m.mtime(),
         mode: m.mode() & 0o7777,
         uid: Some(m.uid()),
         gid: Some(m.gid()),
         dev_ino: Some((m.dev(), m.ino())),
         nlink: m.nlink(),
+        file_type: m.mode() & S_IFMT,
+    }
+}
+
+/// The file-type bits of a mode.
+const S_IFMT: u32 = 0o170000;
+
+/// The size an entry is shown with, as rsync takes it from `lstat`: a directory's too (what
+/// its filesystem says), but none for devices and special files, whose `st_size` means
+/// nothing.
+fn listed_size(kind: Kind, st_size: u64) -> u64 {
+    match kind {
+        Kind::File | Kind::Symlink | Kind::Dir => st_size,
+        _ => 0,
     }
 }
 

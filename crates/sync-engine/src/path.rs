@@ -71,14 +71,17 @@ pub fn set_utf8_output(utf8: bool) {
     UTF8_OUTPUT.store(utf8, Ordering::Relaxed);
 }
 
-/// Escapes a name for output the way rsync does: bytes that are not printable (control bytes,
-/// and bytes that do not form valid UTF-8) become `\#ooo` octal, so nothing a server names a file
-/// can drive the terminal.
+/// Escapes a name for output the way rsync does: bytes that are not printable (control bytes
+/// but tab, and bytes that do not form valid UTF-8) become `\#ooo` octal, so nothing a server
+/// names a file can drive the terminal. A backslash that would read as the start of such an
+/// escape (`\#` and three digits) is escaped itself, so the output stays unambiguous.
 pub fn escape_name(name: &[u8]) -> String {
     if !UTF8_OUTPUT.load(Ordering::Relaxed) {
         let mut out = String::with_capacity(name.len());
-        for &b in name {
-            if (0x20..0x7f).contains(&b) {
+        for (i, &b) in name.iter().enumerate() {
+            if b == b'\\' && looks_escaped(&name[i..]) {
+                out.push_str("\\#134");
+            } else if (0x20..0x7f).contains(&b) || b == b'\t' {
                 out.push(b as char);
             } else {
                 out.push_str(&format!("\\#{b:03o}"));
@@ -109,19 +112,23 @@ pub fn escape_name(name: &[u8]) -> String {
 }
 
 fn push_escaped_str(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if c.is_control() {
+    for (i, c) in s.char_indices() {
+        if c == '\\' && looks_escaped(&s.as_bytes()[i..]) {
+            out.push_str("\\#134");
+        } else if c.is_control() && c != '\t' {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("\\#{b:03o}"));
             }
-        } else if c == '\\' {
-            // A literal backslash followed by `#` would be ambiguous; rsync leaves it as is.
-            out.push('\\');
         } else {
             out.push(c);
         }
     }
+}
+
+/// Whether `s` starts with what an escape looks like: a backslash, `#` and three digits.
+fn looks_escaped(s: &[u8]) -> bool {
+    s.len() >= 5 && s[0] == b'\\' && s[1] == b'#' && s[2..5].iter().all(u8::is_ascii_digit)
 }
 
 /// A path as shown in messages: escaped, `.` for the root.
@@ -182,6 +189,10 @@ mod tests {
         assert_eq!(escape_name("café".as_bytes()), "café");
         assert_eq!(escape_name(b"\x1b[31m"), "\\#033[31m");
         assert_eq!(escape_name("a\u{85}b".as_bytes()), "a\\#302\\#205b");
+        // As rsync 3: tab passes, and a backslash is escaped only where it would read as one.
+        assert_eq!(escape_name(b"tab\tx"), "tab\tx");
+        assert_eq!(escape_name(b"a\\#123b"), "a\\#134#123b");
+        assert_eq!(escape_name(b"c\\#1x d\\e \\#12"), "c\\#1x d\\e \\#12");
     }
 
     #[test]

@@ -671,6 +671,7 @@ pub(crate) fn meta_from_attrs(a: &Attrs) -> Meta {
         gid: a.uid_gid.map(|(_, g)| g),
         dev_ino: None,
         nlink: 1,
+        file_type: a.permissions.unwrap_or(0) & 0o170000,
     }
 }
 

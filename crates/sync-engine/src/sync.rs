@@ -148,24 +148,24 @@ struct LinkJob {
 }
 
 /// Both sides' listings of one directory.
-struct Listing {
-    source: TreeResult<Vec<DirEntry>>,
+pub(crate) struct Listing {
+    pub(crate) source: TreeResult<Vec<DirEntry>>,
     /// Source symlinks that were to be followed but lead nowhere; dropped from `source`.
-    dangling: Vec<TreeError>,
+    pub(crate) dangling: Vec<TreeError>,
     /// `None` when the destination directory does not exist yet.
     dest: Option<TreeResult<Vec<DirEntry>>>,
 }
 
 /// Which source symlinks are sent as what they point to (`-L`, `--copy-unsafe-links`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FollowLinks {
+pub(crate) enum FollowLinks {
     None,
     All,
     Unsafe,
 }
 
 impl FollowLinks {
-    fn from_options(opts: &SyncOptions) -> FollowLinks {
+    pub(crate) fn from_options(opts: &SyncOptions) -> FollowLinks {
         if opts.copy_links {
             FollowLinks::All
         } else if opts.copy_unsafe_links {
@@ -176,7 +176,7 @@ impl FollowLinks {
     }
 }
 
-async fn list_source(
+pub(crate) async fn list_source(
     source: &dyn Tree,
     path: &RelPath,
     follow: FollowLinks,
@@ -262,7 +262,7 @@ async fn follow_links(
 
 /// The metadata to use for a symlink at `path`: its referent's when it is to be followed,
 /// `None` when it stays a link.
-async fn referent(
+pub(crate) async fn referent(
     tree: &dyn Tree,
     path: &RelPath,
     listed_size: Option<u64>,
@@ -286,16 +286,16 @@ async fn referent(
 }
 
 /// A directory the walk will enter, maybe already being listed.
-struct Upcoming {
-    path: RelPath,
-    source: Arc<dyn Tree>,
-    dest: Option<Arc<dyn Tree>>,
-    follow: FollowLinks,
-    started: Option<JoinHandle<Listing>>,
+pub(crate) struct Upcoming {
+    pub(crate) path: RelPath,
+    pub(crate) source: Arc<dyn Tree>,
+    pub(crate) dest: Option<Arc<dyn Tree>>,
+    pub(crate) follow: FollowLinks,
+    pub(crate) started: Option<JoinHandle<Listing>>,
 }
 
 impl Upcoming {
-    async fn listing(self) -> Listing {
+    pub(crate) async fn listing(self) -> Listing {
         match self.started {
             Some(handle) => match handle.await {
                 Ok(listing) => listing,
@@ -313,13 +313,13 @@ impl Upcoming {
 /// Lists directories ahead of the walk, in the order the walk will visit them, so that round
 /// trips overlap. At most `LISTINGS_AHEAD` are held at once, which bounds memory.
 #[derive(Default)]
-struct Prefetch {
+pub(crate) struct Prefetch {
     upcoming: VecDeque<Upcoming>,
 }
 
 impl Prefetch {
     /// The subdirectories of the directory being walked come next, before anything queued.
-    fn announce(&mut self, dirs: Vec<Upcoming>) {
+    pub(crate) fn announce(&mut self, dirs: Vec<Upcoming>) {
         for d in dirs.into_iter().rev() {
             self.upcoming.push_front(d);
         }
@@ -336,7 +336,7 @@ impl Prefetch {
     }
 
     /// The next directory of the walk; always the front, since the walk is depth first.
-    fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
+    pub(crate) fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
         let u = if self.upcoming.front().is_some_and(|u| &u.path == path) {
             self.upcoming.pop_front()
         } else {
@@ -774,7 +774,7 @@ impl<'a> Run<'a> {
                             continue;
                         }
                     }
-                    if !self.opts().recursive {
+                    if !self.opts().recursive && !self.opts().dirs {
                         if !self.scan_only {
                             self.reporter.info("skipping directory .");
                         }
@@ -802,6 +802,10 @@ impl<'a> Run<'a> {
             }
         }
 
+        // As rsync, only a directory whose contents are sent has its extraneous entries
+        // deleted: the destination itself only when a source is `dir/` (or `.`), not when
+        // sources are only named entries inside it.
+        let deletes_here = root_source.is_some();
         if let (Some((_, meta)), false) = (root_source, self.scan_only) {
             self.dir_entry(
                 &Vec::new(),
@@ -834,8 +838,14 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         }
-        self.contents(Vec::new(), children, dest_entries, Gate::open())
-            .await
+        self.contents(
+            Vec::new(),
+            children,
+            dest_entries,
+            deletes_here,
+            Gate::open(),
+        )
+        .await
     }
 
     /// Entries sent by path: each named one as `contents` would treat it, and the
@@ -1031,11 +1041,45 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let dest_entries = self.accept_dest(&path, listing.dest)?;
-        self.contents(path, list, dest_entries, sub_gate).await
+        self.contents(path, list, dest_entries, true, sub_gate)
+            .await
+    }
+
+    /// A directory sent without its contents (`-d` without `-r`): made, or its attributes
+    /// updated, and an entry of another kind in its place replaced.
+    async fn dir_only(
+        &mut self,
+        child: &Child,
+        path: &RelPath,
+        existing: Option<Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        if self.scan_only {
+            return Ok(());
+        }
+        match &existing {
+            Some(m) if m.kind != Kind::Dir => {
+                let m = m.clone();
+                let mut w = self.worker();
+                let r = w.remove_for_replace(path, &m).await;
+                let removed = matches!(r, Ok(true));
+                self.absorb(None, w.finish(r.map(|_| ())))?;
+                if !removed {
+                    return Ok(());
+                }
+            }
+            None if self.opts().existing => return Ok(()),
+            _ => {}
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        self.dir_entry(path, &child.meta, existing_dir.as_ref(), false, gate)
+            .await?;
+        Ok(())
     }
 
     /// A directory's own entries without going deeper (a `--files-from` line ending in `/`
-    /// without `-r`): files as usual, directories made but not entered.
+    /// without `-r`): files as usual, directories made but not entered. Its contents are
+    /// sent, so with `--delete` what the source lacks goes, as in rsync.
     async fn one_level(
         &mut self,
         source: usize,
@@ -1043,7 +1087,9 @@ impl<'a> Run<'a> {
         dest_entries: &HashMap<Vec<u8>, Meta>,
         gate: &Gate,
     ) -> Result<(), Fatal> {
-        if self.scan_only {
+        let when = self.opts().delete_when;
+        let deletes = self.opts().delete && (when != DeleteWhen::Before || self.scan_only);
+        if self.scan_only && !deletes {
             return Ok(());
         }
         let follow = FollowLinks::from_options(self.opts());
@@ -1058,6 +1104,15 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         sort_rsync(&mut children);
+        if deletes {
+            self.delete_extraneous(dir, &children, dest_entries);
+            if when == DeleteWhen::During {
+                self.delete_pending().await?;
+            }
+        }
+        if self.scan_only {
+            return Ok(());
+        }
         for child in children {
             let path = join(dir, &child.name);
             let existing = dest_entries.get(&child.name).cloned();
@@ -1192,20 +1247,21 @@ impl<'a> Run<'a> {
 
     /// Handles the contents of one directory (the directory itself is done by the caller).
     /// Entries are handed to tasks that wait on `gate` until the directory exists.
+    /// `deletes_here`: the directory's contents are sent as a whole, so with `--delete` what
+    /// the source lacks goes.
     fn contents(
         &mut self,
         dir: RelPath,
         mut children: Vec<Child>,
         dest_entries: HashMap<Vec<u8>, Meta>,
+        deletes_here: bool,
         gate: Gate,
     ) -> Step<'_> {
         Box::pin(async move {
             sort_rsync(&mut children);
             let when = self.opts().delete_when;
             // With --delete-before the scan has found them already.
-            if self.opts().delete
-                && self.opts().recursive
-                && (when != DeleteWhen::Before || self.scan_only)
+            if self.opts().delete && deletes_here && (when != DeleteWhen::Before || self.scan_only)
             {
                 self.delete_extraneous(&dir, &children, &dest_entries);
                 if when == DeleteWhen::During {
@@ -1232,9 +1288,14 @@ impl<'a> Run<'a> {
             }
             drop(dest_entries);
             if !self.opts().recursive {
-                for (_, path, _) in subdirs {
-                    self.reporter
-                        .info(&format!("skipping directory {}", display_path(&path)));
+                for (child, path, existing) in subdirs {
+                    if self.opts().dirs {
+                        // -d: the directory itself is sent, its contents are not.
+                        self.dir_only(&child, &path, existing, &gate).await?;
+                    } else if !self.scan_only {
+                        self.reporter
+                            .info(&format!("skipping directory {}", display_path(&path)));
+                    }
                 }
                 return Ok(());
             }
@@ -1292,7 +1353,8 @@ impl<'a> Run<'a> {
                     continue;
                 };
                 let dest_entries = self.accept_dest(&path, listing.dest)?;
-                self.contents(path, list, dest_entries, sub_gate).await?;
+                self.contents(path, list, dest_entries, true, sub_gate)
+                    .await?;
             }
             self.dir_filters.remove(&dir);
             self.dest_dir_filters.remove(&dir);
@@ -1795,7 +1857,7 @@ impl<'a> Run<'a> {
 }
 
 /// A whole (small) file from a tree: a per-directory filter file.
-async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
+pub(crate) async fn read_all(tree: &dyn Tree, path: &RelPath) -> TreeResult<Vec<u8>> {
     let mut reader = tree.open_read(path, 0, 0).await?;
     let mut data = Vec::new();
     while let Some(chunk) = reader.next_chunk().await? {
@@ -1817,7 +1879,7 @@ fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {
 
 /// A source named on the command line as the user wrote it: the root of its tree (which
 /// names the host for a remote one) joined with the name.
-fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
+pub(crate) fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
     let root = tree.describe();
     if root.is_empty() || root == "." {
         return name.to_vec();
@@ -1830,7 +1892,7 @@ fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
     path
 }
 
-fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
+pub(crate) fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
     TreeError {
         op,
         side,

@@ -45,6 +45,10 @@ pub struct Meta {
     /// Identity for hard-link detection, where the side can tell (local only).
     pub dev_ino: Option<(u64, u64)>,
     pub nlink: u64,
+    /// The file-type bits of the mode (`S_IFMT`) as the side reported them, 0 when it did
+    /// not: `kind` folds block and character devices together, and FIFOs with sockets, which
+    /// a listing (`ls -l` style) tells apart.
+    pub file_type: u32,
 }
 
 /// Attributes to apply; `None` leaves a field as it is.

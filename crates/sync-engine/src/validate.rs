@@ -112,6 +112,7 @@ mod tests {
                 gid: None,
                 dev_ino: None,
                 nlink: 1,
+                file_type: 0,
             },
         }
     }

@@ -29,6 +29,7 @@ mod faults;
 mod hostile;
 mod in_order;
 mod links;
+mod listing;
 mod metadata;
 mod output;
 mod proftpd;
