@@ -635,12 +635,6 @@ impl State {
                 }
                 _ => {}
             }
-            if a.inplace || a.append > 0 {
-                return Err(ArgsError::new(
-                    ArgsErrorKind::NotSupported,
-                    "--backup with --inplace or --append is not supported by sftpsync yet",
-                ));
-            }
         }
         if let Some((user, group)) = &a.chown {
             // As rsync: forcing an owner or group means preserving it.

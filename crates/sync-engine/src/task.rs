@@ -687,8 +687,13 @@ impl Worker {
             self.item(item);
             return Ok(());
         }
-        if let (Some(b), Some(_)) = (&sh.backup, existing_file) {
-            if let Err(e) = b.keep(self.dest(), &dest_path, true).await {
+        if let (Some(b), Some(old)) = (&sh.backup, existing_file) {
+            let kept = if opts.inplace || opts.append != AppendMode::Off {
+                b.keep_copy(self.dest(), &dest_path, old).await
+            } else {
+                b.keep(self.dest(), &dest_path, true).await
+            };
+            if let Err(e) = kept {
                 return self.fail(e);
             }
         }

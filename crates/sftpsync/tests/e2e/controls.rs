@@ -331,6 +331,12 @@ fn backups_are_kept_as_rsync_keeps_them() {
         &["-a", "--delete", "--backup-dir=bak"],
         &["-a", "--delete", "--backup-dir=bak", "--suffix=.1"],
         &["-a", "--delete", "--backup-dir=../outside"],
+        // Rewritten in place, the old file is copied to its backup name, not linked or
+        // renamed: a backup sharing the rewritten file's inode would hold the new bytes.
+        // A backup dir inside the destination is copied into with copy-data.
+        &["-a", "--inplace", "-b"],
+        &["-a", "--inplace", "--delete", "--backup-dir=bak"],
+        &["-a", "--append", "-b"],
     ]
     .iter()
     .enumerate()
@@ -347,6 +353,31 @@ fn backups_are_kept_as_rsync_keeps_them() {
             assert_trees_match_with(&outside(&oracle), &outside(&dst), &["-O"]);
         }
     }
+
+    // In place with a backup dir of its own (absolute: rsync 3.5 fails on `../` with
+    // --inplace), which the bytes are read and written into.
+    let case = tmp.path().join("absolute");
+    let (oracle, dst) = (case.join("oracle/d"), case.join("ours/d"));
+    backup_dest(&oracle);
+    backup_dest(&dst);
+    let outside = |d: &Path| d.parent().unwrap().join("outside");
+    let flags = |d: &Path| {
+        let dir = format!("--backup-dir={}", outside(d).display());
+        ["-a".to_string(), "--inplace".to_string(), dir]
+    };
+    let rsync = Command::new("rsync")
+        .args(flags(&oracle))
+        .arg(slash(&src))
+        .arg(slash(&oracle))
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    let ours = flags(&dst);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    ok(&pipe_push(&ours, &src, &dst));
+    assert_trees_match_with(&oracle, &dst, &["-O"]);
+    assert_trees_match_with(&outside(&oracle), &outside(&dst), &["-O"]);
+    assert_eq!(std::fs::read(outside(&dst).join("f")).unwrap(), b"old");
 }
 
 #[test]
