@@ -2497,10 +2497,7 @@ mod tests {
             err(&["-b", "--suffix=", "a", "h:b"]).message(),
             "--suffix cannot be empty without a --backup-dir"
         );
-        assert_eq!(
-            err(&["-b", "--inplace", "a", "h:b"]).kind(),
-            ArgsErrorKind::NotSupported
-        );
+        assert!(run(&["-b", "--inplace", "a", "h:b"]).backup);
     }
 
     #[test]
