@@ -74,7 +74,7 @@ pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
 pub use link_dest::LinkDest;
 pub use local::LocalTree;
-pub use options::{AppendMode, DeleteWhen, SyncOptions};
+pub use options::{AppendMode, DeleteWhen, RemoveSource, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Progress, Reporter, Stats, UpdateType};
 pub use simple::DEFAULT_TASKS_PER_LANE;
