@@ -33,6 +33,7 @@ mod metadata;
 mod output;
 mod proftpd;
 mod quirks;
+mod receiver_options;
 mod resume;
 mod verbosity;
 
