@@ -69,7 +69,22 @@ pub struct CliArgs {
     /// `--inplace`: rewrite destination files where they are.
     pub inplace: bool,
     /// `--partial-dir=DIR` (implies `--partial`): one relative name, or an absolute path.
+    /// `--delay-updates` without it sets `.~tmp~`, as rsync does.
     pub partial_dir: Option<Vec<u8>>,
+    /// `--delay-updates`: updated files go into place together at the end of the run.
+    pub delay_updates: bool,
+    /// rsync's remove mode: 0 off, 1 `--remove-source-files`, 2 `--remove-sent-files` (the
+    /// last one given wins).
+    pub remove_source: u8,
+    /// `--force`: delete a non-empty directory in the way of a non-directory (`--delete`
+    /// implies it).
+    pub force: bool,
+    /// `--mkpath`: make the destination's missing path components.
+    pub mkpath: bool,
+    /// `-O`: directories are left out of `--times`.
+    pub omit_dir_times: bool,
+    /// `-J`: symlinks are left out of `--times`.
+    pub omit_link_times: bool,
     /// rsync's append mode: 0 off, 1 `--append`, 2 `--append-verify` (the last one given
     /// wins). Either implies `--inplace`.
     pub append: u8,
@@ -194,6 +209,12 @@ impl Default for CliArgs {
             progress: false,
             partial: false,
             partial_dir: None,
+            delay_updates: false,
+            remove_source: 0,
+            force: false,
+            mkpath: false,
+            omit_dir_times: false,
+            omit_link_times: false,
             append: 0,
             inplace: false,
             human_readable: 1,
@@ -619,6 +640,11 @@ impl State {
         if a.backup_dir.is_some() {
             a.backup = true;
         }
+        if a.backup && a.backup_dir.is_none() {
+            // As rsync: backups beside their files leave directory times alone (an implied
+            // -O that --no-O does not undo).
+            a.omit_dir_times = true;
+        }
         if a.backup {
             match &a.suffix {
                 Some(sfx) if sfx.contains(&b'/') => {
@@ -641,6 +667,29 @@ impl State {
             a.owner |= user.is_some();
             a.group |= group.is_some();
         }
+        // What --partial-dir and --delay-updates clash with is named after the one given.
+        let staging = if a.delay_updates {
+            "delay-updates"
+        } else {
+            "partial-dir"
+        };
+        if a.delay_updates {
+            match &a.partial_dir {
+                Some(dir) if dir.starts_with(b"/") => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::NotSupported,
+                        "--delay-updates with an absolute --partial-dir is not supported by \
+                         sftpsync: files of the same name from different directories would \
+                         meet in it",
+                    ))
+                }
+                Some(_) => {}
+                // As rsync: the holding directory beside each file, which also keeps
+                // interrupted files (--partial).
+                None => a.partial_dir = Some(b".~tmp~".to_vec()),
+            }
+            a.partial = true;
+        }
         if a.append > 0 {
             if a.whole_file == Some(true) {
                 return Err(ArgsError::new(
@@ -651,7 +700,7 @@ impl State {
             if a.partial_dir.is_some() {
                 return Err(ArgsError::new(
                     ArgsErrorKind::BadOperands,
-                    "--append cannot be used with --partial-dir",
+                    format!("--append cannot be used with --{staging}"),
                 ));
             }
             a.inplace = true;
@@ -659,7 +708,7 @@ impl State {
         if a.inplace && a.partial_dir.is_some() {
             return Err(ArgsError::new(
                 ArgsErrorKind::BadOperands,
-                "--inplace cannot be used with --partial-dir",
+                format!("--inplace cannot be used with --{staging}"),
             ));
         }
         if self.delete_when_clash {
@@ -916,6 +965,18 @@ static OPTIONS: &[Spec] = &[
     }),
     flag("safe-links", None, |s| s.args.safe_links = true),
     flag("no-safe-links", None, |s| s.args.safe_links = false),
+    flag("omit-dir-times", Some(b'O'), |s| {
+        s.args.omit_dir_times = true
+    }),
+    flag("no-omit-dir-times", None, |s| s.args.omit_dir_times = false),
+    flag("no-O", None, |s| s.args.omit_dir_times = false),
+    flag("omit-link-times", Some(b'J'), |s| {
+        s.args.omit_link_times = true
+    }),
+    flag("no-omit-link-times", None, |s| {
+        s.args.omit_link_times = false
+    }),
+    flag("no-J", None, |s| s.args.omit_link_times = false),
     flag("perms", Some(b'p'), |s| s.args.perms = true),
     flag("no-perms", None, |s| s.args.perms = false),
     flag("no-p", None, |s| s.args.perms = false),
@@ -1001,6 +1062,10 @@ static OPTIONS: &[Spec] = &[
         s.args.max_delete = Some(u32::try_from(n).unwrap_or(0));
         Ok(())
     }),
+    flag("force", None, |s| s.args.force = true),
+    flag("no-force", None, |s| s.args.force = false),
+    flag("remove-source-files", None, |s| s.args.remove_source = 1),
+    flag("remove-sent-files", None, |s| s.args.remove_source = 2),
     flag("ignore-errors", None, |s| s.args.ignore_errors = true),
     flag("no-ignore-errors", None, |s| s.args.ignore_errors = false),
     // Filtering: all of these append to one list so their relative order survives.
@@ -1089,6 +1154,10 @@ static OPTIONS: &[Spec] = &[
         s.args.partial_dir = Some(dir);
         Ok(())
     }),
+    flag("delay-updates", None, |s| s.args.delay_updates = true),
+    flag("no-delay-updates", None, |s| s.args.delay_updates = false),
+    flag("mkpath", None, |s| s.args.mkpath = true),
+    flag("no-mkpath", None, |s| s.args.mkpath = false),
     flag("append", None, |s| s.args.append = 1),
     flag("append-verify", None, |s| s.args.append = 2),
     flag("no-append", None, |s| s.args.append = 0),
@@ -1181,21 +1250,15 @@ static OPTIONS: &[Spec] = &[
     ignored("no-U", None),
     ignored("no-crtimes", None),
     ignored("no-N", None),
-    ignored("no-omit-dir-times", None),
-    ignored("no-O", None),
-    ignored("no-omit-link-times", None),
-    ignored("no-J", None),
     ignored("no-open-noatime", None),
     ignored("no-sparse", None),
     ignored("no-S", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
-    ignored("no-delay-updates", None),
     ignored("no-prune-empty-dirs", None),
     ignored("no-m", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
-    ignored("no-mkpath", None),
     ignored("no-iconv", None),
     ignored("no-blocking-io", None),
     ignored("no-motd", None),
@@ -1219,15 +1282,12 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("motd", None),
     ("old-dirs", None),
     ("old-d", None),
-    ("mkpath", None),
     ("executability", Some(b'E')),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
     ("atimes", Some(b'U')),
     ("open-noatime", None),
     ("crtimes", Some(b'N')),
-    ("omit-dir-times", Some(b'O')),
-    ("omit-link-times", Some(b'J')),
     ("super", None),
     ("no-super", None),
     ("fake-super", None),
@@ -1247,10 +1307,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("preallocate", None),
     ("delete-missing-args", None),
     ("ignore-missing-args", None),
-    ("remove-source-files", None),
-    ("remove-sent-files", None),
-    ("force", None),
-    ("no-force", None),
     ("checksum-choice", None),
     ("cc", None),
     ("checksum-seed", None),
@@ -1265,7 +1321,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("compress-threads", None),
     ("zt", None),
     ("skip-compress", None),
-    ("delay-updates", None),
     ("prune-empty-dirs", Some(b'm')),
     ("temp-dir", Some(b'T')),
     ("read-batch", None),
@@ -1336,7 +1391,8 @@ fn listed_in_help(spec: &Spec) -> bool {
     }
     match spec.long {
         Some(long) => {
-            !long.starts_with("no-") && !["log-format", "ignore-non-existing"].contains(&long)
+            !long.starts_with("no-")
+                && !["log-format", "ignore-non-existing", "remove-sent-files"].contains(&long)
         }
         None => true,
     }
@@ -1701,12 +1757,13 @@ DEL        mention deletions (level 1)
 FLIST      say that the file list is being sent or received (levels 1-2)
 NAME       mention 1) updated names, 2) unchanged ones too, with %i
 PROGRESS   show 1) per-file progress or 2) one line for the whole transfer
+REMOVE     mention sources removed by --remove-source-files (level 1)
 STATS      end with 1) the two summary lines or 2) --stats
 ALL        set every flag (e.g. all2); NONE silences all of them
 HELP       show this text
 
-BACKUP, COPY, MISC, MOUNT, NONREG, REMOVE, SKIP and SYMSAFE are accepted as
-rsync does and change nothing.
+BACKUP, COPY, MISC, MOUNT, NONREG, SKIP and SYMSAFE are accepted as rsync
+does and change nothing.
 "
     .to_string()
 }
@@ -1772,6 +1829,8 @@ Transfer (what is copied and kept):
  -H, --hard-links           keep hard-linked files linked
  -p, --perms                keep permissions
  -t, --times                keep modification times
+ -O, --omit-dir-times       leave directories out of --times
+ -J, --omit-link-times      leave symlinks out of --times
  -o, --owner                keep the owner (the receiver needs the right)
  -g, --group                keep the group
      --devices              recreate device files (the receiver needs the right)
@@ -1784,6 +1843,8 @@ Transfer (what is copied and kept):
  -R, --relative             recreate source paths below DEST (a/./b: from b on)
      --no-implied-dirs      do not send the directories above -R paths
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
+     --mkpath               make DEST's missing directories (all of DEST, or
+                            only those above it when DEST names one file)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
 Which files are updated:
@@ -1793,6 +1854,9 @@ Which files are updated:
  -u, --update               do not replace files newer on the receiver
      --existing             create no new files on the receiver
      --ignore-existing      leave files that exist on the receiver alone
+     --remove-source-files  remove each source file and symlink once the
+                            receiver has it (sent or found up to date); never
+                            directories (--remove-sent-files: only those sent)
 
 Deletion:
      --delete               remove receiver files that the sources lack
@@ -1804,6 +1868,8 @@ Deletion:
      --delete-excluded      also remove excluded files (implies --delete)
      --max-delete=NUM       remove at most NUM entries
      --ignore-errors        delete even when there were I/O errors
+     --force                delete a non-empty directory that is in the way of
+                            a file or symlink (--delete implies it)
  -b, --backup               keep what is replaced or deleted as NAME~ beside it
      --backup-dir=DIR       keep backups in DIR instead (relative to DEST;
                             implies -b)
@@ -1841,6 +1907,9 @@ Delta and resume:
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
                             one absolute DIR on the receiver for every file
  -P                         the same as --partial --progress
+     --delay-updates        finish each updated file in .~tmp~ (or the
+                            --partial-dir) beside it and put them all in place
+                            at the end of the run
      --inplace              rewrite files where they are, no temp file (not
                             atomic); only changed blocks, when the index allows
      --append               only add the new end of files that grew, in place;
@@ -2332,6 +2401,62 @@ mod tests {
     }
 
     #[test]
+    fn source_removal_force_mkpath_and_omitted_times_parse_like_rsync() {
+        let a = run(&[
+            "-aO",
+            "--remove-source-files",
+            "--force",
+            "--mkpath",
+            "s",
+            "d",
+        ]);
+        assert!(a.omit_dir_times && !a.omit_link_times);
+        assert_eq!(a.remove_source, 1);
+        assert!(a.force && a.mkpath);
+        let a = run(&[
+            "-aOJ",
+            "--no-O",
+            "--remove-source-files",
+            "--remove-sent-files",
+            "s",
+            "d",
+        ]);
+        assert!(!a.omit_dir_times && a.omit_link_times);
+        assert_eq!(a.remove_source, 2, "the later one wins");
+        let a = run(&[
+            "-a",
+            "--force",
+            "--no-force",
+            "--mkpath",
+            "--no-mkpath",
+            "s",
+            "d",
+        ]);
+        assert!(!a.force && !a.mkpath);
+    }
+
+    #[test]
+    fn delay_updates_holds_files_in_a_partial_dir() {
+        let a = run(&["-a", "--delay-updates", "s", "d"]);
+        assert!(a.delay_updates && a.partial);
+        assert_eq!(a.partial_dir.as_deref(), Some(&b".~tmp~"[..]));
+        let a = run(&["-a", "--delay-updates", "--partial-dir=.hold", "s", "d"]);
+        assert_eq!(a.partial_dir.as_deref(), Some(&b".hold"[..]));
+        let a = run(&["-a", "--delay-updates", "--no-delay-updates", "s", "d"]);
+        assert!(!a.delay_updates && !a.partial && a.partial_dir.is_none());
+        assert_eq!(
+            err(&["-a", "--delay-updates", "--inplace", "s", "d"]).message(),
+            "--inplace cannot be used with --delay-updates"
+        );
+        assert_eq!(
+            err(&["-a", "--append", "--delay-updates", "s", "d"]).message(),
+            "--append cannot be used with --delay-updates"
+        );
+        let e = err(&["-a", "--delay-updates", "--partial-dir=/hold", "s", "d"]);
+        assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
+    }
+
+    #[test]
     fn unknown_and_unsupported_options() {
         let e = err(&["--foo", "src", "dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::UnknownOption);
@@ -2350,8 +2475,8 @@ mod tests {
 
         for (arg, msg) in [
             (
-                "--delay-updates",
-                "option --delay-updates is not supported by sftpsync yet",
+                "--prune-empty-dirs",
+                "option --prune-empty-dirs (-m) is not supported by sftpsync yet",
             ),
             (
                 "--fuzzy",

@@ -30,7 +30,8 @@ use sftp_client::{ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex,
-    ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    RemoveSource, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    TreeError,
 };
 
 use output::{LogFile, OutputConfig, TerminalReporter};
@@ -302,6 +303,8 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         safe_links: cli.safe_links,
         perms: cli.perms,
         times: cli.times,
+        omit_dir_times: cli.omit_dir_times,
+        omit_link_times: cli.omit_link_times,
         owner: cli.owner,
         group: cli.group,
         devices: cli.devices,
@@ -315,6 +318,13 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
             Some(DeleteTiming::Delay) => DeleteWhen::Delay,
             Some(DeleteTiming::After) => DeleteWhen::After,
         },
+        force: cli.force,
+        remove_source: match cli.remove_source {
+            0 => RemoveSource::Off,
+            1 => RemoveSource::Synced,
+            _ => RemoveSource::Sent,
+        },
+        delay_updates: cli.delay_updates,
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,
@@ -627,6 +637,72 @@ fn split_source(path: &[u8]) -> (Vec<u8>, SourceContent) {
     }
 }
 
+/// `path` without its trailing slashes (but `/` stays `/`).
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let mut p = path;
+    while p.len() > 1 && p.ends_with(b"/") {
+        p = &p[..p.len() - 1];
+    }
+    p
+}
+
+/// The directory prefixes of `path`, shortest first: `a/b/c` gives `a`, `a/b`, `a/b/c`.
+fn path_prefixes(path: &[u8]) -> Vec<&[u8]> {
+    let path = trim_slashes(path);
+    if path.is_empty() || path == b"/" || path == b"." {
+        return Vec::new();
+    }
+    let mut prefixes: Vec<&[u8]> = (1..path.len())
+        .filter(|&i| path[i] == b'/' && path[i - 1] != b'/')
+        .map(|i| &path[..i])
+        .collect();
+    prefixes.push(path);
+    prefixes
+}
+
+/// `--mkpath`: makes the missing directories of `path` on one side, each a tree root of
+/// `tree_at`, and says how many it made (would make, in a dry run). Symlinks to directories
+/// on the way are followed, as mkdir(2) follows them for rsync.
+async fn make_path(
+    tree_at: impl Fn(&[u8]) -> Arc<dyn Tree>,
+    path: &[u8],
+    dry_run: bool,
+) -> Result<u32, TreeError> {
+    let prefixes = path_prefixes(path);
+    let at = |e: TreeError, p: &[u8]| TreeError {
+        path: p.to_vec(),
+        ..e
+    };
+    // From the end: usually all of it is there already, and one look says so.
+    let mut first_missing = prefixes.len();
+    for (i, p) in prefixes.iter().enumerate().rev() {
+        match tree_at(p).stat(&Vec::new()).await.map_err(|e| at(e, p))? {
+            Some(m) if m.kind == Kind::Dir => break,
+            Some(_) => {
+                return Err(TreeError {
+                    op: "mkpath",
+                    side: tree_at(p).side(),
+                    path: p.to_vec(),
+                    cause: "Not a directory (20)".into(),
+                    kind: ErrorKind::Other,
+                })
+            }
+            None => first_missing = i,
+        }
+    }
+    let missing = &prefixes[first_missing..];
+    if !dry_run {
+        for p in missing {
+            // 0777 as rsync asks: the umask (ours, or the server's) takes its part.
+            tree_at(p)
+                .mkdir(&Vec::new(), 0o777)
+                .await
+                .map_err(|e| at(e, p))?;
+        }
+    }
+    Ok(missing.len() as u32)
+}
+
 fn local_root(dir: &[u8]) -> PathBuf {
     if dir.is_empty() {
         PathBuf::from(".")
@@ -829,6 +905,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         progress,
         human: cli.human_readable,
         verbose: cli.verbose > 0 && !cli.quiet,
+        removals: info("remove", u8::from(cli.verbose > 1)) > 0,
         op: if cli.direction() == args::Direction::Pull {
             "recv"
         } else {
@@ -1012,6 +1089,9 @@ async fn run_attempts(
     // files finished before the cut up to date and sends only the rest, and deletions happen
     // only in an attempt whose source listing was complete, as in any run.
     let retries = cli.retries.unwrap_or(DEFAULT_RETRIES);
+    // A second attempt would list sources the first one already removed, and --delete would
+    // then delete their only copies on the receiver.
+    let may_retry = !(plan.opts.remove_source != RemoveSource::Off && plan.opts.delete);
     let mut announced = false;
     let mut number = 1;
     loop {
@@ -1025,6 +1105,14 @@ async fn run_attempts(
             } => {
                 if !retry || number > retries {
                     plan.reporter.error_line(&with_hint(&message, hint));
+                    return code;
+                }
+                if !may_retry {
+                    plan.reporter.error_line(&with_hint(&message, hint));
+                    plan.reporter.error_line(
+                        "not reconnecting: with --remove-source-files and --delete, a new \
+                         attempt would delete the copies of the sources already removed",
+                    );
                     return code;
                 }
                 let wait = backoff(number);
@@ -1289,6 +1377,30 @@ async fn attempt(
                     dest_dir = dir;
                     dest_file_name = Some(dest_name);
                 }
+            }
+        }
+    }
+    if cli.mkpath {
+        // rsync 3.2.3's --mkpath: all of DEST when it is to be a directory, only the
+        // directories above it when one file is copied to that name.
+        let wanted = if dest_file_name.is_some() {
+            &dest_dir
+        } else {
+            &dest_path
+        };
+        match make_path(|p| make_tree(dest_loc, p), wanted, opts.dry_run).await {
+            Ok(0) => {}
+            Ok(n) => sync_engine::Reporter::info(
+                &**reporter,
+                &format!(
+                    "created {n} director{} for {}",
+                    if n == 1 { "y" } else { "ies" },
+                    sync_engine::path::escape_name(trim_slashes(wanted))
+                ),
+            ),
+            Err(e) => {
+                reporter.error_line(&with_hint(&e.to_string(), hints::for_entry(&e)));
+                return Attempt::Finished(exit::FILE_IO);
             }
         }
     }
@@ -1573,6 +1685,22 @@ mod tests {
         assert_eq!(split("src/./"), pair("src", ""));
         assert!(split_relative(b"../x/f").unwrap_err().contains("\"..\""));
         assert!(split_relative(b"a/./b/../c").is_err());
+    }
+
+    #[test]
+    fn mkpath_walks_the_prefixes_of_a_path() {
+        let p = |s: &str| -> Vec<String> {
+            path_prefixes(s.as_bytes())
+                .into_iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(p("a/b/c/"), ["a", "a/b", "a/b/c"]);
+        assert_eq!(p("/x//y"), ["/x", "/x//y"]);
+        assert_eq!(p("../up"), ["..", "../up"]);
+        assert!(p("").is_empty() && p("/").is_empty() && p(".").is_empty());
+        assert_eq!(trim_slashes(b"/"), b"/");
+        assert_eq!(trim_slashes(b"a//"), b"a");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use sync_engine::path::RelPath;
+use sync_engine::path::{escape_name, RelPath};
 use sync_engine::{Item, Kind, Progress, Reporter, Stats, TreeError, UpdateType};
 
 use crate::format::{
@@ -37,6 +37,8 @@ pub struct OutputConfig {
     pub human: u8,
     /// -v: notes such as skipped unsafe symlinks.
     pub verbose: bool,
+    /// rsync's REMOVE level above 0 (`-vv`, `--info=remove`): "sender removed NAME" lines.
+    pub removals: bool,
     /// `%o`: "send" on a push or local copy, "recv" on a pull.
     pub op: &'static str,
     /// `%f`: what names an item's path on the sender, when one source makes it clear.
@@ -472,6 +474,12 @@ impl Reporter for TerminalReporter {
     fn verbose_info(&self, message: &str) {
         if !self.cfg.quiet && !self.cfg.json && self.cfg.verbose {
             self.say(message);
+        }
+    }
+
+    fn source_removed(&self, path: &RelPath) {
+        if self.cfg.removals && !self.cfg.quiet && !self.cfg.json {
+            self.say(&format!("sender removed {}", escape_name(path)));
         }
     }
 

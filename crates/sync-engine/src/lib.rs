@@ -76,7 +76,7 @@ pub use filter::FilterRules;
 pub use link_dest::{AltDest, LinkDest};
 pub use listing::{ListOutcome, ListSink, Listed};
 pub use local::LocalTree;
-pub use options::{AppendMode, DeleteWhen, SyncOptions};
+pub use options::{AppendMode, DeleteWhen, RemoveSource, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
 pub use report::{CollectingReporter, Item, Progress, Reporter, Stats, UpdateType};
 pub use simple::DEFAULT_TASKS_PER_LANE;

@@ -248,6 +248,9 @@ pub trait Reporter: Send + Sync {
     fn info(&self, _message: &str) {}
     /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
     fn verbose_info(&self, _message: &str) {}
+    /// A source entry was removed once the receiver had it (`--remove-source-files`); `path`
+    /// is where it was in its source tree. rsync says "sender removed NAME" at `-vv`.
+    fn source_removed(&self, _path: &RelPath) {}
     /// Whether regular files found up to date are told to [`Reporter::item`] too, for
     /// rsync's `-vv` ("NAME is uptodate") and `-ii`. Off by default: on a big tree that is
     /// mostly unchanged it is an item per file.

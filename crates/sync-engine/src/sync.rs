@@ -18,8 +18,8 @@ use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Progress, Reporter, Stats, UpdateType};
 use crate::task::{
-    modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Resend,
-    Shared, SourceEntry, Worker,
+    modes_differ, partial_file_name, sort_rsync_by, Delayed, Fatal, Gate, KeptPartial, Report,
+    Resend, Shared, SourceEntry, Synced, Worker,
 };
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
@@ -115,6 +115,14 @@ pub struct SyncOutcome {
     pub fatal: Option<TreeError>,
 }
 
+/// What one finished task has to tell, kept until the tasks started before it have told
+/// theirs.
+struct Held {
+    items: Vec<Item>,
+    /// Source entries removed (`--remove-source-files`), told after the items.
+    removed_sources: Vec<RelPath>,
+}
+
 /// Directories whose listings are fetched ahead of the walk.
 const LISTINGS_AHEAD: usize = 128;
 /// Finished tasks whose items may wait for an earlier, slower one before being printed.
@@ -143,7 +151,7 @@ struct DirFix {
 struct LinkJob {
     first: RelPath,
     dest_path: RelPath,
-    meta: Meta,
+    src: SourceEntry,
     existing: Option<Meta>,
 }
 
@@ -358,7 +366,7 @@ struct Run<'a> {
     /// gets a number, and finished ones wait in `held` until those before them are printed.
     next_seq: u64,
     next_to_print: u64,
-    held: BTreeMap<u64, Vec<Item>>,
+    held: BTreeMap<u64, Held>,
     tasks_per_lane: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
@@ -369,6 +377,8 @@ struct Run<'a> {
     links: Vec<LinkJob>,
     /// `--append-verify` files to send again after the walk.
     resends: Vec<Resend>,
+    /// `--delay-updates` files waiting to be renamed into place after every copy.
+    delayed: Vec<Delayed>,
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
     pending_deletions: Vec<(RelPath, Meta)>,
@@ -419,6 +429,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         hard_links: HashMap::new(),
         links: Vec::new(),
         resends: Vec::new(),
+        delayed: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
         base_filters: Arc::new(opts.filters.clone()),
@@ -494,13 +505,24 @@ impl<'a> Run<'a> {
             .await?;
         }
         self.drain().await?;
+        // --delay-updates: every file written, now all go into place in quick succession.
+        for delayed in std::mem::take(&mut self.delayed) {
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w.put_in_place(delayed).await;
+                w.finish(r)
+            })
+            .await?;
+        }
+        self.drain().await?;
         // Links need their first name in place, so they wait for every copy.
         for link in std::mem::take(&mut self.links) {
             let sh = self.sh.clone();
             self.spawn(async move {
                 let mut w = Worker::new(sh);
                 let r = w
-                    .hard_link(link.first, link.dest_path, link.meta, link.existing)
+                    .hard_link(link.first, link.dest_path, link.src, link.existing)
                     .await;
                 w.finish(r)
             })
@@ -515,7 +537,13 @@ impl<'a> Run<'a> {
     /// Folds a finished task's report into the outcome. `seq` places its items in the
     /// output; `None` prints them at once.
     fn absorb(&mut self, seq: Option<u64>, report: Report) -> Result<(), Fatal> {
-        self.release(seq, report.items);
+        self.release(
+            seq,
+            Held {
+                items: report.items,
+                removed_sources: report.removed_sources,
+            },
+        );
         for w in &report.warnings {
             self.reporter.warning(w);
         }
@@ -531,6 +559,7 @@ impl<'a> Run<'a> {
         self.outcome.deletions_skipped += report.deletions_skipped;
         self.outcome.stats += report.stats;
         self.resends.extend(report.resends);
+        self.delayed.extend(report.delayed);
         match report.fatal {
             Some(e) => Err(Fatal(e)),
             None => Ok(()),
@@ -538,8 +567,8 @@ impl<'a> Run<'a> {
     }
 
     /// Remembers which directories the items touched and prints them in walk order.
-    fn release(&mut self, seq: Option<u64>, items: Vec<Item>) {
-        for item in &items {
+    fn release(&mut self, seq: Option<u64>, held: Held) {
+        for item in &held.items {
             let adds_or_removes = item.created
                 || matches!(
                     item.update,
@@ -552,10 +581,19 @@ impl<'a> Run<'a> {
         }
         match seq {
             Some(seq) if seq >= self.next_to_print => {
-                self.held.insert(seq, items);
+                self.held.insert(seq, held);
                 self.print_held(MAX_HELD);
             }
-            _ => items.iter().for_each(|i| self.reporter.item(i)),
+            _ => self.tell(held),
+        }
+    }
+
+    fn tell(&self, held: Held) {
+        for item in &held.items {
+            self.reporter.item(item);
+        }
+        for path in &held.removed_sources {
+            self.reporter.source_removed(path);
         }
     }
 
@@ -571,9 +609,8 @@ impl<'a> Run<'a> {
             if seq != self.next_to_print && !over_limit {
                 return;
             }
-            for item in entry.remove() {
-                self.reporter.item(&item);
-            }
+            let held = entry.remove();
+            self.tell(held);
             self.next_to_print = seq + 1;
         }
     }
@@ -582,7 +619,13 @@ impl<'a> Run<'a> {
     fn walker_item(&mut self, item: Item) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.release(Some(seq), vec![item]);
+        self.release(
+            Some(seq),
+            Held {
+                items: vec![item],
+                removed_sources: Vec::new(),
+            },
+        );
     }
 
     fn joined(&mut self, r: Result<(u64, Report), JoinError>) -> Result<(), Fatal> {
@@ -939,7 +982,7 @@ impl<'a> Run<'a> {
                 return Ok(None);
             }
             let mut w = self.worker();
-            let r = w.remove_for_replace(path, m).await;
+            let r = w.remove_for_replace(path, m, Kind::Dir).await;
             let removed = matches!(r, Ok(true));
             self.absorb(None, w.finish(r.map(|_| ())))?;
             if !removed {
@@ -1004,7 +1047,7 @@ impl<'a> Run<'a> {
                 }
                 let m = m.clone();
                 let mut w = self.worker();
-                let r = w.remove_for_replace(&path, &m).await;
+                let r = w.remove_for_replace(&path, &m, Kind::Dir).await;
                 let removed = matches!(r, Ok(true));
                 self.absorb(None, w.finish(r.map(|_| ())))?;
                 if !removed {
@@ -1061,7 +1104,7 @@ impl<'a> Run<'a> {
             Some(m) if m.kind != Kind::Dir => {
                 let m = m.clone();
                 let mut w = self.worker();
-                let r = w.remove_for_replace(path, &m).await;
+                let r = w.remove_for_replace(path, &m, Kind::Dir).await;
                 let removed = matches!(r, Ok(true));
                 self.absorb(None, w.finish(r.map(|_| ())))?;
                 if !removed {
@@ -1316,7 +1359,7 @@ impl<'a> Run<'a> {
                     Some(m) => {
                         let m = m.clone();
                         let mut w = self.worker();
-                        let r = w.remove_for_replace(&path, &m).await;
+                        let r = w.remove_for_replace(&path, &m, Kind::Dir).await;
                         let removed = matches!(r, Ok(true));
                         self.absorb(None, w.finish(r.map(|_| ())))?;
                         if !removed {
@@ -1513,21 +1556,21 @@ impl<'a> Run<'a> {
                 .await?;
             }
             fix.mode = Some(final_mode);
-            if opts.times {
+            if opts.dir_times() {
                 fix.mtime = Some(src.mtime);
             }
             w.owner_fix(src, None, &mut fix, &mut item);
         } else if let Some(dest) = existing {
             item.update = UpdateType::NoUpdate;
             let stored = self.dest().stored_mtime(src.mtime);
-            if opts.times && mtimes_differ(stored, dest.mtime, opts.modify_window) {
+            if opts.dir_times() && mtimes_differ(stored, dest.mtime, opts.modify_window) {
                 item.time = true;
             }
             if opts.perms && modes_differ(src.mode, dest.mode) {
                 item.perms = true;
             }
             w.owner_fix(src, Some(dest), &mut fix, &mut item);
-            if opts.times {
+            if opts.dir_times() {
                 // Always restored at the end: filling the directory changes its mtime.
                 fix.mtime = Some(src.mtime);
             }
@@ -1698,10 +1741,16 @@ impl<'a> Run<'a> {
                 if self.opts().hard_links && meta.nlink > 1 {
                     if let Some(id) = meta.dev_ino {
                         if let Some(first) = self.hard_links.get(&id) {
+                            let src = SourceEntry {
+                                tree,
+                                path: src_path,
+                                meta,
+                                kept_partial: KeptPartial::Unknown,
+                            };
                             self.links.push(LinkJob {
                                 first: first.clone(),
                                 dest_path,
-                                meta,
+                                src,
                                 existing,
                             });
                             return Ok(());
@@ -1711,11 +1760,17 @@ impl<'a> Run<'a> {
                 }
                 if self.unchanged(&meta, existing.as_ref()) {
                     if self.reporter.wants_unchanged() {
-                        let item =
-                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path).with_meta(&meta);
+                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path.clone())
+                            .with_meta(&meta);
                         self.walker_item(item);
                     }
-                    return Ok(());
+                    let src = SourceEntry {
+                        tree,
+                        path: src_path,
+                        meta,
+                        kept_partial: KeptPartial::Unknown,
+                    };
+                    return self.remove_up_to_date(src, dest_path).await;
                 }
                 let src = SourceEntry {
                     tree,
@@ -1734,6 +1789,9 @@ impl<'a> Run<'a> {
                         "skipping non-regular file \"{}\"",
                         display_path(&src_path)
                     ));
+                    return Ok(());
+                }
+                if self.opts().ignore_existing && existing.is_some() {
                     return Ok(());
                 }
                 let src = SourceEntry {
@@ -1797,11 +1855,17 @@ impl<'a> Run<'a> {
                 {
                     Ok(Linked::Done(how)) => {
                         // rsync shows these only with -ii, as unchanged.
-                        let mut item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
-                            .with_meta(&src.meta);
+                        let mut item =
+                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path.clone())
+                                .with_meta(&src.meta);
                         item.alt_dest_update = how;
                         w.report.items.push(item);
-                        return w.report;
+                        let r = if w.removes_source(Synced::UpToDate) {
+                            w.remove_source(&src, &dest_path, false).await
+                        } else {
+                            Ok(())
+                        };
+                        return w.finish(r);
                     }
                     Ok(Linked::No(found)) => {
                         basis = found
@@ -1823,6 +1887,25 @@ impl<'a> Run<'a> {
         .await
     }
 
+    /// `--remove-source-files` for a file the listings show to be up to date: a task of its
+    /// own, as no other is started for it.
+    async fn remove_up_to_date(
+        &mut self,
+        src: SourceEntry,
+        dest_path: RelPath,
+    ) -> Result<(), Fatal> {
+        if !self.worker().removes_source(Synced::UpToDate) {
+            return Ok(());
+        }
+        let sh = self.sh.clone();
+        self.spawn(async move {
+            let mut w = Worker::new(sh);
+            let r = w.remove_source(&src, &dest_path, false).await;
+            w.finish(r)
+        })
+        .await
+    }
+
     /// A file the listings already show to be up to date in every way the options look at:
     /// no task is started for it, which keeps no-change runs cheap.
     fn unchanged(&self, src: &Meta, existing: Option<&Meta>) -> bool {
@@ -1832,8 +1915,13 @@ impl<'a> Run<'a> {
         };
         let chown = self.dest().can_chown();
         let stored = self.dest().stored_mtime(src.mtime);
-        let times_match =
-            !self.dest().keeps_times() || !mtimes_differ(stored, d.mtime, opts.modify_window);
+        // Without kept mtimes the size decides, except for a source that is then removed:
+        // the task sends it rather than trust its size (see `Worker::file`).
+        let times_match = if self.dest().keeps_times() {
+            !mtimes_differ(stored, d.mtime, opts.modify_window)
+        } else {
+            !opts.removes_up_to_date()
+        };
         !opts.checksum
             && d.size == src.size
             && times_match
@@ -1851,7 +1939,8 @@ impl<'a> Run<'a> {
                 opts.ignore_existing
                     || (opts.update && d.mtime > self.dest().stored_mtime(src.mtime))
             }
-            Some(_) => false,
+            // As rsync: whatever is there stays, a directory too.
+            Some(_) => opts.ignore_existing,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::backup::Backup;
 use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
 use crate::link_dest::{Basis, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
-use crate::options::{AppendMode, SyncOptions};
+use crate::options::{AppendMode, RemoveSource, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Progress, Stats, UpdateType};
 use crate::server_hashes::{self, BuildError, ServerHashTrust, Versions};
@@ -155,6 +155,36 @@ pub(crate) struct Report {
     pub fatal: Option<TreeError>,
     /// Files to send again once every other file is done (`--append-verify`).
     pub resends: Vec<Resend>,
+    /// `--delay-updates`: files written whole beside their place, to be renamed into it once
+    /// every file is written.
+    pub delayed: Vec<Delayed>,
+    /// Source entries removed after the receiver got them (`--remove-source-files`), by
+    /// their paths in their source trees.
+    pub removed_sources: Vec<RelPath>,
+}
+
+/// A file `--delay-updates` finished in the partial directory: renamed over `dest_path`
+/// in the pass after every copy (`Worker::put_in_place`).
+pub(crate) struct Delayed {
+    src: SourceEntry,
+    /// Where the finished file waits, in the destination tree.
+    waiting: RelPath,
+    dest_path: RelPath,
+    meta: SetMeta,
+    /// What was written, for the delta index once the file is in place.
+    copied: Copied,
+    /// A file was there when the walk looked: with `--backup` it is kept before the rename.
+    replacing: bool,
+}
+
+/// How a source entry came to be on the receiver, for `--remove-source-files` and
+/// `--remove-sent-files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Synced {
+    /// Its data was sent (or the symlink made) in this run.
+    Sent,
+    /// The receiver already had it.
+    UpToDate,
 }
 
 /// A file `--append-verify` appended to, whose receiver's start turned out not to be the
@@ -295,6 +325,116 @@ impl Worker {
         }
     }
 
+    /// Whether a source entry that reached the receiver this way is to be removed.
+    pub fn removes_source(&self, how: Synced) -> bool {
+        let opts = &self.sh.opts;
+        if opts.dry_run {
+            return false;
+        }
+        match opts.remove_source {
+            RemoveSource::Off => false,
+            RemoveSource::Synced => true,
+            RemoveSource::Sent => how == Synced::Sent,
+        }
+    }
+
+    /// rsync's `--remove-source-files` for one file or symlink that is now in place at
+    /// `dest_path`. Nothing is removed unless every check passes: with `check_dest` the
+    /// receiver's file must be a file of the source's size; the source must still have the
+    /// size and mtime it was synced with (a file written to meanwhile stays, as in rsync);
+    /// and in a local copy the two must not be the same file. A failure is an error that
+    /// names the source.
+    pub async fn remove_source(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        check_dest: bool,
+    ) -> Result<(), Fatal> {
+        let refuse = |side, cause: &str| TreeError {
+            op: "remove sent file",
+            side,
+            path: src.path.clone(),
+            cause: cause.to_string(),
+            kind: ErrorKind::Other,
+        };
+        let both_local = src.tree.side() == Side::Local && self.dest().side() == Side::Local;
+        let dest_now = if check_dest || both_local {
+            match self.dest().lstat(dest_path).await {
+                Ok(m) => m,
+                Err(e) => return self.fail(e),
+            }
+        } else {
+            None
+        };
+        if check_dest {
+            let whole = dest_now
+                .as_ref()
+                .is_some_and(|d| d.kind == src.meta.kind && d.size == src.meta.size);
+            if !whole {
+                return self.fail(refuse(
+                    src.tree.side(),
+                    "the receiver's copy is not the source's size after the transfer; \
+                     the source is kept",
+                ));
+            }
+        }
+        let listed = match src.tree.lstat(&src.path).await {
+            // A symlink the walk followed (-L) is compared as what it points to.
+            Ok(Some(m)) if m.kind == Kind::Symlink && src.meta.kind != Kind::Symlink => {
+                src.tree.stat(&src.path).await
+            }
+            other => other,
+        };
+        let now = match listed {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.report.warnings.push(format!(
+                    "sender file already removed: {}",
+                    display_path(&src.path)
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                return self.fail(TreeError {
+                    op: "re-lstat",
+                    ..e
+                })
+            }
+        };
+        if now.kind != src.meta.kind || now.size != src.meta.size || now.mtime != src.meta.mtime {
+            return self.fail(refuse(
+                src.tree.side(),
+                "it changed since it was synced; it is kept",
+            ));
+        }
+        if both_local
+            && now.dev_ino.is_some()
+            && dest_now.as_ref().and_then(|d| d.dev_ino) == now.dev_ino
+        {
+            return self.fail(refuse(
+                src.tree.side(),
+                "it is the destination file itself; it is kept",
+            ));
+        }
+        match src.tree.remove_file(&src.path).await {
+            Ok(()) => {
+                self.report.removed_sources.push(src.path.clone());
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                self.report.warnings.push(format!(
+                    "sender file already removed: {}",
+                    display_path(&src.path)
+                ));
+                Ok(())
+            }
+            Err(e) => self.fail(TreeError {
+                op: "remove sent file",
+                ..e
+            }),
+        }
+    }
+
     /// Creates a directory once its parent exists; opens `done` with the result.
     pub async fn mkdir(
         &mut self,
@@ -327,20 +467,93 @@ impl Worker {
         }
     }
 
-    /// Removes whatever is in the way of a new entry of another type. False if it could not be.
-    pub async fn remove_for_replace(&mut self, path: &RelPath, meta: &Meta) -> Result<bool, Fatal> {
+    /// Removes whatever is in the way of a new entry of another type (`new_kind`). False if
+    /// it could not be (reported).
+    pub async fn remove_for_replace(
+        &mut self,
+        path: &RelPath,
+        meta: &Meta,
+        new_kind: Kind,
+    ) -> Result<bool, Fatal> {
+        if meta.kind == Kind::Dir {
+            return self.make_way(path, new_kind).await;
+        }
         if self.sh.opts.dry_run {
             return Ok(true);
         }
-        let r = if meta.kind == Kind::Dir {
-            self.remove_tree(path).await
-        } else {
-            self.remove_or_back_up(path).await
-        };
-        match r {
+        match self.remove_or_back_up(path).await {
             Ok(()) => Ok(true),
             Err(e) => {
                 self.fail(e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A directory in the way of a non-directory goes, as in rsync 3: an empty one always;
+    /// one with entries only with `--force` or `--delete`, each entry then deleted (itemized
+    /// and counted) as an extraneous one would be. Otherwise it stays and the new entry fails.
+    async fn make_way(&mut self, path: &RelPath, new_kind: Kind) -> Result<bool, Fatal> {
+        let listed = match self.dest().read_dir(path).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(e)?;
+                return Ok(false);
+            }
+        };
+        // Only names the listing checks allow; the others were never ours to delete.
+        let (entries, _) = validate_listing(self.dest().side(), path, listed);
+        let force = self.sh.opts.force_delete();
+        let before = (self.report.errors.len(), self.report.deletions_skipped);
+        if force {
+            let mut kids: Vec<(Vec<u8>, Meta)> = entries
+                .iter()
+                .map(|e| (e.name.clone(), e.meta.clone()))
+                .collect();
+            sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
+            for (name, m) in kids.into_iter().rev() {
+                self.delete_entry(join(path, &name), m).await?;
+            }
+        }
+        let emptied = entries.is_empty()
+            || (force && (self.report.errors.len(), self.report.deletions_skipped) == before);
+        let removed = if !emptied {
+            Err(None)
+        } else if self.sh.opts.dry_run {
+            Ok(())
+        } else {
+            self.dest().remove_dir(path).await.map_err(Some)
+        };
+        let what = match new_kind {
+            Kind::Symlink => "make way for new symlink",
+            Kind::Dir => "make way for new directory",
+            _ => "make way for new regular file",
+        };
+        match removed {
+            Ok(()) => Ok(true),
+            Err(Some(e)) if e.kind == ErrorKind::Connection => Err(Fatal(e)),
+            Err(Some(e)) => {
+                self.fail(TreeError { op: what, ..e })?;
+                Ok(false)
+            }
+            Err(None) => {
+                self.report.warnings.push(format!(
+                    "cannot delete non-empty directory: {}",
+                    display_path(path)
+                ));
+                let cause = if force {
+                    "the directory there is not empty".to_string()
+                } else {
+                    "the directory there is not empty (--force or --delete deletes its contents)"
+                        .to_string()
+                };
+                self.fail(TreeError {
+                    op: what,
+                    side: self.dest().side(),
+                    path: path.clone(),
+                    cause,
+                    kind: ErrorKind::Other,
+                })?;
                 Ok(false)
             }
         }
@@ -352,26 +565,6 @@ impl Worker {
             Some(b) => b.keep(self.dest(), path, false).await,
             None => self.dest().remove_file(path).await,
         }
-    }
-
-    fn remove_tree<'b>(
-        &'b self,
-        path: &'b RelPath,
-    ) -> Pin<Box<dyn Future<Output = Result<(), TreeError>> + Send + 'b>> {
-        Box::pin(async move {
-            // Only names the listing checks allow; the others were never ours to delete.
-            let (entries, _) =
-                validate_listing(self.dest().side(), path, self.dest().read_dir(path).await?);
-            for e in entries {
-                let p = join(path, &e.name);
-                if e.meta.kind == Kind::Dir {
-                    self.remove_tree(&p).await?;
-                } else {
-                    self.dest().remove_file(&p).await?;
-                }
-            }
-            self.dest().remove_dir(path).await
-        })
     }
 
     /// Deletes one extraneous entry, a directory with everything in it.
@@ -490,7 +683,7 @@ impl Worker {
                     Ok(t) if t == target => {
                         create = false;
                         item.update = UpdateType::NoUpdate;
-                        if opts.times
+                        if opts.link_times()
                             && self.dest().side() == Side::Local
                             && mtimes_differ(src.meta.mtime, m.mtime, opts.modify_window)
                         {
@@ -511,7 +704,10 @@ impl Worker {
             Some(m) => {
                 item.created = true;
                 let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
+                if !self
+                    .remove_for_replace(&dest_path, &m, Kind::Symlink)
+                    .await?
+                {
                     return Ok(());
                 }
             }
@@ -529,7 +725,7 @@ impl Worker {
             }
         }
         let mut fix = SetMeta::default();
-        if opts.times && (create || item.time) {
+        if opts.link_times() && (create || item.time) {
             fix.mtime = Some(src.meta.mtime);
         }
         let dry_run = opts.dry_run;
@@ -541,6 +737,14 @@ impl Worker {
         }
         if item.is_change() || item.alt_dest_update.is_some() {
             self.item(item);
+        }
+        let how = if create {
+            Synced::Sent
+        } else {
+            Synced::UpToDate
+        };
+        if self.removes_source(how) {
+            self.remove_source(&src, &dest_path, false).await?;
         }
         Ok(())
     }
@@ -566,9 +770,15 @@ impl Worker {
             let times_kept = self.dest().keeps_times();
             let stored = self.dest().stored_mtime(src.meta.mtime);
             let time_differs = times_kept && mtimes_differ(stored, d.mtime, opts.modify_window);
+            // Where mtimes cannot be kept, files are compared by size; but a source that is
+            // to be removed once the receiver has it is not taken for up to date on its size
+            // alone (the user asked for no such thing): without -c it is sent.
+            let size_is_proof = !times_kept && !opts.removes_up_to_date();
             transfer = if size_differs {
+                // rsync's -c flags a file of another size as having another checksum too.
+                item.checksum = opts.checksum;
                 true
-            } else if opts.size_only || !times_kept {
+            } else if opts.size_only || size_is_proof {
                 false
             } else if opts.checksum {
                 match self.same_content(&src, &dest_path, d).await? {
@@ -579,7 +789,7 @@ impl Worker {
                     None => return Ok(()),
                 }
             } else {
-                time_differs
+                time_differs || !times_kept
             };
             item.size = size_differs;
             if opts.times {
@@ -631,22 +841,24 @@ impl Worker {
             return Ok(());
         }
         if !transfer {
-            if !item.is_change() {
-                return Ok(());
-            }
-            let fix = SetMeta {
-                mode: item.perms.then_some(mode),
-                mtime: (opts.times && item.time).then_some(src.meta.mtime),
-                uid: meta.uid,
-                gid: meta.gid,
-            };
-            if !opts.dry_run && !fix.is_empty() {
-                if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
-                    return self.fail(e);
+            if item.is_change() {
+                let fix = SetMeta {
+                    mode: item.perms.then_some(mode),
+                    mtime: (opts.times && item.time).then_some(src.meta.mtime),
+                    uid: meta.uid,
+                    gid: meta.gid,
+                };
+                if !opts.dry_run && !fix.is_empty() {
+                    if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
+                        return self.fail(e);
+                    }
                 }
+                item.update = UpdateType::NoUpdate;
+                self.item(item);
             }
-            item.update = UpdateType::NoUpdate;
-            self.item(item);
+            if self.removes_source(Synced::UpToDate) {
+                self.remove_source(&src, &dest_path, false).await?;
+            }
             return Ok(());
         }
 
@@ -662,6 +874,9 @@ impl Worker {
                     item.update = UpdateType::NoUpdate;
                     item.alt_dest_update = Some(UpdateType::LocalChange);
                     self.item(item);
+                    if self.removes_source(Synced::UpToDate) {
+                        self.remove_source(&src, &dest_path, true).await?;
+                    }
                     return Ok(());
                 }
                 Ok(false) => {}
@@ -673,7 +888,7 @@ impl Worker {
         if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::File) {
             item.created = true;
             let m = m.clone();
-            if !self.remove_for_replace(&dest_path, &m).await? {
+            if !self.remove_for_replace(&dest_path, &m, Kind::File).await? {
                 return Ok(());
             }
         }
@@ -687,7 +902,8 @@ impl Worker {
             self.item(item);
             return Ok(());
         }
-        if let (Some(b), Some(old)) = (&sh.backup, existing_file) {
+        // With --delay-updates the old file stays in place, and is backed up, until the end.
+        if let (Some(b), Some(old), false) = (&sh.backup, existing_file, opts.delay_updates) {
             let kept = if opts.inplace || opts.append != AppendMode::Off {
                 b.keep_copy(self.dest(), &dest_path, old).await
             } else {
@@ -718,7 +934,9 @@ impl Worker {
                 }
             },
         };
-        self.settle(copy, item, src, dest_path, meta, started)
+        let replacing = existing_file.is_some();
+        self.settle(copy, item, src, dest_path, meta, started, replacing)
+            .await
     }
 
     /// `--append-verify`'s second go at a file whose receiver's start differed: a plain
@@ -747,11 +965,14 @@ impl Worker {
         let copy = self
             .copy_in_place(&r.src, &r.dest_path, &r.meta, None)
             .await;
-        self.settle(copy, item, r.src, r.dest_path, r.meta, started)
+        self.settle(copy, item, r.src, r.dest_path, r.meta, started, true)
+            .await
     }
 
-    /// Counts and reports how a copy went.
-    fn settle(
+    /// Counts and reports how a copy went; once the file is in place, removes its source
+    /// when asked to. `replacing`: a file was at `dest_path` when the walk looked.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
         &mut self,
         copy: Result<CopyResult, CopyError>,
         item: Item,
@@ -759,11 +980,29 @@ impl Worker {
         dest_path: RelPath,
         meta: SetMeta,
         started: Instant,
+        replacing: bool,
     ) -> Result<(), Fatal> {
         match copy {
             Ok(CopyResult::Done(copied)) => {
                 self.remember(&dest_path, &meta, &copied);
                 self.transferred(item, &copied, started);
+                if self.removes_source(Synced::Sent) {
+                    self.remove_source(&src, &dest_path, true).await?;
+                }
+                Ok(())
+            }
+            Ok(CopyResult::Waiting { copied, waiting }) => {
+                // Shown now, as rsync shows it when the data has arrived; in place, indexed
+                // and its source removed only in the pass after every copy.
+                self.transferred(item, &copied, started);
+                self.report.delayed.push(Delayed {
+                    src,
+                    waiting,
+                    dest_path,
+                    meta,
+                    copied,
+                    replacing,
+                });
                 Ok(())
             }
             Ok(CopyResult::StartDiffers(appended)) => {
@@ -788,6 +1027,26 @@ impl Worker {
         }
     }
 
+    /// `--delay-updates`' last step for one file: its finished version is renamed from the
+    /// partial directory over the old one (kept first with `--backup`), the partial directory
+    /// goes once empty, and the source is removed when asked to.
+    pub async fn put_in_place(&mut self, d: Delayed) -> Result<(), Fatal> {
+        if let (Some(b), true) = (&self.sh.backup, d.replacing) {
+            if let Err(e) = b.keep(self.dest(), &d.dest_path, true).await {
+                return self.fail(e);
+            }
+        }
+        if let Err(e) = self.dest().rename_replace(&d.waiting, &d.dest_path).await {
+            return self.fail(e);
+        }
+        self.remember(&d.dest_path, &d.meta, &d.copied);
+        let _ = self.dest().remove_dir(&parent(&d.waiting).to_vec()).await;
+        if self.removes_source(Synced::Sent) {
+            self.remove_source(&d.src, &d.dest_path, true).await?;
+        }
+        Ok(())
+    }
+
     /// Counts one finished copy in the stats and reports its item.
     fn transferred(&mut self, mut item: Item, copied: &Copied, started: Instant) {
         let stats = &mut self.report.stats;
@@ -808,7 +1067,7 @@ impl Worker {
         &mut self,
         first: RelPath,
         dest_path: RelPath,
-        src: Meta,
+        src: SourceEntry,
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
@@ -816,24 +1075,27 @@ impl Worker {
             // SFTP cannot tell us whether the two names already share an inode; a file that
             // passes the quick check is taken as already linked.
             if d.kind == Kind::File
-                && d.size == src.size
+                && d.size == src.meta.size
                 && !mtimes_differ(
-                    self.dest().stored_mtime(src.mtime),
+                    self.dest().stored_mtime(src.meta.mtime),
                     d.mtime,
                     opts.modify_window,
                 )
             {
+                if self.removes_source(Synced::UpToDate) {
+                    self.remove_source(&src, &dest_path, false).await?;
+                }
                 return Ok(());
             }
         }
         let mut item =
-            Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src);
+            Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src.meta);
         item.created = true;
         item.hard_link_to = Some(first.clone());
         if !opts.dry_run {
             if let Some(m) = &existing {
                 let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
+                if !self.remove_for_replace(&dest_path, &m, Kind::File).await? {
                     return Ok(());
                 }
             }
@@ -844,6 +1106,10 @@ impl Worker {
         self.report.stats.created_files += 1;
         self.report.stats.created_regular += 1;
         self.item(item);
+        // As rsync: a name linked to one sent before counts as synced, not as sent.
+        if self.removes_source(Synced::UpToDate) {
+            self.remove_source(&src, &dest_path, true).await?;
+        }
         Ok(())
     }
 
@@ -1316,7 +1582,9 @@ impl Worker {
             Ok(()) if opts.verify => self.verify_by_server_hash(src, &temp, dest_path).await,
             other => other,
         };
+        let waits = opts.delay_updates;
         let result = match built {
+            Ok(()) if waits => Ok(()),
             Ok(()) => self
                 .dest()
                 .rename_replace(&temp, dest_path)
@@ -1337,14 +1605,14 @@ impl Worker {
                 return None;
             }
         };
-        if result.is_ok() && opts.partial_dir.is_some() {
+        if result.is_ok() && opts.partial_dir.is_some() && !waits {
             let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
         }
         Some(match result {
             Ok(()) => {
                 sh.server_hashes.passed();
                 let literal = plan.fetched();
-                Ok(CopyResult::Done(Copied {
+                let copied = Copied {
                     len: src.meta.size,
                     literal,
                     matched: src.meta.size - literal,
@@ -1352,7 +1620,15 @@ impl Worker {
                     signature: None,
                     start_checked_by_index: false,
                     read_to_check: 0,
-                }))
+                };
+                if waits {
+                    Ok(CopyResult::Waiting {
+                        copied,
+                        waiting: temp,
+                    })
+                } else {
+                    Ok(CopyResult::Done(copied))
+                }
             }
             Err(CopyError::Source(e)) if e.is_not_found() => {
                 let _ = self.dest().remove_file(&temp).await;
@@ -1505,6 +1781,12 @@ impl Worker {
                         _ => Ok(()),
                     };
                     match verified {
+                        Ok(()) if self.sh.opts.delay_updates => {
+                            return Ok(CopyResult::Waiting {
+                                copied,
+                                waiting: temp,
+                            });
+                        }
                         Ok(()) => match &outside {
                             None => self.dest().rename_replace(&temp, dest_path).await,
                             Some(t) => {
@@ -1552,6 +1834,12 @@ impl Worker {
 
 enum CopyResult {
     Done(Copied),
+    /// `--delay-updates`: written whole and finished at `waiting` (in the partial directory),
+    /// to be renamed into place after every other copy.
+    Waiting {
+        copied: Copied,
+        waiting: RelPath,
+    },
     /// `--append-verify`: the tail was appended, but the receiver's start is not the source's.
     StartDiffers(Copied),
     Vanished,

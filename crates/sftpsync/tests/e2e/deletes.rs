@@ -4,17 +4,20 @@
 use super::*;
 
 /// A destination with extras: files, a directory with contents, and symlinks that lead to a
-/// directory outside it, one as an extra entry and one inside an extra directory.
+/// directory outside it, one as an extra entry and one inside an extra directory. Fixed
+/// mtimes: extras that --max-delete spares are compared between two copies made apart.
 fn destination_with_extras(dst: &Path, outside: &Path) {
     std::fs::create_dir_all(dst.join("gone/deeper")).unwrap();
     std::fs::create_dir_all(outside).unwrap();
     std::fs::write(outside.join("precious"), b"keep").unwrap();
     for i in 1..=5 {
-        std::fs::write(dst.join(format!("x{i}")), b"x").unwrap();
+        write_at(&dst.join(format!("x{i}")), b"x", 1_500_000_000);
     }
-    std::fs::write(dst.join("gone/deeper/file"), b"y").unwrap();
-    std::os::unix::fs::symlink(outside, dst.join("link-out")).unwrap();
-    std::os::unix::fs::symlink(outside, dst.join("gone/deeper/link-out")).unwrap();
+    write_at(&dst.join("gone/deeper/file"), b"y", 1_500_000_000);
+    for link in ["link-out", "gone/deeper/link-out"] {
+        std::os::unix::fs::symlink(outside, dst.join(link)).unwrap();
+        testkit::set_mtime_nofollow(&dst.join(link), 1_500_000_000).unwrap();
+    }
 }
 
 fn rsync_code(flags: &[&str], src: &Path, dst: &Path) -> i32 {

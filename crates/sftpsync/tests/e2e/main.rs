@@ -34,6 +34,7 @@ mod metadata;
 mod output;
 mod proftpd;
 mod quirks;
+mod receiver_options;
 mod resume;
 mod verbosity;
 
