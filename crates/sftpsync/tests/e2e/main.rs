@@ -35,6 +35,7 @@ mod output;
 mod proftpd;
 mod quirks;
 mod resume;
+mod rsync_gaps;
 mod verbosity;
 
 fn sftpsync(args: &[&str]) -> Output {
