@@ -1812,7 +1812,8 @@ Output:
                             transfer, on a terminal), name, stats, ... (help)
      --debug=FLAGS          sftp: log every SFTP request and reply to stderr
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
- -8, --8-bit-output         print high-bit bytes as they are, not escaped
+ -8, --8-bit-output         print high-bit bytes in names as they are, not
+                            escaped (C1 controls stay escaped)
      --list-only            list the sources instead of copying (as with a
                             single SRC; implies -d unless -r or --no-d)
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sftp_client::ClientConfig;
 use sync_engine::listing::{ListSink, Listed};
-use sync_engine::path::{escape_name, RelPath};
+use sync_engine::path::escape_name_bytes;
 use sync_engine::{
     ErrorKind, Kind, LocalTree, Meta, ServerQuirks, SftpTree, SourceRoot, SyncOptions, Tree,
 };
@@ -104,12 +104,8 @@ pub async fn run(
         sources.push(SourceRoot { tree, content });
     }
 
-    if super::flist_level(cli) > 0 && !reporter.json() {
-        reporter.say(if remote.is_some() {
-            "receiving file list ... done"
-        } else {
-            "building file list ... done"
-        });
+    if let (Some(header), false) = (super::flist_header(cli, remote.is_some()), reporter.json()) {
+        reporter.say(header);
     }
     let mut sink = Lines {
         reporter: reporter.clone(),
@@ -174,35 +170,21 @@ impl ListSink for Lines {
         if self.reporter.json() {
             self.reporter.json_line(&json::entry(entry));
         } else if !self.quiet {
-            self.reporter.say(&line(entry, self.human));
+            self.reporter.say_bytes(&line(entry, self.human));
         }
-    }
-
-    fn skipped_dir(&mut self, path: &RelPath) {
-        if !self.quiet {
-            self.reporter
-                .say(&format!("skipping directory {}", shown_path(path)));
-        }
-    }
-}
-
-fn shown_path(path: &[u8]) -> String {
-    if path.is_empty() {
-        ".".into()
-    } else {
-        escape_name(path)
     }
 }
 
 /// One line of rsync's listing: type and permissions, size (in a column as wide as rsync
 /// makes it: 14 with digit groups or units, 11 with `--no-h`), local mtime, name, and
-/// `-> TARGET` for a symlink kept as one.
-pub fn line(entry: &Listed, human: u8) -> String {
+/// `-> TARGET` for a symlink kept as one. Names are escaped as rsync escapes them; with
+/// `-8` the line may hold bytes that are not UTF-8.
+pub fn line(entry: &Listed, human: u8) -> Vec<u8> {
     let m = &entry.meta;
     let t = local_time(m.mtime);
     let width = if human > 0 { 14 } else { 11 };
     let mut s = format!(
-        "{}{} {:>width$} {:04}/{:02}/{:02} {:02}:{:02}:{:02} {}",
+        "{}{} {:>width$} {:04}/{:02}/{:02} {:02}:{:02}:{:02} ",
         type_letter(m),
         perms_text(m.mode),
         human_num(m.size, human),
@@ -212,11 +194,16 @@ pub fn line(entry: &Listed, human: u8) -> String {
         t.hour,
         t.minute,
         t.second,
-        shown_path(&entry.path),
-    );
+    )
+    .into_bytes();
+    if entry.path.is_empty() {
+        s.push(b'.');
+    } else {
+        s.extend_from_slice(&escape_name_bytes(&entry.path));
+    }
     if let Some(target) = &entry.symlink_target {
-        s.push_str(" -> ");
-        s.push_str(&escape_name(target));
+        s.extend_from_slice(b" -> ");
+        s.extend_from_slice(&escape_name_bytes(target));
     }
     s
 }
@@ -260,7 +247,8 @@ mod tests {
     }
 
     /// The line without its time, which depends on the time zone.
-    fn columns(l: &str) -> (String, String) {
+    fn columns(l: &[u8]) -> (String, String) {
+        let l = std::str::from_utf8(l).unwrap();
         let (head, rest) = l.split_at(l.find(" 19").or_else(|| l.find(" 20")).unwrap());
         (head.to_string(), rest[21..].to_string())
     }

@@ -30,8 +30,8 @@ use sftp_client::{ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, RemoteIndex,
-    RemoveSource, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
-    TreeError,
+    RemoveSource, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions,
+    TopEntry, Tree, TreeError,
 };
 
 use output::{LogFile, OutputConfig, TerminalReporter};
@@ -125,6 +125,7 @@ fn main() -> ExitCode {
         }
     };
     sync_engine::path::set_utf8_output(locale_is_utf8());
+    sync_engine::path::set_eight_bit_output(cli.eight_bit_output);
     // rsync's -vvv turns on its debug flags; the SFTP requests are ours.
     debug_log::install(
         cli.debug_sftp
@@ -230,17 +231,28 @@ fn doctor_main(words: &[OsString]) -> ExitCode {
     }
 }
 
-/// rsync decides from the locale whether bytes above 0x7f may be printed as they are.
+/// Whether the locale's character set is UTF-8, which decides (as in rsync, which asks
+/// the C library after `setlocale(LC_CTYPE, "")`) whether bytes above 0x7f that form
+/// characters may be printed as they are. A locale that is not installed is the C locale,
+/// whose set is ASCII. Other sets are taken as ASCII too: their high-bit bytes are escaped
+/// (`-8` prints them).
 fn locale_is_utf8() -> bool {
-    for var in ["LC_ALL", "LC_CTYPE", "LANG"] {
-        if let Some(v) = std::env::var_os(var) {
-            if !v.is_empty() {
-                let v = v.to_string_lossy().to_ascii_lowercase();
-                return v.contains("utf-8") || v.contains("utf8");
-            }
+    // SAFETY: newlocale copies what it needs from the empty string and the environment; the
+    // locale it returns is only read by nl_langinfo_l, whose answer is copied before the
+    // locale is freed. No global locale state is touched.
+    unsafe {
+        let locale = libc::newlocale(libc::LC_CTYPE_MASK, c"".as_ptr(), std::ptr::null_mut());
+        if locale.is_null() {
+            return false;
         }
+        let codeset = libc::nl_langinfo_l(libc::CODESET, locale);
+        let utf8 = !codeset.is_null() && {
+            let name = std::ffi::CStr::from_ptr(codeset).to_bytes();
+            name.eq_ignore_ascii_case(b"UTF-8") || name.eq_ignore_ascii_case(b"UTF8")
+        };
+        libc::freelocale(locale);
+        utf8
     }
-    false
 }
 
 fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
@@ -906,6 +918,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         human: cli.human_readable,
         verbose: cli.verbose > 0 && !cli.quiet,
         removals: info("remove", u8::from(cli.verbose > 1)) > 0,
+        nonreg: info("nonreg", 1) > 0,
         op: if cli.direction() == args::Direction::Pull {
             "recv"
         } else {
@@ -927,6 +940,33 @@ fn flist_level(cli: &CliArgs) -> u8 {
         u8::from(cli.verbose > 0)
     };
     cli.info.get("flist").unwrap_or(default)
+}
+
+/// rsync's line before its file list, at FLIST level 1 and up: with incremental recursion
+/// (`-r`, unless `--delete-before` or `--delete-after` needs the whole list first) "sending
+/// incremental file list" (on a pull "receiving ..."); when the whole list is built first
+/// but has directories in it (`-d`, `--files-from`, listing, or `-r` with those) "building
+/// file list ... done" (on a pull "receiving file list ... done"); none when only the files
+/// given are sent.
+fn flist_header(cli: &CliArgs, pull: bool) -> Option<&'static str> {
+    if flist_level(cli) == 0 {
+        return None;
+    }
+    let whole_list = matches!(
+        cli.delete_when,
+        Some(DeleteTiming::Before | DeleteTiming::After)
+    );
+    match (
+        cli.recursive && !whole_list,
+        cli.recursive || cli.dirs,
+        pull,
+    ) {
+        (true, _, false) => Some("sending incremental file list"),
+        (true, _, true) => Some("receiving incremental file list"),
+        (false, true, false) => Some("building file list ... done"),
+        (false, true, true) => Some("receiving file list ... done"),
+        (false, false, _) => None,
+    }
 }
 
 /// rsync's STATS level: 1 for the two closing lines (-v), 2 for --stats.
@@ -1349,34 +1389,43 @@ async fn attempt(
         }
     }
 
-    // rsync's rule: one non-directory source and a destination that is not an existing
-    // directory (and has no trailing slash) means "copy to this name".
+    // rsync's rule, on its file list: one non-directory entry sent and a destination that
+    // is not an existing directory (and has no trailing slash) means "copy to this name".
+    // Sources named but left out (filtered, skipped directories, missing) do not count.
     let dest_path = location_path(dest_loc);
     let mut dest_file_name = None;
     let mut dest_dir = dest_path.clone();
     let mut dest_tree = make_tree(dest_loc, &dest_path);
-    if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
-        if let SourceContent::Named(name) = &sources[0].content {
-            let src_kind = sources[0]
-                .tree
-                .lstat(name)
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.kind);
-            let dest_kind = dest_tree
-                .lstat(&Vec::new())
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.kind);
-            if src_kind.is_some_and(|k| k != Kind::Dir) && dest_kind != Some(Kind::Dir) {
-                let (dir, content) = split_source(&dest_path);
-                if let SourceContent::Named(dest_name) = content {
-                    dest_tree = make_tree(dest_loc, &dir);
-                    dest_dir = dir;
-                    dest_file_name = Some(dest_name);
+    let all_named = sources
+        .iter()
+        .all(|s| matches!(s.content, SourceContent::Named(_)));
+    if all_named && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
+        let dest_kind = dest_tree
+            .lstat(&Vec::new())
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.kind);
+        let mut sent = Vec::new();
+        if dest_kind != Some(Kind::Dir) {
+            for src in &sources {
+                let SourceContent::Named(name) = &src.content else {
+                    continue;
+                };
+                if let Some(m) = src.tree.lstat(name).await.ok().flatten() {
+                    let is_dir = m.kind == Kind::Dir;
+                    if sync_engine::top_entry(opts, name, is_dir) == TopEntry::Sent {
+                        sent.push(m.kind);
+                    }
                 }
+            }
+        }
+        if matches!(sent[..], [kind] if kind != Kind::Dir) {
+            let (dir, content) = split_source(&dest_path);
+            if let SourceContent::Named(dest_name) = content {
+                dest_tree = make_tree(dest_loc, &dir);
+                dest_dir = dir;
+                dest_file_name = Some(dest_name);
             }
         }
     }
@@ -1412,10 +1461,8 @@ async fn attempt(
     }
     if flist_level(cli) > 0 && !*announced {
         *announced = true;
-        if cli.direction() == args::Direction::Pull {
-            reporter.say("receiving incremental file list");
-        } else {
-            reporter.say("sending incremental file list");
+        if let Some(header) = flist_header(cli, cli.direction() == args::Direction::Pull) {
+            reporter.say(header);
         }
         if cli.verbose > 1 && !cli.quiet {
             reporter.say(if opts.whole_file {
@@ -1448,6 +1495,9 @@ async fn attempt(
         sources,
         dest: dest_tree.clone(),
         dest_file_name,
+        // rsync's receiver makes a destination named as a directory even for an empty file
+        // list, but a client that receives (a pull) stops before it when the list is empty.
+        dest_is_dir: dest_path.ends_with(b"/") && cli.direction() != args::Direction::Pull,
         tasks_per_lane: TASKS_PER_CHANNEL,
         index,
         // On the destination's side, confined to itself like any tree there: the engine

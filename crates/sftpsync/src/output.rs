@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use sync_engine::path::{escape_name, RelPath};
-use sync_engine::{Item, Kind, Progress, Reporter, Stats, TreeError, UpdateType};
+use sync_engine::path::{escape_name, escape_name_bytes, RelPath};
+use sync_engine::{Item, Kind, Progress, Reporter, Skipped, Stats, TreeError, UpdateType};
 
 use crate::format::{
-    group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time, Context,
-    OutFormat,
+    escape_controls, group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time,
+    Context, OutFormat,
 };
 use crate::{hints, json};
 
@@ -39,6 +39,8 @@ pub struct OutputConfig {
     pub verbose: bool,
     /// rsync's REMOVE level above 0 (`-vv`, `--info=remove`): "sender removed NAME" lines.
     pub removals: bool,
+    /// rsync's NONREG level above 0 (its default): "skipping non-regular file" lines.
+    pub nonreg: bool,
     /// `%o`: "send" on a push or local copy, "recv" on a pull.
     pub op: &'static str,
     /// `%f`: what names an item's path on the sender, when one source makes it clear.
@@ -115,7 +117,7 @@ struct Running {
     size: u64,
     done: u64,
     /// Its name line, as `item` will print it.
-    header: Option<String>,
+    header: Option<Vec<u8>>,
 }
 
 /// The shared state of stdout.
@@ -228,13 +230,13 @@ impl TerminalReporter {
 
     /// Writes to stdout under the screen lock, ending an open progress line first and keeping
     /// clear of the progress bar.
-    fn write_out(&self, screen: &mut Screen, text: &str) {
+    fn write_out(&self, screen: &mut Screen, text: &[u8]) {
         let write = || {
             let mut out = std::io::stdout().lock();
             if screen.open.is_some() {
                 let _ = out.write_all(b"\n");
             }
-            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(text);
             let _ = out.flush();
         };
         match self.live_bar() {
@@ -260,11 +262,16 @@ impl TerminalReporter {
 
     /// A line of human text for stdout (file list notes, the summary); none with `--json`.
     pub fn say(&self, text: &str) {
+        self.say_bytes(text.as_bytes());
+    }
+
+    /// [`TerminalReporter::say`] for a line whose names may not be UTF-8 (`-8`).
+    pub fn say_bytes(&self, text: &[u8]) {
         if self.cfg.json {
             return;
         }
         let mut screen = self.screen();
-        self.write_out(&mut screen, &format!("{text}\n"));
+        self.write_out(&mut screen, &[text, b"\n"].concat());
     }
 
     /// An error message for stderr, not about one entry; a JSON error object too with
@@ -280,7 +287,7 @@ impl TerminalReporter {
     /// One JSON object, on a line of its own.
     pub fn json_line(&self, line: &str) {
         let mut screen = self.screen();
-        self.write_out(&mut screen, &format!("{line}\n"));
+        self.write_out(&mut screen, format!("{line}\n").as_bytes());
     }
 
     /// Ends the progress bar before the closing lines, leaving its last state on screen as
@@ -300,7 +307,7 @@ impl TerminalReporter {
         }
         let mut screen = self.screen();
         if screen.open.is_some() {
-            self.write_out(&mut screen, "");
+            self.write_out(&mut screen, b"");
         }
     }
 
@@ -336,7 +343,7 @@ impl TerminalReporter {
     }
 
     /// The name line rsync prints for an item, if any.
-    fn name_line(&self, item: &Item) -> Option<String> {
+    fn name_line(&self, item: &Item) -> Option<Vec<u8>> {
         let c = &self.cfg;
         if c.quiet || c.json {
             return None;
@@ -348,10 +355,10 @@ impl TerminalReporter {
         if item.update == UpdateType::Deleting {
             return c
                 .deletions
-                .then(|| format!("deleting {}", item.display_name()));
+                .then(|| [&b"deleting "[..], &shown_name(item)].concat());
         }
         if c.name >= 2 && Self::up_to_date(item) {
-            return Some(format!("{} is uptodate", item.display_name()));
+            return Some([&shown_name(item)[..], b" is uptodate"].concat());
         }
         (c.name >= 1 && Self::shown_by_verbose(item))
             .then(|| c.format.render(item, &self.context()))
@@ -386,6 +393,20 @@ impl TerminalReporter {
             log.line_bytes(&log.format.render_raw(item, &self.context()));
         }
     }
+}
+
+/// An item's name as rsync's `-v` lines show it: escaped for the terminal, `.` for the top,
+/// a `/` after a directory.
+fn shown_name(item: &Item) -> Vec<u8> {
+    let mut name = if item.path.is_empty() {
+        b".".to_vec()
+    } else {
+        escape_name_bytes(&item.path)
+    };
+    if item.kind == Kind::Dir {
+        name.push(b'/');
+    }
+    name
 }
 
 fn percent(done: u64, size: u64) -> u64 {
@@ -428,13 +449,13 @@ impl Reporter for TerminalReporter {
             (_, Some(p)) if screen.open.as_ref() == Some(&item.path) => {
                 // Its name line is already above its progress line.
                 screen.open = None;
-                self.write_out(&mut screen, &p);
+                self.write_out(&mut screen, p.as_bytes());
             }
             (Some(n), p) => {
-                let text = format!("{n}\n{}", p.unwrap_or_default());
+                let text = [&n[..], b"\n", p.unwrap_or_default().as_bytes()].concat();
                 self.write_out(&mut screen, &text);
             }
-            (None, Some(p)) => self.write_out(&mut screen, &p),
+            (None, Some(p)) => self.write_out(&mut screen, p.as_bytes()),
             (None, None) => {}
         }
     }
@@ -480,6 +501,28 @@ impl Reporter for TerminalReporter {
     fn source_removed(&self, path: &RelPath) {
         if self.cfg.removals && !self.cfg.quiet && !self.cfg.json {
             self.say(&format!("sender removed {}", escape_name(path)));
+        }
+    }
+
+    fn skipped(&self, why: Skipped, path: &RelPath) {
+        // As rsync: stdout, no prefix. A skipped directory is told unless -q, and logged
+        // even then; a non-regular file only at NONREG level 1 (not with -q).
+        let (head, tail, shown): (&[u8], &[u8], bool) = match why {
+            Skipped::Directory => (b"skipping directory ", b"", !self.cfg.quiet),
+            Skipped::NonRegular if !self.cfg.nonreg => return,
+            Skipped::NonRegular => (b"skipping non-regular file \"", b"\"", true),
+        };
+        let name: &[u8] = if path.is_empty() { b"." } else { path };
+        if let Some(log) = &self.log {
+            log.line_bytes(&[head, &escape_controls(name), tail].concat());
+        }
+        if self.cfg.json {
+            if why == Skipped::NonRegular {
+                let text = format!("skipping non-regular file \"{}\"", escape_name(name));
+                self.json_line(&json::message("warning", &text));
+            }
+        } else if shown {
+            self.say_bytes(&[head, &escape_name_bytes(name), tail].concat());
         }
     }
 
@@ -562,17 +605,13 @@ impl Progress for TerminalReporter {
             progress_rate(rate),
             progress_time(eta)
         );
-        let mut text = String::new();
         if screen.open.as_ref() != Some(path) {
-            if let Some(h) = screen.running.get(path).and_then(|r| r.header.clone()) {
-                text = format!("{h}\n");
-            }
+            let header = screen.running.get(path).and_then(|r| r.header.clone());
+            let text = header.map(|h| [&h[..], b"\n"].concat()).unwrap_or_default();
             self.write_out(&mut screen, &text);
-            text.clear();
         }
-        text.push_str(&line);
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
+        let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
         screen.open = Some(path.clone());
     }

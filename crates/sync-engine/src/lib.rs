@@ -78,9 +78,9 @@ pub use listing::{ListOutcome, ListSink, Listed};
 pub use local::LocalTree;
 pub use options::{AppendMode, DeleteWhen, RemoveSource, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
-pub use report::{CollectingReporter, Item, Progress, Reporter, Stats, UpdateType};
+pub use report::{CollectingReporter, Item, Progress, Reporter, Skipped, Stats, UpdateType};
 pub use simple::DEFAULT_TASKS_PER_LANE;
-pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
+pub use sync::{run, top_entry, SourceContent, SourceRoot, SyncJob, SyncOutcome, TopEntry};
 pub use task::hash_file;
 pub use tree::{
     BlockHashes, ErrorKind, HashAlgorithm, HashRange, Kind, Meta, SetMeta, Side, Tree, TreeError,

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use crate::filter::FilterRules;
 use crate::options::SyncOptions;
 use crate::path::{join, RelPath};
-use crate::report::{Reporter, Stats};
+use crate::report::{Reporter, Skipped, Stats};
 use crate::sync::{
-    list_source, not_found, operand_path, read_all, referent, FollowLinks, Prefetch, SourceContent,
-    SourceRoot, Upcoming,
+    list_source, not_found, operand_path, read_all, top_entry, top_entry_meta, FollowLinks,
+    Prefetch, SourceContent, SourceRoot, TopEntry, Upcoming,
 };
 use crate::task::sort_rsync_by;
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, Tree, TreeError, TreeResult};
@@ -36,9 +36,6 @@ pub struct Listed {
 /// Where a listing goes, in rsync's order.
 pub trait ListSink: Send {
     fn entry(&mut self, entry: &Listed);
-    /// A directory left out because neither `-r` nor `-d` is on (rsync's "skipping
-    /// directory NAME"); the empty path is the root of a `dir/` source.
-    fn skipped_dir(&mut self, path: &RelPath);
 }
 
 /// How a listing went.
@@ -54,7 +51,7 @@ pub struct ListOutcome {
 }
 
 /// Lists the sources as rsync's listing mode does, using `opts.recursive`, `opts.dirs`
-/// (without either, directories are skipped), `opts.links` (symlink targets),
+/// (without either, directories are skipped and told to `reporter`), `opts.links` (symlink targets),
 /// `opts.copy_links`/`opts.copy_unsafe_links` and `opts.filters`. The top-level entries of
 /// all sources are merged into one sorted list (a name given twice is listed once, a
 /// directory in preference to anything else), and each directory is followed by its
@@ -189,7 +186,7 @@ impl Lister<'_> {
                         continue;
                     }
                     if !self.sends_dirs() {
-                        self.sink.skipped_dir(&Vec::new());
+                        self.reporter.skipped(Skipped::Directory, &Vec::new());
                         continue;
                     }
                     root.get_or_insert(meta);
@@ -204,7 +201,7 @@ impl Lister<'_> {
                     nodes.extend(self.accept(&origin, &Vec::new(), listed).await?);
                 }
                 SourceContent::Named(name) => {
-                    let meta = match self.top_entry_meta(i, name).await {
+                    let meta = match top_entry_meta(&*src.tree, name, self.follow).await {
                         Ok(Some(m)) => m,
                         Ok(None) => {
                             let shown = operand_path(&*src.tree, name);
@@ -216,14 +213,13 @@ impl Lister<'_> {
                             continue;
                         }
                     };
-                    let is_dir = meta.kind == Kind::Dir;
-                    // rsync applies the filters to the names on its command line too.
-                    if base.excluded_on_sender(name, is_dir) {
-                        continue;
-                    }
-                    if is_dir && !self.sends_dirs() {
-                        self.sink.skipped_dir(name);
-                        continue;
+                    match top_entry(self.opts, name, meta.kind == Kind::Dir) {
+                        TopEntry::Sent => {}
+                        TopEntry::Excluded => continue,
+                        TopEntry::SkippedDir => {
+                            self.reporter.skipped(Skipped::Directory, name);
+                            continue;
+                        }
                     }
                     nodes.push(Node {
                         name: name.clone(),
@@ -250,19 +246,6 @@ impl Lister<'_> {
             self.emit(Vec::new(), meta, None);
         }
         self.level(Vec::new(), nodes).await
-    }
-
-    /// A source named on the command line, followed if it is a symlink to be followed.
-    async fn top_entry_meta(&self, source: usize, name: &RelPath) -> TreeResult<Option<Meta>> {
-        let tree = &**self.tree(source);
-        match tree.lstat(name).await? {
-            Some(m) if m.kind == Kind::Symlink && self.follow != FollowLinks::None => Ok(Some(
-                referent(tree, name, Some(m.size), self.follow)
-                    .await?
-                    .unwrap_or(m),
-            )),
-            other => Ok(other),
-        }
     }
 
     /// The entries of directory `dir` as one source listed them: checked, with the rules of

@@ -235,6 +235,16 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
+/// Why [`Reporter::skipped`] left an entry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// A directory, with neither `-r` nor `-d`: rsync's "skipping directory NAME".
+    Directory,
+    /// A symlink without `-l`, a device without `-D` or a special file without
+    /// `--specials`: rsync's "skipping non-regular file "NAME"".
+    NonRegular,
+}
+
 /// Receives what the engine does, as it happens. The engine itself never prints.
 pub trait Reporter: Send + Sync {
     /// A change was made (or would be, in a dry run), or an unchanged item was checked.
@@ -251,6 +261,10 @@ pub trait Reporter: Send + Sync {
     /// A source entry was removed once the receiver had it (`--remove-source-files`); `path`
     /// is where it was in its source tree. rsync says "sender removed NAME" at `-vv`.
     fn source_removed(&self, _path: &RelPath) {}
+
+    /// An entry left out because the options do not send its kind; rsync names it at its
+    /// default verbosity. `path` is empty for the directory of a `dir/` source.
+    fn skipped(&self, _why: Skipped, _path: &RelPath) {}
     /// Whether regular files found up to date are told to [`Reporter::item`] too, for
     /// rsync's `-vv` ("NAME is uptodate") and `-ii`. Off by default: on a big tree that is
     /// mostly unchanged it is an item per file.
@@ -281,6 +295,7 @@ pub struct CollectingReporter {
     pub items: std::sync::Mutex<Vec<Item>>,
     pub errors: std::sync::Mutex<Vec<String>>,
     pub warnings: std::sync::Mutex<Vec<String>>,
+    pub skipped: std::sync::Mutex<Vec<(Skipped, RelPath)>>,
 }
 
 impl Reporter for CollectingReporter {
@@ -292,6 +307,9 @@ impl Reporter for CollectingReporter {
     }
     fn warning(&self, message: &str) {
         self.warnings.lock().unwrap().push(message.to_string());
+    }
+    fn skipped(&self, why: Skipped, path: &RelPath) {
+        self.skipped.lock().unwrap().push((why, path.clone()));
     }
 }
 

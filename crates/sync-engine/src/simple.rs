@@ -60,6 +60,7 @@ impl SyncJob {
             sources,
             dest: Arc::new(dest),
             dest_file_name: None,
+            dest_is_dir: true,
             tasks_per_lane: DEFAULT_TASKS_PER_LANE,
             index: None,
             partial_dir_tree: None,

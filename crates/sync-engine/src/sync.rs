@@ -16,7 +16,7 @@ use crate::link_dest::{AltDest, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
-use crate::report::{Item, Progress, Reporter, Stats, UpdateType};
+use crate::report::{Item, Progress, Reporter, Skipped, Stats, UpdateType};
 use crate::task::{
     modes_differ, partial_file_name, sort_rsync_by, Delayed, Fatal, Gate, KeptPartial, Report,
     Resend, Shared, SourceEntry, Synced, Worker,
@@ -76,9 +76,14 @@ pub struct SourceRoot {
 pub struct SyncJob {
     pub sources: Vec<SourceRoot>,
     pub dest: Arc<dyn Tree>,
-    /// A single non-directory source copied under a new name: the destination tree is rooted at
-    /// the parent directory and the entry is written under this name.
+    /// The one non-directory entry the sources send (all named ones, the others left out),
+    /// copied under a new name: the destination tree is rooted at the parent directory and
+    /// the entry is written under this name.
     pub dest_file_name: Option<Vec<u8>>,
+    /// The destination was named as a directory (with a trailing `/`): a missing one is
+    /// made even when nothing goes into it. Otherwise, as rsync, it is made only for
+    /// something to put in it.
+    pub dest_is_dir: bool,
     /// Entries worked on at once (copies, links, deletions) per lane of the busiest side
     /// (`Tree::lanes`); each keeps its own requests in flight, so this is what hides round
     /// trips.
@@ -290,6 +295,47 @@ pub(crate) async fn referent(
             cause: "symlink has no referent".into(),
             kind: ErrorKind::Other,
         }),
+    }
+}
+
+/// An entry named on the command line (`SRC` without a trailing slash), followed when it
+/// is a symlink to be followed.
+pub(crate) async fn top_entry_meta(
+    tree: &dyn Tree,
+    name: &RelPath,
+    follow: FollowLinks,
+) -> TreeResult<Option<Meta>> {
+    match tree.lstat(name).await? {
+        Some(m) if m.kind == Kind::Symlink && follow != FollowLinks::None => Ok(Some(
+            referent(tree, name, Some(m.size), follow)
+                .await?
+                .unwrap_or(m),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// What becomes of an entry named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopEntry {
+    Sent,
+    /// Left out by the filter rules, silently.
+    Excluded,
+    /// A directory with neither `-r` nor `-d`: left out with rsync's "skipping directory".
+    SkippedDir,
+}
+
+/// Judges a name given on the command line as rsync's file list does: the filter rules
+/// apply to it like to any name, as `name` (the last component of the operand, the top of
+/// the transfer), and only what they keep is then skipped for being a directory. Only the
+/// rules given on the command line count: no per-directory file is read above it.
+pub fn top_entry(opts: &SyncOptions, name: &[u8], is_dir: bool) -> TopEntry {
+    if opts.filters.excluded_on_sender(name, is_dir) {
+        TopEntry::Excluded
+    } else if is_dir && !opts.recursive && !opts.dirs {
+        TopEntry::SkippedDir
+    } else {
+        TopEntry::Sent
     }
 }
 
@@ -735,11 +781,38 @@ impl<'a> Run<'a> {
             }
             return self.top_single_file(name).await;
         }
-        // The root's listing is asked for at once, in case the root turns out to exist: one
-        // round trip less before the first comparison.
+        // The root's listing and metadata are asked for at once, in case the root turns out
+        // to exist: one round trip less before the first comparison.
         let dest = self.job.dest.clone();
         let root_listing = tokio::spawn(async move { dest.read_dir(&Vec::new()).await });
-        let root_meta = match self.dest().lstat(&Vec::new()).await {
+        let dest = self.job.dest.clone();
+        let root_stat = tokio::spawn(async move { dest.lstat(&Vec::new()).await });
+
+        // Gather the top level from every source, in argument order, as rsync's sender
+        // builds its file list before the receiver looks at the destination.
+        let mut children = Vec::new();
+        let mut root_source: Option<(usize, Meta)> = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
+        let gathered = self
+            .gather_top(
+                &mut children,
+                &mut root_source,
+                &mut planned,
+                &mut whole_sources,
+            )
+            .await;
+        if let Err(e) = gathered {
+            root_listing.abort();
+            root_stat.abort();
+            return Err(e);
+        }
+
+        let side = self.dest().side();
+        let root_meta = match root_stat
+            .await
+            .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)))
+        {
             Ok(m) => m,
             Err(e) => {
                 root_listing.abort();
@@ -764,6 +837,15 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
             None => {
+                // As rsync: a missing destination is made when something goes into it, or
+                // when it was named as a directory; with nothing to send and no trailing
+                // slash there is nothing to make.
+                let sends =
+                    root_source.is_some() || !children.is_empty() || !planned.children.is_empty();
+                if !sends && !self.job.dest_is_dir {
+                    root_listing.abort();
+                    return Ok(());
+                }
                 if !self.opts().dry_run {
                     if let Err(e) = self.dest().mkdir(&Vec::new(), 0o755).await {
                         return Err(Fatal(self.at_dest_root(e)));
@@ -772,76 +854,6 @@ impl<'a> Run<'a> {
                 root_created = true;
                 self.reporter
                     .info(&format!("created directory {}", self.dest().describe()));
-            }
-        }
-
-        // Gather the top level from every source, in argument order.
-        let mut children = Vec::new();
-        let mut root_source: Option<(usize, Meta)> = None;
-        let mut planned = Planned::default();
-        let mut whole_sources = false;
-        for (i, src) in self.job.sources.iter().enumerate() {
-            if let SourceContent::Relative { path, contents } = &src.content {
-                planned.add(i, path, *contents);
-                continue;
-            }
-            whole_sources = true;
-            match &src.content {
-                SourceContent::Contents => {
-                    // Listed along with the lstat, for the same reason as the destination.
-                    let root = Vec::new();
-                    let follow = FollowLinks::from_options(self.opts());
-                    let (meta, (listed, dangling)) = futures::join!(
-                        src.tree.lstat(&root),
-                        list_source(&*src.tree, &root, follow)
-                    );
-                    for e in dangling {
-                        self.source_error(e)?;
-                    }
-                    match meta {
-                        Ok(Some(m)) if m.kind == Kind::Dir => {
-                            if root_source.is_none() {
-                                root_source = Some((i, m));
-                            }
-                        }
-                        Ok(Some(_)) => {
-                            // `file/` names a file: rsync sends the file itself.
-                        }
-                        Ok(None) => {
-                            let root = src.tree.describe().into_bytes();
-                            self.source_error(not_found("link_stat", src.tree.side(), &root))?;
-                            continue;
-                        }
-                        Err(e) => {
-                            self.source_error(e)?;
-                            continue;
-                        }
-                    }
-                    if !self.opts().recursive && !self.opts().dirs {
-                        if !self.scan_only {
-                            self.reporter.info("skipping directory .");
-                        }
-                        continue;
-                    }
-                    self.enter_dir_filters(Some(i), &Vec::new(), Some(&listed))
-                        .await?;
-                    if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
-                        children.extend(list);
-                    }
-                }
-                SourceContent::Named(name) => match self.top_entry_meta(i, name).await {
-                    Ok(Some(meta)) => children.push(Child {
-                        name: name.clone(),
-                        meta,
-                        source: i,
-                    }),
-                    Ok(None) => {
-                        let shown = operand_path(&*src.tree, name);
-                        self.source_error(not_found("link_stat", src.tree.side(), &shown))?
-                    }
-                    Err(e) => self.source_error(e)?,
-                },
-                SourceContent::Relative { .. } => {}
             }
         }
 
@@ -941,8 +953,7 @@ impl<'a> Run<'a> {
                 }
                 if node.explicit && !self.opts().dirs && node.children.is_empty() {
                     if !self.scan_only {
-                        self.reporter
-                            .info(&format!("skipping directory {}", display_path(&path)));
+                        self.reporter.skipped(Skipped::Directory, &path);
                     }
                     continue;
                 }
@@ -1179,48 +1190,127 @@ impl<'a> Run<'a> {
         e
     }
 
-    /// A source named on the command line, followed if it is a symlink to be followed.
-    async fn top_entry_meta(&self, source: usize, name: &RelPath) -> TreeResult<Option<Meta>> {
-        let tree = &*self.job.sources[source].tree;
-        match tree.lstat(name).await? {
-            Some(m) if m.kind == Kind::Symlink => {
-                let follow = FollowLinks::from_options(self.opts());
-                if follow == FollowLinks::None {
-                    return Ok(Some(m));
-                }
-                Ok(Some(
-                    referent(tree, name, Some(m.size), follow)
-                        .await?
-                        .unwrap_or(m),
-                ))
-            }
-            other => Ok(other),
-        }
+    /// An entry of a source named by path, followed if it is a symlink to be followed.
+    async fn top_entry_meta(&self, source: usize, path: &RelPath) -> TreeResult<Option<Meta>> {
+        let follow = FollowLinks::from_options(self.opts());
+        top_entry_meta(&*self.job.sources[source].tree, path, follow).await
     }
 
-    async fn top_single_file(&mut self, dest_name: Vec<u8>) -> Result<(), Fatal> {
-        let src = &self.job.sources[0];
-        let SourceContent::Named(name) = &src.content else {
-            return Ok(());
-        };
-        let meta = match self.top_entry_meta(0, name).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                let shown = operand_path(&*src.tree, name);
-                return self.source_error(not_found("link_stat", src.tree.side(), &shown));
+    /// The top level of every source, in argument order: the entries of `dir/` sources and
+    /// the named ones rsync's file list keeps (into `children`), the first `dir/` source's
+    /// root (`root_source`), and the paths sent by `-R`/`--files-from` (`planned`).
+    /// `whole_sources`: some source is not sent by path.
+    async fn gather_top(
+        &mut self,
+        children: &mut Vec<Child>,
+        root_source: &mut Option<(usize, Meta)>,
+        planned: &mut Planned,
+        whole_sources: &mut bool,
+    ) -> Result<(), Fatal> {
+        let follow = FollowLinks::from_options(self.opts());
+        for (i, src) in self.job.sources.iter().enumerate() {
+            if let SourceContent::Relative { path, contents } = &src.content {
+                planned.add(i, path, *contents);
+                continue;
             }
-            Err(e) => return self.source_error(e),
+            *whole_sources = true;
+            match &src.content {
+                SourceContent::Contents => {
+                    // Listed along with the lstat, for the same reason as the destination.
+                    let root = Vec::new();
+                    let (meta, (listed, dangling)) = futures::join!(
+                        src.tree.lstat(&root),
+                        list_source(&*src.tree, &root, follow)
+                    );
+                    for e in dangling {
+                        self.source_error(e)?;
+                    }
+                    let meta = match meta {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            let root = src.tree.describe().into_bytes();
+                            self.source_error(not_found("link_stat", src.tree.side(), &root))?;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.source_error(e)?;
+                            continue;
+                        }
+                    };
+                    // The `.` of a `dir/` source is not subject to the filter rules.
+                    if !self.opts().recursive && !self.opts().dirs {
+                        if !self.scan_only {
+                            self.reporter.skipped(Skipped::Directory, &root);
+                        }
+                        continue;
+                    }
+                    // (`file/` names a file: rsync sends the file itself.)
+                    if meta.kind == Kind::Dir && root_source.is_none() {
+                        *root_source = Some((i, meta));
+                    }
+                    self.enter_dir_filters(Some(i), &root, Some(&listed))
+                        .await?;
+                    if let Some(list) = self.accept_source(i, &root, listed)? {
+                        children.extend(list);
+                    }
+                }
+                SourceContent::Named(name) => {
+                    let meta = match top_entry_meta(&*src.tree, name, follow).await {
+                        Ok(Some(meta)) => meta,
+                        Ok(None) => {
+                            let shown = operand_path(&*src.tree, name);
+                            self.source_error(not_found("link_stat", src.tree.side(), &shown))?;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.source_error(e)?;
+                            continue;
+                        }
+                    };
+                    match top_entry(self.opts(), name, meta.kind == Kind::Dir) {
+                        TopEntry::Sent => children.push(Child {
+                            name: name.clone(),
+                            meta,
+                            source: i,
+                        }),
+                        TopEntry::Excluded => {}
+                        TopEntry::SkippedDir => {
+                            if !self.scan_only {
+                                self.reporter.skipped(Skipped::Directory, name);
+                            }
+                        }
+                    }
+                }
+                SourceContent::Relative { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One file copied under a new name: the one entry the sources send (rsync's rule is on
+    /// its file list, so others may have been named and left out by the filters, skipped as
+    /// directories or found missing, which is reported).
+    async fn top_single_file(&mut self, dest_name: Vec<u8>) -> Result<(), Fatal> {
+        let mut children = Vec::new();
+        let mut root_source = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
+        self.gather_top(
+            &mut children,
+            &mut root_source,
+            &mut planned,
+            &mut whole_sources,
+        )
+        .await?;
+        // The run was planned for one file; a directory that has come since is not sent.
+        let Some(child) = children.into_iter().find(|c| c.meta.kind != Kind::Dir) else {
+            return Ok(());
         };
         let dest_meta = match self.dest().lstat(&dest_name).await {
             Ok(m) => m,
             Err(e) => return self.fail(e),
         };
-        let child = Child {
-            name: name.clone(),
-            meta,
-            source: 0,
-        };
-        let src_path = name.clone();
+        let src_path = child.name.clone();
         let kept = KeptPartial::Unknown;
         self.non_dir(&child, src_path, dest_name, dest_meta, kept, &Gate::open())
             .await
@@ -1336,8 +1426,7 @@ impl<'a> Run<'a> {
                         // -d: the directory itself is sent, its contents are not.
                         self.dir_only(&child, &path, existing, &gate).await?;
                     } else if !self.scan_only {
-                        self.reporter
-                            .info(&format!("skipping directory {}", display_path(&path)));
+                        self.reporter.skipped(Skipped::Directory, &path);
                     }
                 }
                 return Ok(());
@@ -1785,10 +1874,7 @@ impl<'a> Run<'a> {
                 self.outcome.stats.total_size += meta.size;
                 self.tell_progress();
                 if !self.opts().links {
-                    self.reporter.warning(&format!(
-                        "skipping non-regular file \"{}\"",
-                        display_path(&src_path)
-                    ));
+                    self.reporter.skipped(Skipped::NonRegular, &src_path);
                     return Ok(());
                 }
                 if self.opts().ignore_existing && existing.is_some() {
@@ -1810,16 +1896,16 @@ impl<'a> Run<'a> {
                     self.outcome.stats.specials += 1;
                     self.opts().specials
                 };
-                let why = if wanted {
-                    // Neither SFTP nor this port's local side creates device nodes or FIFOs.
-                    " (device and special files cannot be created over SFTP)"
+                if wanted {
+                    // Neither SFTP nor this port's local side creates device nodes or FIFOs:
+                    // where rsync would make one this is a warning, not rsync's note.
+                    self.reporter.warning(&format!(
+                        "skipping non-regular file \"{}\" (device and special files cannot be created over SFTP)",
+                        display_path(&src_path)
+                    ));
                 } else {
-                    ""
-                };
-                self.reporter.warning(&format!(
-                    "skipping non-regular file \"{}\"{why}",
-                    display_path(&src_path)
-                ));
+                    self.reporter.skipped(Skipped::NonRegular, &src_path);
+                }
                 Ok(())
             }
             Kind::Dir => Ok(()),

@@ -50,6 +50,7 @@ async fn every_file_is_followed_to_its_end_and_totals_match_the_stats() {
         }],
         dest: Arc::new(LocalTree::new(dst.path())),
         dest_file_name: None,
+        dest_is_dir: true,
         tasks_per_lane: 4,
         index: None,
         partial_dir_tree: None,

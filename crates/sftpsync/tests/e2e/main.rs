@@ -36,6 +36,7 @@ mod proftpd;
 mod quirks;
 mod receiver_options;
 mod resume;
+mod rsync_gaps;
 mod verbosity;
 
 fn sftpsync(args: &[&str]) -> Output {
