@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
-            return fail(args::ArgsError::EXIT_CODE as u8);
+            return fail(e.exit_code() as u8);
         }
     };
     let cli = match parsed {
@@ -594,6 +594,24 @@ fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Ro
     })
 }
 
+/// What -v says when `--compress-level` or `--compress-choice` was given: ssh compresses
+/// with zlib at its own level, so they only decided whether there is compression at all.
+fn compression_note(cli: &CliArgs) -> Option<String> {
+    let mut given = Vec::new();
+    if let Some(level) = cli.compress_level {
+        given.push(format!("--compress-level={level}"));
+    }
+    if let Some(choice) = &cli.compress_choice {
+        given.push(format!("--compress-choice={choice}"));
+    }
+    (!given.is_empty()).then(|| {
+        format!(
+            "{} not applied: ssh compresses the connection with zlib at its own level",
+            given.join(" and ")
+        )
+    })
+}
+
 /// What -v says about the channels.
 fn describe_channels(
     n: usize,
@@ -913,6 +931,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         },
         sender_prefix,
         preserve_group: cli.group,
+        messages_to_stderr: cli.messages_to_stderr,
     }
 }
 
@@ -1058,6 +1077,11 @@ async fn run_attempts(
                 "-z has no effect: only OpenSSH's ssh is asked to compress, and the remote \
                  shell is not ssh (sftpsync has no compressed stream of its own)",
             );
+        }
+    }
+    if cli.compress && remote.is_some() {
+        if let Some(note) = compression_note(cli) {
+            sync_engine::Reporter::verbose_info(&*reporter, &note);
         }
     }
     let config = ClientConfig {
