@@ -73,6 +73,9 @@ pub struct CliArgs {
     pub partial_dir: Option<Vec<u8>>,
     /// `--delay-updates`: updated files go into place together at the end of the run.
     pub delay_updates: bool,
+    /// `-T DIR`: temp files are written in DIR on the receiving side (relative to DEST, or
+    /// absolute) and renamed into place.
+    pub temp_dir: Option<Vec<u8>>,
     /// rsync's remove mode: 0 off, 1 `--remove-source-files`, 2 `--remove-sent-files` (the
     /// last one given wins).
     pub remove_source: u8,
@@ -218,6 +221,7 @@ impl Default for CliArgs {
             partial: false,
             partial_dir: None,
             delay_updates: false,
+            temp_dir: None,
             remove_source: 0,
             force: false,
             mkpath: false,
@@ -1204,6 +1208,16 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("delay-updates", None, |s| s.args.delay_updates = true),
+    value("temp-dir", Some(b'T'), |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        s.args.temp_dir = Some(v.into_vec());
+        Ok(())
+    }),
     flag("no-delay-updates", None, |s| s.args.delay_updates = false),
     flag("mkpath", None, |s| s.args.mkpath = true),
     flag("no-mkpath", None, |s| s.args.mkpath = false),
@@ -1387,7 +1401,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("block-size", Some(b'B')),
     ("fuzzy", Some(b'y')),
     ("prune-empty-dirs", Some(b'm')),
-    ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
     ("only-write-batch", None),
@@ -2163,6 +2176,10 @@ Delta and resume:
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
                             one absolute DIR on the receiver for every file
  -P                         the same as --partial --progress
+ -T, --temp-dir=DIR         write new versions in DIR (relative to DEST, or
+                            absolute, on the receiver) and rename them into
+                            place; across file systems they are copied beside
+                            the file first, so the replacement stays atomic
      --delay-updates        finish each updated file in .~tmp~ (or the
                             --partial-dir) beside it and put them all in place
                             at the end of the run
@@ -2955,6 +2972,27 @@ mod tests {
         assert_eq!(size_limit(512), "512");
         assert_eq!(size_limit(1 << 20), "1.00M");
         assert_eq!(size_limit(1536), "1.50K");
+    }
+
+    #[test]
+    fn temp_dir_takes_a_directory() {
+        assert_eq!(run(&["a", "b"]).temp_dir, None);
+        for line in [
+            &["-T", "/scratch", "a", "b"][..],
+            &["-T/scratch", "a", "b"],
+            &["--temp-dir=/scratch", "a", "b"],
+            &["--temp-dir", "/scratch", "a", "b"],
+        ] {
+            assert_eq!(run(line).temp_dir.as_deref(), Some(&b"/scratch"[..]));
+        }
+        assert_eq!(
+            run(&["-aT", "tmp", "a", "b"]).temp_dir.as_deref(),
+            Some(&b"tmp"[..])
+        );
+        assert_eq!(
+            err(&["--temp-dir=", "a", "b"]).message(),
+            "option --temp-dir needs a directory"
+        );
     }
 
     #[test]

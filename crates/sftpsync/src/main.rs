@@ -1468,6 +1468,38 @@ async fn attempt(
         },
         _ => None,
     };
+    // -T: on the destination's side too, a relative DIR from DEST (where rsync's receiver
+    // works). As rsync, it must exist: nothing is sent otherwise.
+    let temp_dir_tree = match &cli.temp_dir {
+        Some(dir) => {
+            let mut dest = dest_dir.clone();
+            while dest.len() > 1 && dest.ends_with(b"/") {
+                dest.pop();
+            }
+            let full = if dir.starts_with(b"/") {
+                dir.clone()
+            } else {
+                sync_engine::path::join(&dest, dir)
+            };
+            let tree = make_tree_following(dest_loc, &full, false);
+            let problem = match tree.lstat(&Vec::new()).await {
+                Ok(Some(m)) if m.kind == Kind::Dir => None,
+                Ok(Some(_)) => Some("is not a directory".to_string()),
+                Ok(None) => Some("does not exist".to_string()),
+                Err(e) if e.is_not_found() => Some("does not exist".to_string()),
+                Err(e) => Some(format!("cannot be looked at ({e})")),
+            };
+            if let Some(problem) = problem {
+                reporter.error_line(&format!(
+                    "The temp-dir {problem}: {}",
+                    String::from_utf8_lossy(dir)
+                ));
+                return Attempt::Finished(exit::SYNTAX);
+            }
+            Some(tree)
+        }
+        None => None,
+    };
     let job = SyncJob {
         sources,
         dest: dest_tree.clone(),
@@ -1481,6 +1513,7 @@ async fn attempt(
             .as_ref()
             .filter(|d| d.starts_with(b"/"))
             .map(|dir| make_tree_following(dest_loc, dir, false)),
+        temp_dir_tree,
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
         link_dest: if cli.link_dest.is_empty() {

@@ -1,8 +1,10 @@
 //! rsync options that are accepted for what they mean over SFTP: the compression options
 //! (which decide whether ssh compresses), `--checksum-choice`/`--checksum-seed` and
 //! `--max-alloc` (checked, then moot), and `--stderr`/`--msgs2stderr` (where messages go),
-//! each compared with what rsync 3.x does with the same values.
+//! each compared with what rsync 3.x does with the same values; and `-T DIR`, compared
+//! with rsync's `-T` on the same trees.
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use super::controls::logging_ssh;
@@ -267,4 +269,182 @@ fn stderr_all_and_msgs2stderr_move_every_message_to_stderr() {
     assert_eq!(out.status.code(), Some(23));
     assert!(out.stdout.is_empty(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+/// Pulls `src/` (served by sftp-server over pipes) into `dst/`.
+fn pipe_pull(extra: &[&str], src: &Path, dst: &Path) -> Output {
+    let server = testkit::sftp_server_path();
+    let mut args = vec!["--sftp-server", server.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (s, d) = (format!("localhost:{}", slash(src)), slash(dst));
+    args.push(&s);
+    args.push(&d);
+    sftpsync(&args)
+}
+
+/// Itemized lines, sorted, with a push's `<` written as rsync's local `>`.
+fn itemized(out: &Output) -> Vec<String> {
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let b = l.as_bytes();
+            b.len() > 12 && b[11] == b' ' && b"<>ch.*".contains(&b[0])
+        })
+        .map(|l| l.replacen("<f", ">f", 1))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A source tree and an older destination with one file to replace, one to create and one
+/// left alone.
+fn temp_dir_fixture(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::create_dir_all(dst.join("sub")).unwrap();
+    write_at(&src.join("changed"), b"the new version", T + 10);
+    write_at(&dst.join("changed"), b"old", T);
+    write_at(&src.join("sub/new"), &vec![7u8; 300_000], T);
+    write_at(&src.join("same"), b"same", T);
+    write_at(&dst.join("same"), b"same", T);
+    for d in [src, dst] {
+        testkit::set_mtime_nofollow(&d.join("sub"), T).unwrap();
+        testkit::set_mtime_nofollow(d, T).unwrap();
+    }
+}
+
+#[test]
+fn temp_dir_holds_new_versions_until_they_are_renamed_into_place_as_rsyncs_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Another file system for DIR, where there is one: renames from it fail (EXDEV).
+    let other_fs = tempfile::tempdir_in("/dev/shm").ok();
+    // None: a relative DIR inside DEST (rsync 3.4+ refuses one with ".." in it).
+    let mut cases: Vec<(&str, Option<&Path>)> =
+        vec![("relative", None), ("same-fs", Some(tmp.path()))];
+    if let Some(d) = &other_fs {
+        cases.push(("other-fs", Some(d.path())));
+    }
+    for (way, push) in [("push", true), ("pull", false)] {
+        for (place, fs_root) in &cases {
+            let case = tmp.path().join(format!("{way}-{place}"));
+            let src = case.join("src");
+            let (theirs, ours) = (case.join("rsync-dst"), case.join("our-dst"));
+            temp_dir_fixture(&src, &theirs);
+            temp_dir_fixture(&case.join("unused"), &ours);
+            // A relative DIR is taken from DEST; an absolute one as it is.
+            let (their_dir, our_dir, their_arg, our_arg) = match fs_root {
+                None => {
+                    let (a, b) = (theirs.join("tmpd"), ours.join("tmpd"));
+                    (a, b, "tmpd".to_string(), "tmpd".to_string())
+                }
+                Some(root) => {
+                    let (a, b) = (
+                        root.join(format!("{way}-rsync")),
+                        root.join(format!("{way}-ours")),
+                    );
+                    let args = (a.display().to_string(), b.display().to_string());
+                    (a, b, args.0, args.1)
+                }
+            };
+            for d in [&their_dir, &our_dir] {
+                std::fs::create_dir(d).unwrap();
+                testkit::set_mtime_nofollow(d, T).unwrap();
+            }
+            let rsync = Command::new("rsync")
+                .args(["-ai", "-T", &their_arg])
+                .arg(slash(&src))
+                .arg(slash(&theirs))
+                .output()
+                .unwrap();
+            assert!(rsync.status.success(), "{rsync:?}");
+            let flags = ["-ai", "-T", &our_arg, "--debug=sftp"];
+            let out = if push {
+                pipe_push(&flags, &src, &ours)
+            } else {
+                pipe_pull(&flags, &src, &ours)
+            };
+            ok(&out);
+            let what = format!("{way} {place}");
+            assert_eq!(itemized(&out), itemized(&rsync), "{what}");
+            // DIR was used (its mtime moved) and is empty again, as rsync's.
+            for d in [&their_dir, &our_dir] {
+                assert!(names_in(d).is_empty(), "{what}: {:?}", names_in(d));
+                let mtime = std::fs::metadata(d).unwrap().mtime();
+                assert_ne!(mtime, T, "{what}: nothing was written in {}", d.display());
+            }
+            if fs_root.is_none() {
+                // DIR is part of the trees: its time is now, not the source's.
+                testkit::set_mtime_nofollow(&their_dir, T).unwrap();
+                testkit::set_mtime_nofollow(&our_dir, T).unwrap();
+            }
+            assert_trees_match(&theirs, &ours);
+            if push {
+                // The server was asked to create each new version in DIR; only a rename
+                // across file systems falls back to a copy beside the file.
+                let log = String::from_utf8_lossy(&out.stderr);
+                let created: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(" OPEN ") && l.contains("creat"))
+                    .collect();
+                let in_dir = format!("{}/.", our_dir.display());
+                for name in ["changed", "new"] {
+                    assert!(
+                        created
+                            .iter()
+                            .any(|l| l.contains(&in_dir) && l.contains(&format!("/.{name}."))),
+                        "{what}: {name} not created in DIR: {created:#?}"
+                    );
+                }
+                if *place != "other-fs" {
+                    assert!(
+                        created.iter().all(|l| l.contains(&in_dir)),
+                        "{what}: {created:#?}"
+                    );
+                } else {
+                    // The server could not rename across: the copies beside the files.
+                    assert!(
+                        created.iter().any(|l| !l.contains(&in_dir)),
+                        "{what}: {created:#?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_temp_dir_stops_the_run_as_in_rsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_at(&src.join("f"), b"data", T);
+    let missing = tmp.path().join("no-such-dir");
+    let theirs = Command::new("rsync")
+        .args(["-a", "-T", missing.to_str().unwrap()])
+        .arg(slash(&src))
+        .arg(slash(&tmp.path().join("rsync-dst")))
+        .output()
+        .unwrap();
+    for out in [
+        pipe_push(
+            &["-a", "-T", missing.to_str().unwrap()],
+            &src,
+            &tmp.path().join("push"),
+        ),
+        pipe_pull(
+            &["-a", "-T", missing.to_str().unwrap()],
+            &src,
+            &tmp.path().join("pull"),
+        ),
+    ] {
+        assert_eq!(out.status.code(), theirs.status.code(), "{out:?}");
+        let message = format!("The temp-dir does not exist: {}", missing.display());
+        assert!(String::from_utf8_lossy(&theirs.stderr).contains(&message));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&message),
+            "{out:?}"
+        );
+    }
+    assert!(!tmp.path().join("push/f").exists());
+    assert!(!tmp.path().join("pull/f").exists());
+    assert!(!tmp.path().join("rsync-dst/f").exists());
 }
