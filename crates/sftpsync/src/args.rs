@@ -73,6 +73,9 @@ pub struct CliArgs {
     pub partial_dir: Option<Vec<u8>>,
     /// `--delay-updates`: updated files go into place together at the end of the run.
     pub delay_updates: bool,
+    /// `-T DIR`: temp files are written in DIR on the receiving side (relative to DEST, or
+    /// absolute) and renamed into place.
+    pub temp_dir: Option<Vec<u8>>,
     /// rsync's remove mode: 0 off, 1 `--remove-source-files`, 2 `--remove-sent-files` (the
     /// last one given wins).
     pub remove_source: u8,
@@ -120,8 +123,16 @@ pub struct CliArgs {
     /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
     pub whole_file: Option<bool>,
     pub numeric_ids: bool,
-    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
+    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own). Final value
+    /// after rsync's rules for `--zc`, `--zl`, `--old-compress` and `--new-compress`.
     pub compress: bool,
+    /// `--compress-level` as given: ssh has no level to set, so it only decides, as in rsync,
+    /// whether there is compression at all.
+    pub compress_level: Option<i32>,
+    /// `--compress-choice` (lowercase), or what `--old-compress`/`--new-compress` stand for.
+    pub compress_choice: Option<String>,
+    /// `--stderr=all` (or `--msgs2stderr`): informational lines go to stderr, not stdout.
+    pub messages_to_stderr: bool,
     /// `-R`: source paths are recreated below the destination (implied by `--files-from`).
     pub relative: bool,
     /// `--no-implied-dirs`: the directories above `-R` paths are not sent.
@@ -210,6 +221,7 @@ impl Default for CliArgs {
             partial: false,
             partial_dir: None,
             delay_updates: false,
+            temp_dir: None,
             remove_source: 0,
             force: false,
             mkpath: false,
@@ -234,6 +246,9 @@ impl Default for CliArgs {
             whole_file: None,
             numeric_ids: false,
             compress: false,
+            compress_level: None,
+            compress_choice: None,
+            messages_to_stderr: false,
             chmod: Vec::new(),
             chown: None,
             relative: false,
@@ -338,11 +353,24 @@ pub enum ArgsErrorKind {
     BadOperands,
     /// `host::module` or `rsync://`: there is no rsync daemon to talk to.
     Daemon,
+    /// An unknown `--compress-choice` or `--checksum-choice` name: rsync reports these as
+    /// an unsupported action (exit 4), not as a usage error.
+    UnknownName,
 }
 
 impl ArgsError {
     /// rsync's RERR_SYNTAX.
     pub const EXIT_CODE: i32 = 1;
+    /// rsync's RERR_UNSUPPORTED.
+    pub const UNSUPPORTED_EXIT_CODE: i32 = 4;
+
+    /// The exit code rsync gives for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ArgsErrorKind::UnknownName => Self::UNSUPPORTED_EXIT_CODE,
+            _ => Self::EXIT_CODE,
+        }
+    }
 
     fn new(kind: ArgsErrorKind, message: impl Into<String>) -> Self {
         ArgsError {
@@ -595,6 +623,9 @@ struct State {
     relative: Option<bool>,
     /// The last of `-d` and `--no-d`.
     dirs: Option<bool>,
+    /// `-z`, `--no-z`, and a `--zc` that names an algorithm, in rsync's order: the level
+    /// and a `none` choice are weighed in `finish`.
+    compress: bool,
     operands: Vec<OsString>,
 }
 
@@ -617,6 +648,11 @@ impl State {
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
         }
+        a.compress = compression_wanted(
+            self.compress,
+            a.compress_level,
+            a.compress_choice.as_deref(),
+        );
         a.relative = self.relative.unwrap_or(false);
         if a.files_from.is_some() {
             // rsync's --files-from side effects, wherever it stands on the line: -R and -d
@@ -877,6 +913,14 @@ static OPTIONS: &[Spec] = &[
         s.args.log_file_format = Some(v.into_vec());
         Ok(())
     }),
+    value("stderr", None, |s, _, v| {
+        s.args.messages_to_stderr = stderr_mode(v.as_bytes())?;
+        Ok(())
+    }),
+    flag("msgs2stderr", None, |s| s.args.messages_to_stderr = true),
+    flag("no-msgs2stderr", None, |s| {
+        s.args.messages_to_stderr = false
+    }),
     value("info", None, |s, _, v| {
         if s.args.info.apply(v.as_bytes())? {
             s.info_help = true;
@@ -1034,6 +1078,15 @@ static OPTIONS: &[Spec] = &[
     flag("no-checksum", None, |s| s.args.checksum = false),
     flag("no-c", None, |s| s.args.checksum = false),
     flag("size-only", None, |s| s.args.size_only = true),
+    // These choose and seed rsync's own block and file hashes; sftpsync has none of those
+    // (see README: delta), so the values are checked as rsync checks them and go no further.
+    value("checksum-choice", None, |_, _, v| {
+        checksum_choice(v.as_bytes())
+    }),
+    value("cc", None, |_, _, v| checksum_choice(v.as_bytes())),
+    value("checksum-seed", None, |_, name, v| {
+        c_int(name, &v).map(drop)
+    }),
     value("modify-window", Some(b'@'), |s, name, v| {
         s.args.modify_window = Some(c_int(name, &v)?);
         Ok(())
@@ -1155,6 +1208,16 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("delay-updates", None, |s| s.args.delay_updates = true),
+    value("temp-dir", Some(b'T'), |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        s.args.temp_dir = Some(v.into_vec());
+        Ok(())
+    }),
     flag("no-delay-updates", None, |s| s.args.delay_updates = false),
     flag("mkpath", None, |s| s.args.mkpath = true),
     flag("no-mkpath", None, |s| s.args.mkpath = false),
@@ -1173,9 +1236,34 @@ static OPTIONS: &[Spec] = &[
         s.args.rsh = Some(v);
         Ok(())
     }),
-    flag("compress", Some(b'z'), |s| s.args.compress = true),
-    flag("no-compress", None, |s| s.args.compress = false),
-    flag("no-z", None, |s| s.args.compress = false),
+    flag("compress", Some(b'z'), |s| s.compress = true),
+    flag("no-compress", None, |s| s.compress = false),
+    flag("no-z", None, |s| s.compress = false),
+    value("compress-level", None, |s, name, v| {
+        s.args.compress_level = Some(c_int(name, &v)?);
+        Ok(())
+    }),
+    value("zl", None, |s, name, v| {
+        s.args.compress_level = Some(c_int(name, &v)?);
+        Ok(())
+    }),
+    value("compress-choice", None, compress_choice),
+    value("zc", None, compress_choice),
+    flag("old-compress", None, |s| {
+        s.compress = true;
+        s.args.compress_choice = Some("zlib".into());
+    }),
+    flag("new-compress", None, |s| {
+        s.compress = true;
+        s.args.compress_choice = Some("zlibx".into());
+    }),
+    // ssh compresses the whole stream with its own settings: these are checked as rsync
+    // checks them and change nothing.
+    value("compress-threads", None, |_, name, v| {
+        c_int(name, &v).map(drop)
+    }),
+    value("zt", None, |_, name, v| c_int(name, &v).map(drop)),
+    value("skip-compress", None, |_, _, _| Ok(())),
     value("bwlimit", None, |s, _, v| {
         let text = v.to_string_lossy();
         s.args.bwlimit = crate::throttle::parse_rate(&text)
@@ -1183,6 +1271,13 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("no-bwlimit", None, |s| s.args.bwlimit = None),
+    // rsync caps its own allocations; sftpsync's memory use does not grow with a setting
+    // like that, so the size is checked with rsync's syntax and limits and goes no further.
+    value("max-alloc", None, |_, _, v| {
+        size_arg(&v.to_string_lossy(), b'B', "max-alloc", 1 << 20)
+            .map(drop)
+            .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))
+    }),
     flag("no-config", None, |s| s.args.no_config = true),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
@@ -1276,9 +1371,6 @@ static OPTIONS: &[Spec] = &[
 /// rsync options that sftpsync recognizes but does not implement yet: `(long, short)`.
 /// To support one, delete it here and give it an entry in [`OPTIONS`].
 static NOT_YET: &[(&str, Option<u8>)] = &[
-    ("stderr", None),
-    ("msgs2stderr", None),
-    ("no-msgs2stderr", None),
     ("motd", None),
     ("old-dirs", None),
     ("old-d", None),
@@ -1302,27 +1394,13 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("ignore-times", Some(b'I')),
     ("max-size", None),
     ("min-size", None),
-    ("max-alloc", None),
     ("sparse", Some(b'S')),
     ("preallocate", None),
     ("delete-missing-args", None),
     ("ignore-missing-args", None),
-    ("checksum-choice", None),
-    ("cc", None),
-    ("checksum-seed", None),
     ("block-size", Some(b'B')),
     ("fuzzy", Some(b'y')),
-    ("old-compress", None),
-    ("new-compress", None),
-    ("compress-choice", None),
-    ("zc", None),
-    ("compress-level", None),
-    ("zl", None),
-    ("compress-threads", None),
-    ("zt", None),
-    ("skip-compress", None),
     ("prune-empty-dirs", Some(b'm')),
-    ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
     ("only-write-batch", None),
@@ -1392,7 +1470,16 @@ fn listed_in_help(spec: &Spec) -> bool {
     match spec.long {
         Some(long) => {
             !long.starts_with("no-")
-                && !["log-format", "ignore-non-existing", "remove-sent-files"].contains(&long)
+                && ![
+                    "log-format",
+                    "ignore-non-existing",
+                    "remove-sent-files",
+                    "zl",
+                    "zc",
+                    "zt",
+                    "cc",
+                ]
+                .contains(&long)
         }
         None => true,
     }
@@ -1480,6 +1567,185 @@ fn c_int(name: &str, v: &OsStr) -> Result<i32, ArgsError> {
             format!("{name}={}: number too large or too small", show(text)),
         )
     })
+}
+
+/// Whether ssh is asked to compress, by rsync's rules: a `--zc` naming an algorithm or any
+/// `--zl` implies `-z`; `--zc=none` wins over everything; and level 0 means no compression
+/// for zlib and zlibx (for zstd it is the default level, and lz4 has no levels).
+fn compression_wanted(z: bool, level: Option<i32>, choice: Option<&str>) -> bool {
+    let on = z || level.is_some();
+    match choice {
+        Some("none") => false,
+        Some("zlib" | "zlibx") if level == Some(0) => false,
+        _ => on,
+    }
+}
+
+/// rsync's compression algorithms, as `--compress-choice` names them.
+const COMPRESS_NAMES: [&str; 6] = ["zstd", "lz4", "zlibx", "zlib", "none", "auto"];
+
+fn compress_choice(s: &mut State, _: &str, v: OsString) -> Result<(), ArgsError> {
+    let name = v.to_string_lossy().to_ascii_lowercase();
+    if !COMPRESS_NAMES.contains(&name.as_str()) {
+        return Err(ArgsError::new(
+            ArgsErrorKind::UnknownName,
+            format!("unknown compress name: {}", show(v.as_bytes())),
+        ));
+    }
+    // Naming an algorithm asks for compression; `auto` and `none` do not.
+    if name != "auto" && name != "none" {
+        s.compress = true;
+    }
+    s.args.compress_choice = Some(name);
+    Ok(())
+}
+
+/// rsync's checksum names (`xxhash` is its older name for xxh64).
+const CHECKSUM_NAMES: [&str; 9] = [
+    "auto", "xxh128", "xxh3", "xxh64", "xxhash", "md5", "md4", "sha1", "none",
+];
+
+/// `--checksum-choice=STR` or `STR,STR` (transfer hash, then file hash). As rsync, a bad
+/// name is reported with everything from where it starts.
+fn checksum_choice(v: &[u8]) -> Result<(), ArgsError> {
+    let known = |name: &[u8]| {
+        CHECKSUM_NAMES
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    };
+    let unknown = |from: &[u8]| {
+        ArgsError::new(
+            ArgsErrorKind::UnknownName,
+            format!("unknown checksum name: {}", show(from)),
+        )
+    };
+    match v.iter().position(|&b| b == b',') {
+        Some(comma) => {
+            if !known(&v[..comma]) {
+                return Err(unknown(v));
+            }
+            if !known(&v[comma + 1..]) {
+                return Err(unknown(&v[comma + 1..]));
+            }
+        }
+        None if !known(v) => return Err(unknown(v)),
+        None => {}
+    }
+    Ok(())
+}
+
+/// `--stderr=MODE`: any leading part of `errors`, `all` or `client`. Only `all` moves the
+/// informational lines; `client` is `errors` for a client, which sftpsync always is.
+fn stderr_mode(v: &[u8]) -> Result<bool, ArgsError> {
+    let is = |word: &str| !v.is_empty() && word.as_bytes().starts_with(v);
+    if is("errors") || is("client") {
+        Ok(false)
+    } else if is("all") {
+        Ok(true)
+    } else {
+        Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "--stderr mode \"{}\" is not one of errors, all, or client",
+                show(v)
+            ),
+        ))
+    }
+}
+
+/// rsync's `parse_size_arg` for `--bwlimit` and `--max-alloc`: a number (a fraction too) with
+/// an optional unit B, K, M, G, T or P (`default_unit` when none; 1024-based, or 1000-based
+/// when followed by B, e.g. `KB`; `KiB` is 1024-based), then an optional `+1` or `-1`. 0
+/// means unlimited; other sizes below `min` are refused. Returns the size in bytes.
+pub fn size_arg(text: &str, default_unit: u8, option: &str, min: u64) -> Result<u64, String> {
+    let fail = |why: &str| format!("--{option}={text} {why}");
+    let b = text.as_bytes();
+    // A leading '-' makes a negative size, which rsync reports as too large.
+    let negative = b.first() == Some(&b'-') && b.get(1).is_some_and(|c| c.is_ascii_digit());
+    let start = usize::from(negative);
+    let mut i = start;
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let number: f64 = match &text[start..i] {
+        "" | "." => 0.0,
+        n => n.parse().map_err(|_| fail("is invalid"))?,
+    };
+    let unit = match b.get(i) {
+        Some(&c) if c != b'+' && c != b'-' => {
+            i += 1;
+            c
+        }
+        _ => default_unit,
+    };
+    let power = match unit.to_ascii_lowercase() {
+        b'b' => 0,
+        b'k' => 1,
+        b'm' => 2,
+        b'g' => 3,
+        b't' => 4,
+        b'p' => 5,
+        _ => return Err(fail("is invalid")),
+    };
+    let base = match b.get(i) {
+        Some(b'b' | b'B') => {
+            i += 1;
+            1000.0
+        }
+        None | Some(b'+' | b'-') => 1024.0,
+        Some(_) if b[i..].len() >= 2 && b[i..i + 2].eq_ignore_ascii_case(b"ib") => {
+            i += 2;
+            1024.0
+        }
+        Some(_) => return Err(fail("is invalid")),
+    };
+    // rsync multiplies an integer by the number and truncates.
+    let mut size = (f64::powi(base, power) * number).trunc();
+    if negative {
+        size = -size;
+    }
+    if i > 0 && matches!(b.get(i), Some(b'+' | b'-')) && b.get(i + 1) == Some(&b'1') {
+        size += if b[i] == b'+' { 1.0 } else { -1.0 };
+        i += 2;
+    }
+    if i < b.len() {
+        return Err(fail("is invalid"));
+    }
+    if size < 0.0 || size >= i64::MAX as f64 {
+        return Err(fail("is too large"));
+    }
+    let size = size as u64;
+    if size != 0 && size < min {
+        return Err(fail(&format!(
+            "is too small (min: {} or 0 for unlimited)",
+            size_limit(min)
+        )));
+    }
+    Ok(size)
+}
+
+/// A limit as rsync shows it in its size messages: plain below 1024, else with two decimals
+/// and a 1024-based unit (`1.00M`).
+fn size_limit(n: u64) -> String {
+    if n < 1024 {
+        return n.to_string();
+    }
+    let mut value = n as f64;
+    let mut unit = 'B';
+    for u in ['K', 'M', 'G', 'T', 'P'] {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.2}{unit}")
 }
 
 /// rsync takes 0 as "no timeout"; a negative one has no sensible meaning, so it is refused
@@ -1811,6 +2077,9 @@ Output:
      --info=FLAGS           finer control: progress2 (one line for the whole
                             transfer, on a terminal), name, stats, ... (help)
      --debug=FLAGS          sftp: log every SFTP request and reply to stderr
+     --stderr=e|a|c         errors (the default) and client: only errors go to
+                            stderr; all: every message does, stdout stays empty
+     --msgs2stderr          the same as --stderr=all (--no-msgs2stderr: errors)
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
  -8, --8-bit-output         print high-bit bytes in names as they are, not
                             escaped (C1 controls stay escaped)
@@ -1908,6 +2177,10 @@ Delta and resume:
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
                             one absolute DIR on the receiver for every file
  -P                         the same as --partial --progress
+ -T, --temp-dir=DIR         write new versions in DIR (relative to DEST, or
+                            absolute, on the receiver) and rename them into
+                            place; across file systems they are copied beside
+                            the file first, so the replacement stays atomic
      --delay-updates        finish each updated file in .~tmp~ (or the
                             --partial-dir) beside it and put them all in place
                             at the end of the run
@@ -1925,6 +2198,20 @@ Delta and resume:
 Connection:
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
  -z, --compress             have ssh compress the connection (OpenSSH only)
+     --compress-level=NUM   any level implies -z; 0 means none with zlib
+                            (--zl); ssh picks its own level
+     --compress-choice=STR  zstd lz4 zlibx zlib none auto (--zc): a name
+                            implies -z, none turns it off; ssh uses zlib
+     --old-compress         the same as --zc=zlib
+     --new-compress         the same as --zc=zlibx
+     --compress-threads=NUM
+                            checked and ignored (--zt)
+     --skip-compress=LIST   accepted: ssh compresses the whole stream
+     --checksum-choice=STR  checked and ignored (--cc; STR or STR,STR): it
+                            chooses rsync's own hashes, which sftpsync lacks
+     --checksum-seed=NUM    checked and ignored, for the same reason
+     --max-alloc=SIZE       checked as rsync does (min 1M, 0: no limit) and
+                            ignored: no setting changes what we allocate
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
      --bwlimit=RATE         move file data at RATE KiB/s at most, on average
                             (suffixes B K M G; KB = 1000 bytes; 0: no limit)
@@ -2509,6 +2796,237 @@ mod tests {
             err(&["--delete=yes", "-r", "a", "b"]).message(),
             "option --delete does not take an argument"
         );
+    }
+
+    #[test]
+    fn compression_options_follow_rsync() {
+        let z = |args: &[&str]| {
+            let mut line = args.to_vec();
+            line.extend(["a", "b"]);
+            run(&line).compress
+        };
+        // Measured with rsync 3.5.0 over a remote shell (bytes received with --stats).
+        assert!(z(&["-z"]));
+        assert!(!z(&["-v"]));
+        assert!(z(&["--zl=5"]), "a level implies -z");
+        assert!(
+            z(&["--zl=0"]),
+            "with rsync's auto choice (zstd) 0 is the default level"
+        );
+        assert!(z(&["-z", "--zl=0"]));
+        assert!(
+            z(&["--zl=5", "--no-z"]),
+            "a level implies -z whatever its place"
+        );
+        assert!(
+            !z(&["-z", "--zc=zlib", "--zl=0"]),
+            "0 is no compression for zlib"
+        );
+        assert!(!z(&["--zl=0", "--compress-level=0", "--old-compress"]));
+        assert!(!z(&["--zc=zlibx", "--zl=0"]));
+        assert!(z(&["--zc=lz4", "--zl=0"]));
+        assert!(z(&["--zc=zstd", "--zl=0"]));
+        assert!(z(&["--zc=zstd"]), "naming an algorithm implies -z");
+        assert!(z(&["--zc=ZSTD"]));
+        assert!(!z(&["--zc=auto"]));
+        assert!(z(&["-z", "--zc=auto"]));
+        assert!(!z(&["--zc=none", "-z"]), "none wins wherever it is");
+        assert!(!z(&["-z", "--compress-choice=zstd", "--zc=none"]));
+        assert!(z(&["-z", "--zc=none", "--zc=zlib"]));
+        assert!(z(&["-z", "--zc=none", "--zc=auto"]));
+        assert!(!z(&["--zc=none", "--zc=auto"]));
+        assert!(!z(&["--zc=zstd", "--no-z"]));
+        assert!(z(&["--no-z", "--zc=zstd"]));
+        assert!(z(&["--old-compress"]));
+        assert!(z(&["--new-compress"]));
+        assert!(!z(&["--old-compress", "--zc=none"]));
+        assert!(!z(&["--zt=4"]), "threads do not imply -z");
+        assert!(!z(&["--skip-compress=gz/jpg"]));
+        assert!(z(&["-z", "--compress-threads=-1", "--skip-compress="]));
+
+        let a = run(&["-z", "--zl=100", "--new-compress", "a", "b"]);
+        assert_eq!(
+            a.compress_level,
+            Some(100),
+            "rsync clamps, it does not refuse"
+        );
+        assert_eq!(a.compress_choice.as_deref(), Some("zlibx"));
+        assert_eq!(run(&["--zl=", "a", "b"]).compress_level, Some(0));
+
+        // rsync: "unknown compress name: foo", exit 4 (RERR_UNSUPPORTED).
+        for (value, shown) in [("foo", "foo"), ("zlib,zlibx", "zlib,zlibx"), ("", "")] {
+            for name in ["--zc", "--compress-choice"] {
+                let e = err(&[&format!("{name}={value}"), "a", "b"]);
+                assert_eq!(e.message(), format!("unknown compress name: {shown}"));
+                assert_eq!(e.kind(), ArgsErrorKind::UnknownName);
+                assert_eq!(e.exit_code(), 4);
+            }
+        }
+        // rsync: "--zl=x: invalid numeric value", exit 1; likewise for the others.
+        for name in ["--zl", "--compress-level", "--zt", "--compress-threads"] {
+            let e = err(&[&format!("{name}=x"), "a", "b"]);
+            assert_eq!(e.message(), format!("{name}=x: invalid numeric value"));
+            assert_eq!(e.exit_code(), 1);
+        }
+        assert_eq!(
+            err(&["--zc=zlib", "--zl=99999999999", "a", "b"]).message(),
+            "--zl=99999999999: number too large or too small"
+        );
+    }
+
+    #[test]
+    fn checksum_choice_and_seed_are_checked_like_rsync() {
+        for ok in [
+            "auto",
+            "xxh128",
+            "xxh3",
+            "xxh64",
+            "xxhash",
+            "md5",
+            "MD5",
+            "md4",
+            "sha1",
+            "none",
+            "xxh128,md5",
+            "auto,md5",
+        ] {
+            run(&[&format!("--cc={ok}"), "a", "b"]);
+            run(&["--checksum-choice", ok, "a", "b"]);
+        }
+        // What rsync 3.5.0 prints for each (exit 4).
+        for (value, shown) in [
+            ("foo", "foo"),
+            ("xxh", "xxh"),
+            ("", ""),
+            ("md5,foo", "foo"),
+            ("md5,sha1,xxh3", "sha1,xxh3"),
+            ("md5,", ""),
+            (",md5", ",md5"),
+            ("foo,md5", "foo,md5"),
+        ] {
+            let e = err(&[&format!("--cc={value}"), "a", "b"]);
+            assert_eq!(
+                e.message(),
+                format!("unknown checksum name: {shown}"),
+                "{value}"
+            );
+            assert_eq!(e.exit_code(), 4);
+        }
+        run(&["--checksum-seed=-5", "a", "b"]);
+        run(&["--checksum-seed=", "a", "b"]);
+        assert_eq!(
+            err(&["--checksum-seed=x", "a", "b"]).message(),
+            "--checksum-seed=x: invalid numeric value"
+        );
+        assert_eq!(
+            err(&["--checksum-seed=99999999999", "a", "b"]).message(),
+            "--checksum-seed=99999999999: number too large or too small"
+        );
+    }
+
+    #[test]
+    fn max_alloc_takes_rsync_sizes() {
+        for ok in [
+            "0",
+            "",
+            "k",
+            ".",
+            "1g",
+            "1.5m",
+            "5.m",
+            "1m+1",
+            "8p",
+            "1MiB",
+            "1048576",
+            "1gb",
+            "1.000001m",
+        ] {
+            run(&[&format!("--max-alloc={ok}"), "a", "b"]);
+        }
+        // Each message as rsync 3.5.0 prints it (exit 1).
+        for (value, why) in [
+            ("1", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("100k", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1m-1", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1mb", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1kib", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1048575", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("0.5m", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("x", "is invalid"),
+            ("-", "is invalid"),
+            ("+1", "is invalid"),
+            ("1,5m", "is invalid"),
+            ("1t+2", "is invalid"),
+            ("4m-1x", "is invalid"),
+            ("1e6", "is invalid"),
+            ("-1", "is too large"),
+            ("9000p", "is too large"),
+        ] {
+            let e = err(&[&format!("--max-alloc={value}"), "a", "b"]);
+            assert_eq!(e.message(), format!("--max-alloc={value} {why}"));
+            assert_eq!(e.exit_code(), 1);
+        }
+        assert_eq!(size_arg("1m", b'B', "max-alloc", 1 << 20), Ok(1 << 20));
+        assert_eq!(size_arg("1.5k", b'B', "x", 0), Ok(1536));
+        assert_eq!(size_arg("2", b'B', "x", 0), Ok(2));
+        assert_eq!(size_arg("2KB", b'B', "x", 0), Ok(2000));
+        assert_eq!(size_limit(512), "512");
+        assert_eq!(size_limit(1 << 20), "1.00M");
+        assert_eq!(size_limit(1536), "1.50K");
+    }
+
+    #[test]
+    fn temp_dir_takes_a_directory() {
+        assert_eq!(run(&["a", "b"]).temp_dir, None);
+        for line in [
+            &["-T", "/scratch", "a", "b"][..],
+            &["-T/scratch", "a", "b"],
+            &["--temp-dir=/scratch", "a", "b"],
+            &["--temp-dir", "/scratch", "a", "b"],
+        ] {
+            assert_eq!(run(line).temp_dir.as_deref(), Some(&b"/scratch"[..]));
+        }
+        assert_eq!(
+            run(&["-aT", "tmp", "a", "b"]).temp_dir.as_deref(),
+            Some(&b"tmp"[..])
+        );
+        assert_eq!(
+            err(&["--temp-dir=", "a", "b"]).message(),
+            "option --temp-dir needs a directory"
+        );
+    }
+
+    #[test]
+    fn stderr_modes_and_msgs2stderr() {
+        let to_stderr = |args: &[&str]| {
+            let mut line = args.to_vec();
+            line.extend(["a", "b"]);
+            run(&line).messages_to_stderr
+        };
+        assert!(!to_stderr(&[]));
+        for all in ["--stderr=all", "--stderr=a", "--stderr=al", "--msgs2stderr"] {
+            assert!(to_stderr(&[all]), "{all}");
+        }
+        for errors in [
+            "--stderr=errors",
+            "--stderr=e",
+            "--stderr=er",
+            "--stderr=client",
+            "--stderr=c",
+        ] {
+            assert!(!to_stderr(&["--msgs2stderr", errors]), "{errors}");
+        }
+        assert!(!to_stderr(&["--stderr=all", "--no-msgs2stderr"]));
+        assert!(to_stderr(&["--no-msgs2stderr", "--stderr", "all"]));
+        // rsync: '--stderr mode "foo" is not one of errors, all, or client', exit 1.
+        for bad in ["foo", "", "ALL", "errorsx", "clientx"] {
+            let e = err(&[&format!("--stderr={bad}"), "a", "b"]);
+            assert_eq!(
+                e.message(),
+                format!("--stderr mode \"{bad}\" is not one of errors, all, or client")
+            );
+            assert_eq!(e.exit_code(), 1);
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
-            return fail(args::ArgsError::EXIT_CODE as u8);
+            return fail(e.exit_code() as u8);
         }
     };
     let cli = match parsed {
@@ -606,6 +606,24 @@ fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Ro
     })
 }
 
+/// What -v says when `--compress-level` or `--compress-choice` was given: ssh compresses
+/// with zlib at its own level, so they only decided whether there is compression at all.
+fn compression_note(cli: &CliArgs) -> Option<String> {
+    let mut given = Vec::new();
+    if let Some(level) = cli.compress_level {
+        given.push(format!("--compress-level={level}"));
+    }
+    if let Some(choice) = &cli.compress_choice {
+        given.push(format!("--compress-choice={choice}"));
+    }
+    (!given.is_empty()).then(|| {
+        format!(
+            "{} not applied: ssh compresses the connection with zlib at its own level",
+            given.join(" and ")
+        )
+    })
+}
+
 /// What -v says about the channels.
 fn describe_channels(
     n: usize,
@@ -926,6 +944,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         },
         sender_prefix,
         preserve_group: cli.group,
+        messages_to_stderr: cli.messages_to_stderr,
     }
 }
 
@@ -1098,6 +1117,11 @@ async fn run_attempts(
                 "-z has no effect: only OpenSSH's ssh is asked to compress, and the remote \
                  shell is not ssh (sftpsync has no compressed stream of its own)",
             );
+        }
+    }
+    if cli.compress && remote.is_some() {
+        if let Some(note) = compression_note(cli) {
+            sync_engine::Reporter::verbose_info(&*reporter, &note);
         }
     }
     let config = ClientConfig {
@@ -1491,6 +1515,38 @@ async fn attempt(
         },
         _ => None,
     };
+    // -T: on the destination's side too, a relative DIR from DEST (where rsync's receiver
+    // works). As rsync, it must exist: nothing is sent otherwise.
+    let temp_dir_tree = match &cli.temp_dir {
+        Some(dir) => {
+            let mut dest = dest_dir.clone();
+            while dest.len() > 1 && dest.ends_with(b"/") {
+                dest.pop();
+            }
+            let full = if dir.starts_with(b"/") {
+                dir.clone()
+            } else {
+                sync_engine::path::join(&dest, dir)
+            };
+            let tree = make_tree_following(dest_loc, &full, false);
+            let problem = match tree.lstat(&Vec::new()).await {
+                Ok(Some(m)) if m.kind == Kind::Dir => None,
+                Ok(Some(_)) => Some("is not a directory".to_string()),
+                Ok(None) => Some("does not exist".to_string()),
+                Err(e) if e.is_not_found() => Some("does not exist".to_string()),
+                Err(e) => Some(format!("cannot be looked at ({e})")),
+            };
+            if let Some(problem) = problem {
+                reporter.error_line(&format!(
+                    "The temp-dir {problem}: {}",
+                    String::from_utf8_lossy(dir)
+                ));
+                return Attempt::Finished(exit::SYNTAX);
+            }
+            Some(tree)
+        }
+        None => None,
+    };
     let job = SyncJob {
         sources,
         dest: dest_tree.clone(),
@@ -1507,6 +1563,7 @@ async fn attempt(
             .as_ref()
             .filter(|d| d.starts_with(b"/"))
             .map(|dir| make_tree_following(dest_loc, dir, false)),
+        temp_dir_tree,
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
         link_dest: if cli.link_dest.is_empty() {

@@ -47,6 +47,9 @@ pub struct OutputConfig {
     pub sender_prefix: Option<Vec<u8>>,
     /// `-g`, for `%G`.
     pub preserve_group: bool,
+    /// `--stderr=all`: what would go to stdout goes to stderr, except JSON lines, which are
+    /// the data a `--json` caller reads.
+    pub messages_to_stderr: bool,
 }
 
 /// `--log-file`: rsync's lines, each stamped with the time and our process id.
@@ -152,8 +155,8 @@ impl TerminalReporter {
     pub fn new(cfg: OutputConfig, log: Option<LogFile>) -> Self {
         let counts = Arc::new(Counts::default());
         let bar = (cfg.progress >= 2 && !cfg.quiet).then(|| {
-            // JSON owns stdout: the bar goes to stderr then.
-            let target = if cfg.json {
+            // JSON owns stdout: the bar goes to stderr then, as with --stderr=all.
+            let target = if cfg.json || cfg.messages_to_stderr {
                 ProgressDrawTarget::stderr()
             } else {
                 ProgressDrawTarget::stdout()
@@ -228,11 +231,20 @@ impl TerminalReporter {
         self.screen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes to stdout under the screen lock, ending an open progress line first and keeping
-    /// clear of the progress bar.
+    /// Where lines for stdout go: stdout, or stderr with `--stderr=all`.
+    fn out(&self) -> Box<dyn Write> {
+        if self.cfg.messages_to_stderr && !self.cfg.json {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
+    }
+
+    /// Writes to stdout (see [`Self::out`]) under the screen lock, ending an open progress
+    /// line first and keeping clear of the progress bar.
     fn write_out(&self, screen: &mut Screen, text: &[u8]) {
         let write = || {
-            let mut out = std::io::stdout().lock();
+            let mut out = self.out();
             if screen.open.is_some() {
                 let _ = out.write_all(b"\n");
             }
@@ -249,7 +261,7 @@ impl TerminalReporter {
     fn write_err(&self, text: &str) {
         let mut screen = self.screen();
         if screen.open.take().is_some() {
-            let mut out = std::io::stdout().lock();
+            let mut out = self.out();
             let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
@@ -296,7 +308,7 @@ impl TerminalReporter {
         if let Some(bar) = &self.bar {
             if !self.bar_done.swap(true, Ordering::Relaxed) && !bar.is_hidden() {
                 bar.abandon();
-                let mut out: Box<dyn Write> = if self.cfg.json {
+                let mut out: Box<dyn Write> = if self.cfg.json || self.cfg.messages_to_stderr {
                     Box::new(std::io::stderr())
                 } else {
                     Box::new(std::io::stdout())
@@ -610,7 +622,7 @@ impl Progress for TerminalReporter {
             let text = header.map(|h| [&h[..], b"\n"].concat()).unwrap_or_default();
             self.write_out(&mut screen, &text);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = self.out();
         let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
         screen.open = Some(path.clone());

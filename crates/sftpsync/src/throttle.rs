@@ -235,69 +235,10 @@ impl Tree for ThrottledTree {
     }
 }
 
-/// rsync's `--bwlimit` value: a number (fractions allowed) in KiB/s unless a suffix says
-/// otherwise (`B`, `K`, `M`, `G`, `T`, `P`; `KB` and the like count in 1000s, `KiB` in
-/// 1024s), optionally adjusted by `+1` or `-1` bytes. `Ok(None)` is 0: no limit.
+/// rsync's `--bwlimit` value: a size (see [`crate::args::size_arg`]) in KiB/s unless a unit
+/// says otherwise, at least 512 bytes/s. `Ok(None)` is 0: no limit.
 pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
-    let invalid = || format!("--bwlimit={text} is invalid");
-    let digits = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, rest) = text.split_at(digits);
-    if text.starts_with('-') {
-        return Err(format!("--bwlimit={text} is too large"));
-    }
-    let value: f64 = if number.is_empty() || number == "." {
-        return Err(invalid());
-    } else {
-        number.parse().map_err(|_| invalid())?
-    };
-    let mut rest = rest.chars().peekable();
-    let power = match rest.peek().map(char::to_ascii_lowercase) {
-        Some('b') => Some(0),
-        Some('k') => Some(1),
-        Some('m') => Some(2),
-        Some('g') => Some(3),
-        Some('t') => Some(4),
-        Some('p') => Some(5),
-        _ => None,
-    };
-    let (power, mut base) = match power {
-        Some(p) => {
-            rest.next();
-            (p, 1024.0)
-        }
-        None => (1, 1024.0),
-    };
-    let tail: String = rest.collect();
-    let adjust = match tail.to_ascii_lowercase().as_str() {
-        t if power > 0 && (t.starts_with("ib") || t.starts_with('b')) => {
-            if !t.starts_with("ib") {
-                base = 1000.0;
-            }
-            let skip = if t.starts_with("ib") { 2 } else { 1 };
-            tail[skip..].to_string()
-        }
-        _ => tail,
-    };
-    let bytes = value * f64::powi(base, power);
-    let bytes = match adjust.as_str() {
-        "" => bytes,
-        "+1" => bytes + 1.0,
-        "-1" => bytes - 1.0,
-        _ => return Err(invalid()),
-    };
-    if bytes >= u64::MAX as f64 {
-        return Err(format!("--bwlimit={text} is too large"));
-    }
-    let bytes = bytes as u64;
-    match bytes {
-        0 if value == 0.0 => Ok(None),
-        0..512 => Err(format!(
-            "--bwlimit={text} is too small (min: 512 or 0 for unlimited)"
-        )),
-        n => Ok(Some(n)),
-    }
+    crate::args::size_arg(text, b'K', "bwlimit", 512).map(|n| (n > 0).then_some(n))
 }
 
 #[cfg(test)]
@@ -321,10 +262,15 @@ mod tests {
         assert_eq!(ok("512b"), Some(512));
         assert_eq!(ok("1m-1"), Some((1 << 20) - 1));
         assert_eq!(ok("1k+1"), Some(1025));
+        // As in rsync, a missing number is 0.
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("k"), None);
+        assert_eq!(ok("."), None);
         for (bad, why) in [
             ("1x", "is invalid"),
-            ("", "is invalid"),
-            ("k", "is invalid"),
+            ("-", "is invalid"),
+            ("+1", "is invalid"),
+            ("9000p", "is too large"),
             ("0.1", "is too small"),
             ("100b", "is too small"),
             ("511b", "is too small"),

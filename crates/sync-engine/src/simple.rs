@@ -64,6 +64,7 @@ impl SyncJob {
             tasks_per_lane: DEFAULT_TASKS_PER_LANE,
             index: None,
             partial_dir_tree: None,
+            temp_dir_tree: None,
             progress: None,
             backup: None,
             link_dest: None,

@@ -95,6 +95,9 @@ pub struct SyncJob {
     /// (and, when remote, on its session). Partial files live there under their base names
     /// and are renamed into the destination from there.
     pub partial_dir_tree: Option<Arc<dyn Tree>>,
+    /// `-T DIR`: a tree rooted at DIR on the destination's side (and session). New versions
+    /// are written there under temp names and renamed into the destination from there.
+    pub temp_dir_tree: Option<Arc<dyn Tree>>,
     /// Told how far the run has got while it runs, for progress displays.
     pub progress: Option<Arc<dyn Progress>>,
     /// `--backup`: where replaced and deleted destination entries are kept.
@@ -459,6 +462,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         job.progress.clone(),
     );
     shared.backup = job.backup.clone();
+    shared.temp_tree = job.temp_dir_tree.clone();
     let mut run = Run {
         job,
         sh: Arc::new(shared),

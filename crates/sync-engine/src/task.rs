@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub index: Option<Arc<RemoteIndex>>,
     /// The directory of an absolute `--partial-dir`, on the destination's side.
     pub partial_tree: Option<Arc<dyn Tree>>,
+    /// `-T DIR`: where temp files are written instead of beside their files.
+    pub temp_tree: Option<Arc<dyn Tree>>,
     pub umask: u32,
     pub server_hashes: ServerHashTrust,
     temp_counter: AtomicU64,
@@ -58,6 +60,7 @@ impl Shared {
             dest,
             index,
             partial_tree,
+            temp_tree: None,
             umask: process_umask().unwrap_or(0o022),
             server_hashes: ServerHashTrust::default(),
             temp_counter: AtomicU64::new(0),
@@ -1284,6 +1287,69 @@ impl Worker {
         }
     }
 
+    /// Moves a file finished in the `-T` directory over `dest_path`. A server cannot rename
+    /// across file systems (a local tree copies across by itself): the file is then copied
+    /// to a temp name beside `dest_path` and renamed over it, so the old version is still
+    /// replaced whole or not at all. The caller removes `temp` if this fails.
+    async fn move_from_temp_dir(
+        &self,
+        temp_tree: &Arc<dyn Tree>,
+        temp: &RelPath,
+        dest_path: &[u8],
+        meta: &SetMeta,
+    ) -> TreeResult<()> {
+        let dest_path = dest_path.to_vec();
+        match self
+            .dest()
+            .rename_replace_from(&temp_tree.anchor(), temp, &dest_path)
+            .await
+        {
+            Err(e) if e.kind != ErrorKind::Connection => {}
+            done => return done,
+        }
+        let size = temp_tree.lstat(temp).await?.map_or(0, |m| m.size);
+        let mut reader = temp_tree.open_read(temp, 0, size).await?;
+        let beside = self.temp_name(&dest_path);
+        let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
+        let mut writer = match self.dest().create_file(&beside, create_mode, size).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reader.close().await;
+                return Err(e);
+            }
+        };
+        let copied = async {
+            while let Some(chunk) = reader.next_chunk().await? {
+                writer.write(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = reader.close().await;
+        let placed = match copied {
+            Ok(()) => match writer.finish(meta).await {
+                Ok(()) => self.dest().rename_replace(&beside, &dest_path).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        match placed {
+            Ok(()) => {
+                let _ = temp_tree.remove_file(temp).await;
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind != ErrorKind::Connection {
+                    let _ = self.dest().remove_file(&beside).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn temp_name(&self, dest_path: &[u8]) -> RelPath {
         let n = self.sh.temp_counter.fetch_add(1, Ordering::Relaxed) + 1;
         let name = file_name(dest_path);
@@ -1538,6 +1604,8 @@ impl Worker {
             || !self.dest().copies_ranges()
             // An absolute --partial-dir is another tree: the old version is not at hand there.
             || (opts.partial && sh.partial_tree.is_some())
+            // So is a -T directory.
+            || (!opts.partial && sh.temp_tree.is_some())
         {
             return None;
         }
@@ -1696,10 +1764,13 @@ impl Worker {
         let partial = self.sh.opts.partial;
         // An absolute --partial-dir is a tree of its own on the destination's side: the file is
         // written there and moved into place at the end, each path resolved in its own tree.
-        let outside = self.sh.partial_tree.clone().filter(|_| partial);
+        let partial_outside = self.sh.partial_tree.clone().filter(|_| partial);
+        // So is a -T directory, for temp files (a partial one has its own place).
+        let temp_dir = self.sh.temp_tree.clone().filter(|_| !partial);
+        let outside = partial_outside.clone().or_else(|| temp_dir.clone());
         let temp_tree = outside.clone().unwrap_or_else(|| self.sh.dest.clone());
         let sh = self.sh.clone();
-        let _turn = match &outside {
+        let _turn = match &partial_outside {
             Some(_) => {
                 sh.partial_dir_used.store(true, Ordering::Relaxed);
                 Some(sh.partial_names.lock(file_name(dest_path)).await)
@@ -1715,6 +1786,9 @@ impl Worker {
                 let _ = temp_tree.mkdir(&parent(&temp).to_vec(), 0o700).await;
             }
             (temp, at)
+        } else if temp_dir.is_some() {
+            // One directory for every file: the name alone (the counter keeps them apart).
+            (file_name(&self.temp_name(dest_path)).to_vec(), None)
         } else {
             (self.temp_name(dest_path), None)
         };
@@ -1789,6 +1863,9 @@ impl Worker {
                         }
                         Ok(()) => match &outside {
                             None => self.dest().rename_replace(&temp, dest_path).await,
+                            Some(t) if temp_dir.is_some() => {
+                                self.move_from_temp_dir(t, &temp, dest_path, meta).await
+                            }
                             Some(t) => {
                                 self.dest()
                                     .rename_replace_from(&t.anchor(), &temp, dest_path)

@@ -54,6 +54,7 @@ async fn every_file_is_followed_to_its_end_and_totals_match_the_stats() {
         tasks_per_lane: 4,
         index: None,
         partial_dir_tree: None,
+        temp_dir_tree: None,
         progress: Some(recorder.clone()),
         backup: None,
         link_dest: None,

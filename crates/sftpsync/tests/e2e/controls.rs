@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 
 /// A program named `ssh` (so that it is taken for OpenSSH's) that notes its arguments in
 /// `log` and runs the real ssh with them.
-fn logging_ssh(dir: &Path, log: &Path) -> PathBuf {
+pub(super) fn logging_ssh(dir: &Path, log: &Path) -> PathBuf {
     let script = dir.join("ssh");
     std::fs::write(
         &script,

@@ -5,6 +5,7 @@
 //! The tests of one concern live in a module of their own beside this file; the helpers here
 //! are visible to them.
 
+mod accepted_options;
 mod append;
 mod check_file;
 mod compat;
