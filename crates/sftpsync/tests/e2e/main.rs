@@ -6,6 +6,7 @@
 //! are visible to them.
 
 mod append;
+mod attr_options;
 mod check_file;
 mod compat;
 mod confinement;
