@@ -38,7 +38,17 @@ pub struct CliArgs {
     pub copy_unsafe_links: bool,
     pub safe_links: bool,
     pub perms: bool,
+    /// `-E`: execute bits follow the source's without `-p`.
+    pub executability: bool,
     pub times: bool,
+    /// `-U`: keep access times.
+    pub atimes: bool,
+    /// `--open-noatime`: local sources are read without moving their access times.
+    pub open_noatime: bool,
+    /// `-S`: runs of zeros become holes on the receiver.
+    pub sparse: bool,
+    /// `--preallocate`: a local receiver allocates each file's size before writing it.
+    pub preallocate: bool,
     pub group: bool,
     pub owner: bool,
     pub devices: bool,
@@ -229,6 +239,11 @@ impl Default for CliArgs {
             omit_link_times: false,
             append: 0,
             inplace: false,
+            executability: false,
+            atimes: false,
+            open_noatime: false,
+            sparse: false,
+            preallocate: false,
             human_readable: 1,
             rsh: None,
             sftp_server: None,
@@ -1024,6 +1039,16 @@ static OPTIONS: &[Spec] = &[
     flag("perms", Some(b'p'), |s| s.args.perms = true),
     flag("no-perms", None, |s| s.args.perms = false),
     flag("no-p", None, |s| s.args.perms = false),
+    flag("executability", Some(b'E'), |s| s.args.executability = true),
+    flag("atimes", Some(b'U'), |s| s.args.atimes = true),
+    flag("no-atimes", None, |s| s.args.atimes = false),
+    flag("no-U", None, |s| s.args.atimes = false),
+    flag("open-noatime", None, |s| s.args.open_noatime = true),
+    flag("no-open-noatime", None, |s| s.args.open_noatime = false),
+    flag("sparse", Some(b'S'), |s| s.args.sparse = true),
+    flag("no-sparse", None, |s| s.args.sparse = false),
+    flag("no-S", None, |s| s.args.sparse = false),
+    flag("preallocate", None, |s| s.args.preallocate = true),
     flag("times", Some(b't'), |s| s.args.times = true),
     flag("no-times", None, |s| s.args.times = false),
     flag("no-t", None, |s| s.args.times = false),
@@ -1341,13 +1366,8 @@ static OPTIONS: &[Spec] = &[
     ignored("no-A", None),
     ignored("no-xattrs", None),
     ignored("no-X", None),
-    ignored("no-atimes", None),
-    ignored("no-U", None),
     ignored("no-crtimes", None),
     ignored("no-N", None),
-    ignored("no-open-noatime", None),
-    ignored("no-sparse", None),
-    ignored("no-S", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
     ignored("no-prune-empty-dirs", None),
@@ -1374,11 +1394,8 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("motd", None),
     ("old-dirs", None),
     ("old-d", None),
-    ("executability", Some(b'E')),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
-    ("atimes", Some(b'U')),
-    ("open-noatime", None),
     ("crtimes", Some(b'N')),
     ("super", None),
     ("no-super", None),
@@ -1394,8 +1411,6 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("ignore-times", Some(b'I')),
     ("max-size", None),
     ("min-size", None),
-    ("sparse", Some(b'S')),
-    ("preallocate", None),
     ("delete-missing-args", None),
     ("ignore-missing-args", None),
     ("block-size", Some(b'B')),
@@ -2098,7 +2113,11 @@ Transfer (what is copied and kept):
      --safe-links           skip symlinks that lead outside the tree
  -H, --hard-links           keep hard-linked files linked
  -p, --perms                keep permissions
+ -E, --executability        without -p, make execute bits follow the source's
  -t, --times                keep modification times
+ -U, --atimes               keep access times of files and symlinks
+     --open-noatime         read local sources without changing their access
+                            times
  -O, --omit-dir-times       leave directories out of --times
  -J, --omit-link-times      leave symlinks out of --times
  -o, --owner                keep the owner (the receiver needs the right)
@@ -2186,6 +2205,9 @@ Delta and resume:
                             at the end of the run
      --inplace              rewrite files where they are, no temp file (not
                             atomic); only changed blocks, when the index allows
+ -S, --sparse               leave runs of zeros as holes in the files written
+     --preallocate          allocate each file's space before writing it (local
+                            receiver only: SFTP cannot; ignored on a push)
      --append               only add the new end of files that grew, in place;
                             files not longer on the sender are left alone, and
                             the receiver's data is taken as it is
@@ -2306,12 +2328,12 @@ mod tests {
         assert!(a.eight_bit_output);
         assert_eq!(a.whole_file, Some(true));
 
-        // -S is only "not yet": the whole cluster is refused, naming the culprit.
-        let e = err(&["-avSn", "src", "host:dst"]);
+        // -y is only "not yet": the whole cluster is refused, naming the culprit.
+        let e = err(&["-avyn", "src", "host:dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
         assert_eq!(
             e.message(),
-            "option --sparse (-S) is not supported by sftpsync yet"
+            "option --fuzzy (-y) is not supported by sftpsync yet"
         );
 
         let a = run(&["-avz", "src", "host:dst"]);
@@ -2465,6 +2487,42 @@ mod tests {
             assert_eq!(e.kind(), ArgsErrorKind::UnknownOption, "{bad}");
             assert_eq!(e.message(), format!("unknown option {bad}"));
         }
+    }
+
+    #[test]
+    fn attribute_options_parse_with_rsyncs_negations() {
+        let a = run(&["-EUS", "--open-noatime", "--preallocate", "a", "b"]);
+        assert!(a.executability && a.atimes && a.sparse && a.open_noatime && a.preallocate);
+        let a = run(&[
+            "-US",
+            "--open-noatime",
+            "--no-U",
+            "--no-S",
+            "--no-open-noatime",
+            "a",
+            "b",
+        ]);
+        assert!(!a.atimes && !a.sparse && !a.open_noatime);
+        let a = run(&[
+            "--atimes",
+            "--no-atimes",
+            "--sparse",
+            "--no-sparse",
+            "a",
+            "b",
+        ]);
+        assert!(!a.atimes && !a.sparse);
+        // rsync has no negation for these two.
+        for bad in ["--no-E", "--no-executability", "--no-preallocate"] {
+            assert_eq!(
+                err(&[bad, "a", "b"]).kind(),
+                ArgsErrorKind::UnknownOption,
+                "{bad}"
+            );
+        }
+        // rsync 3.5 takes --sparse with --inplace and with --preallocate.
+        assert!(run(&["-S", "--inplace", "--preallocate", "a", "b"]).sparse);
+        assert!(!run(&["-a", "a", "b"]).executability);
     }
 
     #[test]
@@ -2771,16 +2829,16 @@ mod tests {
                 "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
-                "--preallocate",
-                "option --preallocate is not supported by sftpsync yet",
+                "--write-batch=x",
+                "option --write-batch is not supported by sftpsync yet",
             ),
             (
                 "-m",
                 "option --prune-empty-dirs (-m) is not supported by sftpsync yet",
             ),
             (
-                "-S",
-                "option --sparse (-S) is not supported by sftpsync yet",
+                "-k",
+                "option --copy-dirlinks (-k) is not supported by sftpsync yet",
             ),
             (
                 "--daemon",

@@ -421,6 +421,7 @@ mod tests {
             kind,
             size,
             mtime: 1_000_000_000,
+            atime: 0,
             mode,
             uid: Some(1000),
             gid: None,

@@ -216,6 +216,7 @@ mod tests {
             kind: Kind::File,
             size: 10,
             mtime: 1_700_000_000,
+            atime: 0,
             mode: 0o644,
             uid: None,
             gid: None,

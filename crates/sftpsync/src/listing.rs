@@ -235,6 +235,7 @@ mod tests {
                 kind,
                 size,
                 mtime: 0,
+                atime: 0,
                 mode,
                 uid: None,
                 gid: None,

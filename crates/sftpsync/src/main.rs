@@ -314,7 +314,10 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         copy_unsafe_links: cli.copy_unsafe_links,
         safe_links: cli.safe_links,
         perms: cli.perms,
+        executability: cli.executability,
         times: cli.times,
+        atimes: cli.atimes,
+        sparse: cli.sparse,
         omit_dir_times: cli.omit_dir_times,
         omit_link_times: cli.omit_link_times,
         owner: cli.owner,
@@ -1156,6 +1159,12 @@ async fn run_attempts(
     // A second attempt would list sources the first one already removed, and --delete would
     // then delete their only copies on the receiver.
     let may_retry = !(plan.opts.remove_source != RemoveSource::Off && plan.opts.delete);
+    if cli.preallocate && plan.dest_loc.is_remote() && cli.verbose > 0 && !cli.quiet {
+        // SFTP v3 has no request that allocates space: files are written as without it.
+        plan.reporter.say(
+            "--preallocate has no effect on an SFTP receiver: files there are written as usual",
+        );
+    }
     let mut announced = false;
     let mut number = 1;
     loop {
@@ -1331,7 +1340,12 @@ async fn attempt(
     };
     let make_tree_following = |loc: &Location, dir: &[u8], follow: bool| -> Arc<dyn Tree> {
         let tree: Arc<dyn Tree> = match loc {
-            Location::Local(_) => Arc::new(LocalTree::new(local_root(dir)).following_links(follow)),
+            Location::Local(_) => Arc::new(
+                LocalTree::new(local_root(dir))
+                    .following_links(follow)
+                    .opening_noatime(cli.open_noatime)
+                    .preallocating(cli.preallocate),
+            ),
             Location::Remote { .. } => Arc::new(
                 SftpTree::new(
                     connection
@@ -1344,7 +1358,8 @@ async fn attempt(
                     quirks.clone(),
                     warnings.clone(),
                 )
-                .atomic_replace_only(cli.require_atomic_replace),
+                .atomic_replace_only(cli.require_atomic_replace)
+                .sparse(cli.sparse),
             ),
         };
         throttled(loc, tree)

@@ -55,7 +55,16 @@ pub struct SyncOptions {
     /// `--safe-links`: symlinks that lead outside the tree are not created.
     pub safe_links: bool,
     pub perms: bool,
+    /// `-E`: without `perms`, a regular file's execute bits follow the source's (rsync's
+    /// rule: turned off when the source has none, turned on where read is allowed when the
+    /// receiver's file has none); with `perms` it adds nothing.
+    pub executability: bool,
     pub times: bool,
+    /// `-U`: regular files and symlinks get the source's access time (not directories,
+    /// as in rsync).
+    pub atimes: bool,
+    /// `-S`: runs of zeros in what is written become holes (skipped, not written).
+    pub sparse: bool,
     /// `-O`: with `times`, directories keep the mtime they have on the receiver.
     pub omit_dir_times: bool,
     /// `-J`: with `times`, symlinks keep the mtime they have on the receiver.

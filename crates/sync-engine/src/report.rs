@@ -35,6 +35,8 @@ pub struct Item {
     pub perms: bool,
     pub owner: bool,
     pub group: bool,
+    /// The access time changes (`-U`).
+    pub atime: bool,
     /// Symlink target, for `-> target` in output.
     pub link_target: Option<Vec<u8>>,
     /// For hard links: the path linked to.
@@ -69,6 +71,7 @@ impl Item {
             perms: false,
             owner: false,
             group: false,
+            atime: false,
             link_target: None,
             hard_link_to: None,
             alt_dest_update: None,
@@ -96,6 +99,7 @@ impl Item {
             || self.perms
             || self.owner
             || self.group
+            || self.atime
     }
 
     /// The 11-character `YXcstpoguax` string.
@@ -132,12 +136,13 @@ impl Item {
             flag(self.time, 't')
         };
         let attrs = format!(
-            "{}{}{t}{}{}{}...",
+            "{}{}{t}{}{}{}{}..",
             flag(self.checksum, 'c'),
             flag(self.size, 's'),
             flag(self.perms, 'p'),
             flag(self.owner, 'o'),
             flag(self.group, 'g'),
+            flag(self.atime, 'u'),
         );
         // As rsync's log.c: an item that was not transferred and has nothing to show gets
         // blanks, so `-ii`'s unchanged entries stand out from attribute-only changes.

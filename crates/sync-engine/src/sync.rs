@@ -1667,6 +1667,7 @@ impl<'a> Run<'a> {
                 // Always restored at the end: filling the directory changes its mtime.
                 fix.mtime = Some(src.mtime);
             }
+            fix.times_now = Some((dest.atime, dest.mtime));
             if item.perms {
                 fix.mode = Some(final_mode);
             }
@@ -2015,7 +2016,8 @@ impl<'a> Run<'a> {
         !opts.checksum
             && d.size == src.size
             && times_match
-            && !(opts.perms && modes_differ(src.mode, d.mode))
+            && !crate::task::perms_differ(opts, src.mode, d.mode)
+            && !(opts.atimes && src.atime != d.atime)
             && !(opts.owner && chown && src.uid.is_some() && d.uid != src.uid)
             && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)
     }

@@ -730,6 +730,11 @@ impl Worker {
         let mut fix = SetMeta::default();
         if opts.link_times() && (create || item.time) {
             fix.mtime = Some(src.meta.mtime);
+            // rsync gives a symlink the source's atime only as it makes it: reading an
+            // existing one to compare moves its atime, which is then not flagged or fixed.
+            if opts.atimes && create {
+                fix.atime = Some(src.meta.atime);
+            }
         }
         let dry_run = opts.dry_run;
         let dest_link = if create { None } else { existing.as_ref() };
@@ -800,9 +805,8 @@ impl Worker {
             } else if transfer {
                 item.time_now = true;
             }
-            if opts.perms && modes_differ(src.meta.mode, d.mode) {
-                item.perms = true;
-            }
+            item.perms = perms_differ(opts, src.meta.mode, d.mode);
+            item.atime = opts.atimes && src.meta.atime != d.atime;
         } else if let Some((_, Basis { meta: b, .. })) = &link_basis {
             item.size = b.size != src.meta.size;
             let stored = self.dest().stored_mtime(src.meta.mtime);
@@ -819,13 +823,14 @@ impl Worker {
         let mode = if opts.perms {
             src.meta.mode
         } else if let Some(d) = existing_file {
-            d.mode
+            kept_mode(opts, src.meta.mode, d.mode)
         } else {
             src.meta.mode & 0o777 & !sh.umask
         };
         let mut meta = SetMeta {
             mode: Some(mode),
             mtime: opts.times.then_some(src.meta.mtime),
+            atime: opts.atimes.then_some(src.meta.atime),
             ..Default::default()
         };
         self.owner_fix(&src.meta, existing_file, &mut meta, &mut item);
@@ -848,8 +853,10 @@ impl Worker {
                 let fix = SetMeta {
                     mode: item.perms.then_some(mode),
                     mtime: (opts.times && item.time).then_some(src.meta.mtime),
+                    atime: item.atime.then_some(src.meta.atime),
                     uid: meta.uid,
                     gid: meta.gid,
+                    times_now: existing_file.map(|d| (d.atime, d.mtime)),
                 };
                 if !opts.dry_run && !fix.is_empty() {
                     if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
@@ -962,7 +969,8 @@ impl Worker {
             } else {
                 item.time_now = true;
             }
-            item.perms = opts.perms && modes_differ(src.mode, d.mode);
+            item.perms = perms_differ(opts, src.mode, d.mode);
+            item.atime = opts.atimes && src.atime != d.atime;
             self.owner_fix(src, Some(&d), &mut SetMeta::default(), &mut item);
         }
         let copy = self
@@ -1406,6 +1414,7 @@ impl Worker {
         };
         let mut shaper = Shaper::new(self.wanted(src.meta.size), src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         if let Some(old) = old {
             shaper.in_place(old);
         }
@@ -1463,6 +1472,7 @@ impl Worker {
         };
         let mut shaper = Shaper::new(wanted, src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         if whole {
             shaper.skip = at;
             shaper.skip_is_matched = false;
@@ -1639,13 +1649,14 @@ impl Worker {
             .create_file_based_on(&temp, create_mode, dest_path)
             .await
             .ok()?;
-        let built = match server_hashes::build(&versions, &plan, &mut *writer).await {
-            Ok(()) => writer.finish(meta).await.map_err(BuildError::Dest),
-            Err(e) => {
-                writer.abandon().await;
-                Err(e)
-            }
-        };
+        let built =
+            match server_hashes::build(&versions, &plan, &mut *writer, self.sh.opts.sparse).await {
+                Ok(()) => writer.finish(meta).await.map_err(BuildError::Dest),
+                Err(e) => {
+                    writer.abandon().await;
+                    Err(e)
+                }
+            };
         let built = match built {
             Ok(()) if opts.verify => self.verify_by_server_hash(src, &temp, dest_path).await,
             other => other,
@@ -1840,6 +1851,7 @@ impl Worker {
         let wanted = self.wanted(src.meta.size);
         let mut shaper = Shaper::new(wanted, src.meta.size, base.as_ref());
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         shaper.skip = resume_at.unwrap_or(0);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
@@ -1948,9 +1960,38 @@ enum Step {
     Skip(u64),
 }
 
+/// Runs of zeros at least this long become holes with `--sparse` (rsync looks at its data in
+/// pieces of this size); shorter ones are not worth a seek, or a separate SFTP request.
+const SPARSE_RUN: usize = 1024;
+
+/// Writes `data` with its long runs of zeros left as holes (`--sparse`).
+pub(crate) async fn write_sparse(writer: &mut dyn FileWriter, data: Bytes) -> TreeResult<()> {
+    let (mut at, mut literal_from) = (0, 0);
+    while let Some(zero) = data[at..].iter().position(|&b| b == 0) {
+        let start = at + zero;
+        let end = data[start..]
+            .iter()
+            .position(|&b| b != 0)
+            .map_or(data.len(), |n| start + n);
+        if end - start >= SPARSE_RUN {
+            if literal_from < start {
+                writer.write(data.slice(literal_from..start)).await?;
+            }
+            writer.write_zeros((end - start) as u64).await?;
+            literal_from = end;
+        }
+        at = end;
+    }
+    if literal_from < data.len() {
+        writer.write(data.slice(literal_from..)).await?;
+    }
+    Ok(())
+}
+
 impl Step {
-    async fn send(self, writer: &mut dyn FileWriter) -> TreeResult<()> {
+    async fn send(self, writer: &mut dyn FileWriter, sparse: bool) -> TreeResult<()> {
         match self {
+            Step::Write(data) if sparse => write_sparse(writer, data).await,
             Step::Write(data) => writer.write(data).await,
             Step::Copy { from_offset, len } => writer.copy_from_base(from_offset, len).await,
             Step::Skip(len) => writer.skip(len).await,
@@ -2053,6 +2094,8 @@ struct Shaper<'s> {
     len: u64,
     literal: u64,
     matched: u64,
+    /// `--sparse`: runs of zeros in what is written become holes.
+    sparse: bool,
 }
 
 impl<'s> Shaper<'s> {
@@ -2075,6 +2118,7 @@ impl<'s> Shaper<'s> {
             len: 0,
             literal: 0,
             matched: 0,
+            sparse: false,
         }
     }
 
@@ -2086,14 +2130,18 @@ impl<'s> Shaper<'s> {
     ) -> Result<(), CopyError> {
         while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
             for step in self.take(chunk) {
-                step.send(writer).await.map_err(CopyError::Dest)?;
+                step.send(writer, self.sparse)
+                    .await
+                    .map_err(CopyError::Dest)?;
             }
             if let Some(t) = &self.ticker {
                 t.progress.file_bytes(&t.path, self.len, t.size);
             }
         }
         for step in self.end() {
-            step.send(writer).await.map_err(CopyError::Dest)?;
+            step.send(writer, self.sparse)
+                .await
+                .map_err(CopyError::Dest)?;
         }
         Ok(())
     }
@@ -2455,6 +2503,31 @@ pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
     a & 0o7777 != b & 0o7777
 }
 
+/// Whether a regular file's permissions are to be flagged `p`: any bit with `-p`; with `-E`
+/// alone, whether one side is executable and the other not.
+pub(crate) fn perms_differ(opts: &SyncOptions, src: u32, dest: u32) -> bool {
+    if opts.perms {
+        modes_differ(src, dest)
+    } else {
+        opts.executability && (src & 0o111 != 0) != (dest & 0o111 != 0)
+    }
+}
+
+/// The mode an existing regular file keeps without `-p`: its own, with `-E` made executable
+/// like the source (rsync's `dest_mode`): execute bits go when the source has none, and a
+/// file that has none gets them where it is readable.
+pub(crate) fn kept_mode(opts: &SyncOptions, src: u32, dest: u32) -> u32 {
+    if !opts.executability {
+        dest
+    } else if src & 0o111 == 0 {
+        dest & !0o111
+    } else if dest & 0o111 == 0 {
+        dest | (dest & 0o444) >> 2
+    } else {
+        dest
+    }
+}
+
 /// rsync orders a directory's files before its subdirectories, each by bytes.
 pub(crate) fn sort_rsync_by<T>(items: &mut [T], key: impl Fn(&T) -> (&Vec<u8>, Kind)) {
     items.sort_by(|a, b| {
@@ -2558,6 +2631,73 @@ async fn matches_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what a writer is asked to do: `W(n)` for n bytes written, `Z(n)` for zeros.
+    #[derive(Default)]
+    struct Recorder(Vec<(char, usize)>);
+
+    #[async_trait::async_trait]
+    impl FileWriter for Recorder {
+        async fn write(&mut self, data: Bytes) -> TreeResult<()> {
+            self.0.push(('W', data.len()));
+            Ok(())
+        }
+        async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+            self.0.push(('Z', len as usize));
+            Ok(())
+        }
+        async fn finish(self: Box<Self>, _: &SetMeta) -> TreeResult<()> {
+            Ok(())
+        }
+        async fn abandon(self: Box<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn sparse_writes_leave_only_long_zero_runs_out() {
+        let mut data = vec![1u8; 10];
+        data.extend([0u8; 1023]); // too short: written
+        data.extend([2u8; 5]);
+        data.extend([0u8; 5000]); // a hole
+        data.extend([3u8; 7]);
+        data.extend([0u8; 1024]); // a hole at the very end
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from(data)).await.unwrap();
+        assert_eq!(
+            w.0,
+            vec![('W', 10 + 1023 + 5), ('Z', 5000), ('W', 7), ('Z', 1024)]
+        );
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from(vec![0u8; 4096]))
+            .await
+            .unwrap();
+        assert_eq!(w.0, vec![('Z', 4096)]);
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        assert_eq!(w.0, vec![('W', 3)]);
+    }
+
+    #[test]
+    fn executability_follows_rsyncs_dest_mode() {
+        let e = SyncOptions {
+            executability: true,
+            ..Default::default()
+        };
+        // Source executable, receiver not: x where readable.
+        assert_eq!(kept_mode(&e, 0o755, 0o640), 0o750);
+        assert_eq!(kept_mode(&e, 0o700, 0o604), 0o705);
+        // Receiver already executable somewhere: left as it is.
+        assert_eq!(kept_mode(&e, 0o755, 0o700), 0o700);
+        // Source not executable: every x goes.
+        assert_eq!(kept_mode(&e, 0o644, 0o751), 0o640);
+        assert!(perms_differ(&e, 0o755, 0o640));
+        assert!(!perms_differ(&e, 0o755, 0o700));
+        assert!(!perms_differ(&e, 0o644, 0o600));
+        let plain = SyncOptions::default();
+        assert_eq!(kept_mode(&plain, 0o755, 0o640), 0o640);
+        assert!(!perms_differ(&plain, 0o755, 0o640));
+    }
 
     #[test]
     fn umask_is_read_from_proc_status() {

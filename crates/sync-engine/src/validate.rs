@@ -107,6 +107,7 @@ mod tests {
                 kind,
                 size: 0,
                 mtime: 0,
+                atime: 0,
                 mode: 0o644,
                 uid: None,
                 gid: None,

@@ -7,6 +7,7 @@
 
 mod accepted_options;
 mod append;
+mod attr_options;
 mod check_file;
 mod compat;
 mod confinement;
