@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+use sync_engine::AltDest;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,17 @@ pub struct CliArgs {
     pub copy_unsafe_links: bool,
     pub safe_links: bool,
     pub perms: bool,
+    /// `-E`: execute bits follow the source's without `-p`.
+    pub executability: bool,
     pub times: bool,
+    /// `-U`: keep access times.
+    pub atimes: bool,
+    /// `--open-noatime`: local sources are read without moving their access times.
+    pub open_noatime: bool,
+    /// `-S`: runs of zeros become holes on the receiver.
+    pub sparse: bool,
+    /// `--preallocate`: a local receiver allocates each file's size before writing it.
+    pub preallocate: bool,
     pub group: bool,
     pub owner: bool,
     pub devices: bool,
@@ -81,7 +92,25 @@ pub struct CliArgs {
     /// `--inplace`: rewrite destination files where they are.
     pub inplace: bool,
     /// `--partial-dir=DIR` (implies `--partial`): one relative name, or an absolute path.
+    /// `--delay-updates` without it sets `.~tmp~`, as rsync does.
     pub partial_dir: Option<Vec<u8>>,
+    /// `--delay-updates`: updated files go into place together at the end of the run.
+    pub delay_updates: bool,
+    /// `-T DIR`: temp files are written in DIR on the receiving side (relative to DEST, or
+    /// absolute) and renamed into place.
+    pub temp_dir: Option<Vec<u8>>,
+    /// rsync's remove mode: 0 off, 1 `--remove-source-files`, 2 `--remove-sent-files` (the
+    /// last one given wins).
+    pub remove_source: u8,
+    /// `--force`: delete a non-empty directory in the way of a non-directory (`--delete`
+    /// implies it).
+    pub force: bool,
+    /// `--mkpath`: make the destination's missing path components.
+    pub mkpath: bool,
+    /// `-O`: directories are left out of `--times`.
+    pub omit_dir_times: bool,
+    /// `-J`: symlinks are left out of `--times`.
+    pub omit_link_times: bool,
     /// rsync's append mode: 0 off, 1 `--append`, 2 `--append-verify` (the last one given
     /// wins). Either implies `--inplace`.
     pub append: u8,
@@ -117,20 +146,31 @@ pub struct CliArgs {
     /// `-W` gives `Some(true)`, `--no-W` `Some(false)`, `None` leaves it to the engine.
     pub whole_file: Option<bool>,
     pub numeric_ids: bool,
-    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own).
+    /// `-z`: have OpenSSH compress the SSH stream (rsync compresses its own). Final value
+    /// after rsync's rules for `--zc`, `--zl`, `--old-compress` and `--new-compress`.
     pub compress: bool,
+    /// `--compress-level` as given: ssh has no level to set, so it only decides, as in rsync,
+    /// whether there is compression at all.
+    pub compress_level: Option<i32>,
+    /// `--compress-choice` (lowercase), or what `--old-compress`/`--new-compress` stand for.
+    pub compress_choice: Option<String>,
+    /// `--stderr=all` (or `--msgs2stderr`): informational lines go to stderr, not stdout.
+    pub messages_to_stderr: bool,
     /// `-R`: source paths are recreated below the destination (implied by `--files-from`).
     pub relative: bool,
     /// `--no-implied-dirs`: the directories above `-R` paths are not sent.
     pub no_implied_dirs: bool,
-    /// `--dirs`, which only `--files-from` turns on here: directories it lists are made.
+    /// `-d`, also implied by `--files-from` and listing: directories are sent without their
+    /// contents (with `-r` it changes nothing).
     pub dirs: bool,
     /// `--files-from=FILE` as given (`-` for stdin, `[HOST]:PATH` on the server).
     pub files_from: Option<Vec<u8>>,
     /// `-C`: rsync's CVS-style excludes, after every other filter rule.
     pub cvs_exclude: bool,
-    /// Every `--link-dest=DIR`, in order (at most 20, as rsync).
+    /// Every `--link-dest=DIR` (or `--copy-dest`, `--compare-dest`: `alt_dest` says which),
+    /// in order (at most 20, as rsync).
     pub link_dest: Vec<Vec<u8>>,
+    pub alt_dest: sync_engine::AltDest,
     /// `--backup` (also implied by `--backup-dir`).
     pub backup: bool,
     /// `--backup-dir=DIR`, as given.
@@ -160,7 +200,8 @@ pub struct CliArgs {
     /// -vvv stands for its debug flags.
     pub debug_sftp: Option<u8>,
     pub eight_bit_output: bool,
-    /// `--list-only`, or only one operand was given (rsync then lists it).
+    /// `--list-only`, or no destination was given (one operand, or `host:a :b`): the
+    /// sources are listed as rsync lists them.
     pub list_only: bool,
     /// At least one; all local, or all on one host.
     pub sources: Vec<Location>,
@@ -208,8 +249,20 @@ impl Default for CliArgs {
             progress: false,
             partial: false,
             partial_dir: None,
+            delay_updates: false,
+            temp_dir: None,
+            remove_source: 0,
+            force: false,
+            mkpath: false,
+            omit_dir_times: false,
+            omit_link_times: false,
             append: 0,
             inplace: false,
+            executability: false,
+            atimes: false,
+            open_noatime: false,
+            sparse: false,
+            preallocate: false,
             human_readable: 1,
             rsh: None,
             sftp_server: None,
@@ -227,6 +280,9 @@ impl Default for CliArgs {
             whole_file: None,
             numeric_ids: false,
             compress: false,
+            compress_level: None,
+            compress_choice: None,
+            messages_to_stderr: false,
             chmod: Vec::new(),
             chown: None,
             relative: false,
@@ -235,6 +291,7 @@ impl Default for CliArgs {
             files_from: None,
             cvs_exclude: false,
             link_dest: Vec::new(),
+            alt_dest: sync_engine::AltDest::Link,
             backup: false,
             backup_dir: None,
             suffix: None,
@@ -330,11 +387,24 @@ pub enum ArgsErrorKind {
     BadOperands,
     /// `host::module` or `rsync://`: there is no rsync daemon to talk to.
     Daemon,
+    /// An unknown `--compress-choice` or `--checksum-choice` name: rsync reports these as
+    /// an unsupported action (exit 4), not as a usage error.
+    UnknownName,
 }
 
 impl ArgsError {
     /// rsync's RERR_SYNTAX.
     pub const EXIT_CODE: i32 = 1;
+    /// rsync's RERR_UNSUPPORTED.
+    pub const UNSUPPORTED_EXIT_CODE: i32 = 4;
+
+    /// The exit code rsync gives for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            ArgsErrorKind::UnknownName => Self::UNSUPPORTED_EXIT_CODE,
+            _ => Self::EXIT_CODE,
+        }
+    }
 
     fn new(kind: ArgsErrorKind, message: impl Into<String>) -> Self {
         ArgsError {
@@ -585,8 +655,11 @@ struct State {
     r_explicit: Option<bool>,
     /// The last of `-R` and `--no-R`.
     relative: Option<bool>,
-    /// `--no-dirs` was given.
-    no_dirs: bool,
+    /// The last of `-d` and `--no-d`.
+    dirs: Option<bool>,
+    /// `-z`, `--no-z`, and a `--zc` that names an algorithm, in rsync's order: the level
+    /// and a `none` choice are weighed in `finish`.
+    compress: bool,
     operands: Vec<OsString>,
 }
 
@@ -606,19 +679,21 @@ impl State {
                 "missing SRC and DEST (usage: sftpsync [OPTION]... SRC [SRC]... DEST; see --help)",
             ));
         }
-        if self.operands.len() == 1 {
-            a.list_only = true;
-        }
         if a.delete_excluded || a.delete_when.is_some() {
             a.delete = true;
         }
+        a.compress = compression_wanted(
+            self.compress,
+            a.compress_level,
+            a.compress_choice.as_deref(),
+        );
         a.relative = self.relative.unwrap_or(false);
         if a.files_from.is_some() {
             // rsync's --files-from side effects, wherever it stands on the line: -R and -d
             // implied, and -a without -r.
             a.recursive = self.r_explicit == Some(true);
             a.relative = self.relative.unwrap_or(true);
-            a.dirs = !self.no_dirs;
+            a.dirs = self.dirs.unwrap_or(true);
             if !a.relative {
                 return Err(ArgsError::new(
                     ArgsErrorKind::NotSupported,
@@ -634,6 +709,11 @@ impl State {
         }
         if a.backup_dir.is_some() {
             a.backup = true;
+        }
+        if a.backup && a.backup_dir.is_none() {
+            // As rsync: backups beside their files leave directory times alone (an implied
+            // -O that --no-O does not undo).
+            a.omit_dir_times = true;
         }
         if a.backup {
             match &a.suffix {
@@ -651,17 +731,34 @@ impl State {
                 }
                 _ => {}
             }
-            if a.inplace || a.append > 0 {
-                return Err(ArgsError::new(
-                    ArgsErrorKind::NotSupported,
-                    "--backup with --inplace or --append is not supported by sftpsync yet",
-                ));
-            }
         }
         if let Some((user, group)) = &a.chown {
             // As rsync: forcing an owner or group means preserving it.
             a.owner |= user.is_some();
             a.group |= group.is_some();
+        }
+        // What --partial-dir and --delay-updates clash with is named after the one given.
+        let staging = if a.delay_updates {
+            "delay-updates"
+        } else {
+            "partial-dir"
+        };
+        if a.delay_updates {
+            match &a.partial_dir {
+                Some(dir) if dir.starts_with(b"/") => {
+                    return Err(ArgsError::new(
+                        ArgsErrorKind::NotSupported,
+                        "--delay-updates with an absolute --partial-dir is not supported by \
+                         sftpsync: files of the same name from different directories would \
+                         meet in it",
+                    ))
+                }
+                Some(_) => {}
+                // As rsync: the holding directory beside each file, which also keeps
+                // interrupted files (--partial).
+                None => a.partial_dir = Some(b".~tmp~".to_vec()),
+            }
+            a.partial = true;
         }
         if a.append > 0 {
             if a.whole_file == Some(true) {
@@ -673,7 +770,7 @@ impl State {
             if a.partial_dir.is_some() {
                 return Err(ArgsError::new(
                     ArgsErrorKind::BadOperands,
-                    "--append cannot be used with --partial-dir",
+                    format!("--append cannot be used with --{staging}"),
                 ));
             }
             a.inplace = true;
@@ -681,7 +778,7 @@ impl State {
         if a.inplace && a.partial_dir.is_some() {
             return Err(ArgsError::new(
                 ArgsErrorKind::BadOperands,
-                "--inplace cannot be used with --partial-dir",
+                format!("--inplace cannot be used with --{staging}"),
             ));
         }
         if self.delete_when_clash {
@@ -690,16 +787,21 @@ impl State {
                 "you may not combine multiple --delete-WHEN options",
             ));
         }
-        // rsync's listing mode implies --dirs, which is enough for --delete.
-        if a.delete && !a.recursive && !a.list_only {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadOperands,
-                "--delete does not work without --recursive (-r)",
-            ));
-        }
         let (sources, dest) = resolve_operands(&self.operands)?;
+        // No destination (one operand, or `host:a :b`): the sources are listed.
+        a.list_only |= dest.is_none();
         a.sources = sources;
         a.dest = dest;
+        // rsync's listing mode implies --dirs (unless --no-d), which is enough for --delete.
+        if a.files_from.is_none() {
+            a.dirs = self.dirs.unwrap_or(a.list_only);
+        }
+        if a.delete && !a.recursive && !a.dirs {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadOperands,
+                "--delete does not work without --recursive (-r) or --dirs (-d).",
+            ));
+        }
         Ok(self.args)
     }
 }
@@ -738,6 +840,47 @@ const fn short_flag(short: u8, f: FlagFn) -> Spec {
         short: Some(short),
         kind: Kind::Flag(f),
     }
+}
+
+fn alt_dest_option(kind: AltDest) -> &'static str {
+    match kind {
+        AltDest::Link => "--link-dest",
+        AltDest::Copy => "--copy-dest",
+        AltDest::Compare => "--compare-dest",
+    }
+}
+
+/// One `--link-dest`, `--copy-dest` or `--compare-dest`: they share rsync's limit of 20 and
+/// cannot be mixed.
+fn alt_dest(s: &mut State, name: &str, v: OsString, kind: AltDest) -> Result<(), ArgsError> {
+    if v.is_empty() {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!("option {name} needs a directory"),
+        ));
+    }
+    if !s.args.link_dest.is_empty() && s.args.alt_dest != kind {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "ERROR: the {} option conflicts with the {} option",
+                alt_dest_option(kind),
+                alt_dest_option(s.args.alt_dest)
+            ),
+        ));
+    }
+    if s.args.link_dest.len() == 20 {
+        return Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "ERROR: at most 20 {} args may be specified",
+                alt_dest_option(kind)
+            ),
+        ));
+    }
+    s.args.alt_dest = kind;
+    s.args.link_dest.push(v.into_vec());
+    Ok(())
 }
 
 const fn value(long: &'static str, short: Option<u8>, f: ValueFn) -> Spec {
@@ -803,6 +946,14 @@ static OPTIONS: &[Spec] = &[
     value("log-file-format", None, |s, _, v| {
         s.args.log_file_format = Some(v.into_vec());
         Ok(())
+    }),
+    value("stderr", None, |s, _, v| {
+        s.args.messages_to_stderr = stderr_mode(v.as_bytes())?;
+        Ok(())
+    }),
+    flag("msgs2stderr", None, |s| s.args.messages_to_stderr = true),
+    flag("no-msgs2stderr", None, |s| {
+        s.args.messages_to_stderr = false
     }),
     value("info", None, |s, _, v| {
         if s.args.info.apply(v.as_bytes())? {
@@ -875,8 +1026,9 @@ static OPTIONS: &[Spec] = &[
     },
     flag("no-implied-dirs", None, |s| s.args.no_implied_dirs = true),
     flag("no-i-d", None, |s| s.args.no_implied_dirs = true),
-    flag("no-dirs", None, |s| s.no_dirs = true),
-    flag("no-d", None, |s| s.no_dirs = true),
+    flag("dirs", Some(b'd'), |s| s.dirs = Some(true)),
+    flag("no-dirs", None, |s| s.dirs = Some(false)),
+    flag("no-d", None, |s| s.dirs = Some(false)),
     flag("links", Some(b'l'), |s| s.args.links = true),
     flag("no-links", None, |s| s.args.links = false),
     flag("no-l", None, |s| s.args.links = false),
@@ -891,9 +1043,31 @@ static OPTIONS: &[Spec] = &[
     }),
     flag("safe-links", None, |s| s.args.safe_links = true),
     flag("no-safe-links", None, |s| s.args.safe_links = false),
+    flag("omit-dir-times", Some(b'O'), |s| {
+        s.args.omit_dir_times = true
+    }),
+    flag("no-omit-dir-times", None, |s| s.args.omit_dir_times = false),
+    flag("no-O", None, |s| s.args.omit_dir_times = false),
+    flag("omit-link-times", Some(b'J'), |s| {
+        s.args.omit_link_times = true
+    }),
+    flag("no-omit-link-times", None, |s| {
+        s.args.omit_link_times = false
+    }),
+    flag("no-J", None, |s| s.args.omit_link_times = false),
     flag("perms", Some(b'p'), |s| s.args.perms = true),
     flag("no-perms", None, |s| s.args.perms = false),
     flag("no-p", None, |s| s.args.perms = false),
+    flag("executability", Some(b'E'), |s| s.args.executability = true),
+    flag("atimes", Some(b'U'), |s| s.args.atimes = true),
+    flag("no-atimes", None, |s| s.args.atimes = false),
+    flag("no-U", None, |s| s.args.atimes = false),
+    flag("open-noatime", None, |s| s.args.open_noatime = true),
+    flag("no-open-noatime", None, |s| s.args.open_noatime = false),
+    flag("sparse", Some(b'S'), |s| s.args.sparse = true),
+    flag("no-sparse", None, |s| s.args.sparse = false),
+    flag("no-S", None, |s| s.args.sparse = false),
+    flag("preallocate", None, |s| s.args.preallocate = true),
     flag("times", Some(b't'), |s| s.args.times = true),
     flag("no-times", None, |s| s.args.times = false),
     flag("no-t", None, |s| s.args.times = false),
@@ -957,6 +1131,15 @@ static OPTIONS: &[Spec] = &[
         s.args.min_size = Some(size_limit("min-size", &v)?);
         Ok(())
     }),
+    // These choose and seed rsync's own block and file hashes; sftpsync has none of those
+    // (see README: delta), so the values are checked as rsync checks them and go no further.
+    value("checksum-choice", None, |_, _, v| {
+        checksum_choice(v.as_bytes())
+    }),
+    value("cc", None, |_, _, v| checksum_choice(v.as_bytes())),
+    value("checksum-seed", None, |_, name, v| {
+        c_int(name, &v).map(drop)
+    }),
     value("modify-window", Some(b'@'), |s, name, v| {
         s.args.modify_window = Some(c_int(name, &v)?);
         Ok(())
@@ -998,6 +1181,10 @@ static OPTIONS: &[Spec] = &[
         s.args.max_delete = Some(u32::try_from(n).unwrap_or(0));
         Ok(())
     }),
+    flag("force", None, |s| s.args.force = true),
+    flag("no-force", None, |s| s.args.force = false),
+    flag("remove-source-files", None, |s| s.args.remove_source = 1),
+    flag("remove-sent-files", None, |s| s.args.remove_source = 2),
     flag("ignore-errors", None, |s| s.args.ignore_errors = true),
     flag("no-ignore-errors", None, |s| s.args.ignore_errors = false),
     // Filtering: all of these append to one list so their relative order survives.
@@ -1049,20 +1236,13 @@ static OPTIONS: &[Spec] = &[
     flag("from0", Some(b'0'), |s| s.args.from0 = true),
     flag("no-from0", None, |s| s.args.from0 = false),
     value("link-dest", None, |s, name, v| {
-        if v.is_empty() {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadValue,
-                format!("option {name} needs a directory"),
-            ));
-        }
-        if s.args.link_dest.len() == 20 {
-            return Err(ArgsError::new(
-                ArgsErrorKind::BadValue,
-                "ERROR: at most 20 --link-dest args may be specified",
-            ));
-        }
-        s.args.link_dest.push(v.into_vec());
-        Ok(())
+        alt_dest(s, name, v, AltDest::Link)
+    }),
+    value("copy-dest", None, |s, name, v| {
+        alt_dest(s, name, v, AltDest::Copy)
+    }),
+    value("compare-dest", None, |s, name, v| {
+        alt_dest(s, name, v, AltDest::Compare)
     }),
     flag("backup", Some(b'b'), |s| s.args.backup = true),
     flag("no-backup", None, |s| s.args.backup = false),
@@ -1093,6 +1273,20 @@ static OPTIONS: &[Spec] = &[
         s.args.partial_dir = Some(dir);
         Ok(())
     }),
+    flag("delay-updates", None, |s| s.args.delay_updates = true),
+    value("temp-dir", Some(b'T'), |s, name, v| {
+        if v.is_empty() {
+            return Err(ArgsError::new(
+                ArgsErrorKind::BadValue,
+                format!("option {name} needs a directory"),
+            ));
+        }
+        s.args.temp_dir = Some(v.into_vec());
+        Ok(())
+    }),
+    flag("no-delay-updates", None, |s| s.args.delay_updates = false),
+    flag("mkpath", None, |s| s.args.mkpath = true),
+    flag("no-mkpath", None, |s| s.args.mkpath = false),
     flag("append", None, |s| s.args.append = 1),
     flag("append-verify", None, |s| s.args.append = 2),
     flag("no-append", None, |s| s.args.append = 0),
@@ -1108,9 +1302,34 @@ static OPTIONS: &[Spec] = &[
         s.args.rsh = Some(v);
         Ok(())
     }),
-    flag("compress", Some(b'z'), |s| s.args.compress = true),
-    flag("no-compress", None, |s| s.args.compress = false),
-    flag("no-z", None, |s| s.args.compress = false),
+    flag("compress", Some(b'z'), |s| s.compress = true),
+    flag("no-compress", None, |s| s.compress = false),
+    flag("no-z", None, |s| s.compress = false),
+    value("compress-level", None, |s, name, v| {
+        s.args.compress_level = Some(c_int(name, &v)?);
+        Ok(())
+    }),
+    value("zl", None, |s, name, v| {
+        s.args.compress_level = Some(c_int(name, &v)?);
+        Ok(())
+    }),
+    value("compress-choice", None, compress_choice),
+    value("zc", None, compress_choice),
+    flag("old-compress", None, |s| {
+        s.compress = true;
+        s.args.compress_choice = Some("zlib".into());
+    }),
+    flag("new-compress", None, |s| {
+        s.compress = true;
+        s.args.compress_choice = Some("zlibx".into());
+    }),
+    // ssh compresses the whole stream with its own settings: these are checked as rsync
+    // checks them and change nothing.
+    value("compress-threads", None, |_, name, v| {
+        c_int(name, &v).map(drop)
+    }),
+    value("zt", None, |_, name, v| c_int(name, &v).map(drop)),
+    value("skip-compress", None, |_, _, _| Ok(())),
     value("bwlimit", None, |s, _, v| {
         let text = v.to_string_lossy();
         s.args.bwlimit = crate::throttle::parse_rate(&text)
@@ -1118,6 +1337,13 @@ static OPTIONS: &[Spec] = &[
         Ok(())
     }),
     flag("no-bwlimit", None, |s| s.args.bwlimit = None),
+    // rsync caps its own allocations; sftpsync's memory use does not grow with a setting
+    // like that, so the size is checked with rsync's syntax and limits and goes no further.
+    value("max-alloc", None, |_, _, v| {
+        crate::size_arg::parse_size(MAX_ALLOC, v.as_bytes())
+            .map(drop)
+            .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))
+    }),
     flag("no-config", None, |s| s.args.no_config = true),
     flag("no-index", None, |s| s.args.no_index = true),
     flag("trust-index", None, |s| s.args.trust_index = true),
@@ -1181,23 +1407,12 @@ static OPTIONS: &[Spec] = &[
     ignored("no-A", None),
     ignored("no-xattrs", None),
     ignored("no-X", None),
-    ignored("no-atimes", None),
-    ignored("no-U", None),
     ignored("no-crtimes", None),
     ignored("no-N", None),
-    ignored("no-omit-dir-times", None),
-    ignored("no-O", None),
-    ignored("no-omit-link-times", None),
-    ignored("no-J", None),
-    ignored("no-open-noatime", None),
-    ignored("no-sparse", None),
-    ignored("no-S", None),
     ignored("no-fuzzy", None),
     ignored("no-y", None),
-    ignored("no-delay-updates", None),
     ignored("no-write-devices", None),
     ignored("no-munge-links", None),
-    ignored("no-mkpath", None),
     ignored("no-iconv", None),
     ignored("no-blocking-io", None),
     ignored("no-motd", None),
@@ -1215,22 +1430,12 @@ static OPTIONS: &[Spec] = &[
 /// rsync options that sftpsync recognizes but does not implement yet: `(long, short)`.
 /// To support one, delete it here and give it an entry in [`OPTIONS`].
 static NOT_YET: &[(&str, Option<u8>)] = &[
-    ("stderr", None),
-    ("msgs2stderr", None),
-    ("no-msgs2stderr", None),
     ("motd", None),
-    ("dirs", Some(b'd')),
     ("old-dirs", None),
     ("old-d", None),
-    ("mkpath", None),
-    ("executability", Some(b'E')),
     ("acls", Some(b'A')),
     ("xattrs", Some(b'X')),
-    ("atimes", Some(b'U')),
-    ("open-noatime", None),
     ("crtimes", Some(b'N')),
-    ("omit-dir-times", Some(b'O')),
-    ("omit-link-times", Some(b'J')),
     ("super", None),
     ("no-super", None),
     ("fake-super", None),
@@ -1242,31 +1447,8 @@ static NOT_YET: &[(&str, Option<u8>)] = &[
     ("munge-links", None),
     ("copy-dirlinks", Some(b'k')),
     ("keep-dirlinks", Some(b'K')),
-    ("max-alloc", None),
-    ("sparse", Some(b'S')),
-    ("preallocate", None),
-    ("remove-source-files", None),
-    ("remove-sent-files", None),
-    ("force", None),
-    ("no-force", None),
-    ("checksum-choice", None),
-    ("cc", None),
-    ("checksum-seed", None),
     ("block-size", Some(b'B')),
-    ("compare-dest", None),
-    ("copy-dest", None),
     ("fuzzy", Some(b'y')),
-    ("old-compress", None),
-    ("new-compress", None),
-    ("compress-choice", None),
-    ("zc", None),
-    ("compress-level", None),
-    ("zl", None),
-    ("compress-threads", None),
-    ("zt", None),
-    ("skip-compress", None),
-    ("delay-updates", None),
-    ("temp-dir", Some(b'T')),
     ("read-batch", None),
     ("write-batch", None),
     ("only-write-batch", None),
@@ -1335,7 +1517,17 @@ fn listed_in_help(spec: &Spec) -> bool {
     }
     match spec.long {
         Some(long) => {
-            !long.starts_with("no-") && !["log-format", "ignore-non-existing"].contains(&long)
+            !long.starts_with("no-")
+                && ![
+                    "log-format",
+                    "ignore-non-existing",
+                    "remove-sent-files",
+                    "zl",
+                    "zc",
+                    "zt",
+                    "cc",
+                ]
+                .contains(&long)
         }
         None => true,
     }
@@ -1425,6 +1617,14 @@ fn c_int(name: &str, v: &OsStr) -> Result<i32, ArgsError> {
     })
 }
 
+/// `--max-alloc`: bytes unless a unit says otherwise, at least 1 MiB, 0 for no limit.
+const MAX_ALLOC: crate::size_arg::SizeRule = crate::size_arg::SizeRule {
+    name: "max-alloc",
+    default_unit: b'b',
+    min: 1 << 20,
+    zero_unlimited: true,
+};
+
 /// `--max-size`/`--min-size`: a size in bytes by rsync's rules (bare numbers are bytes).
 fn size_limit(name: &'static str, v: &OsStr) -> Result<u64, ArgsError> {
     let rule = crate::size_arg::SizeRule {
@@ -1435,6 +1635,90 @@ fn size_limit(name: &'static str, v: &OsStr) -> Result<u64, ArgsError> {
     };
     crate::size_arg::parse_size(rule, v.as_bytes())
         .map_err(|m| ArgsError::new(ArgsErrorKind::BadValue, m))
+}
+
+/// Whether ssh is asked to compress, by rsync's rules: a `--zc` naming an algorithm or any
+/// `--zl` implies `-z`; `--zc=none` wins over everything; and level 0 means no compression
+/// for zlib and zlibx (for zstd it is the default level, and lz4 has no levels).
+fn compression_wanted(z: bool, level: Option<i32>, choice: Option<&str>) -> bool {
+    let on = z || level.is_some();
+    match choice {
+        Some("none") => false,
+        Some("zlib" | "zlibx") if level == Some(0) => false,
+        _ => on,
+    }
+}
+
+/// rsync's compression algorithms, as `--compress-choice` names them.
+const COMPRESS_NAMES: [&str; 6] = ["zstd", "lz4", "zlibx", "zlib", "none", "auto"];
+
+fn compress_choice(s: &mut State, _: &str, v: OsString) -> Result<(), ArgsError> {
+    let name = v.to_string_lossy().to_ascii_lowercase();
+    if !COMPRESS_NAMES.contains(&name.as_str()) {
+        return Err(ArgsError::new(
+            ArgsErrorKind::UnknownName,
+            format!("unknown compress name: {}", show(v.as_bytes())),
+        ));
+    }
+    // Naming an algorithm asks for compression; `auto` and `none` do not.
+    if name != "auto" && name != "none" {
+        s.compress = true;
+    }
+    s.args.compress_choice = Some(name);
+    Ok(())
+}
+
+/// rsync's checksum names (`xxhash` is its older name for xxh64).
+const CHECKSUM_NAMES: [&str; 9] = [
+    "auto", "xxh128", "xxh3", "xxh64", "xxhash", "md5", "md4", "sha1", "none",
+];
+
+/// `--checksum-choice=STR` or `STR,STR` (transfer hash, then file hash). As rsync, a bad
+/// name is reported with everything from where it starts.
+fn checksum_choice(v: &[u8]) -> Result<(), ArgsError> {
+    let known = |name: &[u8]| {
+        CHECKSUM_NAMES
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    };
+    let unknown = |from: &[u8]| {
+        ArgsError::new(
+            ArgsErrorKind::UnknownName,
+            format!("unknown checksum name: {}", show(from)),
+        )
+    };
+    match v.iter().position(|&b| b == b',') {
+        Some(comma) => {
+            if !known(&v[..comma]) {
+                return Err(unknown(v));
+            }
+            if !known(&v[comma + 1..]) {
+                return Err(unknown(&v[comma + 1..]));
+            }
+        }
+        None if !known(v) => return Err(unknown(v)),
+        None => {}
+    }
+    Ok(())
+}
+
+/// `--stderr=MODE`: any leading part of `errors`, `all` or `client`. Only `all` moves the
+/// informational lines; `client` is `errors` for a client, which sftpsync always is.
+fn stderr_mode(v: &[u8]) -> Result<bool, ArgsError> {
+    let is = |word: &str| !v.is_empty() && word.as_bytes().starts_with(v);
+    if is("errors") || is("client") {
+        Ok(false)
+    } else if is("all") {
+        Ok(true)
+    } else {
+        Err(ArgsError::new(
+            ArgsErrorKind::BadValue,
+            format!(
+                "--stderr mode \"{}\" is not one of errors, all, or client",
+                show(v)
+            ),
+        ))
+    }
 }
 
 /// rsync takes 0 as "no timeout"; a negative one has no sensible meaning, so it is refused
@@ -1714,12 +1998,13 @@ NAME       mention 1) updated names, 2) unchanged ones too, with %i
 PROGRESS   show 1) per-file progress or 2) one line for the whole transfer
 SKIP       mention files passed over (--max-size, --min-size, --existing,
            --ignore-existing, --update) (level 1)
+REMOVE     mention sources removed by --remove-source-files (level 1)
 STATS      end with 1) the two summary lines or 2) --stats
 ALL        set every flag (e.g. all2); NONE silences all of them
 HELP       show this text
 
-BACKUP, COPY, MISC, MOUNT, NONREG, REMOVE and SYMSAFE are accepted as rsync
-does and change nothing.
+BACKUP, COPY, MISC, MOUNT, NONREG and SYMSAFE are accepted as rsync does and
+change nothing.
 "
     .to_string()
 }
@@ -1767,21 +2052,34 @@ Output:
      --info=FLAGS           finer control: progress2 (one line for the whole
                             transfer, on a terminal), name, stats, ... (help)
      --debug=FLAGS          sftp: log every SFTP request and reply to stderr
+     --stderr=e|a|c         errors (the default) and client: only errors go to
+                            stderr; all: every message does, stdout stays empty
+     --msgs2stderr          the same as --stderr=all (--no-msgs2stderr: errors)
  -h, --human-readable       numbers with units (-hh: 1024-based; --no-h: raw)
- -8, --8-bit-output         print high-bit bytes as they are, not escaped
-     --list-only            list the sources instead of copying
+ -8, --8-bit-output         print high-bit bytes in names as they are, not
+                            escaped (C1 controls stay escaped)
+     --list-only            list the sources instead of copying (as with a
+                            single SRC; implies -d unless -r or --no-d)
 
 Transfer (what is copied and kept):
  -n, --dry-run              show what would happen, change nothing
  -a, --archive              -rlptgoD (but not -H)
  -r, --recursive            descend into directories
+ -d, --dirs                 send directories without their contents; with
+                            --delete, delete only where contents are sent
  -l, --links                recreate symlinks as symlinks
  -L, --copy-links           send what symlinks point to instead of the links
      --copy-unsafe-links    the same only for links that lead outside the tree
      --safe-links           skip symlinks that lead outside the tree
  -H, --hard-links           keep hard-linked files linked
  -p, --perms                keep permissions
+ -E, --executability        without -p, make execute bits follow the source's
  -t, --times                keep modification times
+ -U, --atimes               keep access times of files and symlinks
+     --open-noatime         read local sources without changing their access
+                            times
+ -O, --omit-dir-times       leave directories out of --times
+ -J, --omit-link-times      leave symlinks out of --times
  -o, --owner                keep the owner (the receiver needs the right)
  -g, --group                keep the group
      --devices              recreate device files (the receiver needs the right)
@@ -1794,6 +2092,8 @@ Transfer (what is copied and kept):
  -R, --relative             recreate source paths below DEST (a/./b: from b on)
      --no-implied-dirs      do not send the directories above -R paths
  -x, --one-file-system      do not cross filesystems (-xx: skip mount points)
+     --mkpath               make DEST's missing directories (all of DEST, or
+                            only those above it when DEST names one file)
      --no-OPTION            switch OPTION off (-a --no-o); the later one wins
 
 Which files are updated:
@@ -1808,6 +2108,9 @@ Which files are updated:
                             in 1024s, KB MB... in 1000s; +1 or -1 adjusts)
      --min-size=SIZE        pass over files smaller than SIZE
      --ignore-missing-args  pass over sources that do not exist, silently
+     --remove-source-files  remove each source file and symlink once the
+                            receiver has it (sent or found up to date); never
+                            directories (--remove-sent-files: only those sent)
 
 Deletion:
      --delete               remove receiver files that the sources lack
@@ -1822,6 +2125,8 @@ Deletion:
                             not exist (a directory only when empty, or with
                             --delete)
      --ignore-errors        delete even when there were I/O errors
+     --force                delete a non-empty directory that is in the way of
+                            a file or symlink (--delete implies it)
  -b, --backup               keep what is replaced or deleted as NAME~ beside it
      --backup-dir=DIR       keep backups in DIR instead (relative to DEST;
                             implies -b)
@@ -1846,8 +2151,10 @@ Filters (in command-line order, the first matching rule wins):
 Delta and resume:
  -W, --whole-file           always send whole files
      --no-whole-file        allow sending only the changed parts (--no-W)
-     --link-dest=DIR        hard-link unchanged files from DIR on the server
-                            (relative to DEST; push only; may repeat)
+     --compare-dest=DIR     leave out files that DIR holds unchanged
+     --copy-dest=DIR        copy unchanged files from DIR, where they are
+     --link-dest=DIR        hard-link unchanged files from DIR
+                            (DIR relative to DEST; each may repeat)
      --no-index             keep no record of what was sent, so changed files
                             are sent whole next time (see README: delta)
      --trust-index          with -c, take a hash from the index, not the server,
@@ -1859,8 +2166,18 @@ Delta and resume:
      --partial-dir=DIR      keep it as DIR/NAME instead, DIR beside the file, or
                             one absolute DIR on the receiver for every file
  -P                         the same as --partial --progress
+ -T, --temp-dir=DIR         write new versions in DIR (relative to DEST, or
+                            absolute, on the receiver) and rename them into
+                            place; across file systems they are copied beside
+                            the file first, so the replacement stays atomic
+     --delay-updates        finish each updated file in .~tmp~ (or the
+                            --partial-dir) beside it and put them all in place
+                            at the end of the run
      --inplace              rewrite files where they are, no temp file (not
                             atomic); only changed blocks, when the index allows
+ -S, --sparse               leave runs of zeros as holes in the files written
+     --preallocate          allocate each file's space before writing it (local
+                            receiver only: SFTP cannot; ignored on a push)
      --append               only add the new end of files that grew, in place;
                             files not longer on the sender are left alone, and
                             the receiver's data is taken as it is
@@ -1873,6 +2190,20 @@ Delta and resume:
 Connection:
  -e, --rsh=COMMAND          ssh command line to use (default: $RSYNC_RSH or ssh)
  -z, --compress             have ssh compress the connection (OpenSSH only)
+     --compress-level=NUM   any level implies -z; 0 means none with zlib
+                            (--zl); ssh picks its own level
+     --compress-choice=STR  zstd lz4 zlibx zlib none auto (--zc): a name
+                            implies -z, none turns it off; ssh uses zlib
+     --old-compress         the same as --zc=zlib
+     --new-compress         the same as --zc=zlibx
+     --compress-threads=NUM
+                            checked and ignored (--zt)
+     --skip-compress=LIST   accepted: ssh compresses the whole stream
+     --checksum-choice=STR  checked and ignored (--cc; STR or STR,STR): it
+                            chooses rsync's own hashes, which sftpsync lacks
+     --checksum-seed=NUM    checked and ignored, for the same reason
+     --max-alloc=SIZE       checked as rsync does (min 1M, 0: no limit) and
+                            ignored: no setting changes what we allocate
      --sftp-server=PATH     run a local sftp-server over pipes instead of ssh
      --bwlimit=RATE         move file data at RATE KiB/s at most, on average
                             (suffixes B K M G; KB = 1000 bytes; 0: no limit)
@@ -1967,12 +2298,12 @@ mod tests {
         assert!(a.eight_bit_output);
         assert_eq!(a.whole_file, Some(true));
 
-        // -S is only "not yet": the whole cluster is refused, naming the culprit.
-        let e = err(&["-avSn", "src", "host:dst"]);
+        // -y is only "not yet": the whole cluster is refused, naming the culprit.
+        let e = err(&["-avyn", "src", "host:dst"]);
         assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
         assert_eq!(
             e.message(),
-            "option --sparse (-S) is not supported by sftpsync yet"
+            "option --fuzzy (-y) is not supported by sftpsync yet"
         );
 
         let a = run(&["-avz", "src", "host:dst"]);
@@ -2126,6 +2457,42 @@ mod tests {
             assert_eq!(e.kind(), ArgsErrorKind::UnknownOption, "{bad}");
             assert_eq!(e.message(), format!("unknown option {bad}"));
         }
+    }
+
+    #[test]
+    fn attribute_options_parse_with_rsyncs_negations() {
+        let a = run(&["-EUS", "--open-noatime", "--preallocate", "a", "b"]);
+        assert!(a.executability && a.atimes && a.sparse && a.open_noatime && a.preallocate);
+        let a = run(&[
+            "-US",
+            "--open-noatime",
+            "--no-U",
+            "--no-S",
+            "--no-open-noatime",
+            "a",
+            "b",
+        ]);
+        assert!(!a.atimes && !a.sparse && !a.open_noatime);
+        let a = run(&[
+            "--atimes",
+            "--no-atimes",
+            "--sparse",
+            "--no-sparse",
+            "a",
+            "b",
+        ]);
+        assert!(!a.atimes && !a.sparse);
+        // rsync has no negation for these two.
+        for bad in ["--no-E", "--no-executability", "--no-preallocate"] {
+            assert_eq!(
+                err(&[bad, "a", "b"]).kind(),
+                ArgsErrorKind::UnknownOption,
+                "{bad}"
+            );
+        }
+        // rsync 3.5 takes --sparse with --inplace and with --preallocate.
+        assert!(run(&["-S", "--inplace", "--preallocate", "a", "b"]).sparse);
+        assert!(!run(&["-a", "a", "b"]).executability);
     }
 
     #[test]
@@ -2345,8 +2712,64 @@ mod tests {
         );
         assert_eq!(
             err(&["--delete-after", "a", "b"]).message(),
-            "--delete does not work without --recursive (-r)"
+            "--delete does not work without --recursive (-r) or --dirs (-d)."
         );
+    }
+
+    #[test]
+    fn source_removal_force_mkpath_and_omitted_times_parse_like_rsync() {
+        let a = run(&[
+            "-aO",
+            "--remove-source-files",
+            "--force",
+            "--mkpath",
+            "s",
+            "d",
+        ]);
+        assert!(a.omit_dir_times && !a.omit_link_times);
+        assert_eq!(a.remove_source, 1);
+        assert!(a.force && a.mkpath);
+        let a = run(&[
+            "-aOJ",
+            "--no-O",
+            "--remove-source-files",
+            "--remove-sent-files",
+            "s",
+            "d",
+        ]);
+        assert!(!a.omit_dir_times && a.omit_link_times);
+        assert_eq!(a.remove_source, 2, "the later one wins");
+        let a = run(&[
+            "-a",
+            "--force",
+            "--no-force",
+            "--mkpath",
+            "--no-mkpath",
+            "s",
+            "d",
+        ]);
+        assert!(!a.force && !a.mkpath);
+    }
+
+    #[test]
+    fn delay_updates_holds_files_in_a_partial_dir() {
+        let a = run(&["-a", "--delay-updates", "s", "d"]);
+        assert!(a.delay_updates && a.partial);
+        assert_eq!(a.partial_dir.as_deref(), Some(&b".~tmp~"[..]));
+        let a = run(&["-a", "--delay-updates", "--partial-dir=.hold", "s", "d"]);
+        assert_eq!(a.partial_dir.as_deref(), Some(&b".hold"[..]));
+        let a = run(&["-a", "--delay-updates", "--no-delay-updates", "s", "d"]);
+        assert!(!a.delay_updates && !a.partial && a.partial_dir.is_none());
+        assert_eq!(
+            err(&["-a", "--delay-updates", "--inplace", "s", "d"]).message(),
+            "--inplace cannot be used with --delay-updates"
+        );
+        assert_eq!(
+            err(&["-a", "--append", "--delay-updates", "s", "d"]).message(),
+            "--append cannot be used with --delay-updates"
+        );
+        let e = err(&["-a", "--delay-updates", "--partial-dir=/hold", "s", "d"]);
+        assert_eq!(e.kind(), ArgsErrorKind::NotSupported);
     }
 
     #[test]
@@ -2368,21 +2791,16 @@ mod tests {
 
         for (arg, msg) in [
             (
-                "--delay-updates",
-                "option --delay-updates is not supported by sftpsync yet",
-            ),
-            (
                 "--fuzzy",
                 "option --fuzzy (-y) is not supported by sftpsync yet",
             ),
             (
-                "--copy-dest",
-                "option --copy-dest is not supported by sftpsync yet",
+                "--write-batch=x",
+                "option --write-batch is not supported by sftpsync yet",
             ),
-            ("-d", "option --dirs (-d) is not supported by sftpsync yet"),
             (
-                "-S",
-                "option --sparse (-S) is not supported by sftpsync yet",
+                "-k",
+                "option --copy-dirlinks (-k) is not supported by sftpsync yet",
             ),
             (
                 "--daemon",
@@ -2398,6 +2816,235 @@ mod tests {
             err(&["--delete=yes", "-r", "a", "b"]).message(),
             "option --delete does not take an argument"
         );
+    }
+
+    #[test]
+    fn compression_options_follow_rsync() {
+        let z = |args: &[&str]| {
+            let mut line = args.to_vec();
+            line.extend(["a", "b"]);
+            run(&line).compress
+        };
+        // Measured with rsync 3.5.0 over a remote shell (bytes received with --stats).
+        assert!(z(&["-z"]));
+        assert!(!z(&["-v"]));
+        assert!(z(&["--zl=5"]), "a level implies -z");
+        assert!(
+            z(&["--zl=0"]),
+            "with rsync's auto choice (zstd) 0 is the default level"
+        );
+        assert!(z(&["-z", "--zl=0"]));
+        assert!(
+            z(&["--zl=5", "--no-z"]),
+            "a level implies -z whatever its place"
+        );
+        assert!(
+            !z(&["-z", "--zc=zlib", "--zl=0"]),
+            "0 is no compression for zlib"
+        );
+        assert!(!z(&["--zl=0", "--compress-level=0", "--old-compress"]));
+        assert!(!z(&["--zc=zlibx", "--zl=0"]));
+        assert!(z(&["--zc=lz4", "--zl=0"]));
+        assert!(z(&["--zc=zstd", "--zl=0"]));
+        assert!(z(&["--zc=zstd"]), "naming an algorithm implies -z");
+        assert!(z(&["--zc=ZSTD"]));
+        assert!(!z(&["--zc=auto"]));
+        assert!(z(&["-z", "--zc=auto"]));
+        assert!(!z(&["--zc=none", "-z"]), "none wins wherever it is");
+        assert!(!z(&["-z", "--compress-choice=zstd", "--zc=none"]));
+        assert!(z(&["-z", "--zc=none", "--zc=zlib"]));
+        assert!(z(&["-z", "--zc=none", "--zc=auto"]));
+        assert!(!z(&["--zc=none", "--zc=auto"]));
+        assert!(!z(&["--zc=zstd", "--no-z"]));
+        assert!(z(&["--no-z", "--zc=zstd"]));
+        assert!(z(&["--old-compress"]));
+        assert!(z(&["--new-compress"]));
+        assert!(!z(&["--old-compress", "--zc=none"]));
+        assert!(!z(&["--zt=4"]), "threads do not imply -z");
+        assert!(!z(&["--skip-compress=gz/jpg"]));
+        assert!(z(&["-z", "--compress-threads=-1", "--skip-compress="]));
+
+        let a = run(&["-z", "--zl=100", "--new-compress", "a", "b"]);
+        assert_eq!(
+            a.compress_level,
+            Some(100),
+            "rsync clamps, it does not refuse"
+        );
+        assert_eq!(a.compress_choice.as_deref(), Some("zlibx"));
+        assert_eq!(run(&["--zl=", "a", "b"]).compress_level, Some(0));
+
+        // rsync: "unknown compress name: foo", exit 4 (RERR_UNSUPPORTED).
+        for (value, shown) in [("foo", "foo"), ("zlib,zlibx", "zlib,zlibx"), ("", "")] {
+            for name in ["--zc", "--compress-choice"] {
+                let e = err(&[&format!("{name}={value}"), "a", "b"]);
+                assert_eq!(e.message(), format!("unknown compress name: {shown}"));
+                assert_eq!(e.kind(), ArgsErrorKind::UnknownName);
+                assert_eq!(e.exit_code(), 4);
+            }
+        }
+        // rsync: "--zl=x: invalid numeric value", exit 1; likewise for the others.
+        for name in ["--zl", "--compress-level", "--zt", "--compress-threads"] {
+            let e = err(&[&format!("{name}=x"), "a", "b"]);
+            assert_eq!(e.message(), format!("{name}=x: invalid numeric value"));
+            assert_eq!(e.exit_code(), 1);
+        }
+        assert_eq!(
+            err(&["--zc=zlib", "--zl=99999999999", "a", "b"]).message(),
+            "--zl=99999999999: number too large or too small"
+        );
+    }
+
+    #[test]
+    fn checksum_choice_and_seed_are_checked_like_rsync() {
+        for ok in [
+            "auto",
+            "xxh128",
+            "xxh3",
+            "xxh64",
+            "xxhash",
+            "md5",
+            "MD5",
+            "md4",
+            "sha1",
+            "none",
+            "xxh128,md5",
+            "auto,md5",
+        ] {
+            run(&[&format!("--cc={ok}"), "a", "b"]);
+            run(&["--checksum-choice", ok, "a", "b"]);
+        }
+        // What rsync 3.5.0 prints for each (exit 4).
+        for (value, shown) in [
+            ("foo", "foo"),
+            ("xxh", "xxh"),
+            ("", ""),
+            ("md5,foo", "foo"),
+            ("md5,sha1,xxh3", "sha1,xxh3"),
+            ("md5,", ""),
+            (",md5", ",md5"),
+            ("foo,md5", "foo,md5"),
+        ] {
+            let e = err(&[&format!("--cc={value}"), "a", "b"]);
+            assert_eq!(
+                e.message(),
+                format!("unknown checksum name: {shown}"),
+                "{value}"
+            );
+            assert_eq!(e.exit_code(), 4);
+        }
+        run(&["--checksum-seed=-5", "a", "b"]);
+        run(&["--checksum-seed=", "a", "b"]);
+        assert_eq!(
+            err(&["--checksum-seed=x", "a", "b"]).message(),
+            "--checksum-seed=x: invalid numeric value"
+        );
+        assert_eq!(
+            err(&["--checksum-seed=99999999999", "a", "b"]).message(),
+            "--checksum-seed=99999999999: number too large or too small"
+        );
+    }
+
+    #[test]
+    fn max_alloc_takes_rsync_sizes() {
+        for ok in [
+            "0",
+            "",
+            "k",
+            ".",
+            "1g",
+            "1.5m",
+            "5.m",
+            "1m+1",
+            "8p",
+            "1MiB",
+            "1048576",
+            "1gb",
+            "1.000001m",
+        ] {
+            run(&[&format!("--max-alloc={ok}"), "a", "b"]);
+        }
+        // Each message as rsync 3.5.0 prints it (exit 1).
+        for (value, why) in [
+            ("1", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("100k", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1m-1", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1mb", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1kib", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("1048575", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("0.5m", "is too small (min: 1.00M or 0 for unlimited)"),
+            ("x", "is invalid"),
+            ("-", "is invalid"),
+            ("+1", "is invalid"),
+            ("1,5m", "is invalid"),
+            ("1t+2", "is invalid"),
+            ("4m-1x", "is invalid"),
+            ("1e6", "is invalid"),
+            ("-1", "is too large"),
+            ("9000p", "is too large"),
+        ] {
+            let e = err(&[&format!("--max-alloc={value}"), "a", "b"]);
+            assert_eq!(e.message(), format!("--max-alloc={value} {why}"));
+            assert_eq!(e.exit_code(), 1);
+        }
+        let alloc = |v: &str| crate::size_arg::parse_size(MAX_ALLOC, v.as_bytes());
+        assert_eq!(alloc("1m"), Ok(1 << 20));
+        assert_eq!(alloc("0"), Ok(0));
+        assert_eq!(alloc("1.5m"), Ok(3 << 19));
+        assert_eq!(alloc("2MB"), Ok(2_000_000));
+    }
+
+    #[test]
+    fn temp_dir_takes_a_directory() {
+        assert_eq!(run(&["a", "b"]).temp_dir, None);
+        for line in [
+            &["-T", "/scratch", "a", "b"][..],
+            &["-T/scratch", "a", "b"],
+            &["--temp-dir=/scratch", "a", "b"],
+            &["--temp-dir", "/scratch", "a", "b"],
+        ] {
+            assert_eq!(run(line).temp_dir.as_deref(), Some(&b"/scratch"[..]));
+        }
+        assert_eq!(
+            run(&["-aT", "tmp", "a", "b"]).temp_dir.as_deref(),
+            Some(&b"tmp"[..])
+        );
+        assert_eq!(
+            err(&["--temp-dir=", "a", "b"]).message(),
+            "option --temp-dir needs a directory"
+        );
+    }
+
+    #[test]
+    fn stderr_modes_and_msgs2stderr() {
+        let to_stderr = |args: &[&str]| {
+            let mut line = args.to_vec();
+            line.extend(["a", "b"]);
+            run(&line).messages_to_stderr
+        };
+        assert!(!to_stderr(&[]));
+        for all in ["--stderr=all", "--stderr=a", "--stderr=al", "--msgs2stderr"] {
+            assert!(to_stderr(&[all]), "{all}");
+        }
+        for errors in [
+            "--stderr=errors",
+            "--stderr=e",
+            "--stderr=er",
+            "--stderr=client",
+            "--stderr=c",
+        ] {
+            assert!(!to_stderr(&["--msgs2stderr", errors]), "{errors}");
+        }
+        assert!(!to_stderr(&["--stderr=all", "--no-msgs2stderr"]));
+        assert!(to_stderr(&["--no-msgs2stderr", "--stderr", "all"]));
+        // rsync: '--stderr mode "foo" is not one of errors, all, or client', exit 1.
+        for bad in ["foo", "", "ALL", "errorsx", "clientx"] {
+            let e = err(&[&format!("--stderr={bad}"), "a", "b"]);
+            assert_eq!(
+                e.message(),
+                format!("--stderr mode \"{bad}\" is not one of errors, all, or client")
+            );
+            assert_eq!(e.exit_code(), 1);
+        }
     }
 
     #[test]
@@ -2512,10 +3159,7 @@ mod tests {
             err(&["-b", "--suffix=", "a", "h:b"]).message(),
             "--suffix cannot be empty without a --backup-dir"
         );
-        assert_eq!(
-            err(&["-b", "--inplace", "a", "h:b"]).kind(),
-            ArgsErrorKind::NotSupported
-        );
+        assert!(run(&["-b", "--inplace", "a", "h:b"]).backup);
     }
 
     #[test]
@@ -2555,6 +3199,21 @@ mod tests {
         assert_eq!(err(&args).kind(), ArgsErrorKind::BadValue);
         args.remove(0);
         assert_eq!(run(&args).link_dest.len(), 20);
+    }
+
+    #[test]
+    fn copy_and_compare_dest_are_kinds_of_link_dest_that_do_not_mix() {
+        let a = run(&["--copy-dest=../a", "--copy-dest=b", "x", "h:y"]);
+        assert_eq!((a.alt_dest, a.link_dest.len()), (AltDest::Copy, 2));
+        assert_eq!(
+            run(&["--compare-dest=a", "x", "h:y"]).alt_dest,
+            AltDest::Compare
+        );
+        let mixed = err(&["--link-dest=a", "--compare-dest=b", "x", "h:y"]);
+        assert_eq!(mixed.kind(), ArgsErrorKind::BadValue);
+        assert!(mixed
+            .to_string()
+            .contains("--compare-dest option conflicts with the --link-dest"));
     }
 
     #[test]
@@ -2674,7 +3333,7 @@ mod tests {
     fn delete_needs_recursion() {
         assert_eq!(
             err(&["--delete", "a", "b"]).message(),
-            "--delete does not work without --recursive (-r)"
+            "--delete does not work without --recursive (-r) or --dirs (-d)."
         );
         let a = run(&["-r", "--delete-excluded", "a", "b"]);
         assert!(a.delete && a.delete_excluded);
@@ -2682,9 +3341,19 @@ mod tests {
             err(&["--delete-excluded", "a", "b"]).kind(),
             ArgsErrorKind::BadOperands
         );
-        // Listing is fine without -r, as in rsync.
+        // Listing is fine without -r, as in rsync: it implies -d.
         let a = run(&["--delete", "host:x"]);
-        assert!(a.delete && a.list_only);
+        assert!(a.delete && a.list_only && a.dirs);
+        assert!(!run(&["--no-d", "host:x"]).dirs);
+        // -d is enough, and the later of -d and --no-d wins.
+        let a = run(&["-d", "--delete", "a", "b"]);
+        assert!(a.delete && a.dirs && !a.recursive);
+        assert!(!run(&["-d", "--no-d", "a", "b"]).dirs);
+        assert!(run(&["--no-dirs", "--dirs", "a", "b"]).dirs);
+        assert_eq!(
+            err(&["-d", "--no-d", "--delete", "a", "b"]).kind(),
+            ArgsErrorKind::BadOperands
+        );
     }
 
     #[test]
@@ -2812,7 +3481,7 @@ mod tests {
         assert!(a.list_only && a.dest.is_none());
         assert_eq!(a.direction(), Direction::Pull);
         let a = run(&["host:a", ":b"]);
-        assert!(a.dest.is_none());
+        assert!(a.list_only && a.dest.is_none());
         assert_eq!(a.sources.len(), 2);
         let a = run(&["dir"]);
         assert!(a.list_only && a.dest.is_none());

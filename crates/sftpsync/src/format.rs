@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sync_engine::path::escape_name;
+use sync_engine::path::escape_name_bytes;
 use sync_engine::{Item, Kind, UpdateType};
 
 /// A parsed `--out-format` string.
@@ -98,10 +98,10 @@ impl OutFormat {
             .any(|p| matches!(p, Part::Escape { letter: 'i', .. }))
     }
 
-    /// The line for a terminal: names escaped as rsync escapes them.
-    pub fn render(&self, item: &Item, ctx: &Context<'_>) -> String {
-        // Escaped names and the format's own (lossily decoded) text are UTF-8.
-        String::from_utf8_lossy(&self.render_bytes(item, ctx, false)).into_owned()
+    /// The line for a terminal: names escaped as rsync escapes them (with `-8`, high-bit
+    /// bytes as they are, so the line need not be UTF-8).
+    pub fn render(&self, item: &Item, ctx: &Context<'_>) -> Vec<u8> {
+        self.render_bytes(item, ctx, false)
     }
 
     /// The line with names as they are but for control characters, as rsync's log file has
@@ -155,7 +155,7 @@ fn escape_value(
         if raw_names {
             escape_controls(bytes)
         } else {
-            escape_name(bytes).into_bytes()
+            escape_name_bytes(bytes)
         }
     };
     match letter {
@@ -240,7 +240,7 @@ fn text_value(letter: char, human: u8, raw: &str, item: &Item, ctx: &Context<'_>
 }
 
 /// Control bytes as `\#ooo`, all else as it is; a tab stays a tab, as in rsync's log.
-fn escape_controls(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn escape_controls(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     for &b in bytes {
         if (b < 0x20 && b != b'\t') || b == 0x7f {
@@ -421,11 +421,13 @@ mod tests {
             kind,
             size,
             mtime: 1_000_000_000,
+            atime: 0,
             mode,
             uid: Some(1000),
             gid: None,
             dev_ino: None,
             nlink: 1,
+            file_type: 0,
         }
     }
 
@@ -438,7 +440,7 @@ mod tests {
     }
 
     fn render(fmt: &str, item: &Item) -> String {
-        OutFormat::parse(fmt.as_bytes()).render(item, &ctx())
+        String::from_utf8(OutFormat::parse(fmt.as_bytes()).render(item, &ctx())).unwrap()
     }
 
     #[test]

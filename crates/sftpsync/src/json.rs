@@ -7,7 +7,7 @@
 //! `hardlink_to`.
 
 use serde_json::{json, Map, Value};
-use sync_engine::{Item, Kind, Stats, TreeError, UpdateType};
+use sync_engine::{Item, Kind, Listed, Stats, TreeError, UpdateType};
 
 /// Adds `key` (and `key_base64` when needed) for a name.
 fn put_name(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
@@ -77,6 +77,26 @@ pub fn item(item: &Item) -> String {
     }
     if let Some(h) = &item.hard_link_to {
         put_name(&mut o, "hardlink_to", h);
+    }
+    Value::Object(o).to_string()
+}
+
+/// One entry of a listing (`--list-only`): its path (`.` for the root of a `dir/`
+/// source), kind, size, mtime, permission bits and, for a symlink kept as one, its target.
+pub fn entry(e: &Listed) -> String {
+    let mut o = Map::new();
+    o.insert("type".into(), "entry".into());
+    put_name(
+        &mut o,
+        "path",
+        if e.path.is_empty() { b"." } else { &e.path },
+    );
+    o.insert("kind".into(), kind_name(e.meta.kind).into());
+    o.insert("size".into(), e.meta.size.into());
+    o.insert("mtime".into(), e.meta.mtime.into());
+    o.insert("mode".into(), format!("{:04o}", e.meta.mode).into());
+    if let Some(t) = &e.symlink_target {
+        put_name(&mut o, "symlink_target", t);
     }
     Value::Object(o).to_string()
 }
@@ -196,11 +216,13 @@ mod tests {
             kind: Kind::File,
             size: 10,
             mtime: 1_700_000_000,
+            atime: 0,
             mode: 0o644,
             uid: None,
             gid: None,
             dev_ino: None,
             nlink: 1,
+            file_type: 0,
         };
         let mut i = Item::new(UpdateType::Sent, Kind::File, b"d/a \"q\"".to_vec()).with_meta(&meta);
         i.size = true;

@@ -9,6 +9,8 @@ mod doctor;
 mod format;
 mod hints;
 mod json;
+mod listing;
+mod local_links;
 mod manual;
 mod output;
 mod remap;
@@ -29,7 +31,8 @@ use sftp_client::{ClientConfig, SftpError};
 use sync_engine::filter::ListKind;
 use sync_engine::{
     AppendMode, ChannelPool, DeleteWhen, ErrorKind, FilterRules, Kind, LocalTree, MissingArgs,
-    RemoteIndex, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob, SyncOptions, Tree,
+    RemoteIndex, RemoveSource, ServerQuirks, SftpTree, SourceContent, SourceRoot, SyncJob,
+    SyncOptions, TopEntry, Tree, TreeError,
 };
 
 use output::{LogFile, OutputConfig, TerminalReporter};
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sftpsync: {}", e.message());
-            return fail(args::ArgsError::EXIT_CODE as u8);
+            return fail(e.exit_code() as u8);
         }
     };
     let cli = match parsed {
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         }
     };
     sync_engine::path::set_utf8_output(locale_is_utf8());
+    sync_engine::path::set_eight_bit_output(cli.eight_bit_output);
     // rsync's -vvv turns on its debug flags; the SFTP requests are ours.
     debug_log::install(
         cli.debug_sftp
@@ -228,17 +232,28 @@ fn doctor_main(words: &[OsString]) -> ExitCode {
     }
 }
 
-/// rsync decides from the locale whether bytes above 0x7f may be printed as they are.
+/// Whether the locale's character set is UTF-8, which decides (as in rsync, which asks
+/// the C library after `setlocale(LC_CTYPE, "")`) whether bytes above 0x7f that form
+/// characters may be printed as they are. A locale that is not installed is the C locale,
+/// whose set is ASCII. Other sets are taken as ASCII too: their high-bit bytes are escaped
+/// (`-8` prints them).
 fn locale_is_utf8() -> bool {
-    for var in ["LC_ALL", "LC_CTYPE", "LANG"] {
-        if let Some(v) = std::env::var_os(var) {
-            if !v.is_empty() {
-                let v = v.to_string_lossy().to_ascii_lowercase();
-                return v.contains("utf-8") || v.contains("utf8");
-            }
+    // SAFETY: newlocale copies what it needs from the empty string and the environment; the
+    // locale it returns is only read by nl_langinfo_l, whose answer is copied before the
+    // locale is freed. No global locale state is touched.
+    unsafe {
+        let locale = libc::newlocale(libc::LC_CTYPE_MASK, c"".as_ptr(), std::ptr::null_mut());
+        if locale.is_null() {
+            return false;
         }
+        let codeset = libc::nl_langinfo_l(libc::CODESET, locale);
+        let utf8 = !codeset.is_null() && {
+            let name = std::ffi::CStr::from_ptr(codeset).to_bytes();
+            name.eq_ignore_ascii_case(b"UTF-8") || name.eq_ignore_ascii_case(b"UTF8")
+        };
+        libc::freelocale(locale);
+        utf8
     }
-    false
 }
 
 fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
@@ -300,7 +315,12 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
         copy_unsafe_links: cli.copy_unsafe_links,
         safe_links: cli.safe_links,
         perms: cli.perms,
+        executability: cli.executability,
         times: cli.times,
+        atimes: cli.atimes,
+        sparse: cli.sparse,
+        omit_dir_times: cli.omit_dir_times,
+        omit_link_times: cli.omit_link_times,
         owner: cli.owner,
         group: cli.group,
         devices: cli.devices,
@@ -314,6 +334,13 @@ fn build_options(cli: &CliArgs) -> anyhow::Result<SyncOptions> {
             Some(DeleteTiming::Delay) => DeleteWhen::Delay,
             Some(DeleteTiming::After) => DeleteWhen::After,
         },
+        force: cli.force,
+        remove_source: match cli.remove_source {
+            0 => RemoveSource::Off,
+            1 => RemoveSource::Synced,
+            _ => RemoveSource::Sent,
+        },
+        delay_updates: cli.delay_updates,
         ignore_errors: cli.ignore_errors,
         max_delete: cli.max_delete.map(u64::from),
         checksum: cli.checksum,
@@ -594,6 +621,24 @@ fn route(cli: &CliArgs, user: Option<&[u8]>, host: &[u8]) -> Result<channels::Ro
     })
 }
 
+/// What -v says when `--compress-level` or `--compress-choice` was given: ssh compresses
+/// with zlib at its own level, so they only decided whether there is compression at all.
+fn compression_note(cli: &CliArgs) -> Option<String> {
+    let mut given = Vec::new();
+    if let Some(level) = cli.compress_level {
+        given.push(format!("--compress-level={level}"));
+    }
+    if let Some(choice) = &cli.compress_choice {
+        given.push(format!("--compress-choice={choice}"));
+    }
+    (!given.is_empty()).then(|| {
+        format!(
+            "{} not applied: ssh compresses the connection with zlib at its own level",
+            given.join(" and ")
+        )
+    })
+}
+
 /// What -v says about the channels.
 fn describe_channels(
     n: usize,
@@ -637,12 +682,99 @@ fn split_source(path: &[u8]) -> (Vec<u8>, SourceContent) {
     }
 }
 
+/// `path` without its trailing slashes (but `/` stays `/`).
+fn trim_slashes(path: &[u8]) -> &[u8] {
+    let mut p = path;
+    while p.len() > 1 && p.ends_with(b"/") {
+        p = &p[..p.len() - 1];
+    }
+    p
+}
+
+/// The directory prefixes of `path`, shortest first: `a/b/c` gives `a`, `a/b`, `a/b/c`.
+fn path_prefixes(path: &[u8]) -> Vec<&[u8]> {
+    let path = trim_slashes(path);
+    if path.is_empty() || path == b"/" || path == b"." {
+        return Vec::new();
+    }
+    let mut prefixes: Vec<&[u8]> = (1..path.len())
+        .filter(|&i| path[i] == b'/' && path[i - 1] != b'/')
+        .map(|i| &path[..i])
+        .collect();
+    prefixes.push(path);
+    prefixes
+}
+
+/// `--mkpath`: makes the missing directories of `path` on one side, each a tree root of
+/// `tree_at`, and says how many it made (would make, in a dry run). Symlinks to directories
+/// on the way are followed, as mkdir(2) follows them for rsync.
+async fn make_path(
+    tree_at: impl Fn(&[u8]) -> Arc<dyn Tree>,
+    path: &[u8],
+    dry_run: bool,
+) -> Result<u32, TreeError> {
+    let prefixes = path_prefixes(path);
+    let at = |e: TreeError, p: &[u8]| TreeError {
+        path: p.to_vec(),
+        ..e
+    };
+    // From the end: usually all of it is there already, and one look says so.
+    let mut first_missing = prefixes.len();
+    for (i, p) in prefixes.iter().enumerate().rev() {
+        match tree_at(p).stat(&Vec::new()).await.map_err(|e| at(e, p))? {
+            Some(m) if m.kind == Kind::Dir => break,
+            Some(_) => {
+                return Err(TreeError {
+                    op: "mkpath",
+                    side: tree_at(p).side(),
+                    path: p.to_vec(),
+                    cause: "Not a directory (20)".into(),
+                    kind: ErrorKind::Other,
+                })
+            }
+            None => first_missing = i,
+        }
+    }
+    let missing = &prefixes[first_missing..];
+    if !dry_run {
+        for p in missing {
+            // 0777 as rsync asks: the umask (ours, or the server's) takes its part.
+            tree_at(p)
+                .mkdir(&Vec::new(), 0o777)
+                .await
+                .map_err(|e| at(e, p))?;
+        }
+    }
+    Ok(missing.len() as u32)
+}
+
 fn local_root(dir: &[u8]) -> PathBuf {
     if dir.is_empty() {
         PathBuf::from(".")
     } else {
         PathBuf::from(OsString::from_vec(dir.to_vec()))
     }
+}
+
+/// `--link-dest` for a local destination: a tree rooted where the destination and the
+/// directories meet, so the links are made within it.
+fn local_link_dirs(cli: &CliArgs, dest_dir: &[u8]) -> anyhow::Result<Arc<sync_engine::LinkDest>> {
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let dirs: Vec<&std::path::Path> = cli
+        .link_dest
+        .iter()
+        .map(|d| std::path::Path::new(std::ffi::OsStr::from_bytes(d)))
+        .collect();
+    let dest = local_root(dest_dir);
+    let found =
+        local_links::resolve(&cwd, &dest, &dirs).with_context(|| format!("{}", dest.display()))?;
+    let tree = Arc::new(LocalTree::new(found.root));
+    Ok(Arc::new(sync_engine::LinkDest::new(
+        cli.alt_dest,
+        tree,
+        found.dest,
+        found.dirs,
+    )))
 }
 
 fn location_path(loc: &Location) -> Vec<u8> {
@@ -819,6 +951,8 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         human: cli.human_readable,
         verbose: cli.verbose > 0 && !cli.quiet,
         skip: info("skip", u8::from(cli.verbose > 1)),
+        removals: info("remove", u8::from(cli.verbose > 1)) > 0,
+        nonreg: info("nonreg", 1) > 0,
         op: if cli.direction() == args::Direction::Pull {
             "recv"
         } else {
@@ -826,6 +960,7 @@ fn output_config(cli: &CliArgs) -> OutputConfig {
         },
         sender_prefix,
         preserve_group: cli.group,
+        messages_to_stderr: cli.messages_to_stderr,
     }
 }
 
@@ -842,15 +977,21 @@ fn flist_level(cli: &CliArgs) -> u8 {
     cli.info.get("flist").unwrap_or(default)
 }
 
-/// What rsync says at -v before its file list: that it sends or receives an incremental
-/// one, or that it built the whole list first; nothing when no directories are sent
-/// (neither -r nor -d, which --files-from implies).
-fn file_list_header(opts: &SyncOptions, pull: bool) -> Option<&'static str> {
-    match (opts.incremental_list(), opts.recursive || opts.dirs, pull) {
-        (true, _, true) => Some("receiving incremental file list"),
+/// rsync's line before its file list, at FLIST level 1 and up: with incremental recursion
+/// (`-r`, unless `-m`, `--delete-before` or `--delete-after` needs the whole list first)
+/// "sending incremental file list" (on a pull "receiving ..."); when the whole list is built
+/// first but has directories in it (`-d`, `--files-from`, listing, or `-r` with those)
+/// "building file list ... done" (on a pull "receiving file list ... done"); none when only
+/// the files given are sent.
+fn flist_header(cli: &CliArgs, opts: &SyncOptions, pull: bool) -> Option<&'static str> {
+    if flist_level(cli) == 0 {
+        return None;
+    }
+    match (opts.incremental_list(), cli.recursive || cli.dirs, pull) {
         (true, _, false) => Some("sending incremental file list"),
-        (false, true, true) => Some("receiving file list ... done"),
+        (true, _, true) => Some("receiving incremental file list"),
         (false, true, false) => Some("building file list ... done"),
+        (false, true, true) => Some("receiving file list ... done"),
         (false, false, _) => None,
     }
 }
@@ -930,15 +1071,13 @@ async fn run_attempts(
             return exit::FILE_IO;
         }
     };
+    if cli.list_only {
+        return listing::run(cli, &opts, reporter, started, stats, wire).await;
+    }
     let Some(dest_loc) = cli.dest.clone() else {
-        reporter
-            .error_line("listing a directory (one operand or --list-only) is not supported yet");
+        // Only a listing has no destination, and that was handled above.
         return exit::SYNTAX;
     };
-    if cli.list_only {
-        reporter.error_line("--list-only is not supported yet");
-        return exit::SYNTAX;
-    }
     let remap = match source_remap(cli) {
         Ok(r) => r,
         Err(e) => {
@@ -946,12 +1085,6 @@ async fn run_attempts(
             return exit::SYNTAX;
         }
     };
-    if !cli.link_dest.is_empty() && !dest_loc.is_remote() {
-        reporter.error_line(
-            "--link-dest is only supported on a push (the links are made by the server) yet",
-        );
-        return exit::SYNTAX;
-    }
     if cli.relative && cli.files_from.is_none() {
         for loc in &cli.sources {
             if let Err(e) = split_relative(&location_path(loc)) {
@@ -994,6 +1127,11 @@ async fn run_attempts(
             );
         }
     }
+    if cli.compress && remote.is_some() {
+        if let Some(note) = compression_note(cli) {
+            sync_engine::Reporter::verbose_info(&*reporter, &note);
+        }
+    }
     let config = ClientConfig {
         idle_timeout: cli.timeout.map(|s| Duration::from_secs(s.into())),
         connect_timeout: cli.contimeout.map(|s| Duration::from_secs(s.into())),
@@ -1023,6 +1161,15 @@ async fn run_attempts(
     // files finished before the cut up to date and sends only the rest, and deletions happen
     // only in an attempt whose source listing was complete, as in any run.
     let retries = cli.retries.unwrap_or(DEFAULT_RETRIES);
+    // A second attempt would list sources the first one already removed, and --delete would
+    // then delete their only copies on the receiver.
+    let may_retry = !(plan.opts.remove_source != RemoveSource::Off && plan.opts.delete);
+    if cli.preallocate && plan.dest_loc.is_remote() && cli.verbose > 0 && !cli.quiet {
+        // SFTP v3 has no request that allocates space: files are written as without it.
+        plan.reporter.say(
+            "--preallocate has no effect on an SFTP receiver: files there are written as usual",
+        );
+    }
     let mut announced = false;
     let mut number = 1;
     loop {
@@ -1036,6 +1183,14 @@ async fn run_attempts(
             } => {
                 if !retry || number > retries {
                     plan.reporter.error_line(&with_hint(&message, hint));
+                    return code;
+                }
+                if !may_retry {
+                    plan.reporter.error_line(&with_hint(&message, hint));
+                    plan.reporter.error_line(
+                        "not reconnecting: with --remove-source-files and --delete, a new \
+                         attempt would delete the copies of the sources already removed",
+                    );
                     return code;
                 }
                 let wait = backoff(number);
@@ -1120,6 +1275,25 @@ fn session_loss(pool: &ChannelPool) -> Option<SftpError> {
         .cloned()
 }
 
+/// How a remote tree rooted at `path` is named in messages: `user@host:path`, without a
+/// trailing slash.
+fn remote_label(remote: &Option<(Option<Vec<u8>>, Vec<u8>)>, path: &[u8]) -> String {
+    let (user, host) = remote.clone().unwrap_or_default();
+    let mut s = String::new();
+    if let Some(u) = user {
+        s.push_str(&String::from_utf8_lossy(&u));
+        s.push('@');
+    }
+    s.push_str(&String::from_utf8_lossy(&host));
+    s.push(':');
+    let trimmed = match path.strip_suffix(b"/") {
+        Some(t) if !t.is_empty() => t,
+        _ => path,
+    };
+    s.push_str(&sync_engine::path::escape_name(trimmed));
+    s
+}
+
 /// One connection and one whole sync over it.
 async fn attempt(
     plan: &Plan<'_>,
@@ -1156,22 +1330,7 @@ async fn attempt(
     let warnings: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |m: String| {
         sync_engine::Reporter::warning(&*warn_reporter, &m);
     });
-    let remote_label = |path: &[u8]| -> String {
-        let (user, host) = remote.clone().unwrap_or_default();
-        let mut s = String::new();
-        if let Some(u) = user {
-            s.push_str(&String::from_utf8_lossy(&u));
-            s.push('@');
-        }
-        s.push_str(&String::from_utf8_lossy(&host));
-        s.push(':');
-        let trimmed = match path.strip_suffix(b"/") {
-            Some(t) if !t.is_empty() => t,
-            _ => path,
-        };
-        s.push_str(&sync_engine::path::escape_name(trimmed));
-        s
-    };
+    let remote_label = |path: &[u8]| remote_label(remote, path);
     let throttle = cli.bwlimit.map(throttle::Throttle::new);
     let local_copy = cli.direction() == args::Direction::Local;
     // The limit is kept where the bytes cross the link: on the remote tree, or on the
@@ -1186,7 +1345,12 @@ async fn attempt(
     };
     let make_tree_following = |loc: &Location, dir: &[u8], follow: bool| -> Arc<dyn Tree> {
         let tree: Arc<dyn Tree> = match loc {
-            Location::Local(_) => Arc::new(LocalTree::new(local_root(dir)).following_links(follow)),
+            Location::Local(_) => Arc::new(
+                LocalTree::new(local_root(dir))
+                    .following_links(follow)
+                    .opening_noatime(cli.open_noatime)
+                    .preallocating(cli.preallocate),
+            ),
             Location::Remote { .. } => Arc::new(
                 SftpTree::new(
                     connection
@@ -1199,7 +1363,8 @@ async fn attempt(
                     quirks.clone(),
                     warnings.clone(),
                 )
-                .atomic_replace_only(cli.require_atomic_replace),
+                .atomic_replace_only(cli.require_atomic_replace)
+                .sparse(cli.sparse),
             ),
         };
         throttled(loc, tree)
@@ -1268,35 +1433,80 @@ async fn attempt(
         }
     }
 
-    // rsync's rule: one non-directory source and a destination that is not an existing
-    // directory (and has no trailing slash) means "copy to this name".
+    // rsync's rule, on its file list: one non-directory entry sent and a destination that
+    // is not an existing directory (and has no trailing slash) means "copy to this name".
+    // Sources named but left out (filtered, skipped directories, missing) do not count.
     let dest_path = location_path(dest_loc);
     let mut dest_file_name = None;
     let mut dest_dir = dest_path.clone();
     let mut dest_tree = make_tree(dest_loc, &dest_path);
-    if sources.len() == 1 && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
-        if let SourceContent::Named(name) = &sources[0].content {
-            let src_kind = sources[0].tree.lstat(name).await;
-            // A missing source lists nothing, and rsync then takes DEST as a name too: it
-            // is not made as a directory (and --delete-missing-args deletes it).
-            let names_a_file = match &src_kind {
-                Ok(Some(m)) => m.kind != Kind::Dir,
-                Ok(None) => true,
-                Err(_) => false,
-            };
-            let dest_kind = dest_tree
-                .lstat(&Vec::new())
-                .await
-                .ok()
-                .flatten()
-                .map(|m| m.kind);
-            if names_a_file && dest_kind != Some(Kind::Dir) {
-                let (dir, content) = split_source(&dest_path);
-                if let SourceContent::Named(dest_name) = content {
-                    dest_tree = make_tree(dest_loc, &dir);
-                    dest_dir = dir;
-                    dest_file_name = Some(dest_name);
+    let all_named = sources
+        .iter()
+        .all(|s| matches!(s.content, SourceContent::Named(_)));
+    if all_named && !dest_path.ends_with(b"/") && !dest_path.is_empty() {
+        let dest_kind = dest_tree
+            .lstat(&Vec::new())
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.kind);
+        let mut sent = Vec::new();
+        if dest_kind != Some(Kind::Dir) {
+            for src in &sources {
+                let SourceContent::Named(name) = &src.content else {
+                    continue;
+                };
+                match src.tree.lstat(name).await {
+                    Ok(Some(m)) => {
+                        let is_dir = m.kind == Kind::Dir;
+                        if sync_engine::top_entry(opts, name, is_dir) == TopEntry::Sent {
+                            sent.push(m.kind);
+                        }
+                    }
+                    // --delete-missing-args lists a missing source as an entry without a
+                    // type, which rsync then takes DEST to be the name of (and deletes).
+                    Ok(None)
+                        if opts.missing_args == MissingArgs::Delete
+                            && sync_engine::top_entry(opts, name, false) != TopEntry::Excluded =>
+                    {
+                        sent.push(Kind::File);
+                    }
+                    _ => {}
                 }
+            }
+        }
+        // As rsync's receiver: a list of one file, or of nothing at all (sources missing,
+        // skipped or excluded), takes DEST as that file's name.
+        if dest_kind != Some(Kind::Dir) && sent.len() <= 1 && !sent.contains(&Kind::Dir) {
+            let (dir, content) = split_source(&dest_path);
+            if let SourceContent::Named(dest_name) = content {
+                dest_tree = make_tree(dest_loc, &dir);
+                dest_dir = dir;
+                dest_file_name = Some(dest_name);
+            }
+        }
+    }
+    if cli.mkpath {
+        // rsync 3.2.3's --mkpath: all of DEST when it is to be a directory, only the
+        // directories above it when one file is copied to that name.
+        let wanted = if dest_file_name.is_some() {
+            &dest_dir
+        } else {
+            &dest_path
+        };
+        match make_path(|p| make_tree(dest_loc, p), wanted, opts.dry_run).await {
+            Ok(0) => {}
+            Ok(n) => sync_engine::Reporter::info(
+                &**reporter,
+                &format!(
+                    "created {n} director{} for {}",
+                    if n == 1 { "y" } else { "ies" },
+                    sync_engine::path::escape_name(trim_slashes(wanted))
+                ),
+            ),
+            Err(e) => {
+                reporter.error_line(&with_hint(&e.to_string(), hints::for_entry(&e)));
+                return Attempt::Finished(exit::FILE_IO);
             }
         }
     }
@@ -1309,7 +1519,7 @@ async fn attempt(
     if flist_level(cli) > 0 && !*announced {
         *announced = true;
         let pull = cli.direction() == args::Direction::Pull;
-        if let Some(header) = file_list_header(opts, pull) {
+        if let Some(header) = flist_header(cli, opts, pull) {
             reporter.say(header);
         }
         if cli.verbose > 1 && !cli.quiet {
@@ -1329,10 +1539,55 @@ async fn attempt(
         ))),
         _ => None,
     };
+    let local_link_dest = match (&cli.link_dest[..], dest_loc) {
+        ([_, ..], Location::Local(_)) => match local_link_dirs(cli, &dest_dir) {
+            Ok(dirs) => Some(dirs),
+            Err(e) => {
+                reporter.error_line(&format!("--link-dest: {e:#}"));
+                return Attempt::Finished(exit::FILE_IO);
+            }
+        },
+        _ => None,
+    };
+    // -T: on the destination's side too, a relative DIR from DEST (where rsync's receiver
+    // works). As rsync, it must exist: nothing is sent otherwise.
+    let temp_dir_tree = match &cli.temp_dir {
+        Some(dir) => {
+            let mut dest = dest_dir.clone();
+            while dest.len() > 1 && dest.ends_with(b"/") {
+                dest.pop();
+            }
+            let full = if dir.starts_with(b"/") {
+                dir.clone()
+            } else {
+                sync_engine::path::join(&dest, dir)
+            };
+            let tree = make_tree_following(dest_loc, &full, false);
+            let problem = match tree.lstat(&Vec::new()).await {
+                Ok(Some(m)) if m.kind == Kind::Dir => None,
+                Ok(Some(_)) => Some("is not a directory".to_string()),
+                Ok(None) => Some("does not exist".to_string()),
+                Err(e) if e.is_not_found() => Some("does not exist".to_string()),
+                Err(e) => Some(format!("cannot be looked at ({e})")),
+            };
+            if let Some(problem) = problem {
+                reporter.error_line(&format!(
+                    "The temp-dir {problem}: {}",
+                    String::from_utf8_lossy(dir)
+                ));
+                return Attempt::Finished(exit::SYNTAX);
+            }
+            Some(tree)
+        }
+        None => None,
+    };
     let job = SyncJob {
         sources,
         dest: dest_tree.clone(),
         dest_file_name,
+        // rsync's receiver makes a destination named as a directory even for an empty file
+        // list, but a client that receives (a pull) stops before it when the list is empty.
+        dest_is_dir: dest_path.ends_with(b"/") && cli.direction() != args::Direction::Pull,
         tasks_per_lane: TASKS_PER_CHANNEL,
         index,
         // On the destination's side, confined to itself like any tree there: the engine
@@ -1342,9 +1597,14 @@ async fn attempt(
             .as_ref()
             .filter(|d| d.starts_with(b"/"))
             .map(|dir| make_tree_following(dest_loc, dir, false)),
+        temp_dir_tree,
         progress: (reporter.progress_level() > 0)
             .then(|| reporter.clone() as Arc<dyn sync_engine::Progress>),
-        link_dest: (!cli.link_dest.is_empty()).then(|| {
+        link_dest: if cli.link_dest.is_empty() {
+            None
+        } else if let Some(local) = local_link_dest {
+            Some(local)
+        } else {
             let mut dest = dest_dir.clone();
             while dest.len() > 1 && dest.ends_with(b"/") {
                 dest.pop();
@@ -1362,8 +1622,13 @@ async fn attempt(
                 .collect();
             // Rooted where the paths start, so one tree reaches both ends of each link.
             let tree = make_tree_following(dest_loc, b"", false);
-            Arc::new(sync_engine::LinkDest::new(tree, dest, dirs))
-        }),
+            Some(Arc::new(sync_engine::LinkDest::new(
+                cli.alt_dest,
+                tree,
+                dest,
+                dirs,
+            )))
+        },
         backup: cli.backup.then(|| {
             let suffix = backup_suffix(cli);
             let own_tree = match (&cli.backup_dir, backup_in_tree(cli)) {
@@ -1561,6 +1826,22 @@ mod tests {
         assert_eq!(split("src/./"), pair("src", ""));
         assert!(split_relative(b"../x/f").unwrap_err().contains("\"..\""));
         assert!(split_relative(b"a/./b/../c").is_err());
+    }
+
+    #[test]
+    fn mkpath_walks_the_prefixes_of_a_path() {
+        let p = |s: &str| -> Vec<String> {
+            path_prefixes(s.as_bytes())
+                .into_iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(p("a/b/c/"), ["a", "a/b", "a/b/c"]);
+        assert_eq!(p("/x//y"), ["/x", "/x//y"]);
+        assert_eq!(p("../up"), ["..", "../up"]);
+        assert!(p("").is_empty() && p("/").is_empty() && p(".").is_empty());
+        assert_eq!(trim_slashes(b"/"), b"/");
+        assert_eq!(trim_slashes(b"a//"), b"a");
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use sync_engine::path::RelPath;
-use sync_engine::{Item, Kind, Progress, Reporter, Stats, TreeError, UpdateType};
+use sync_engine::path::{escape_name, escape_name_bytes, RelPath};
+use sync_engine::{Item, Kind, Progress, Reporter, Skipped, Stats, TreeError, UpdateType};
 
 use crate::format::{
-    group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time, Context,
-    OutFormat,
+    escape_controls, group_digits, human_dnum, human_num, now_stamp, progress_rate, progress_time,
+    Context, OutFormat,
 };
 use crate::{hints, json};
 
@@ -39,12 +39,19 @@ pub struct OutputConfig {
     pub verbose: bool,
     /// rsync's SKIP level (-vv): why files were passed over.
     pub skip: u8,
+    /// rsync's REMOVE level above 0 (`-vv`, `--info=remove`): "sender removed NAME" lines.
+    pub removals: bool,
+    /// rsync's NONREG level above 0 (its default): "skipping non-regular file" lines.
+    pub nonreg: bool,
     /// `%o`: "send" on a push or local copy, "recv" on a pull.
     pub op: &'static str,
     /// `%f`: what names an item's path on the sender, when one source makes it clear.
     pub sender_prefix: Option<Vec<u8>>,
     /// `-g`, for `%G`.
     pub preserve_group: bool,
+    /// `--stderr=all`: what would go to stdout goes to stderr, except JSON lines, which are
+    /// the data a `--json` caller reads.
+    pub messages_to_stderr: bool,
 }
 
 /// `--log-file`: rsync's lines, each stamped with the time and our process id.
@@ -115,7 +122,7 @@ struct Running {
     size: u64,
     done: u64,
     /// Its name line, as `item` will print it.
-    header: Option<String>,
+    header: Option<Vec<u8>>,
 }
 
 /// The shared state of stdout.
@@ -150,8 +157,8 @@ impl TerminalReporter {
     pub fn new(cfg: OutputConfig, log: Option<LogFile>) -> Self {
         let counts = Arc::new(Counts::default());
         let bar = (cfg.progress >= 2 && !cfg.quiet).then(|| {
-            // JSON owns stdout: the bar goes to stderr then.
-            let target = if cfg.json {
+            // JSON owns stdout: the bar goes to stderr then, as with --stderr=all.
+            let target = if cfg.json || cfg.messages_to_stderr {
                 ProgressDrawTarget::stderr()
             } else {
                 ProgressDrawTarget::stdout()
@@ -226,15 +233,24 @@ impl TerminalReporter {
         self.screen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes to stdout under the screen lock, ending an open progress line first and keeping
-    /// clear of the progress bar.
-    fn write_out(&self, screen: &mut Screen, text: &str) {
+    /// Where lines for stdout go: stdout, or stderr with `--stderr=all`.
+    fn out(&self) -> Box<dyn Write> {
+        if self.cfg.messages_to_stderr && !self.cfg.json {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
+    }
+
+    /// Writes to stdout (see [`Self::out`]) under the screen lock, ending an open progress
+    /// line first and keeping clear of the progress bar.
+    fn write_out(&self, screen: &mut Screen, text: &[u8]) {
         let write = || {
-            let mut out = std::io::stdout().lock();
+            let mut out = self.out();
             if screen.open.is_some() {
                 let _ = out.write_all(b"\n");
             }
-            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(text);
             let _ = out.flush();
         };
         match self.live_bar() {
@@ -247,7 +263,7 @@ impl TerminalReporter {
     fn write_err(&self, text: &str) {
         let mut screen = self.screen();
         if screen.open.take().is_some() {
-            let mut out = std::io::stdout().lock();
+            let mut out = self.out();
             let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
@@ -260,11 +276,16 @@ impl TerminalReporter {
 
     /// A line of human text for stdout (file list notes, the summary); none with `--json`.
     pub fn say(&self, text: &str) {
+        self.say_bytes(text.as_bytes());
+    }
+
+    /// [`TerminalReporter::say`] for a line whose names may not be UTF-8 (`-8`).
+    pub fn say_bytes(&self, text: &[u8]) {
         if self.cfg.json {
             return;
         }
         let mut screen = self.screen();
-        self.write_out(&mut screen, &format!("{text}\n"));
+        self.write_out(&mut screen, &[text, b"\n"].concat());
     }
 
     /// An error message for stderr, not about one entry; a JSON error object too with
@@ -280,7 +301,7 @@ impl TerminalReporter {
     /// One JSON object, on a line of its own.
     pub fn json_line(&self, line: &str) {
         let mut screen = self.screen();
-        self.write_out(&mut screen, &format!("{line}\n"));
+        self.write_out(&mut screen, format!("{line}\n").as_bytes());
     }
 
     /// Ends the progress bar before the closing lines, leaving its last state on screen as
@@ -289,7 +310,7 @@ impl TerminalReporter {
         if let Some(bar) = &self.bar {
             if !self.bar_done.swap(true, Ordering::Relaxed) && !bar.is_hidden() {
                 bar.abandon();
-                let mut out: Box<dyn Write> = if self.cfg.json {
+                let mut out: Box<dyn Write> = if self.cfg.json || self.cfg.messages_to_stderr {
                     Box::new(std::io::stderr())
                 } else {
                     Box::new(std::io::stdout())
@@ -300,7 +321,7 @@ impl TerminalReporter {
         }
         let mut screen = self.screen();
         if screen.open.is_some() {
-            self.write_out(&mut screen, "");
+            self.write_out(&mut screen, b"");
         }
     }
 
@@ -311,14 +332,20 @@ impl TerminalReporter {
             UpdateType::Sent | UpdateType::Received | UpdateType::HardLink => true,
             UpdateType::Deleting => true,
             UpdateType::LocalChange => true,
-            UpdateType::NoUpdate => item.kind != Kind::File && item.is_change(),
+            // A file copied from its --copy-dest/--link-dest twin shows, where it differs.
+            UpdateType::NoUpdate => {
+                (item.kind != Kind::File || item.alt_dest_update.is_some()) && item.is_change()
+            }
         }
     }
 
     /// rsync's -vv names each non-directory it found unchanged ("NAME is uptodate"), where
     /// it sets attributes without itemizing.
     fn up_to_date(item: &Item) -> bool {
-        item.update == UpdateType::NoUpdate && item.kind != Kind::Dir && !item.is_change()
+        // A directory made like its --link-dest twin is one too, to rsync.
+        item.update == UpdateType::NoUpdate
+            && (item.kind != Kind::Dir || item.alt_dest_update.is_some())
+            && !item.is_change()
     }
 
     fn context(&self) -> Context<'_> {
@@ -330,7 +357,7 @@ impl TerminalReporter {
     }
 
     /// The name line rsync prints for an item, if any.
-    fn name_line(&self, item: &Item) -> Option<String> {
+    fn name_line(&self, item: &Item) -> Option<Vec<u8>> {
         let c = &self.cfg;
         if c.quiet || c.json {
             return None;
@@ -342,10 +369,10 @@ impl TerminalReporter {
         if item.update == UpdateType::Deleting {
             return c
                 .deletions
-                .then(|| format!("deleting {}", item.display_name()));
+                .then(|| [&b"deleting "[..], &shown_name(item)].concat());
         }
         if c.name >= 2 && Self::up_to_date(item) {
-            return Some(format!("{} is uptodate", item.display_name()));
+            return Some([&shown_name(item)[..], b" is uptodate"].concat());
         }
         (c.name >= 1 && Self::shown_by_verbose(item))
             .then(|| c.format.render(item, &self.context()))
@@ -380,6 +407,20 @@ impl TerminalReporter {
             log.line_bytes(&log.format.render_raw(item, &self.context()));
         }
     }
+}
+
+/// An item's name as rsync's `-v` lines show it: escaped for the terminal, `.` for the top,
+/// a `/` after a directory.
+fn shown_name(item: &Item) -> Vec<u8> {
+    let mut name = if item.path.is_empty() {
+        b".".to_vec()
+    } else {
+        escape_name_bytes(&item.path)
+    };
+    if item.kind == Kind::Dir {
+        name.push(b'/');
+    }
+    name
 }
 
 fn percent(done: u64, size: u64) -> u64 {
@@ -422,13 +463,13 @@ impl Reporter for TerminalReporter {
             (_, Some(p)) if screen.open.as_ref() == Some(&item.path) => {
                 // Its name line is already above its progress line.
                 screen.open = None;
-                self.write_out(&mut screen, &p);
+                self.write_out(&mut screen, p.as_bytes());
             }
             (Some(n), p) => {
-                let text = format!("{n}\n{}", p.unwrap_or_default());
+                let text = [&n[..], b"\n", p.unwrap_or_default().as_bytes()].concat();
                 self.write_out(&mut screen, &text);
             }
-            (None, Some(p)) => self.write_out(&mut screen, &p),
+            (None, Some(p)) => self.write_out(&mut screen, p.as_bytes()),
             (None, None) => {}
         }
     }
@@ -471,7 +512,7 @@ impl Reporter for TerminalReporter {
         }
     }
 
-    fn skipped(&self, message: &str) {
+    fn skip_note(&self, message: &str) {
         if !self.cfg.quiet && !self.cfg.json && self.cfg.skip > 0 {
             self.say(message);
         }
@@ -486,6 +527,34 @@ impl Reporter for TerminalReporter {
             self.json_line(&json::message("notice", message));
         } else {
             self.say(message);
+        }
+    }
+
+    fn source_removed(&self, path: &RelPath) {
+        if self.cfg.removals && !self.cfg.quiet && !self.cfg.json {
+            self.say(&format!("sender removed {}", escape_name(path)));
+        }
+    }
+
+    fn skipped(&self, why: Skipped, path: &RelPath) {
+        // As rsync: stdout, no prefix. A skipped directory is told unless -q, and logged
+        // even then; a non-regular file only at NONREG level 1 (not with -q).
+        let (head, tail, shown): (&[u8], &[u8], bool) = match why {
+            Skipped::Directory => (b"skipping directory ", b"", !self.cfg.quiet),
+            Skipped::NonRegular if !self.cfg.nonreg => return,
+            Skipped::NonRegular => (b"skipping non-regular file \"", b"\"", true),
+        };
+        let name: &[u8] = if path.is_empty() { b"." } else { path };
+        if let Some(log) = &self.log {
+            log.line_bytes(&[head, &escape_controls(name), tail].concat());
+        }
+        if self.cfg.json {
+            if why == Skipped::NonRegular {
+                let text = format!("skipping non-regular file \"{}\"", escape_name(name));
+                self.json_line(&json::message("warning", &text));
+            }
+        } else if shown {
+            self.say_bytes(&[head, &escape_name_bytes(name), tail].concat());
         }
     }
 
@@ -568,17 +637,13 @@ impl Progress for TerminalReporter {
             progress_rate(rate),
             progress_time(eta)
         );
-        let mut text = String::new();
         if screen.open.as_ref() != Some(path) {
-            if let Some(h) = screen.running.get(path).and_then(|r| r.header.clone()) {
-                text = format!("{h}\n");
-            }
+            let header = screen.running.get(path).and_then(|r| r.header.clone());
+            let text = header.map(|h| [&h[..], b"\n"].concat()).unwrap_or_default();
             self.write_out(&mut screen, &text);
-            text.clear();
         }
-        text.push_str(&line);
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
+        let mut out = self.out();
+        let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
         screen.open = Some(path.clone());
     }

@@ -1,4 +1,5 @@
-//! Reads a size the way rsync 3's option parser does (`--max-size`, `--min-size`, `--bwlimit`).
+//! Reads a size the way rsync 3's option parser does (`--max-size`, `--min-size`, `--bwlimit`,
+//! `--max-alloc`).
 //!
 //! The grammar, from rsync's man page and behaviour: a decimal number (a fraction allowed),
 //! then an optional unit `B`, `K`, `M`, `G`, `T` or `P` in either case (powers of 1024; `KB`
@@ -83,9 +84,28 @@ pub fn parse_size(rule: SizeRule, text: &[u8]) -> Result<u64, String> {
         } else {
             ""
         };
-        return Err(fail(&format!("too small (min: {}{unlimited})", rule.min)));
+        let min = shown_size(rule.min);
+        return Err(fail(&format!("too small (min: {min}{unlimited})")));
     }
     Ok(size)
+}
+
+/// A limit as rsync shows it in its size messages: plain below 1024, else with two decimals
+/// and a 1024-based unit (`1.00M`).
+fn shown_size(n: u64) -> String {
+    if n < 1024 {
+        return n.to_string();
+    }
+    let mut value = n as f64;
+    let mut unit = 'B';
+    for u in ['K', 'M', 'G', 'T', 'P'] {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.2}{unit}")
 }
 
 /// The number C's `atof` finds at the start of `text`: a sign, digits, a fraction; 0 when
@@ -240,6 +260,13 @@ mod tests {
             parse_size(MAX_SIZE, b"1\xff"),
             Err("--max-size=1\\#377 is invalid".to_string())
         );
+    }
+
+    #[test]
+    fn minimums_are_shown_as_rsync_shows_them() {
+        assert_eq!(shown_size(512), "512");
+        assert_eq!(shown_size(1 << 20), "1.00M");
+        assert_eq!(shown_size(1536), "1.50K");
     }
 
     #[test]

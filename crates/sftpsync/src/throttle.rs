@@ -91,6 +91,11 @@ impl FileWriter for ThrottledWriter {
     async fn skip(&mut self, len: u64) -> TreeResult<()> {
         self.inner.skip(len).await
     }
+    async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+        // Where the side makes a hole nothing crosses the link; where it writes the zeros,
+        // the throttle is not asked, which errs on the side of sending faster.
+        self.inner.write_zeros(len).await
+    }
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         self.inner.finish(meta).await
     }
@@ -237,9 +242,8 @@ impl Tree for ThrottledTree {
     }
 }
 
-/// rsync's `--bwlimit` value: a number (fractions allowed) in KiB/s unless a suffix says
-/// otherwise (`B`, `K`, `M`, `G`, `T`, `P`; `KB` and the like count in 1000s, `KiB` in
-/// 1024s), optionally adjusted by `+1` or `-1` bytes. `Ok(None)` is 0: no limit.
+/// rsync's `--bwlimit` value: a size (see [`crate::size_arg`]) in KiB/s unless a unit
+/// says otherwise, at least 512 bytes/s. `Ok(None)` is 0: no limit.
 pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
     let rule = SizeRule {
         name: "bwlimit",
@@ -275,8 +279,15 @@ mod tests {
         assert_eq!(ok("512b"), Some(512));
         assert_eq!(ok("1m-1"), Some((1 << 20) - 1));
         assert_eq!(ok("1k+1"), Some(1025));
+        // As in rsync, a missing number is 0.
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("k"), None);
+        assert_eq!(ok("."), None);
         for (bad, why) in [
             ("1x", "is invalid"),
+            ("-", "is invalid"),
+            ("+1", "is invalid"),
+            ("9000p", "is too large"),
             ("0.1", "is too small"),
             ("100b", "is too small"),
             ("511b", "is too small"),

@@ -2,10 +2,11 @@
 //! backup name, beside it (NAME + suffix) or in a backup directory.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::path::{join, parent, RelPath};
-use crate::tree::{ErrorKind, Kind, Tree, TreeResult};
+use crate::path::{file_name, join, parent, RelPath};
+use crate::tree::{ErrorKind, FileWriter, Kind, Meta, SetMeta, Tree, TreeResult};
 
 /// Where backups go.
 pub struct Backup {
@@ -18,6 +19,8 @@ pub struct Backup {
     pub suffix: Vec<u8>,
     /// Directories of the backup tree known to exist, so each is looked for once.
     made: Mutex<HashSet<RelPath>>,
+    /// Numbers the temp names of backup copies.
+    copies: AtomicU64,
 }
 
 impl Backup {
@@ -27,6 +30,7 @@ impl Backup {
             tree,
             suffix,
             made: Mutex::new(HashSet::new()),
+            copies: AtomicU64::new(0),
         }
     }
 
@@ -68,6 +72,63 @@ impl Backup {
         dest.rename_replace(path, &target).await
     }
 
+    /// Keeps a copy of the file at `path` of `dest`, whose attributes are `meta`, under its
+    /// backup name, for a file about to be rewritten where it is (`--inplace`, `--append`):
+    /// a hard link or a rename would hand the backup the very bytes about to change. The
+    /// copy is made where the file is when the tree can (`copy-data` on a server), else its
+    /// bytes are read and written back; it is made under a temp name and renamed, so a
+    /// backup is whole or absent.
+    pub async fn keep_copy(&self, dest: &dyn Tree, path: &RelPath, meta: &Meta) -> TreeResult<()> {
+        let target = self.name(path);
+        let tree: &dyn Tree = self.tree.as_deref().unwrap_or(dest);
+        self.make_parents(tree, &target).await?;
+        let n = self.copies.fetch_add(1, Ordering::Relaxed);
+        let name = file_name(&target);
+        let mut temp_name = b".".to_vec();
+        temp_name.extend_from_slice(&name[..name.len().min(200)]);
+        temp_name.extend_from_slice(format!(".backup{n}").as_bytes());
+        let temp = join(parent(&target), &temp_name);
+        let attrs = SetMeta {
+            mode: Some(meta.mode & 0o7777),
+            mtime: Some(meta.mtime),
+            ..SetMeta::default()
+        };
+        let made = if self.tree.is_none() && dest.copies_ranges() {
+            let mut writer = dest.create_file_based_on(&temp, 0o600, path).await?;
+            let copied = writer.copy_from_base(0, meta.size).await;
+            finish(writer, copied, &attrs).await
+        } else {
+            let mut reader = dest.open_read(path, 0, meta.size).await?;
+            let mut writer = tree.create_file(&temp, 0o600, meta.size).await?;
+            let mut copied = Ok(());
+            loop {
+                match reader.next_chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(e) = writer.write(chunk).await {
+                            copied = Err(e);
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        copied = Err(e);
+                        break;
+                    }
+                }
+            }
+            let _ = reader.close().await;
+            finish(writer, copied, &attrs).await
+        };
+        let placed = match made {
+            Ok(()) => tree.rename_replace(&temp, &target).await,
+            Err(e) => Err(e),
+        };
+        if placed.is_err() {
+            let _ = tree.remove_file(&temp).await;
+        }
+        placed
+    }
+
     /// Makes the missing directories above `target` (its root too, for a tree of its own).
     async fn make_parents(&self, tree: &dyn Tree, target: &[u8]) -> TreeResult<()> {
         let mut missing = Vec::new();
@@ -103,6 +164,21 @@ impl Backup {
             self.made.lock().unwrap().insert(d);
         }
         Ok(())
+    }
+}
+
+/// Completes a writer whose bytes went in as `copied` says, or abandons it.
+async fn finish(
+    writer: Box<dyn FileWriter>,
+    copied: TreeResult<()>,
+    attrs: &SetMeta,
+) -> TreeResult<()> {
+    match copied {
+        Ok(()) => writer.finish(attrs).await,
+        Err(e) => {
+            writer.abandon().await;
+            Err(e)
+        }
     }
 }
 

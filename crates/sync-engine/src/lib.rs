@@ -56,6 +56,7 @@ pub mod backup;
 pub mod delta_index;
 pub mod filter;
 pub mod link_dest;
+pub mod listing;
 pub mod local;
 pub mod mtime;
 pub mod options;
@@ -73,13 +74,14 @@ pub mod validate;
 pub use backup::Backup;
 pub use delta_index::RemoteIndex;
 pub use filter::FilterRules;
-pub use link_dest::LinkDest;
+pub use link_dest::{AltDest, LinkDest};
+pub use listing::{ListOutcome, ListSink, Listed};
 pub use local::LocalTree;
-pub use options::{AppendMode, DeleteWhen, MissingArgs, SyncOptions};
+pub use options::{AppendMode, DeleteWhen, MissingArgs, RemoveSource, SyncOptions};
 pub use remote::{ChannelPool, ServerQuirks, SftpTree};
-pub use report::{CollectingReporter, Item, Progress, Reporter, Stats, UpdateType};
+pub use report::{CollectingReporter, Item, Progress, Reporter, Skipped, Stats, UpdateType};
 pub use simple::DEFAULT_TASKS_PER_LANE;
-pub use sync::{run, SourceContent, SourceRoot, SyncJob, SyncOutcome};
+pub use sync::{run, top_entry, SourceContent, SourceRoot, SyncJob, SyncOutcome, TopEntry};
 pub use task::hash_file;
 pub use tree::{
     BlockHashes, ErrorKind, HashAlgorithm, HashRange, Kind, Meta, SetMeta, Side, Tree, TreeError,

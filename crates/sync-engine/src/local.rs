@@ -33,6 +33,11 @@ pub struct LocalTree {
     /// A source read with `-L`/`--copy-unsafe-links`: paths are resolved through symlinks,
     /// which is what the user asked for. Never a destination.
     follow_links: bool,
+    /// `--open-noatime`: files are read without moving their access time, where the kernel
+    /// lets us (O_NOATIME needs the file's owner or CAP_FOWNER; others are read as usual).
+    open_noatime: bool,
+    /// `--preallocate`: each new file's expected size is allocated before it is written.
+    preallocate: bool,
 }
 
 impl LocalTree {
@@ -40,6 +45,8 @@ impl LocalTree {
         LocalTree {
             root: Arc::new(Root::new(root.into(), true)),
             follow_links: false,
+            open_noatime: false,
+            preallocate: false,
         }
     }
 
@@ -50,6 +57,8 @@ impl LocalTree {
         LocalTree {
             root: Arc::new(Root::new(root.into(), false)),
             follow_links: false,
+            open_noatime: false,
+            preallocate: false,
         }
     }
 
@@ -57,6 +66,18 @@ impl LocalTree {
     /// follow symlinks in every path component. Only for sources, which are never written.
     pub fn following_links(mut self, follow: bool) -> LocalTree {
         self.follow_links = follow;
+        self
+    }
+
+    /// Reads files without changing their access times where allowed (`--open-noatime`).
+    pub fn opening_noatime(mut self, noatime: bool) -> LocalTree {
+        self.open_noatime = noatime;
+        self
+    }
+
+    /// Allocates the space of each new file before writing it (`--preallocate`).
+    pub fn preallocating(mut self, preallocate: bool) -> LocalTree {
+        self.preallocate = preallocate;
         self
     }
 
@@ -119,17 +140,15 @@ fn meta_from_stat(st: &rustix::fs::Stat) -> Meta {
     let kind = kind_of(FileType::from_raw_mode(st.st_mode as _));
     Meta {
         kind,
-        size: if kind == Kind::File || kind == Kind::Symlink {
-            st.st_size as u64
-        } else {
-            0
-        },
+        size: listed_size(kind, st.st_size as u64),
         mtime: st.st_mtime as i64,
+        atime: st.st_atime as i64,
         mode: st.st_mode as u32 & 0o7777,
         uid: Some(st.st_uid as u32),
         gid: Some(st.st_gid as u32),
         dev_ino: Some((st.st_dev as u64, st.st_ino as u64)),
         nlink: st.st_nlink as u64,
+        file_type: st.st_mode as u32 & S_IFMT,
     }
 }
 
@@ -151,17 +170,28 @@ fn meta_from_std(m: &fs::Metadata) -> Meta {
     };
     Meta {
         kind,
-        size: if kind == Kind::File || kind == Kind::Symlink {
-            m.len()
-        } else {
-            0
-        },
+        size: listed_size(kind, m.len()),
         mtime: m.mtime(),
+        atime: m.atime(),
         mode: m.mode() & 0o7777,
         uid: Some(m.uid()),
         gid: Some(m.gid()),
         dev_ino: Some((m.dev(), m.ino())),
         nlink: m.nlink(),
+        file_type: m.mode() & S_IFMT,
+    }
+}
+
+/// The file-type bits of a mode.
+const S_IFMT: u32 = 0o170000;
+
+/// The size an entry is shown with, as rsync takes it from `lstat`: a directory's too (what
+/// its filesystem says), but none for devices and special files, whose `st_size` means
+/// nothing.
+fn listed_size(kind: Kind, st_size: u64) -> u64 {
+    match kind {
+        Kind::File | Kind::Symlink | Kind::Dir => st_size,
+        _ => 0,
     }
 }
 
@@ -182,15 +212,24 @@ pub(crate) async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
 
 /// Only the mtime: atime is left as it is.
 fn mtime_only(mtime: i64) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
+    times(None, Some(mtime))
+}
+
+/// Whole-second times for utimensat; `None` leaves that one as it is.
+fn times(atime: Option<i64>, mtime: Option<i64>) -> Timestamps {
+    let spec = |t: Option<i64>| match t {
+        Some(t) => Timespec {
+            tv_sec: t as _,
+            tv_nsec: 0,
+        },
+        None => Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        last_modification: Timespec {
-            tv_sec: mtime as _,
-            tv_nsec: 0,
-        },
+    };
+    Timestamps {
+        last_access: spec(atime),
+        last_modification: spec(mtime),
     }
 }
 
@@ -236,8 +275,9 @@ fn apply_meta_at(
         root.chmod_nofollow(dir, name, mode & 0o7777)
             .map_err(|e| ("chmod", e))?;
     }
-    if let Some(mtime) = meta.mtime {
-        rustix::fs::utimensat(dir, name, &mtime_only(mtime), AtFlags::SYMLINK_NOFOLLOW)
+    if meta.mtime.is_some() || meta.atime.is_some() {
+        let t = times(meta.atime, meta.mtime);
+        rustix::fs::utimensat(dir, name, &t, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| ("set times of", e.into()))?;
     }
     Ok(())
@@ -253,8 +293,9 @@ fn apply_meta_fd(fd: BorrowedFd<'_>, meta: &SetMeta) -> Result<(), (&'static str
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| ("chmod", e.into()))?;
     }
-    if let Some(mtime) = meta.mtime {
-        rustix::fs::futimens(fd, &mtime_only(mtime)).map_err(|e| ("set times of", e.into()))?;
+    if meta.mtime.is_some() || meta.atime.is_some() {
+        rustix::fs::futimens(fd, &times(meta.atime, meta.mtime))
+            .map_err(|e| ("set times of", e.into()))?;
     }
     Ok(())
 }
@@ -276,8 +317,9 @@ fn apply_meta_root(root: &Root, meta: &SetMeta) -> Result<(), (&'static str, std
         rustix::fs::chmod(path, Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| ("chmod", e.into()))?;
     }
-    if let Some(mtime) = meta.mtime {
-        rustix::fs::utimensat(rustix::fs::CWD, path, &mtime_only(mtime), AtFlags::empty())
+    if meta.mtime.is_some() || meta.atime.is_some() {
+        let t = times(meta.atime, meta.mtime);
+        rustix::fs::utimensat(rustix::fs::CWD, path, &t, AtFlags::empty())
             .map_err(|e| ("set times of", e.into()))?;
     }
     Ok(())
@@ -356,15 +398,19 @@ fn read_dir_following(full: &Path, rel: &RelPath) -> TreeResult<Vec<DirEntry>> {
     Ok(out)
 }
 
-/// Opens a regular file below the root for reading, never through a symlink.
-fn open_read_at(root: &Root, rel: &[u8]) -> std::io::Result<fs::File> {
+/// Opens a regular file below the root for reading, never through a symlink; with `noatime`,
+/// without changing its access time where the kernel allows it.
+fn open_read_at(root: &Root, rel: &[u8], noatime: bool) -> std::io::Result<fs::File> {
     let (dir, name) = root.parent(rel)?;
-    let fd = rustix::fs::openat(
-        &dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match noatime {
+        true => match rustix::fs::openat(&dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            // Only the owner (or CAP_FOWNER) may: anyone else's file is still read.
+            Err(rustix::io::Errno::PERM) => rustix::fs::openat(&dir, name, flags, Mode::empty()),
+            r => r,
+        },
+        false => rustix::fs::openat(&dir, name, flags, Mode::empty()),
+    }?;
     Ok(fs::File::from(fd))
 }
 
@@ -448,12 +494,24 @@ impl Tree for LocalTree {
         let root = self.root.clone();
         let rel = path.clone();
         let (follow, full) = (self.follow_links, self.full(path));
+        let noatime = self.open_noatime;
         // One trip to the blocking pool opens the file and, for a small one, reads all of it.
         blocking(move || {
             let file = if follow {
-                fs::File::open(&full)
+                let mut options = fs::OpenOptions::new();
+                options.read(true);
+                if noatime {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.custom_flags(OFlags::NOATIME.bits() as i32);
+                }
+                options.open(&full).or_else(|e| match e.raw_os_error() {
+                    Some(code) if noatime && code == rustix::io::Errno::PERM.raw_os_error() => {
+                        fs::File::open(&full)
+                    }
+                    _ => Err(e),
+                })
             } else {
-                open_read_at(&root, &rel)
+                open_read_at(&root, &rel, noatime)
             }
             .map_err(|e| error("open", &rel, e))?;
             if offset > 0 {
@@ -488,11 +546,15 @@ impl Tree for LocalTree {
         expected_size: u64,
     ) -> TreeResult<Box<dyn FileWriter>> {
         let mut writer = LocalWriter::new(self, path, mode, None);
+        if self.preallocate {
+            writer.allocate = expected_size;
+        }
+        let allocate = writer.allocate;
         // A small file is created, written, stamped and synced in one trip to the blocking
         // pool at `finish`; a big one is created now and written as it comes.
         if expected_size > WRITE_BUFFER as u64 {
             let (root, rel) = (writer.root.clone(), writer.path.clone());
-            writer.file = Some(blocking(move || create_new(&root, mode, &rel)).await?);
+            writer.file = Some(blocking(move || create_new(&root, mode, &rel, allocate)).await?);
         }
         Ok(Box::new(writer))
     }
@@ -550,9 +612,9 @@ impl Tree for LocalTree {
     }
 
     async fn read_range(&self, path: &RelPath, offset: u64, len: u32) -> TreeResult<Bytes> {
-        let (root, rel) = (self.root.clone(), path.clone());
+        let (root, rel, noatime) = (self.root.clone(), path.clone(), self.open_noatime);
         blocking(move || {
-            let file = open_read_at(&root, &rel).map_err(|e| error("open", &rel, e))?;
+            let file = open_read_at(&root, &rel, noatime).map_err(|e| error("open", &rel, e))?;
             let mut buf = vec![0u8; len as usize];
             let mut filled = 0;
             while filled < buf.len() {
@@ -714,8 +776,9 @@ impl Tree for LocalTree {
     ) -> TreeResult<Box<dyn FileWriter>> {
         let (root, rel, base_rel) = (self.root.clone(), path.clone(), base.clone());
         let (file, base) = blocking(move || {
-            let base = open_read_at(&root, &base_rel).map_err(|e| error("open", &base_rel, e))?;
-            Ok((create_new(&root, mode, &rel)?, Arc::new(base)))
+            let base =
+                open_read_at(&root, &base_rel, false).map_err(|e| error("open", &base_rel, e))?;
+            Ok((create_new(&root, mode, &rel, 0)?, Arc::new(base)))
         })
         .await?;
         Ok(Box::new(LocalWriter {
@@ -841,6 +904,8 @@ fn copy_across(
             let meta = SetMeta {
                 mode: Some(st.st_mode as u32 & 0o7777),
                 mtime: Some(st.st_mtime as i64),
+                atime: None,
+                times_now: None,
                 // Only root may give a file away; anyone else keeps it as their own.
                 uid: rustix::process::geteuid()
                     .is_root()
@@ -866,7 +931,10 @@ fn copy_across(
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// Creates `rel`, which must not exist: O_EXCL also refuses a symlink in its place.
-fn create_new(root: &Root, mode: u32, rel: &RelPath) -> TreeResult<Arc<fs::File>> {
+/// `allocate` bytes are reserved for it (`--preallocate`), which makes it that long until
+/// the writer's `finish` cuts it where the writing ended (as rsync does: holes punched in
+/// space allocated past the end of a file would not free it).
+fn create_new(root: &Root, mode: u32, rel: &RelPath, allocate: u64) -> TreeResult<Arc<fs::File>> {
     let (dir, name) = root.parent(rel).map_err(|e| error("create", rel, e))?;
     let fd: OwnedFd = rustix::fs::openat(
         &dir,
@@ -875,7 +943,41 @@ fn create_new(root: &Root, mode: u32, rel: &RelPath) -> TreeResult<Arc<fs::File>
         Mode::from_raw_mode(mode & 0o777),
     )
     .map_err(|e| error("create", rel, e.into()))?;
+    if allocate > 0 {
+        // A file system that cannot allocate ahead (tmpfs before 2.6.x, some FUSE ones) still
+        // takes the data: as rsync, only real failures count.
+        match rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, allocate) {
+            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(error("preallocate", rel, e.into())),
+        }
+    }
     Ok(Arc::new(fs::File::from(fd)))
+}
+
+/// Makes the `len` bytes after the file position zeros without writing them: a hole punched
+/// where the file has (or may have) blocks there, a seek past them where it ends before.
+fn zeros_at_position(file: &fs::File, len: u64, punch: bool) -> std::io::Result<()> {
+    use std::io::Seek;
+    let at = (&*file).stream_position()?;
+    if punch && len > 0 {
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        if let Err(e) = rustix::fs::fallocate(file, flags, at, len) {
+            if e != rustix::io::Errno::OPNOTSUPP {
+                return Err(e.into());
+            }
+            // No holes here: real zeros, then.
+            use std::os::unix::fs::FileExt;
+            let zeros = vec![0u8; len.min(1 << 20) as usize];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at + done)?;
+                done += n as u64;
+            }
+        }
+    }
+    (&*file).seek(std::io::SeekFrom::Start(at + len))?;
+    Ok(())
 }
 
 fn write_all(file: &fs::File, chunks: &[Bytes], rel: &RelPath) -> TreeResult<()> {
@@ -955,6 +1057,10 @@ struct LocalWriter {
     in_place: bool,
     /// The old version that `copy_from_base` copies ranges of (`create_file_based_on`).
     base: Option<Arc<fs::File>>,
+    /// Bytes to allocate when the file is created (`--preallocate`), 0 for none.
+    allocate: u64,
+    /// `write_zeros` left a hole: the file is cut (or extended) to the end at `finish`.
+    holes: bool,
 }
 
 impl LocalWriter {
@@ -969,6 +1075,8 @@ impl LocalWriter {
             buffered_len: 0,
             in_place: false,
             base: None,
+            allocate: 0,
+            holes: false,
         }
     }
 }
@@ -983,16 +1091,17 @@ impl FileWriter for LocalWriter {
         }
         let chunks = std::mem::take(&mut self.buffered);
         self.buffered_len = 0;
-        let (root, rel, mode, file) = (
+        let (root, rel, mode, file, allocate) = (
             self.root.clone(),
             self.path.clone(),
             self.mode,
             self.file.clone(),
+            self.allocate,
         );
         let file = blocking(move || {
             let file = match file {
                 Some(f) => f,
-                None => create_new(&root, mode, &rel)?,
+                None => create_new(&root, mode, &rel, allocate)?,
             };
             write_all(&file, &chunks, &rel)?;
             Ok(file)
@@ -1040,6 +1149,32 @@ impl FileWriter for LocalWriter {
         .await
     }
 
+    async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+        let (chunks, rel) = (std::mem::take(&mut self.buffered), self.path.clone());
+        self.buffered_len = 0;
+        let (root, mode, file, allocate) = (
+            self.root.clone(),
+            self.mode,
+            self.file.clone(),
+            self.allocate,
+        );
+        // Blocks are there to be punched out in a file rewritten in place or allocated ahead.
+        let punch = self.in_place || allocate > 0;
+        let file = blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => create_new(&root, mode, &rel, allocate)?,
+            };
+            write_all(&file, &chunks, &rel)?;
+            zeros_at_position(&file, len, punch).map_err(|e| error("seek", &rel, e))?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        self.holes = true;
+        Ok(())
+    }
+
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()> {
         let LocalWriter {
             root,
@@ -1048,16 +1183,18 @@ impl FileWriter for LocalWriter {
             file,
             buffered,
             in_place,
+            allocate,
+            holes,
             ..
         } = *self;
         let meta = meta.clone();
         blocking(move || {
             let file = match file {
                 Some(f) => f,
-                None => create_new(&root, mode, &path)?,
+                None => create_new(&root, mode, &path, allocate)?,
             };
             write_all(&file, &buffered, &path)?;
-            if in_place {
+            if in_place || holes || allocate > 0 {
                 use std::io::Seek;
                 let end = (&*file)
                     .stream_position()

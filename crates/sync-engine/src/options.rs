@@ -38,8 +38,22 @@ pub enum MissingArgs {
     /// `--ignore-missing-args`: nothing at all.
     Ignore,
     /// `--delete-missing-args`: the destination's entry of that name is deleted, a directory
-    /// with its contents only when `--delete` is on.
+    /// with its contents only when `--delete` or `--force` is on.
     Delete,
+}
+
+/// rsync's `--remove-source-files` and `--remove-sent-files`: which source entries go once
+/// the receiver has them. Directories never do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RemoveSource {
+    #[default]
+    Off,
+    /// `--remove-source-files`: every file and symlink the receiver ends up holding, whether
+    /// it was sent now or found up to date (rsync 3's rule).
+    Synced,
+    /// `--remove-sent-files` (rsync's older option): only files whose data was sent in this
+    /// run, and symlinks made in it.
+    Sent,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,7 +68,20 @@ pub struct SyncOptions {
     /// `--safe-links`: symlinks that lead outside the tree are not created.
     pub safe_links: bool,
     pub perms: bool,
+    /// `-E`: without `perms`, a regular file's execute bits follow the source's (rsync's
+    /// rule: turned off when the source has none, turned on where read is allowed when the
+    /// receiver's file has none); with `perms` it adds nothing.
+    pub executability: bool,
     pub times: bool,
+    /// `-U`: regular files and symlinks get the source's access time (not directories,
+    /// as in rsync).
+    pub atimes: bool,
+    /// `-S`: runs of zeros in what is written become holes (skipped, not written).
+    pub sparse: bool,
+    /// `-O`: with `times`, directories keep the mtime they have on the receiver.
+    pub omit_dir_times: bool,
+    /// `-J`: with `times`, symlinks keep the mtime they have on the receiver.
+    pub omit_link_times: bool,
     pub owner: bool,
     pub group: bool,
     pub devices: bool,
@@ -63,6 +90,12 @@ pub struct SyncOptions {
     pub dry_run: bool,
     pub delete: bool,
     pub delete_when: DeleteWhen,
+    /// `--force`: a non-empty directory in the way of a file or symlink is deleted with its
+    /// contents. `delete` implies it, as in rsync 3; without either such a directory stays
+    /// and the entry fails.
+    pub force: bool,
+    /// `--remove-source-files` / `--remove-sent-files`.
+    pub remove_source: RemoveSource,
     pub ignore_errors: bool,
     pub max_delete: Option<u64>,
     pub checksum: bool,
@@ -73,6 +106,10 @@ pub struct SyncOptions {
     /// directory, made when needed and removed when empty again. An absolute DIR is one
     /// directory on the receiving side for every file (`SyncJob::partial_dir_tree`).
     pub partial_dir: Option<Vec<u8>>,
+    /// `--delay-updates`: each updated file is finished in the partial directory (`partial_dir`,
+    /// which the caller sets to `.~tmp~` when the user gave none, with `partial`) and renamed
+    /// into place only once every file is written.
+    pub delay_updates: bool,
     /// `--append`/`--append-verify`; the caller sets `inplace` with it, as rsync does.
     pub append: AppendMode,
     /// `--trust-index` (ours): `-c` takes a remote file's hash from the delta index when its
@@ -119,5 +156,27 @@ impl SyncOptions {
         let whole_first = self.prune_empty_dirs
             || (self.delete && matches!(self.delete_when, DeleteWhen::Before | DeleteWhen::After));
         self.recursive && !whole_first
+    }
+
+    /// Whether directories get the source's mtime (`-t` without `-O`).
+    pub fn dir_times(&self) -> bool {
+        self.times && !self.omit_dir_times
+    }
+
+    /// Whether symlinks get the source's mtime (`-t` without `-J`).
+    pub fn link_times(&self) -> bool {
+        self.times && !self.omit_link_times
+    }
+
+    /// Whether sources the receiver is found to have already are removed (rsync 3's
+    /// `--remove-source-files`; a dry run included, so that it shows what the run would do).
+    pub fn removes_up_to_date(&self) -> bool {
+        self.remove_source == RemoveSource::Synced
+    }
+
+    /// Whether a non-empty directory in the way of a non-directory is deleted (`--force`, or
+    /// any `--delete`, as in rsync 3).
+    pub fn force_delete(&self) -> bool {
+        self.force || self.delete
     }
 }

@@ -269,6 +269,9 @@ pub struct SftpTree {
     warnings: Arc<dyn Fn(String) + Send + Sync>,
     /// Refuse to replace a file where the server cannot rename over it atomically.
     atomic_replace_only: bool,
+    /// `--sparse`: new files get holes where runs of zeros are, by writing past them, on a
+    /// server that takes writes out of order.
+    sparse: bool,
 }
 
 impl SftpTree {
@@ -291,7 +294,20 @@ impl SftpTree {
             quirks,
             warnings,
             atomic_replace_only: false,
+            sparse: false,
         }
+    }
+
+    /// Leaves runs of zeros in new files as holes (`--sparse`), where the server allows.
+    pub fn sparse(mut self, sparse: bool) -> SftpTree {
+        self.sparse = sparse;
+        self
+    }
+
+    /// Whether a new file near `path` may be written past runs of zeros (`--sparse` on a
+    /// server that takes writes out of order).
+    async fn makes_holes(&self, path: &RelPath) -> bool {
+        self.sparse && !self.writes_in_order_only(path).await
     }
 
     /// A writer for `path` through `handles` (the first is where it was opened), starting at
@@ -331,6 +347,8 @@ impl SftpTree {
             base,
             in_place: false,
             rewrite: None,
+            holes_allowed: false,
+            holes: false,
         })
     }
 
@@ -666,18 +684,37 @@ pub(crate) fn meta_from_attrs(a: &Attrs) -> Meta {
         kind,
         size: a.size.unwrap_or(0),
         mtime: a.mtime().map(i64::from).unwrap_or(0),
+        atime: a.atime_mtime.map_or(0, |(at, _)| i64::from(at)),
         mode: a.permissions.unwrap_or(0) & 0o7777,
         uid: a.uid_gid.map(|(u, _)| u),
         gid: a.uid_gid.map(|(_, g)| g),
         dev_ino: None,
         nlink: 1,
+        file_type: a.permissions.unwrap_or(0) & 0o170000,
     }
+}
+
+/// SFTP v3 sets atime and mtime together: the one not to change goes as it is now, where
+/// the caller knows it, else as the current time (what a file just written has).
+fn wire_times(meta: &SetMeta) -> Option<(u32, u32)> {
+    if meta.mtime.is_none() && meta.atime.is_none() {
+        return None;
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    let (atime_now, mtime_now) = meta.times_now.unzip();
+    let atime = meta.atime.or(atime_now).unwrap_or_else(now);
+    let mtime = meta.mtime.or(mtime_now).unwrap_or_else(now);
+    Some((wire_mtime(atime), wire_mtime(mtime)))
 }
 
 fn attrs_for(meta: &SetMeta, with_owner: bool) -> Attrs {
     Attrs {
         permissions: meta.mode,
-        atime_mtime: meta.mtime.map(|m| (wire_mtime(m), wire_mtime(m))),
+        atime_mtime: wire_times(meta),
         uid_gid: match (with_owner, meta.uid, meta.gid) {
             (true, Some(u), Some(g)) => Some((u, g)),
             _ => None,
@@ -901,7 +938,9 @@ impl Tree for SftpTree {
                 .into_iter()
                 .filter_map(Result::ok),
         );
-        Ok(self.writer(path, full, handles, 0, None))
+        let mut writer = self.sftp_writer(path, full, handles, 0, None);
+        writer.holes_allowed = self.makes_holes(path).await;
+        Ok(writer)
     }
 
     async fn create_file_based_on(
@@ -972,7 +1011,9 @@ impl Tree for SftpTree {
             }
         }
         let handles = vec![WriteHandle::new(client, handle, room)];
-        Ok(self.writer(path, full, handles, 0, Some(base_handle)))
+        let mut writer = self.sftp_writer(path, full, handles, 0, Some(base_handle));
+        writer.holes_allowed = self.makes_holes(path).await;
+        Ok(writer)
     }
 
     fn copies_ranges(&self) -> bool {
@@ -1510,9 +1551,10 @@ impl SftpWriter {
                 .await;
             return Err(e);
         }
-        if self.in_place {
+        if self.in_place || self.holes {
             // Old bytes past the new end must go; a server that will not cut the file leaves
-            // it wrong, which must not pass for success.
+            // it wrong, which must not pass for success. A hole at the end of a new file is
+            // made the same way: the file is extended to where the writing ended.
             let cut = Attrs {
                 size: Some(self.offset),
                 ..Default::default()
@@ -1765,6 +1807,10 @@ struct SftpWriter {
     /// Written to a temp file in place of the target, for a server that takes writes only
     /// in order (`SftpTree::rewrite_writer`).
     rewrite: Option<Rewrite>,
+    /// A new file that `write_zeros` may leave holes in, by writing past them.
+    holes_allowed: bool,
+    /// It did: the file's size is set at `finish`.
+    holes: bool,
 }
 
 struct Rewrite {
@@ -1799,6 +1845,23 @@ impl FileWriter for SftpWriter {
         }
         self.flush_pending().await?;
         self.offset += len;
+        Ok(())
+    }
+
+    async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+        // SFTP v3 cannot punch holes: in a file rewritten in place the zeros are written.
+        if !self.holes_allowed || self.in_place || self.rewrite.is_some() {
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(self.write_size as u64);
+                self.write(Bytes::from(vec![0u8; n as usize])).await?;
+                left -= n;
+            }
+            return Ok(());
+        }
+        self.flush_pending().await?;
+        self.offset += len;
+        self.holes = true;
         Ok(())
     }
 
@@ -2031,12 +2094,29 @@ mod tests {
             let a = attrs_for(
                 &SetMeta {
                     mtime: Some(t),
+                    atime: Some(t),
                     ..Default::default()
                 },
                 false,
             );
             assert_eq!(a.atime_mtime, Some((wire, wire)), "mtime {t}");
         }
+    }
+
+    #[test]
+    fn the_time_not_changed_goes_as_it_is_now() {
+        let meta = |atime, mtime, times_now| SetMeta {
+            atime,
+            mtime,
+            times_now,
+            ..Default::default()
+        };
+        assert_eq!(wire_times(&meta(None, None, Some((1, 2)))), None);
+        assert_eq!(wire_times(&meta(None, Some(7), Some((5, 6)))), Some((5, 7)));
+        assert_eq!(wire_times(&meta(Some(8), None, Some((5, 6)))), Some((8, 6)));
+        // Unknown: a file just written was touched now, not at its new mtime.
+        let (atime, _) = wire_times(&meta(None, Some(7), None)).unwrap();
+        assert!(atime > 1_700_000_000);
     }
 
     #[test]

@@ -35,10 +35,17 @@ pub struct Item {
     pub perms: bool,
     pub owner: bool,
     pub group: bool,
+    /// The access time changes (`-U`).
+    pub atime: bool,
     /// Symlink target, for `-> target` in output.
     pub link_target: Option<Vec<u8>>,
     /// For hard links: the path linked to.
     pub hard_link_to: Option<RelPath>,
+    /// Made from its twin in a `--link-dest`/`--copy-dest`/`--compare-dest` directory:
+    /// how (`HardLink` for a link, `LocalChange` for a copy or a directory made). The item
+    /// itself stays `NoUpdate`, so it counts as a change only for what differs from the
+    /// twin, but shows this letter where an unchanged entry shows `.`.
+    pub alt_dest_update: Option<UpdateType>,
     /// Bytes of file content moved for this item.
     pub transferred: u64,
     /// Bytes of the file found on the receiver instead of being moved (a delta's matches).
@@ -64,8 +71,10 @@ impl Item {
             perms: false,
             owner: false,
             group: false,
+            atime: false,
             link_target: None,
             hard_link_to: None,
+            alt_dest_update: None,
             transferred: 0,
             matched: 0,
             meta: None,
@@ -90,6 +99,7 @@ impl Item {
             || self.perms
             || self.owner
             || self.group
+            || self.atime
     }
 
     /// The 11-character `YXcstpoguax` string.
@@ -102,7 +112,12 @@ impl Item {
             UpdateType::Received => '>',
             UpdateType::LocalChange => 'c',
             UpdateType::HardLink => 'h',
-            UpdateType::NoUpdate | UpdateType::Deleting => '.',
+            UpdateType::NoUpdate => match self.alt_dest_update {
+                Some(UpdateType::HardLink) => 'h',
+                Some(UpdateType::LocalChange) => 'c',
+                _ => '.',
+            },
+            UpdateType::Deleting => '.',
         };
         let x = match self.kind {
             Kind::File => 'f',
@@ -121,12 +136,13 @@ impl Item {
             flag(self.time, 't')
         };
         let attrs = format!(
-            "{}{}{t}{}{}{}...",
+            "{}{}{t}{}{}{}{}..",
             flag(self.checksum, 'c'),
             flag(self.size, 's'),
             flag(self.perms, 'p'),
             flag(self.owner, 'o'),
             flag(self.group, 'g'),
+            flag(self.atime, 'u'),
         );
         // As rsync's log.c: an item that was not transferred and has nothing to show gets
         // blanks, so `-ii`'s unchanged entries stand out from attribute-only changes.
@@ -224,6 +240,16 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
+/// Why [`Reporter::skipped`] left an entry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// A directory, with neither `-r` nor `-d`: rsync's "skipping directory NAME".
+    Directory,
+    /// A symlink without `-l`, a device without `-D` or a special file without
+    /// `--specials`: rsync's "skipping non-regular file "NAME"".
+    NonRegular,
+}
+
 /// Receives what the engine does, as it happens. The engine itself never prints.
 pub trait Reporter: Send + Sync {
     /// A change was made (or would be, in a dry run), or an unchanged item was checked.
@@ -237,9 +263,17 @@ pub trait Reporter: Send + Sync {
     fn info(&self, _message: &str) {}
     /// A note shown only with -v, like rsync's "ignoring unsafe symlink".
     fn verbose_info(&self, _message: &str) {}
+    /// A source entry was removed once the receiver had it (`--remove-source-files`); `path`
+    /// is where it was in its source tree. rsync says "sender removed NAME" at `-vv`.
+    fn source_removed(&self, _path: &RelPath) {}
+
+    /// An entry left out because the options do not send its kind; rsync names it at its
+    /// default verbosity. `path` is empty for the directory of a `dir/` source.
+    fn skipped(&self, _why: Skipped, _path: &RelPath) {}
+
     /// Why a file was passed over (`--max-size`, `--existing`...), for rsync's `--info=skip`
     /// (on from -vv).
-    fn skipped(&self, _message: &str) {}
+    fn skip_note(&self, _message: &str) {}
     /// A note rsync prints unless -q, such as "cannot delete non-empty directory: NAME".
     fn notice(&self, _message: &str) {}
     /// Whether regular files found up to date are told to [`Reporter::item`] too, for
@@ -272,6 +306,7 @@ pub struct CollectingReporter {
     pub items: std::sync::Mutex<Vec<Item>>,
     pub errors: std::sync::Mutex<Vec<String>>,
     pub warnings: std::sync::Mutex<Vec<String>>,
+    pub skipped: std::sync::Mutex<Vec<(Skipped, RelPath)>>,
 }
 
 impl Reporter for CollectingReporter {
@@ -283,6 +318,9 @@ impl Reporter for CollectingReporter {
     }
     fn warning(&self, message: &str) {
         self.warnings.lock().unwrap().push(message.to_string());
+    }
+    fn skipped(&self, why: Skipped, path: &RelPath) {
+        self.skipped.lock().unwrap().push((why, path.clone()));
     }
 }
 

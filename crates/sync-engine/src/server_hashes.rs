@@ -188,6 +188,7 @@ pub(crate) async fn build(
     v: &Versions<'_>,
     plan: &Plan,
     writer: &mut dyn FileWriter,
+    sparse: bool,
 ) -> Result<(), BuildError> {
     // Over owned ranges, not borrowed pieces: a closure taking a reference here makes the
     // caller's future fail to be Send (rust-lang/rust#102211).
@@ -214,7 +215,11 @@ pub(crate) async fn build(
                 .await
                 .map_err(BuildError::Dest)?;
         }
-        writer.write(data).await.map_err(BuildError::Dest)?;
+        let written = match sparse {
+            true => crate::task::write_sparse(writer, data).await,
+            false => writer.write(data).await,
+        };
+        written.map_err(BuildError::Dest)?;
         at = piece.offset + piece.len;
     }
     if at < v.size {

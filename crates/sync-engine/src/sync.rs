@@ -12,15 +12,15 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use crate::backup::Backup;
 use crate::delta_index::RemoteIndex;
 use crate::filter::FilterRules;
-use crate::link_dest::{LinkDest, Linked};
+use crate::link_dest::{AltDest, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
 use crate::options::{DeleteWhen, MissingArgs, SyncOptions};
 use crate::path::{display_path, join, parent, unsafe_symlink, RelPath};
 use crate::prune::{self, PruneScan};
-use crate::report::{Item, Progress, Reporter, Stats, UpdateType};
+use crate::report::{Item, Progress, Reporter, Skipped, Stats, UpdateType};
 use crate::task::{
-    modes_differ, partial_file_name, sort_rsync_by, Fatal, Gate, KeptPartial, Report, Resend,
-    Shared, SourceEntry, Worker,
+    modes_differ, partial_file_name, sort_rsync_by, Delayed, Fatal, Gate, KeptPartial, Report,
+    Resend, Shared, SourceEntry, Synced, Worker,
 };
 use crate::tree::{DirEntry, ErrorKind, Kind, Meta, SetMeta, Side, Tree, TreeError, TreeResult};
 use crate::validate::validate_listing;
@@ -83,6 +83,15 @@ enum Told {
     Notice(String),
 }
 
+impl Told {
+    fn item(&self) -> Option<&Item> {
+        match self {
+            Told::Item(item) => Some(item),
+            Told::Notice(_) => None,
+        }
+    }
+}
+
 /// One source argument: a tree rooted at the directory that holds what is sent.
 pub struct SourceRoot {
     pub tree: Arc<dyn Tree>,
@@ -93,9 +102,14 @@ pub struct SourceRoot {
 pub struct SyncJob {
     pub sources: Vec<SourceRoot>,
     pub dest: Arc<dyn Tree>,
-    /// A single non-directory source copied under a new name: the destination tree is rooted at
-    /// the parent directory and the entry is written under this name.
+    /// The one non-directory entry the sources send (all named ones, the others left out),
+    /// copied under a new name: the destination tree is rooted at the parent directory and
+    /// the entry is written under this name.
     pub dest_file_name: Option<Vec<u8>>,
+    /// The destination was named as a directory (with a trailing `/`): a missing one is
+    /// made even when nothing goes into it. Otherwise, as rsync, it is made only for
+    /// something to put in it.
+    pub dest_is_dir: bool,
     /// Entries worked on at once (copies, links, deletions) per lane of the busiest side
     /// (`Tree::lanes`); each keeps its own requests in flight, so this is what hides round
     /// trips.
@@ -107,6 +121,9 @@ pub struct SyncJob {
     /// (and, when remote, on its session). Partial files live there under their base names
     /// and are renamed into the destination from there.
     pub partial_dir_tree: Option<Arc<dyn Tree>>,
+    /// `-T DIR`: a tree rooted at DIR on the destination's side (and session). New versions
+    /// are written there under temp names and renamed into the destination from there.
+    pub temp_dir_tree: Option<Arc<dyn Tree>>,
     /// Told how far the run has got while it runs, for progress displays.
     pub progress: Option<Arc<dyn Progress>>,
     /// `--backup`: where replaced and deleted destination entries are kept.
@@ -130,6 +147,34 @@ pub struct SyncOutcome {
     /// The run could not go on at all: the connection died, or the destination could not be
     /// set up. Carries the error; the caller maps it to 10/11/12.
     pub fatal: Option<TreeError>,
+}
+
+/// What one finished task has to tell, kept until the tasks started before it have told
+/// theirs.
+struct Held {
+    /// Items and notices, in the order they are told.
+    told: Vec<Told>,
+    /// Source entries removed (`--remove-source-files`), told after the items.
+    removed_sources: Vec<RelPath>,
+}
+
+impl Held {
+    /// `notices` are placed before the item at their index.
+    fn new(items: Vec<Item>, notices: Vec<(usize, String)>, removed_sources: Vec<RelPath>) -> Self {
+        let mut told = Vec::with_capacity(items.len() + notices.len());
+        let mut notices = notices.into_iter().peekable();
+        for (i, item) in items.into_iter().enumerate() {
+            while let Some((_, n)) = notices.next_if(|(at, _)| *at <= i) {
+                told.push(Told::Notice(n));
+            }
+            told.push(Told::Item(item));
+        }
+        told.extend(notices.map(|(_, n)| Told::Notice(n)));
+        Held {
+            told,
+            removed_sources,
+        }
+    }
 }
 
 /// Directories whose listings are fetched ahead of the walk.
@@ -165,15 +210,15 @@ struct DirFix {
 struct LinkJob {
     first: RelPath,
     dest_path: RelPath,
-    meta: Meta,
+    src: SourceEntry,
     existing: Option<Meta>,
 }
 
 /// Both sides' listings of one directory.
-struct Listing {
-    source: TreeResult<Vec<DirEntry>>,
+pub(crate) struct Listing {
+    pub(crate) source: TreeResult<Vec<DirEntry>>,
     /// Source symlinks that were to be followed but lead nowhere; dropped from `source`.
-    dangling: Vec<TreeError>,
+    pub(crate) dangling: Vec<TreeError>,
     /// `None` when the destination directory does not exist yet.
     dest: Option<TreeResult<Vec<DirEntry>>>,
 }
@@ -284,7 +329,7 @@ async fn follow_links(
 
 /// The metadata to use for a symlink at `path`: its referent's when it is to be followed,
 /// `None` when it stays a link.
-async fn referent(
+pub(crate) async fn referent(
     tree: &dyn Tree,
     path: &RelPath,
     listed_size: Option<u64>,
@@ -307,17 +352,58 @@ async fn referent(
     }
 }
 
-/// A directory the walk will enter, maybe already being listed.
-struct Upcoming {
-    path: RelPath,
-    source: Arc<dyn Tree>,
-    dest: Option<Arc<dyn Tree>>,
+/// An entry named on the command line (`SRC` without a trailing slash), followed when it
+/// is a symlink to be followed.
+pub(crate) async fn top_entry_meta(
+    tree: &dyn Tree,
+    name: &RelPath,
     follow: FollowLinks,
-    started: Option<JoinHandle<Listing>>,
+) -> TreeResult<Option<Meta>> {
+    match tree.lstat(name).await? {
+        Some(m) if m.kind == Kind::Symlink && follow != FollowLinks::None => Ok(Some(
+            referent(tree, name, Some(m.size), follow)
+                .await?
+                .unwrap_or(m),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// What becomes of an entry named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopEntry {
+    Sent,
+    /// Left out by the filter rules, silently.
+    Excluded,
+    /// A directory with neither `-r` nor `-d`: left out with rsync's "skipping directory".
+    SkippedDir,
+}
+
+/// Judges a name given on the command line as rsync's file list does: the filter rules
+/// apply to it like to any name, as `name` (the last component of the operand, the top of
+/// the transfer), and only what they keep is then skipped for being a directory. Only the
+/// rules given on the command line count: no per-directory file is read above it.
+pub fn top_entry(opts: &SyncOptions, name: &[u8], is_dir: bool) -> TopEntry {
+    if opts.filters.excluded_on_sender(name, is_dir) {
+        TopEntry::Excluded
+    } else if is_dir && !opts.recursive && !opts.dirs {
+        TopEntry::SkippedDir
+    } else {
+        TopEntry::Sent
+    }
+}
+
+/// A directory the walk will enter, maybe already being listed.
+pub(crate) struct Upcoming {
+    pub(crate) path: RelPath,
+    pub(crate) source: Arc<dyn Tree>,
+    pub(crate) dest: Option<Arc<dyn Tree>>,
+    pub(crate) follow: FollowLinks,
+    pub(crate) started: Option<JoinHandle<Listing>>,
 }
 
 impl Upcoming {
-    async fn listing(self) -> Listing {
+    pub(crate) async fn listing(self) -> Listing {
         match self.started {
             Some(handle) => match handle.await {
                 Ok(listing) => listing,
@@ -335,13 +421,13 @@ impl Upcoming {
 /// Lists directories ahead of the walk, in the order the walk will visit them, so that round
 /// trips overlap. At most `LISTINGS_AHEAD` are held at once, which bounds memory.
 #[derive(Default)]
-struct Prefetch {
+pub(crate) struct Prefetch {
     upcoming: VecDeque<Upcoming>,
 }
 
 impl Prefetch {
     /// The subdirectories of the directory being walked come next, before anything queued.
-    fn announce(&mut self, dirs: Vec<Upcoming>) {
+    pub(crate) fn announce(&mut self, dirs: Vec<Upcoming>) {
         for d in dirs.into_iter().rev() {
             self.upcoming.push_front(d);
         }
@@ -358,7 +444,7 @@ impl Prefetch {
     }
 
     /// The next directory of the walk; always the front, since the walk is depth first.
-    fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
+    pub(crate) fn take(&mut self, path: &RelPath) -> Option<Upcoming> {
         let u = if self.upcoming.front().is_some_and(|u| &u.path == path) {
             self.upcoming.pop_front()
         } else {
@@ -380,7 +466,7 @@ struct Run<'a> {
     /// gets a number, and finished ones wait in `held` until those before them are printed.
     next_seq: u64,
     next_to_print: u64,
-    held: BTreeMap<u64, Vec<Told>>,
+    held: BTreeMap<u64, Held>,
     tasks_per_lane: usize,
     prefetch: Prefetch,
     dir_fixes: Vec<DirFix>,
@@ -391,15 +477,14 @@ struct Run<'a> {
     links: Vec<LinkJob>,
     /// `--append-verify` files to send again after the walk.
     resends: Vec<Resend>,
+    /// `--delay-updates` files waiting to be renamed into place after every copy.
+    delayed: Vec<Delayed>,
     /// Extraneous destination entries, deleted once the whole source has been read without
     /// error: a source that could not be listed completely must never cause a deletion.
     /// Each with the receiver's rules that protect what is inside it.
     pending_deletions: Vec<(RelPath, Meta, Arc<FilterRules>)>,
     /// The `--delete-before` pass: the walk only lists and finds what to delete.
     scan_only: bool,
-    /// Some source is a directory's contents (`src/`), so the destination's top level is sent
-    /// whole and its extraneous entries may go; with named sources only, rsync leaves it be.
-    root_sent_whole: bool,
     /// The rules before any per-directory filter file is read.
     base_filters: Arc<FilterRules>,
     /// Rules for the entries of directories whose per-directory files were read, while the
@@ -446,6 +531,7 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         job.progress.clone(),
     );
     shared.backup = job.backup.clone();
+    shared.temp_tree = job.temp_dir_tree.clone();
     let mut run = Run {
         job,
         sh: Arc::new(shared),
@@ -462,9 +548,9 @@ pub async fn run(job: &SyncJob, opts: &SyncOptions, reporter: &dyn Reporter) -> 
         hard_links: HashMap::new(),
         links: Vec::new(),
         resends: Vec::new(),
+        delayed: Vec::new(),
         pending_deletions: Vec::new(),
         scan_only: false,
-        root_sent_whole: false,
         base_filters: Arc::new(opts.filters.clone()),
         dir_filters: HashMap::new(),
         dest_dir_filters: HashMap::new(),
@@ -541,13 +627,24 @@ impl<'a> Run<'a> {
             .await?;
         }
         self.drain().await?;
+        // --delay-updates: every file written, now all go into place in quick succession.
+        for delayed in std::mem::take(&mut self.delayed) {
+            let sh = self.sh.clone();
+            self.spawn(async move {
+                let mut w = Worker::new(sh);
+                let r = w.put_in_place(delayed).await;
+                w.finish(r)
+            })
+            .await?;
+        }
+        self.drain().await?;
         // Links need their first name in place, so they wait for every copy.
         for link in std::mem::take(&mut self.links) {
             let sh = self.sh.clone();
             self.spawn(async move {
                 let mut w = Worker::new(sh);
                 let r = w
-                    .hard_link(link.first, link.dest_path, link.meta, link.existing)
+                    .hard_link(link.first, link.dest_path, link.src, link.existing)
                     .await;
                 w.finish(r)
             })
@@ -562,7 +659,10 @@ impl<'a> Run<'a> {
     /// Folds a finished task's report into the outcome. `seq` places its items in the
     /// output; `None` prints them at once.
     fn absorb(&mut self, seq: Option<u64>, report: Report) -> Result<(), Fatal> {
-        self.release(seq, report.items, report.notices);
+        self.release(
+            seq,
+            Held::new(report.items, report.notices, report.removed_sources),
+        );
         for w in &report.warnings {
             self.reporter.warning(w);
         }
@@ -578,6 +678,7 @@ impl<'a> Run<'a> {
         self.outcome.deletions_skipped += report.deletions_skipped;
         self.outcome.stats += report.stats;
         self.resends.extend(report.resends);
+        self.delayed.extend(report.delayed);
         match report.fatal {
             Some(e) => Err(Fatal(e)),
             None => Ok(()),
@@ -586,8 +687,8 @@ impl<'a> Run<'a> {
 
     /// Remembers which directories the items touched and prints them in walk order, each
     /// notice before the item at its position.
-    fn release(&mut self, seq: Option<u64>, items: Vec<Item>, notices: Vec<(usize, String)>) {
-        for item in &items {
+    fn release(&mut self, seq: Option<u64>, held: Held) {
+        for item in held.told.iter().filter_map(Told::item) {
             let adds_or_removes = item.created
                 || matches!(
                     item.update,
@@ -598,30 +699,24 @@ impl<'a> Run<'a> {
                 self.touched_dirs.insert(parent(&item.path).to_vec());
             }
         }
-        let mut told = Vec::with_capacity(items.len() + notices.len());
-        let mut notices = notices.into_iter().peekable();
-        for (i, item) in items.into_iter().enumerate() {
-            while let Some((_, n)) = notices.next_if(|(at, _)| *at <= i) {
-                told.push(Told::Notice(n));
-            }
-            told.push(Told::Item(item));
-        }
-        told.extend(notices.map(|(_, n)| Told::Notice(n)));
         match seq {
             Some(seq) if seq >= self.next_to_print => {
-                self.held.insert(seq, told);
+                self.held.insert(seq, held);
                 self.print_held(MAX_HELD);
             }
-            _ => self.tell(told),
+            _ => self.tell(held),
         }
     }
 
-    fn tell(&self, told: Vec<Told>) {
-        for t in told {
+    fn tell(&self, held: Held) {
+        for t in &held.told {
             match t {
-                Told::Item(item) => self.reporter.item(&item),
-                Told::Notice(n) => self.reporter.notice(&n),
+                Told::Item(item) => self.reporter.item(item),
+                Told::Notice(n) => self.reporter.notice(n),
             }
+        }
+        for path in &held.removed_sources {
+            self.reporter.source_removed(path);
         }
     }
 
@@ -637,8 +732,8 @@ impl<'a> Run<'a> {
             if seq != self.next_to_print && !over_limit {
                 return;
             }
-            let told = entry.remove();
-            self.tell(told);
+            let held = entry.remove();
+            self.tell(held);
             self.next_to_print = seq + 1;
         }
     }
@@ -647,7 +742,7 @@ impl<'a> Run<'a> {
     fn walker_item(&mut self, item: Item) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.release(Some(seq), vec![item], Vec::new());
+        self.release(Some(seq), Held::new(vec![item], Vec::new(), Vec::new()));
     }
 
     fn joined(&mut self, r: Result<(u64, Report), JoinError>) -> Result<(), Fatal> {
@@ -757,11 +852,38 @@ impl<'a> Run<'a> {
             }
             return self.top_single_file(name).await;
         }
-        // The root's listing is asked for at once, in case the root turns out to exist: one
-        // round trip less before the first comparison.
+        // The root's listing and metadata are asked for at once, in case the root turns out
+        // to exist: one round trip less before the first comparison.
         let dest = self.job.dest.clone();
         let root_listing = tokio::spawn(async move { dest.read_dir(&Vec::new()).await });
-        let root_meta = match self.dest().lstat(&Vec::new()).await {
+        let dest = self.job.dest.clone();
+        let root_stat = tokio::spawn(async move { dest.lstat(&Vec::new()).await });
+
+        // Gather the top level from every source, in argument order, as rsync's sender
+        // builds its file list before the receiver looks at the destination.
+        let mut children = Vec::new();
+        let mut root_source: Option<(usize, Meta)> = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
+        let gathered = self
+            .gather_top(
+                &mut children,
+                &mut root_source,
+                &mut planned,
+                &mut whole_sources,
+            )
+            .await;
+        if let Err(e) = gathered {
+            root_listing.abort();
+            root_stat.abort();
+            return Err(e);
+        }
+
+        let side = self.dest().side();
+        let root_meta = match root_stat
+            .await
+            .unwrap_or_else(|e| Err(listing_task_failed(side, Vec::new(), e)))
+        {
             Ok(m) => m,
             Err(e) => {
                 root_listing.abort();
@@ -786,6 +908,15 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
             None => {
+                // As rsync: a missing destination is made when something goes into it, or
+                // when it was named as a directory; with nothing to send and no trailing
+                // slash there is nothing to make.
+                let sends =
+                    root_source.is_some() || !children.is_empty() || !planned.children.is_empty();
+                if !sends && !self.job.dest_is_dir {
+                    root_listing.abort();
+                    return Ok(());
+                }
                 if !self.opts().dry_run {
                     if let Err(e) = self.dest().mkdir(&Vec::new(), 0o755).await {
                         return Err(Fatal(self.at_dest_root(e)));
@@ -797,107 +928,6 @@ impl<'a> Run<'a> {
             }
         }
 
-        // Gather the top level from every source, in argument order.
-        let mut children = Vec::new();
-        let mut root_source: Option<(usize, Meta)> = None;
-        let mut planned = Planned::default();
-        let mut whole_sources = false;
-        for (i, src) in self.job.sources.iter().enumerate() {
-            if let SourceContent::Relative { path, contents } = &src.content {
-                planned.add(i, path, *contents);
-                continue;
-            }
-            whole_sources = true;
-            match &src.content {
-                SourceContent::Contents => {
-                    // Listed along with the lstat, for the same reason as the destination.
-                    let root = Vec::new();
-                    let follow = FollowLinks::from_options(self.opts());
-                    let (meta, (listed, dangling)) = futures::join!(
-                        src.tree.lstat(&root),
-                        list_source(&*src.tree, &root, follow)
-                    );
-                    for e in dangling {
-                        self.source_error(e)?;
-                    }
-                    match meta {
-                        Ok(Some(m)) if m.kind == Kind::Dir => {
-                            if root_source.is_none() {
-                                root_source = Some((i, m));
-                            }
-                        }
-                        Ok(Some(_)) => {
-                            // `file/` names a file: rsync sends the file itself.
-                        }
-                        Ok(None) => {
-                            let root = src.tree.describe().into_bytes();
-                            self.source_error(not_found("link_stat", src.tree.side(), &root))?;
-                            continue;
-                        }
-                        Err(e) => {
-                            self.source_error(e)?;
-                            continue;
-                        }
-                    }
-                    if !self.opts().recursive {
-                        if !self.scan_only {
-                            self.reporter.info("skipping directory .");
-                        }
-                        continue;
-                    }
-                    self.enter_dir_filters(Some(i), &Vec::new(), Some(&listed))
-                        .await?;
-                    if let Some(list) = self.accept_source(i, &Vec::new(), listed)? {
-                        children.extend(list);
-                    }
-                }
-                SourceContent::Named(name) => match self.top_entry_meta(i, name).await {
-                    Ok(Some(meta)) => {
-                        // Named sources are filtered like every other name, as in rsync.
-                        let is_dir = meta.kind == Kind::Dir;
-                        if is_dir && !self.opts().recursive {
-                            // Said while the sources are read, in their order, as rsync does.
-                            if !self.scan_only {
-                                self.reporter
-                                    .info(&format!("skipping directory {}", display_path(name)));
-                            }
-                        } else if !self
-                            .filters_at(&Vec::new())
-                            .excluded_on_sender(name, is_dir)
-                        {
-                            children.push(Child {
-                                name: name.clone(),
-                                meta,
-                                source: i,
-                                missing: false,
-                            });
-                        }
-                    }
-                    Ok(None) => match self.opts().missing_args {
-                        // Not an I/O error in rsync's sense: deletions still happen.
-                        MissingArgs::Error => {
-                            let shown = operand_path(&*src.tree, name);
-                            self.fail(not_found("link_stat", src.tree.side(), &shown))?
-                        }
-                        MissingArgs::Ignore => {}
-                        MissingArgs::Delete => {
-                            if !self.filters_at(&Vec::new()).excluded_on_sender(name, false) {
-                                children.push(Child {
-                                    name: name.clone(),
-                                    meta: missing_meta(),
-                                    source: i,
-                                    missing: true,
-                                });
-                            }
-                        }
-                    },
-                    Err(e) => self.source_error(e)?,
-                },
-                SourceContent::Relative { .. } => {}
-            }
-        }
-
-        self.root_sent_whole = root_source.is_some();
         if self.opts().prune_empty_dirs {
             let opts = self.opts();
             let mut twice =
@@ -917,6 +947,11 @@ impl<'a> Run<'a> {
             }
             self.listed_twice = Arc::new(twice);
         }
+
+        // As rsync, only a directory whose contents are sent has its extraneous entries
+        // deleted: the destination itself only when a source is `dir/` (or `.`), not when
+        // sources are only named entries inside it.
+        let deletes_here = root_source.is_some();
         if let (Some((_, meta)), false) = (root_source, self.scan_only) {
             self.dir_entry(
                 &Vec::new(),
@@ -953,8 +988,14 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         }
-        self.contents(Vec::new(), children, dest_entries, Gate::open())
-            .await
+        self.contents(
+            Vec::new(),
+            children,
+            dest_entries,
+            deletes_here,
+            Gate::open(),
+        )
+        .await
     }
 
     /// Entries sent by path: each named one as `contents` would treat it, and the
@@ -1025,8 +1066,7 @@ impl<'a> Run<'a> {
                 }
                 if node.explicit && !self.opts().dirs && node.children.is_empty() {
                     if !self.scan_only {
-                        self.reporter
-                            .info(&format!("skipping directory {}", display_path(&path)));
+                        self.reporter.skipped(Skipped::Directory, &path);
                     }
                     continue;
                 }
@@ -1066,7 +1106,7 @@ impl<'a> Run<'a> {
                 return Ok(None);
             }
             let mut w = self.worker();
-            let r = w.remove_for_replace(path, m).await;
+            let r = w.remove_for_replace(path, m, Kind::Dir).await;
             let removed = matches!(r, Ok(true));
             self.absorb(None, w.finish(r.map(|_| ())))?;
             if !removed {
@@ -1131,7 +1171,7 @@ impl<'a> Run<'a> {
                 }
                 let m = m.clone();
                 let mut w = self.worker();
-                let r = w.remove_for_replace(&path, &m).await;
+                let r = w.remove_for_replace(&path, &m, Kind::Dir).await;
                 let removed = matches!(r, Ok(true));
                 self.absorb(None, w.finish(r.map(|_| ())))?;
                 if !removed {
@@ -1172,11 +1212,45 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let dest_entries = self.accept_dest(&path, listing.dest)?;
-        self.contents(path, list, dest_entries, sub_gate).await
+        self.contents(path, list, dest_entries, true, sub_gate)
+            .await
+    }
+
+    /// A directory sent without its contents (`-d` without `-r`): made, or its attributes
+    /// updated, and an entry of another kind in its place replaced.
+    async fn dir_only(
+        &mut self,
+        child: &Child,
+        path: &RelPath,
+        existing: Option<Meta>,
+        gate: &Gate,
+    ) -> Result<(), Fatal> {
+        if self.scan_only {
+            return Ok(());
+        }
+        match &existing {
+            Some(m) if m.kind != Kind::Dir => {
+                let m = m.clone();
+                let mut w = self.worker();
+                let r = w.remove_for_replace(path, &m, Kind::Dir).await;
+                let removed = matches!(r, Ok(true));
+                self.absorb(None, w.finish(r.map(|_| ())))?;
+                if !removed {
+                    return Ok(());
+                }
+            }
+            None if self.opts().existing => return Ok(()),
+            _ => {}
+        }
+        let existing_dir = existing.filter(|m| m.kind == Kind::Dir);
+        self.dir_entry(path, &child.meta, existing_dir.as_ref(), false, gate)
+            .await?;
+        Ok(())
     }
 
     /// A directory's own entries without going deeper (a `--files-from` line ending in `/`
-    /// without `-r`): files as usual, directories made but not entered.
+    /// without `-r`): files as usual, directories made but not entered. Its contents are
+    /// sent, so with `--delete` what the source lacks goes, as in rsync.
     async fn one_level(
         &mut self,
         source: usize,
@@ -1184,7 +1258,9 @@ impl<'a> Run<'a> {
         dest_entries: &HashMap<Vec<u8>, Meta>,
         gate: &Gate,
     ) -> Result<(), Fatal> {
-        if self.scan_only {
+        let when = self.opts().delete_when;
+        let deletes = self.opts().delete && (when != DeleteWhen::Before || self.scan_only);
+        if self.scan_only && !deletes {
             return Ok(());
         }
         let follow = FollowLinks::from_options(self.opts());
@@ -1204,6 +1280,15 @@ impl<'a> Run<'a> {
             children.retain(|c| c.meta.kind != Kind::Dir || scan.kept_as_is(&join(dir, &c.name)));
         }
         sort_rsync(&mut children);
+        if deletes {
+            self.delete_extraneous(dir, &children, dest_entries);
+            if when == DeleteWhen::During {
+                self.delete_pending().await?;
+            }
+        }
+        if self.scan_only {
+            return Ok(());
+        }
         for child in children {
             let path = join(dir, &child.name);
             let existing = dest_entries.get(&child.name).cloned();
@@ -1290,8 +1375,7 @@ impl<'a> Run<'a> {
 
     /// `--delete-missing-args`: removes the destination's entry for a source name that does
     /// not exist, as rsync deletes an entry it was sent as missing: a directory with its
-    /// contents only under `--delete` (rsync's `--force` is not supported), else only when
-    /// it is empty.
+    /// contents only under `--delete` or `--force`, else only when it is empty.
     async fn delete_missing(
         &mut self,
         path: &RelPath,
@@ -1307,7 +1391,7 @@ impl<'a> Run<'a> {
         {
             return Ok(());
         }
-        if meta.kind == Kind::Dir && !self.opts().delete {
+        if meta.kind == Kind::Dir && !self.opts().force_delete() {
             match self.dest().read_dir(path).await {
                 Ok(entries) if entries.is_empty() => {}
                 Ok(_) => {
@@ -1315,7 +1399,10 @@ impl<'a> Run<'a> {
                     self.next_seq += 1;
                     let notice =
                         format!("cannot delete non-empty directory: {}", display_path(path));
-                    self.release(Some(seq), Vec::new(), vec![(0, notice)]);
+                    self.release(
+                        Some(seq),
+                        Held::new(Vec::new(), vec![(0, notice)], Vec::new()),
+                    );
                     return Ok(());
                 }
                 Err(e) if e.is_not_found() => return Ok(()),
@@ -1453,7 +1540,7 @@ impl<'a> Run<'a> {
 
     /// `--existing` passes over a directory the receiver lacks, and what is in it.
     fn not_creating_dir(&self, path: &[u8]) {
-        self.reporter.skipped(&format!(
+        self.reporter.skip_note(&format!(
             "not creating new directory \"{}\"",
             display_path(path)
         ));
@@ -1617,57 +1704,148 @@ impl<'a> Run<'a> {
         e
     }
 
-    /// A source named on the command line, followed if it is a symlink to be followed.
-    async fn top_entry_meta(&self, source: usize, name: &RelPath) -> TreeResult<Option<Meta>> {
-        let tree = &*self.job.sources[source].tree;
-        match tree.lstat(name).await? {
-            Some(m) if m.kind == Kind::Symlink => {
-                let follow = FollowLinks::from_options(self.opts());
-                if follow == FollowLinks::None {
-                    return Ok(Some(m));
-                }
-                Ok(Some(
-                    referent(tree, name, Some(m.size), follow)
-                        .await?
-                        .unwrap_or(m),
-                ))
-            }
-            other => Ok(other),
-        }
+    /// An entry of a source named by path, followed if it is a symlink to be followed.
+    async fn top_entry_meta(&self, source: usize, path: &RelPath) -> TreeResult<Option<Meta>> {
+        let follow = FollowLinks::from_options(self.opts());
+        top_entry_meta(&*self.job.sources[source].tree, path, follow).await
     }
 
+    /// The top level of every source, in argument order: the entries of `dir/` sources and
+    /// the named ones rsync's file list keeps (into `children`), the first `dir/` source's
+    /// root (`root_source`), and the paths sent by `-R`/`--files-from` (`planned`).
+    /// `whole_sources`: some source is not sent by path.
+    async fn gather_top(
+        &mut self,
+        children: &mut Vec<Child>,
+        root_source: &mut Option<(usize, Meta)>,
+        planned: &mut Planned,
+        whole_sources: &mut bool,
+    ) -> Result<(), Fatal> {
+        let follow = FollowLinks::from_options(self.opts());
+        for (i, src) in self.job.sources.iter().enumerate() {
+            if let SourceContent::Relative { path, contents } = &src.content {
+                planned.add(i, path, *contents);
+                continue;
+            }
+            *whole_sources = true;
+            match &src.content {
+                SourceContent::Contents => {
+                    // Listed along with the lstat, for the same reason as the destination.
+                    let root = Vec::new();
+                    let (meta, (listed, dangling)) = futures::join!(
+                        src.tree.lstat(&root),
+                        list_source(&*src.tree, &root, follow)
+                    );
+                    for e in dangling {
+                        self.source_error(e)?;
+                    }
+                    let meta = match meta {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            let root = src.tree.describe().into_bytes();
+                            self.source_error(not_found("link_stat", src.tree.side(), &root))?;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.source_error(e)?;
+                            continue;
+                        }
+                    };
+                    // The `.` of a `dir/` source is not subject to the filter rules.
+                    if !self.opts().recursive && !self.opts().dirs {
+                        if !self.scan_only {
+                            self.reporter.skipped(Skipped::Directory, &root);
+                        }
+                        continue;
+                    }
+                    // (`file/` names a file: rsync sends the file itself.)
+                    if meta.kind == Kind::Dir && root_source.is_none() {
+                        *root_source = Some((i, meta));
+                    }
+                    self.enter_dir_filters(Some(i), &root, Some(&listed))
+                        .await?;
+                    if let Some(list) = self.accept_source(i, &root, listed)? {
+                        children.extend(list);
+                    }
+                }
+                SourceContent::Named(name) => {
+                    let meta = match top_entry_meta(&*src.tree, name, follow).await {
+                        Ok(Some(meta)) => meta,
+                        Ok(None) => {
+                            match self.opts().missing_args {
+                                // Not an I/O error in rsync's sense: deletions still happen.
+                                MissingArgs::Error => {
+                                    let shown = operand_path(&*src.tree, name);
+                                    self.fail(not_found("link_stat", src.tree.side(), &shown))?
+                                }
+                                MissingArgs::Ignore => {}
+                                MissingArgs::Delete => {
+                                    if top_entry(self.opts(), name, false) != TopEntry::Excluded {
+                                        children.push(Child {
+                                            name: name.clone(),
+                                            meta: missing_meta(),
+                                            source: i,
+                                            missing: true,
+                                        });
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            self.source_error(e)?;
+                            continue;
+                        }
+                    };
+                    match top_entry(self.opts(), name, meta.kind == Kind::Dir) {
+                        TopEntry::Sent => children.push(Child {
+                            name: name.clone(),
+                            meta,
+                            source: i,
+                            missing: false,
+                        }),
+                        TopEntry::Excluded => {}
+                        TopEntry::SkippedDir => {
+                            if !self.scan_only {
+                                self.reporter.skipped(Skipped::Directory, name);
+                            }
+                        }
+                    }
+                }
+                SourceContent::Relative { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One file copied under a new name: the one entry the sources send (rsync's rule is on
+    /// its file list, so others may have been named and left out by the filters, skipped as
+    /// directories or found missing, which is reported).
     async fn top_single_file(&mut self, dest_name: Vec<u8>) -> Result<(), Fatal> {
-        let src = &self.job.sources[0];
-        let SourceContent::Named(name) = &src.content else {
+        let mut children = Vec::new();
+        let mut root_source = None;
+        let mut planned = Planned::default();
+        let mut whole_sources = false;
+        self.gather_top(
+            &mut children,
+            &mut root_source,
+            &mut planned,
+            &mut whole_sources,
+        )
+        .await?;
+        // The run was planned for one file; a directory that has come since is not sent.
+        let Some(child) = children.into_iter().find(|c| c.meta.kind != Kind::Dir) else {
             return Ok(());
         };
-        let found = self.top_entry_meta(0, name).await;
         let dest_meta = match self.dest().lstat(&dest_name).await {
             Ok(m) => m,
             Err(e) => return self.fail(e),
         };
-        let meta = match found {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return match self.opts().missing_args {
-                    MissingArgs::Error => {
-                        let shown = operand_path(&*src.tree, name);
-                        self.fail(not_found("link_stat", src.tree.side(), &shown))
-                    }
-                    MissingArgs::Ignore => Ok(()),
-                    // As rsync: the one name in the list is the destination's.
-                    MissingArgs::Delete => self.delete_missing(&dest_name, dest_meta).await,
-                };
-            }
-            Err(e) => return self.source_error(e),
-        };
-        let child = Child {
-            name: name.clone(),
-            meta,
-            source: 0,
-            missing: false,
-        };
-        let src_path = name.clone();
+        if child.missing {
+            // As rsync: the one name in the list is the destination's.
+            return self.delete_missing(&dest_name, dest_meta).await;
+        }
+        let src_path = child.name.clone();
         let kept = KeptPartial::Unknown;
         self.non_dir(&child, src_path, dest_name, dest_meta, kept, &Gate::open())
             .await
@@ -1738,11 +1916,14 @@ impl<'a> Run<'a> {
 
     /// Handles the contents of one directory (the directory itself is done by the caller).
     /// Entries are handed to tasks that wait on `gate` until the directory exists.
+    /// `deletes_here`: the directory's contents are sent as a whole, so with `--delete` what
+    /// the source lacks goes.
     fn contents(
         &mut self,
         dir: RelPath,
         mut children: Vec<Child>,
         dest_entries: HashMap<Vec<u8>, Meta>,
+        deletes_here: bool,
         gate: Gate,
     ) -> Step<'_> {
         Box::pin(async move {
@@ -1753,10 +1934,7 @@ impl<'a> Run<'a> {
             }
             let when = self.opts().delete_when;
             // With --delete-before the scan has found them already.
-            if self.opts().delete
-                && self.opts().recursive
-                && (when != DeleteWhen::Before || self.scan_only)
-                && (!dir.is_empty() || self.root_sent_whole)
+            if self.opts().delete && deletes_here && (when != DeleteWhen::Before || self.scan_only)
             {
                 self.delete_extraneous(&dir, &children, &dest_entries);
                 if when == DeleteWhen::During {
@@ -1788,9 +1966,13 @@ impl<'a> Run<'a> {
             }
             drop(dest_entries);
             if !self.opts().recursive {
-                for (_, path, _) in subdirs {
-                    self.reporter
-                        .info(&format!("skipping directory {}", display_path(&path)));
+                for (child, path, existing) in subdirs {
+                    if self.opts().dirs {
+                        // -d: the directory itself is sent, its contents are not.
+                        self.dir_only(&child, &path, existing, &gate).await?;
+                    } else if !self.scan_only {
+                        self.reporter.skipped(Skipped::Directory, &path);
+                    }
                 }
                 return Ok(());
             }
@@ -1811,7 +1993,7 @@ impl<'a> Run<'a> {
                     Some(m) => {
                         let m = m.clone();
                         let mut w = self.worker();
-                        let r = w.remove_for_replace(&path, &m).await;
+                        let r = w.remove_for_replace(&path, &m, Kind::Dir).await;
                         let removed = matches!(r, Ok(true));
                         self.absorb(None, w.finish(r.map(|_| ())))?;
                         if !removed {
@@ -1851,7 +2033,8 @@ impl<'a> Run<'a> {
                     continue;
                 };
                 let dest_entries = self.accept_dest(&path, listing.dest)?;
-                self.contents(path, list, dest_entries, sub_gate).await?;
+                self.contents(path, list, dest_entries, true, sub_gate)
+                    .await?;
             }
             self.dir_filters.remove(&dir);
             self.dest_dir_filters.remove(&dir);
@@ -1982,7 +2165,21 @@ impl<'a> Run<'a> {
         let w = self.worker();
         let mut gate = Gate::open();
         if existing.is_none() || already_created {
-            item.created = true;
+            let link_basis = match &self.job.link_dest {
+                Some(ld) => ld.find_dir(path).await,
+                None => None,
+            };
+            if let Some(b) = &link_basis {
+                item.update = UpdateType::NoUpdate;
+                item.alt_dest_update = Some(UpdateType::LocalChange);
+                let stored = self.dest().stored_mtime(src.mtime);
+                item.time = opts.times && mtimes_differ(stored, b.mtime, opts.modify_window);
+                item.perms = opts.perms && modes_differ(src.mode, b.mode);
+            } else {
+                item.created = true;
+                self.outcome.stats.created_dirs += 1;
+                self.outcome.stats.created_files += 1;
+            }
             if !opts.dry_run && !already_created {
                 // Owner needs write access while we fill it; final bits are set afterwards.
                 let (done, new_gate) = Gate::pending();
@@ -1995,27 +2192,26 @@ impl<'a> Run<'a> {
                 })
                 .await?;
             }
-            self.outcome.stats.created_dirs += 1;
-            self.outcome.stats.created_files += 1;
             fix.mode = Some(final_mode);
-            if opts.times {
+            if opts.dir_times() {
                 fix.mtime = Some(src.mtime);
             }
             w.owner_fix(src, None, &mut fix, &mut item);
         } else if let Some(dest) = existing {
             item.update = UpdateType::NoUpdate;
             let stored = self.dest().stored_mtime(src.mtime);
-            if opts.times && mtimes_differ(stored, dest.mtime, opts.modify_window) {
+            if opts.dir_times() && mtimes_differ(stored, dest.mtime, opts.modify_window) {
                 item.time = true;
             }
             if opts.perms && modes_differ(src.mode, dest.mode) {
                 item.perms = true;
             }
             w.owner_fix(src, Some(dest), &mut fix, &mut item);
-            if opts.times {
+            if opts.dir_times() {
                 // Always restored at the end: filling the directory changes its mtime.
                 fix.mtime = Some(src.mtime);
             }
+            fix.times_now = Some((dest.atime, dest.mtime));
             if item.perms {
                 fix.mode = Some(final_mode);
             }
@@ -2023,14 +2219,16 @@ impl<'a> Run<'a> {
         self.outcome.stats.dirs += 1;
         self.outcome.stats.files += 1;
         self.tell_progress();
-        if item.is_change() || self.reporter.wants_unchanged() {
+        if item.is_change() || item.alt_dest_update.is_some() || self.reporter.wants_unchanged() {
             self.walker_item(item.clone());
         }
         if !fix.is_empty() {
             self.dir_fixes.push(DirFix {
                 path: path.clone(),
                 meta: fix,
-                differs: item.is_change(),
+                // A directory new here but like its link-dest twin shows no change, yet
+                // still needs its attributes.
+                differs: item.is_change() || item.alt_dest_update.is_some(),
                 made: gate.clone(),
             });
         }
@@ -2177,16 +2375,22 @@ impl<'a> Run<'a> {
                 self.outcome.stats.total_size += meta.size;
                 self.tell_progress();
                 if let Some(why) = self.skip_file(&meta, existing.as_ref(), &dest_path) {
-                    self.reporter.skipped(&why);
+                    self.reporter.skip_note(&why);
                     return Ok(());
                 }
                 if self.opts().hard_links && meta.nlink > 1 {
                     if let Some(id) = meta.dev_ino {
                         if let Some(first) = self.hard_links.get(&id) {
+                            let src = SourceEntry {
+                                tree,
+                                path: src_path,
+                                meta,
+                                kept_partial: KeptPartial::Unknown,
+                            };
                             self.links.push(LinkJob {
                                 first: first.clone(),
                                 dest_path,
-                                meta,
+                                src,
                                 existing,
                             });
                             return Ok(());
@@ -2196,11 +2400,17 @@ impl<'a> Run<'a> {
                 }
                 if self.unchanged(&meta, existing.as_ref()) {
                     if self.reporter.wants_unchanged() {
-                        let item =
-                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path).with_meta(&meta);
+                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path.clone())
+                            .with_meta(&meta);
                         self.walker_item(item);
                     }
-                    return Ok(());
+                    let src = SourceEntry {
+                        tree,
+                        path: src_path,
+                        meta,
+                        kept_partial: KeptPartial::Unknown,
+                    };
+                    return self.remove_up_to_date(src, dest_path).await;
                 }
                 let src = SourceEntry {
                     tree,
@@ -2215,10 +2425,10 @@ impl<'a> Run<'a> {
                 self.outcome.stats.total_size += meta.size;
                 self.tell_progress();
                 if !self.opts().links {
-                    self.reporter.warning(&format!(
-                        "skipping non-regular file \"{}\"",
-                        display_path(&src_path)
-                    ));
+                    self.reporter.skipped(Skipped::NonRegular, &src_path);
+                    return Ok(());
+                }
+                if self.opts().ignore_existing && existing.is_some() {
                     return Ok(());
                 }
                 let src = SourceEntry {
@@ -2237,16 +2447,16 @@ impl<'a> Run<'a> {
                     self.outcome.stats.specials += 1;
                     self.opts().specials
                 };
-                let why = if wanted {
-                    // Neither SFTP nor this port's local side creates device nodes or FIFOs.
-                    " (device and special files cannot be created over SFTP)"
+                if wanted {
+                    // Neither SFTP nor this port's local side creates device nodes or FIFOs:
+                    // where rsync would make one this is a warning, not rsync's note.
+                    self.reporter.warning(&format!(
+                        "skipping non-regular file \"{}\" (device and special files cannot be created over SFTP)",
+                        display_path(&src_path)
+                    ));
                 } else {
-                    ""
-                };
-                self.reporter.warning(&format!(
-                    "skipping non-regular file \"{}\"{why}",
-                    display_path(&src_path)
-                ));
+                    self.reporter.skipped(Skipped::NonRegular, &src_path);
+                }
                 Ok(())
             }
             Kind::Dir => Ok(()),
@@ -2262,40 +2472,72 @@ impl<'a> Run<'a> {
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let (sh, mut gate) = (self.sh.clone(), gate.clone());
-        let link_dest = self
-            .job
-            .link_dest
-            .clone()
-            .filter(|_| existing.as_ref().is_none_or(|m| m.kind == Kind::File));
+        let link_dest = self.job.link_dest.clone().filter(|ld| match &existing {
+            None => true,
+            // rsync looks for a copy only where the destination has nothing.
+            Some(m) => m.kind == Kind::File && ld.kind != AltDest::Copy,
+        });
         self.spawn(async move {
             let mut w = Worker::new(sh.clone());
             // A directory that could not be made has had its error reported already.
             if !gate.passable().await {
                 return w.report;
             }
-            if let (Some(ld), Kind::File) = (link_dest, src.meta.kind) {
+            let mut basis = None;
+            if let (Some(ld), Kind::File) = (&link_dest, src.meta.kind) {
                 let replacing = existing.is_some();
                 match ld
                     .link(&sh.opts, &*sh.dest, &src.meta, &dest_path, replacing)
                     .await
                 {
-                    Ok(Linked::Done) => {
+                    Ok(Linked::Done(how)) => {
                         // rsync shows these only with -ii, as unchanged.
-                        let item = Item::new(UpdateType::NoUpdate, Kind::File, dest_path)
-                            .with_meta(&src.meta);
+                        let mut item =
+                            Item::new(UpdateType::NoUpdate, Kind::File, dest_path.clone())
+                                .with_meta(&src.meta);
+                        item.alt_dest_update = how;
                         w.report.items.push(item);
-                        return w.report;
+                        let r = if w.removes_source(Synced::UpToDate) {
+                            w.remove_source(&src, &dest_path, false).await
+                        } else {
+                            Ok(())
+                        };
+                        return w.finish(r);
                     }
-                    Ok(Linked::No) => {}
+                    Ok(Linked::No(found)) => {
+                        basis = found
+                            .filter(|_| existing.is_none())
+                            .map(|b| (ld.clone(), b))
+                    }
                     Ok(Linked::Unsupported(warning)) => w.report.warnings.push(warning),
                     Err(e) => return w.finish(Err(Fatal(e))),
                 }
             }
             let r = if src.meta.kind == Kind::Symlink {
-                w.symlink(src, dest_path, existing).await
+                let link_dest = link_dest.filter(|_| existing.is_none());
+                w.symlink(src, dest_path, existing, link_dest).await
             } else {
-                w.file(src, dest_path, existing).await
+                w.file(src, dest_path, existing, basis).await
             };
+            w.finish(r)
+        })
+        .await
+    }
+
+    /// `--remove-source-files` for a file the listings show to be up to date: a task of its
+    /// own, as no other is started for it.
+    async fn remove_up_to_date(
+        &mut self,
+        src: SourceEntry,
+        dest_path: RelPath,
+    ) -> Result<(), Fatal> {
+        if !self.worker().removes_source(Synced::UpToDate) {
+            return Ok(());
+        }
+        let sh = self.sh.clone();
+        self.spawn(async move {
+            let mut w = Worker::new(sh);
+            let r = w.remove_source(&src, &dest_path, false).await;
             w.finish(r)
         })
         .await
@@ -2310,13 +2552,19 @@ impl<'a> Run<'a> {
         };
         let chown = self.dest().can_chown();
         let stored = self.dest().stored_mtime(src.mtime);
-        let times_match =
-            !self.dest().keeps_times() || !mtimes_differ(stored, d.mtime, opts.modify_window);
+        // Without kept mtimes the size decides, except for a source that is then removed:
+        // the task sends it rather than trust its size (see `Worker::file`).
+        let times_match = if self.dest().keeps_times() {
+            !mtimes_differ(stored, d.mtime, opts.modify_window)
+        } else {
+            !opts.removes_up_to_date()
+        };
         !opts.checksum
             && (!opts.ignore_times || opts.size_only)
             && d.size == src.size
             && times_match
-            && !(opts.perms && modes_differ(src.mode, d.mode))
+            && !crate::task::perms_differ(opts, src.mode, d.mode)
+            && !(opts.atimes && src.atime != d.atime)
             && !(opts.owner && chown && src.uid.is_some() && d.uid != src.uid)
             && !(opts.group && chown && src.gid.is_some() && d.gid != src.gid)
     }
@@ -2329,9 +2577,8 @@ impl<'a> Run<'a> {
         let name = display_path(dest_path);
         match existing {
             None if opts.existing => return Some(format!("not creating new file \"{name}\"")),
-            Some(d) if d.kind == Kind::File && opts.ignore_existing => {
-                return Some(format!("{name} exists"))
-            }
+            // As rsync: whatever is there stays, a directory too.
+            Some(_) if opts.ignore_existing => return Some(format!("{name} exists")),
             _ => {}
         }
         if opts.max_size.is_some_and(|max| src.size > max) {
@@ -2360,6 +2607,8 @@ fn missing_meta() -> Meta {
         kind: Kind::File,
         size: 0,
         mtime: 0,
+        atime: 0,
+        file_type: 0,
         mode: 0,
         uid: None,
         gid: None,
@@ -2391,7 +2640,7 @@ fn listing_task_failed(side: Side, path: RelPath, e: JoinError) -> TreeError {
 
 /// A source named on the command line as the user wrote it: the root of its tree (which
 /// names the host for a remote one) joined with the name.
-fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
+pub(crate) fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
     let root = tree.describe();
     if root.is_empty() || root == "." {
         return name.to_vec();
@@ -2404,7 +2653,7 @@ fn operand_path(tree: &dyn Tree, name: &[u8]) -> Vec<u8> {
     path
 }
 
-fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
+pub(crate) fn not_found(op: &'static str, side: Side, path: &[u8]) -> TreeError {
     TreeError {
         op,
         side,

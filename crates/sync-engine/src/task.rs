@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use crate::backup::Backup;
 use crate::delta_index::{IndexedContent, RemoteIndex, DELTA_MIN_SIZE};
 use crate::filter::FilterRules;
+use crate::link_dest::{Basis, LinkDest, Linked};
 use crate::mtime::mtimes_differ;
-use crate::options::{AppendMode, SyncOptions};
+use crate::options::{AppendMode, RemoveSource, SyncOptions};
 use crate::path::{display_path, file_name, join, parent, unsafe_symlink, RelPath};
 use crate::report::{Item, Progress, Stats, UpdateType};
 use crate::server_hashes::{self, BuildError, ServerHashTrust, Versions};
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub index: Option<Arc<RemoteIndex>>,
     /// The directory of an absolute `--partial-dir`, on the destination's side.
     pub partial_tree: Option<Arc<dyn Tree>>,
+    /// `-T DIR`: where temp files are written instead of beside their files.
+    pub temp_tree: Option<Arc<dyn Tree>>,
     pub umask: u32,
     pub server_hashes: ServerHashTrust,
     temp_counter: AtomicU64,
@@ -58,6 +61,7 @@ impl Shared {
             dest,
             index,
             partial_tree,
+            temp_tree: None,
             umask: process_umask().unwrap_or(0o022),
             server_hashes: ServerHashTrust::default(),
             temp_counter: AtomicU64::new(0),
@@ -158,6 +162,36 @@ pub(crate) struct Report {
     pub fatal: Option<TreeError>,
     /// Files to send again once every other file is done (`--append-verify`).
     pub resends: Vec<Resend>,
+    /// `--delay-updates`: files written whole beside their place, to be renamed into it once
+    /// every file is written.
+    pub delayed: Vec<Delayed>,
+    /// Source entries removed after the receiver got them (`--remove-source-files`), by
+    /// their paths in their source trees.
+    pub removed_sources: Vec<RelPath>,
+}
+
+/// A file `--delay-updates` finished in the partial directory: renamed over `dest_path`
+/// in the pass after every copy (`Worker::put_in_place`).
+pub(crate) struct Delayed {
+    src: SourceEntry,
+    /// Where the finished file waits, in the destination tree.
+    waiting: RelPath,
+    dest_path: RelPath,
+    meta: SetMeta,
+    /// What was written, for the delta index once the file is in place.
+    copied: Copied,
+    /// A file was there when the walk looked: with `--backup` it is kept before the rename.
+    replacing: bool,
+}
+
+/// How a source entry came to be on the receiver, for `--remove-source-files` and
+/// `--remove-sent-files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Synced {
+    /// Its data was sent (or the symlink made) in this run.
+    Sent,
+    /// The receiver already had it.
+    UpToDate,
 }
 
 /// A file `--append-verify` appended to, whose receiver's start turned out not to be the
@@ -303,6 +337,116 @@ impl Worker {
         }
     }
 
+    /// Whether a source entry that reached the receiver this way is to be removed.
+    pub fn removes_source(&self, how: Synced) -> bool {
+        let opts = &self.sh.opts;
+        if opts.dry_run {
+            return false;
+        }
+        match opts.remove_source {
+            RemoveSource::Off => false,
+            RemoveSource::Synced => true,
+            RemoveSource::Sent => how == Synced::Sent,
+        }
+    }
+
+    /// rsync's `--remove-source-files` for one file or symlink that is now in place at
+    /// `dest_path`. Nothing is removed unless every check passes: with `check_dest` the
+    /// receiver's file must be a file of the source's size; the source must still have the
+    /// size and mtime it was synced with (a file written to meanwhile stays, as in rsync);
+    /// and in a local copy the two must not be the same file. A failure is an error that
+    /// names the source.
+    pub async fn remove_source(
+        &mut self,
+        src: &SourceEntry,
+        dest_path: &RelPath,
+        check_dest: bool,
+    ) -> Result<(), Fatal> {
+        let refuse = |side, cause: &str| TreeError {
+            op: "remove sent file",
+            side,
+            path: src.path.clone(),
+            cause: cause.to_string(),
+            kind: ErrorKind::Other,
+        };
+        let both_local = src.tree.side() == Side::Local && self.dest().side() == Side::Local;
+        let dest_now = if check_dest || both_local {
+            match self.dest().lstat(dest_path).await {
+                Ok(m) => m,
+                Err(e) => return self.fail(e),
+            }
+        } else {
+            None
+        };
+        if check_dest {
+            let whole = dest_now
+                .as_ref()
+                .is_some_and(|d| d.kind == src.meta.kind && d.size == src.meta.size);
+            if !whole {
+                return self.fail(refuse(
+                    src.tree.side(),
+                    "the receiver's copy is not the source's size after the transfer; \
+                     the source is kept",
+                ));
+            }
+        }
+        let listed = match src.tree.lstat(&src.path).await {
+            // A symlink the walk followed (-L) is compared as what it points to.
+            Ok(Some(m)) if m.kind == Kind::Symlink && src.meta.kind != Kind::Symlink => {
+                src.tree.stat(&src.path).await
+            }
+            other => other,
+        };
+        let now = match listed {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                self.report.warnings.push(format!(
+                    "sender file already removed: {}",
+                    display_path(&src.path)
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                return self.fail(TreeError {
+                    op: "re-lstat",
+                    ..e
+                })
+            }
+        };
+        if now.kind != src.meta.kind || now.size != src.meta.size || now.mtime != src.meta.mtime {
+            return self.fail(refuse(
+                src.tree.side(),
+                "it changed since it was synced; it is kept",
+            ));
+        }
+        if both_local
+            && now.dev_ino.is_some()
+            && dest_now.as_ref().and_then(|d| d.dev_ino) == now.dev_ino
+        {
+            return self.fail(refuse(
+                src.tree.side(),
+                "it is the destination file itself; it is kept",
+            ));
+        }
+        match src.tree.remove_file(&src.path).await {
+            Ok(()) => {
+                self.report.removed_sources.push(src.path.clone());
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                self.report.warnings.push(format!(
+                    "sender file already removed: {}",
+                    display_path(&src.path)
+                ));
+                Ok(())
+            }
+            Err(e) => self.fail(TreeError {
+                op: "remove sent file",
+                ..e
+            }),
+        }
+    }
+
     /// Creates a directory once its parent exists; opens `done` with the result.
     pub async fn mkdir(
         &mut self,
@@ -335,20 +479,95 @@ impl Worker {
         }
     }
 
-    /// Removes whatever is in the way of a new entry of another type. False if it could not be.
-    pub async fn remove_for_replace(&mut self, path: &RelPath, meta: &Meta) -> Result<bool, Fatal> {
+    /// Removes whatever is in the way of a new entry of another type (`new_kind`). False if
+    /// it could not be (reported).
+    pub async fn remove_for_replace(
+        &mut self,
+        path: &RelPath,
+        meta: &Meta,
+        new_kind: Kind,
+    ) -> Result<bool, Fatal> {
+        if meta.kind == Kind::Dir {
+            return self.make_way(path, new_kind).await;
+        }
         if self.sh.opts.dry_run {
             return Ok(true);
         }
-        let r = if meta.kind == Kind::Dir {
-            self.remove_tree(path).await
-        } else {
-            self.remove_or_back_up(path).await
-        };
-        match r {
+        match self.remove_or_back_up(path).await {
             Ok(()) => Ok(true),
             Err(e) => {
                 self.fail(e)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A directory in the way of a non-directory goes, as in rsync 3: an empty one always;
+    /// one with entries only with `--force` or `--delete`, each entry then deleted (itemized
+    /// and counted) as an extraneous one would be. Otherwise it stays and the new entry fails.
+    async fn make_way(&mut self, path: &RelPath, new_kind: Kind) -> Result<bool, Fatal> {
+        let listed = match self.dest().read_dir(path).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(e)?;
+                return Ok(false);
+            }
+        };
+        // Only names the listing checks allow; the others were never ours to delete.
+        let (entries, _) = validate_listing(self.dest().side(), path, listed);
+        let force = self.sh.opts.force_delete();
+        let before = (self.report.errors.len(), self.report.deletions_skipped);
+        if force {
+            let mut kids: Vec<(Vec<u8>, Meta)> = entries
+                .iter()
+                .map(|e| (e.name.clone(), e.meta.clone()))
+                .collect();
+            sort_rsync_by(&mut kids, |k| (&k.0, k.1.kind));
+            let rules = Arc::new(self.sh.opts.filters.clone());
+            for (name, m) in kids.into_iter().rev() {
+                self.delete_entry(join(path, &name), m, rules.clone())
+                    .await?;
+            }
+        }
+        let emptied = entries.is_empty()
+            || (force && (self.report.errors.len(), self.report.deletions_skipped) == before);
+        let removed = if !emptied {
+            Err(None)
+        } else if self.sh.opts.dry_run {
+            Ok(())
+        } else {
+            self.dest().remove_dir(path).await.map_err(Some)
+        };
+        let what = match new_kind {
+            Kind::Symlink => "make way for new symlink",
+            Kind::Dir => "make way for new directory",
+            _ => "make way for new regular file",
+        };
+        match removed {
+            Ok(()) => Ok(true),
+            Err(Some(e)) if e.kind == ErrorKind::Connection => Err(Fatal(e)),
+            Err(Some(e)) => {
+                self.fail(TreeError { op: what, ..e })?;
+                Ok(false)
+            }
+            Err(None) => {
+                self.report.warnings.push(format!(
+                    "cannot delete non-empty directory: {}",
+                    display_path(path)
+                ));
+                let cause = if force {
+                    "the directory there is not empty".to_string()
+                } else {
+                    "the directory there is not empty (--force or --delete deletes its contents)"
+                        .to_string()
+                };
+                self.fail(TreeError {
+                    op: what,
+                    side: self.dest().side(),
+                    path: path.clone(),
+                    cause,
+                    kind: ErrorKind::Other,
+                })?;
                 Ok(false)
             }
         }
@@ -360,26 +579,6 @@ impl Worker {
             Some(b) => b.keep(self.dest(), path, false).await,
             None => self.dest().remove_file(path).await,
         }
-    }
-
-    fn remove_tree<'b>(
-        &'b self,
-        path: &'b RelPath,
-    ) -> Pin<Box<dyn Future<Output = Result<(), TreeError>> + Send + 'b>> {
-        Box::pin(async move {
-            // Only names the listing checks allow; the others were never ours to delete.
-            let (entries, _) =
-                validate_listing(self.dest().side(), path, self.dest().read_dir(path).await?);
-            for e in entries {
-                let p = join(path, &e.name);
-                if e.meta.kind == Kind::Dir {
-                    self.remove_tree(&p).await?;
-                } else {
-                    self.dest().remove_file(&p).await?;
-                }
-            }
-            self.dest().remove_dir(path).await
-        })
     }
 
     /// Deletes one extraneous entry: a directory with everything in it that `rules` do not
@@ -489,6 +688,7 @@ impl Worker {
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
+        link_dest: Option<Arc<LinkDest>>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
         let target = match src.tree.read_link(&src.path, Some(src.meta.size)).await {
@@ -507,8 +707,27 @@ impl Worker {
         let mut item = Item::new(UpdateType::LocalChange, Kind::Symlink, dest_path.clone())
             .with_meta(&src.meta);
         item.link_target = Some(target.clone());
+        let mut copied_twin = false;
+        if let Some(ld) = link_dest.filter(|_| !opts.existing) {
+            match ld.symlink_twin(opts, &dest_path, &target).await {
+                Ok(Some(Linked::Done(how))) => {
+                    item.update = UpdateType::NoUpdate;
+                    item.alt_dest_update = how;
+                    self.item(item);
+                    return Ok(());
+                }
+                Ok(Some(_)) => copied_twin = true,
+                Ok(None) => {}
+                Err(e) => return self.fail(e),
+            }
+        }
         let mut create = true;
         match &existing {
+            None if copied_twin => {
+                // Made as usual, but rsync shows it as a copy of its --copy-dest twin.
+                item.update = UpdateType::NoUpdate;
+                item.alt_dest_update = Some(UpdateType::LocalChange);
+            }
             None => {
                 if opts.existing {
                     return Ok(());
@@ -520,7 +739,7 @@ impl Worker {
                     Ok(t) if t == target => {
                         create = false;
                         item.update = UpdateType::NoUpdate;
-                        if opts.times
+                        if opts.link_times()
                             && self.dest().side() == Side::Local
                             && mtimes_differ(src.meta.mtime, m.mtime, opts.modify_window)
                         {
@@ -541,7 +760,10 @@ impl Worker {
             Some(m) => {
                 item.created = true;
                 let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
+                if !self
+                    .remove_for_replace(&dest_path, &m, Kind::Symlink)
+                    .await?
+                {
                     return Ok(());
                 }
             }
@@ -559,8 +781,13 @@ impl Worker {
             }
         }
         let mut fix = SetMeta::default();
-        if opts.times && (create || item.time) {
+        if opts.link_times() && (create || item.time) {
             fix.mtime = Some(src.meta.mtime);
+            // rsync gives a symlink the source's atime only as it makes it: reading an
+            // existing one to compare moves its atime, which is then not flagged or fixed.
+            if opts.atimes && create {
+                fix.atime = Some(src.meta.atime);
+            }
         }
         let dry_run = opts.dry_run;
         let dest_link = if create { None } else { existing.as_ref() };
@@ -569,18 +796,29 @@ impl Worker {
             // Not every server can set a link's own times or owner; no reason to fail.
             let _ = self.dest().set_meta(&dest_path, Kind::Symlink, &fix).await;
         }
-        if item.is_change() {
+        if item.is_change() || item.alt_dest_update.is_some() {
             self.item(item);
+        }
+        let how = if create {
+            Synced::Sent
+        } else {
+            Synced::UpToDate
+        };
+        if self.removes_source(how) {
+            self.remove_source(&src, &dest_path, false).await?;
         }
         Ok(())
     }
 
     /// A regular file that the walker decided to look at (skip rules and -H already applied).
+    /// `link_basis`: where the destination has no file, the one a `--link-dest` directory
+    /// holds, which rsync itemizes the new file against.
     pub async fn file(
         &mut self,
         src: SourceEntry,
         dest_path: RelPath,
         existing: Option<Meta>,
+        link_basis: Option<(Arc<LinkDest>, Basis)>,
     ) -> Result<(), Fatal> {
         let sh = self.sh.clone();
         let opts = &sh.opts;
@@ -593,9 +831,15 @@ impl Worker {
             let times_kept = self.dest().keeps_times();
             let stored = self.dest().stored_mtime(src.meta.mtime);
             let time_differs = times_kept && mtimes_differ(stored, d.mtime, opts.modify_window);
+            // Where mtimes cannot be kept, files are compared by size; but a source that is
+            // to be removed once the receiver has it is not taken for up to date on its size
+            // alone (the user asked for no such thing): without -c it is sent.
+            let size_is_proof = !times_kept && !opts.removes_up_to_date();
             transfer = if size_differs {
+                // rsync's -c flags a file of another size as having another checksum too.
+                item.checksum = opts.checksum;
                 true
-            } else if opts.size_only || (!times_kept && !opts.ignore_times) {
+            } else if opts.size_only || (size_is_proof && !opts.ignore_times) {
                 false
             } else if opts.checksum {
                 match self.same_content(&src, &dest_path, d).await? {
@@ -608,7 +852,7 @@ impl Worker {
             } else if opts.ignore_times {
                 true
             } else {
-                time_differs
+                time_differs || !times_kept
             };
             item.size = size_differs;
             if opts.times {
@@ -616,9 +860,17 @@ impl Worker {
             } else if transfer {
                 item.time_now = true;
             }
-            if opts.perms && modes_differ(src.meta.mode, d.mode) {
-                item.perms = true;
+            item.perms = perms_differ(opts, src.meta.mode, d.mode);
+            item.atime = opts.atimes && src.meta.atime != d.atime;
+        } else if let Some((_, Basis { meta: b, .. })) = &link_basis {
+            item.size = b.size != src.meta.size;
+            let stored = self.dest().stored_mtime(src.meta.mtime);
+            if opts.times {
+                item.time = mtimes_differ(stored, b.mtime, opts.modify_window);
+            } else {
+                item.time_now = true;
             }
+            item.perms = opts.perms && modes_differ(src.meta.mode, b.mode);
         } else {
             item.created = true;
         }
@@ -626,13 +878,14 @@ impl Worker {
         let mode = if opts.perms {
             src.meta.mode
         } else if let Some(d) = existing_file {
-            d.mode
+            kept_mode(opts, src.meta.mode, d.mode)
         } else {
             src.meta.mode & 0o777 & !sh.umask
         };
         let mut meta = SetMeta {
             mode: Some(mode),
             mtime: opts.times.then_some(src.meta.mtime),
+            atime: opts.atimes.then_some(src.meta.atime),
             ..Default::default()
         };
         self.owner_fix(&src.meta, existing_file, &mut meta, &mut item);
@@ -651,29 +904,56 @@ impl Worker {
             return Ok(());
         }
         if !transfer {
-            if !item.is_change() {
-                return Ok(());
-            }
-            let fix = SetMeta {
-                mode: item.perms.then_some(mode),
-                mtime: (opts.times && item.time).then_some(src.meta.mtime),
-                uid: meta.uid,
-                gid: meta.gid,
-            };
-            if !opts.dry_run && !fix.is_empty() {
-                if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
-                    return self.fail(e);
+            if item.is_change() {
+                let fix = SetMeta {
+                    mode: item.perms.then_some(mode),
+                    mtime: (opts.times && item.time).then_some(src.meta.mtime),
+                    atime: item.atime.then_some(src.meta.atime),
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    times_now: existing_file.map(|d| (d.atime, d.mtime)),
+                };
+                if !opts.dry_run && !fix.is_empty() {
+                    if let Err(e) = self.dest().set_meta(&dest_path, Kind::File, &fix).await {
+                        return self.fail(e);
+                    }
                 }
+                item.update = UpdateType::NoUpdate;
+                self.item(item);
             }
-            item.update = UpdateType::NoUpdate;
-            self.item(item);
+            if self.removes_source(Synced::UpToDate) {
+                self.remove_source(&src, &dest_path, false).await?;
+            }
             return Ok(());
         }
 
+        if let Some((ld, basis)) = link_basis.as_ref().filter(|(_, b)| b.quick_match) {
+            // rsync copies such a file where it is rather than send it.
+            let copied = if opts.dry_run {
+                Ok(true)
+            } else {
+                ld.copy_basis(basis, &dest_path, &meta).await
+            };
+            match copied {
+                Ok(true) => {
+                    item.update = UpdateType::NoUpdate;
+                    item.alt_dest_update = Some(UpdateType::LocalChange);
+                    self.item(item);
+                    if self.removes_source(Synced::UpToDate) {
+                        self.remove_source(&src, &dest_path, true).await?;
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) if e.kind == ErrorKind::Connection => return self.fail(e),
+                // Another file system, or a server that would not: sending still works.
+                Err(_) => {}
+            }
+        }
         if let Some(m) = existing.as_ref().filter(|m| m.kind != Kind::File) {
             item.created = true;
             let m = m.clone();
-            if !self.remove_for_replace(&dest_path, &m).await? {
+            if !self.remove_for_replace(&dest_path, &m, Kind::File).await? {
                 return Ok(());
             }
         }
@@ -687,8 +967,14 @@ impl Worker {
             self.item(item);
             return Ok(());
         }
-        if let (Some(b), Some(_)) = (&sh.backup, existing_file) {
-            if let Err(e) = b.keep(self.dest(), &dest_path, true).await {
+        // With --delay-updates the old file stays in place, and is backed up, until the end.
+        if let (Some(b), Some(old), false) = (&sh.backup, existing_file, opts.delay_updates) {
+            let kept = if opts.inplace || opts.append != AppendMode::Off {
+                b.keep_copy(self.dest(), &dest_path, old).await
+            } else {
+                b.keep(self.dest(), &dest_path, true).await
+            };
+            if let Err(e) = kept {
                 return self.fail(e);
             }
         }
@@ -713,7 +999,9 @@ impl Worker {
                 }
             },
         };
-        self.settle(copy, item, src, dest_path, meta, started)
+        let replacing = existing_file.is_some();
+        self.settle(copy, item, src, dest_path, meta, started, replacing)
+            .await
     }
 
     /// `--append-verify`'s second go at a file whose receiver's start differed: a plain
@@ -736,17 +1024,21 @@ impl Worker {
             } else {
                 item.time_now = true;
             }
-            item.perms = opts.perms && modes_differ(src.mode, d.mode);
+            item.perms = perms_differ(opts, src.mode, d.mode);
+            item.atime = opts.atimes && src.atime != d.atime;
             self.owner_fix(src, Some(&d), &mut SetMeta::default(), &mut item);
         }
         let copy = self
             .copy_in_place(&r.src, &r.dest_path, &r.meta, None)
             .await;
-        self.settle(copy, item, r.src, r.dest_path, r.meta, started)
+        self.settle(copy, item, r.src, r.dest_path, r.meta, started, true)
+            .await
     }
 
-    /// Counts and reports how a copy went.
-    fn settle(
+    /// Counts and reports how a copy went; once the file is in place, removes its source
+    /// when asked to. `replacing`: a file was at `dest_path` when the walk looked.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
         &mut self,
         copy: Result<CopyResult, CopyError>,
         item: Item,
@@ -754,11 +1046,29 @@ impl Worker {
         dest_path: RelPath,
         meta: SetMeta,
         started: Instant,
+        replacing: bool,
     ) -> Result<(), Fatal> {
         match copy {
             Ok(CopyResult::Done(copied)) => {
                 self.remember(&dest_path, &meta, &copied);
                 self.transferred(item, &copied, started);
+                if self.removes_source(Synced::Sent) {
+                    self.remove_source(&src, &dest_path, true).await?;
+                }
+                Ok(())
+            }
+            Ok(CopyResult::Waiting { copied, waiting }) => {
+                // Shown now, as rsync shows it when the data has arrived; in place, indexed
+                // and its source removed only in the pass after every copy.
+                self.transferred(item, &copied, started);
+                self.report.delayed.push(Delayed {
+                    src,
+                    waiting,
+                    dest_path,
+                    meta,
+                    copied,
+                    replacing,
+                });
                 Ok(())
             }
             Ok(CopyResult::StartDiffers(appended)) => {
@@ -783,6 +1093,26 @@ impl Worker {
         }
     }
 
+    /// `--delay-updates`' last step for one file: its finished version is renamed from the
+    /// partial directory over the old one (kept first with `--backup`), the partial directory
+    /// goes once empty, and the source is removed when asked to.
+    pub async fn put_in_place(&mut self, d: Delayed) -> Result<(), Fatal> {
+        if let (Some(b), true) = (&self.sh.backup, d.replacing) {
+            if let Err(e) = b.keep(self.dest(), &d.dest_path, true).await {
+                return self.fail(e);
+            }
+        }
+        if let Err(e) = self.dest().rename_replace(&d.waiting, &d.dest_path).await {
+            return self.fail(e);
+        }
+        self.remember(&d.dest_path, &d.meta, &d.copied);
+        let _ = self.dest().remove_dir(&parent(&d.waiting).to_vec()).await;
+        if self.removes_source(Synced::Sent) {
+            self.remove_source(&d.src, &d.dest_path, true).await?;
+        }
+        Ok(())
+    }
+
     /// Counts one finished copy in the stats and reports its item.
     fn transferred(&mut self, mut item: Item, copied: &Copied, started: Instant) {
         let stats = &mut self.report.stats;
@@ -803,7 +1133,7 @@ impl Worker {
         &mut self,
         first: RelPath,
         dest_path: RelPath,
-        src: Meta,
+        src: SourceEntry,
         existing: Option<Meta>,
     ) -> Result<(), Fatal> {
         let opts = &self.sh.opts;
@@ -812,29 +1142,32 @@ impl Worker {
         // again as a new file, so it is linked again, as rsync shows it: not as new.
         let linked_already = existing.as_ref().is_some_and(|d| {
             d.kind == Kind::File
-                && d.size == src.size
+                && d.size == src.meta.size
                 && !mtimes_differ(
-                    self.dest().stored_mtime(src.mtime),
+                    self.dest().stored_mtime(src.meta.mtime),
                     d.mtime,
                     opts.modify_window,
                 )
         });
         if linked_already && (!opts.ignore_times || opts.size_only) {
+            if self.removes_source(Synced::UpToDate) {
+                self.remove_source(&src, &dest_path, false).await?;
+            }
             return Ok(());
         }
         let mut item =
-            Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src);
+            Item::new(UpdateType::HardLink, Kind::File, dest_path.clone()).with_meta(&src.meta);
         item.created = !linked_already;
         if let Some(d) = existing.as_ref().filter(|_| linked_already) {
             // Shown against the file it replaces, as rsync shows it.
-            item.perms = opts.perms && modes_differ(src.mode, d.mode);
-            self.owner_fix(&src, Some(d), &mut SetMeta::default(), &mut item);
+            item.perms = opts.perms && modes_differ(src.meta.mode, d.mode);
+            self.owner_fix(&src.meta, Some(d), &mut SetMeta::default(), &mut item);
         }
         item.hard_link_to = Some(first.clone());
         if !opts.dry_run {
             if let Some(m) = &existing {
                 let m = m.clone();
-                if !self.remove_for_replace(&dest_path, &m).await? {
+                if !self.remove_for_replace(&dest_path, &m, Kind::File).await? {
                     return Ok(());
                 }
             }
@@ -845,6 +1178,10 @@ impl Worker {
         self.report.stats.created_files += 1;
         self.report.stats.created_regular += 1;
         self.item(item);
+        // As rsync: a name linked to one sent before counts as synced, not as sent.
+        if self.removes_source(Synced::UpToDate) {
+            self.remove_source(&src, &dest_path, true).await?;
+        }
         Ok(())
     }
 
@@ -1019,6 +1356,69 @@ impl Worker {
         }
     }
 
+    /// Moves a file finished in the `-T` directory over `dest_path`. A server cannot rename
+    /// across file systems (a local tree copies across by itself): the file is then copied
+    /// to a temp name beside `dest_path` and renamed over it, so the old version is still
+    /// replaced whole or not at all. The caller removes `temp` if this fails.
+    async fn move_from_temp_dir(
+        &self,
+        temp_tree: &Arc<dyn Tree>,
+        temp: &RelPath,
+        dest_path: &[u8],
+        meta: &SetMeta,
+    ) -> TreeResult<()> {
+        let dest_path = dest_path.to_vec();
+        match self
+            .dest()
+            .rename_replace_from(&temp_tree.anchor(), temp, &dest_path)
+            .await
+        {
+            Err(e) if e.kind != ErrorKind::Connection => {}
+            done => return done,
+        }
+        let size = temp_tree.lstat(temp).await?.map_or(0, |m| m.size);
+        let mut reader = temp_tree.open_read(temp, 0, size).await?;
+        let beside = self.temp_name(&dest_path);
+        let create_mode = meta.mode.map_or(0o600, |m| m & 0o777 | 0o600);
+        let mut writer = match self.dest().create_file(&beside, create_mode, size).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = reader.close().await;
+                return Err(e);
+            }
+        };
+        let copied = async {
+            while let Some(chunk) = reader.next_chunk().await? {
+                writer.write(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = reader.close().await;
+        let placed = match copied {
+            Ok(()) => match writer.finish(meta).await {
+                Ok(()) => self.dest().rename_replace(&beside, &dest_path).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                writer.abandon().await;
+                Err(e)
+            }
+        };
+        match placed {
+            Ok(()) => {
+                let _ = temp_tree.remove_file(temp).await;
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind != ErrorKind::Connection {
+                    let _ = self.dest().remove_file(&beside).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn temp_name(&self, dest_path: &[u8]) -> RelPath {
         let n = self.sh.temp_counter.fetch_add(1, Ordering::Relaxed) + 1;
         let name = file_name(dest_path);
@@ -1075,6 +1475,7 @@ impl Worker {
         };
         let mut shaper = Shaper::new(self.wanted(src.meta.size), src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         if let Some(old) = old {
             shaper.in_place(old);
         }
@@ -1132,6 +1533,7 @@ impl Worker {
         };
         let mut shaper = Shaper::new(wanted, src.meta.size, None);
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         if whole {
             shaper.skip = at;
             shaper.skip_is_matched = false;
@@ -1273,6 +1675,8 @@ impl Worker {
             || !self.dest().copies_ranges()
             // An absolute --partial-dir is another tree: the old version is not at hand there.
             || (opts.partial && sh.partial_tree.is_some())
+            // So is a -T directory.
+            || (!opts.partial && sh.temp_tree.is_some())
         {
             return None;
         }
@@ -1306,18 +1710,21 @@ impl Worker {
             .create_file_based_on(&temp, create_mode, dest_path)
             .await
             .ok()?;
-        let built = match server_hashes::build(&versions, &plan, &mut *writer).await {
-            Ok(()) => writer.finish(meta).await.map_err(BuildError::Dest),
-            Err(e) => {
-                writer.abandon().await;
-                Err(e)
-            }
-        };
+        let built =
+            match server_hashes::build(&versions, &plan, &mut *writer, self.sh.opts.sparse).await {
+                Ok(()) => writer.finish(meta).await.map_err(BuildError::Dest),
+                Err(e) => {
+                    writer.abandon().await;
+                    Err(e)
+                }
+            };
         let built = match built {
             Ok(()) if opts.verify => self.verify_by_server_hash(src, &temp, dest_path).await,
             other => other,
         };
+        let waits = opts.delay_updates;
         let result = match built {
+            Ok(()) if waits => Ok(()),
             Ok(()) => self
                 .dest()
                 .rename_replace(&temp, dest_path)
@@ -1338,14 +1745,14 @@ impl Worker {
                 return None;
             }
         };
-        if result.is_ok() && opts.partial_dir.is_some() {
+        if result.is_ok() && opts.partial_dir.is_some() && !waits {
             let _ = self.dest().remove_dir(&parent(&temp).to_vec()).await;
         }
         Some(match result {
             Ok(()) => {
                 sh.server_hashes.passed();
                 let literal = plan.fetched();
-                Ok(CopyResult::Done(Copied {
+                let copied = Copied {
                     len: src.meta.size,
                     literal,
                     matched: src.meta.size - literal,
@@ -1353,7 +1760,15 @@ impl Worker {
                     signature: None,
                     start_checked_by_index: false,
                     read_to_check: 0,
-                }))
+                };
+                if waits {
+                    Ok(CopyResult::Waiting {
+                        copied,
+                        waiting: temp,
+                    })
+                } else {
+                    Ok(CopyResult::Done(copied))
+                }
             }
             Err(CopyError::Source(e)) if e.is_not_found() => {
                 let _ = self.dest().remove_file(&temp).await;
@@ -1421,10 +1836,13 @@ impl Worker {
         let partial = self.sh.opts.partial;
         // An absolute --partial-dir is a tree of its own on the destination's side: the file is
         // written there and moved into place at the end, each path resolved in its own tree.
-        let outside = self.sh.partial_tree.clone().filter(|_| partial);
+        let partial_outside = self.sh.partial_tree.clone().filter(|_| partial);
+        // So is a -T directory, for temp files (a partial one has its own place).
+        let temp_dir = self.sh.temp_tree.clone().filter(|_| !partial);
+        let outside = partial_outside.clone().or_else(|| temp_dir.clone());
         let temp_tree = outside.clone().unwrap_or_else(|| self.sh.dest.clone());
         let sh = self.sh.clone();
-        let _turn = match &outside {
+        let _turn = match &partial_outside {
             Some(_) => {
                 sh.partial_dir_used.store(true, Ordering::Relaxed);
                 Some(sh.partial_names.lock(file_name(dest_path)).await)
@@ -1440,6 +1858,9 @@ impl Worker {
                 let _ = temp_tree.mkdir(&parent(&temp).to_vec(), 0o700).await;
             }
             (temp, at)
+        } else if temp_dir.is_some() {
+            // One directory for every file: the name alone (the counter keeps them apart).
+            (file_name(&self.temp_name(dest_path)).to_vec(), None)
         } else {
             (self.temp_name(dest_path), None)
         };
@@ -1491,6 +1912,7 @@ impl Worker {
         let wanted = self.wanted(src.meta.size);
         let mut shaper = Shaper::new(wanted, src.meta.size, base.as_ref());
         shaper.ticker = self.ticker(dest_path, src.meta.size);
+        shaper.sparse = self.sh.opts.sparse;
         shaper.skip = resume_at.unwrap_or(0);
         let copied = shaper.pump(&mut *reader, &mut *writer).await;
         let _ = reader.close().await;
@@ -1506,8 +1928,17 @@ impl Worker {
                         _ => Ok(()),
                     };
                     match verified {
+                        Ok(()) if self.sh.opts.delay_updates => {
+                            return Ok(CopyResult::Waiting {
+                                copied,
+                                waiting: temp,
+                            });
+                        }
                         Ok(()) => match &outside {
                             None => self.dest().rename_replace(&temp, dest_path).await,
+                            Some(t) if temp_dir.is_some() => {
+                                self.move_from_temp_dir(t, &temp, dest_path, meta).await
+                            }
                             Some(t) => {
                                 self.dest()
                                     .rename_replace_from(&t.anchor(), &temp, dest_path)
@@ -1553,6 +1984,12 @@ impl Worker {
 
 enum CopyResult {
     Done(Copied),
+    /// `--delay-updates`: written whole and finished at `waiting` (in the partial directory),
+    /// to be renamed into place after every other copy.
+    Waiting {
+        copied: Copied,
+        waiting: RelPath,
+    },
     /// `--append-verify`: the tail was appended, but the receiver's start is not the source's.
     StartDiffers(Copied),
     Vanished,
@@ -1584,9 +2021,38 @@ enum Step {
     Skip(u64),
 }
 
+/// Runs of zeros at least this long become holes with `--sparse` (rsync looks at its data in
+/// pieces of this size); shorter ones are not worth a seek, or a separate SFTP request.
+const SPARSE_RUN: usize = 1024;
+
+/// Writes `data` with its long runs of zeros left as holes (`--sparse`).
+pub(crate) async fn write_sparse(writer: &mut dyn FileWriter, data: Bytes) -> TreeResult<()> {
+    let (mut at, mut literal_from) = (0, 0);
+    while let Some(zero) = data[at..].iter().position(|&b| b == 0) {
+        let start = at + zero;
+        let end = data[start..]
+            .iter()
+            .position(|&b| b != 0)
+            .map_or(data.len(), |n| start + n);
+        if end - start >= SPARSE_RUN {
+            if literal_from < start {
+                writer.write(data.slice(literal_from..start)).await?;
+            }
+            writer.write_zeros((end - start) as u64).await?;
+            literal_from = end;
+        }
+        at = end;
+    }
+    if literal_from < data.len() {
+        writer.write(data.slice(literal_from..)).await?;
+    }
+    Ok(())
+}
+
 impl Step {
-    async fn send(self, writer: &mut dyn FileWriter) -> TreeResult<()> {
+    async fn send(self, writer: &mut dyn FileWriter, sparse: bool) -> TreeResult<()> {
         match self {
+            Step::Write(data) if sparse => write_sparse(writer, data).await,
             Step::Write(data) => writer.write(data).await,
             Step::Copy { from_offset, len } => writer.copy_from_base(from_offset, len).await,
             Step::Skip(len) => writer.skip(len).await,
@@ -1689,6 +2155,8 @@ struct Shaper<'s> {
     len: u64,
     literal: u64,
     matched: u64,
+    /// `--sparse`: runs of zeros in what is written become holes.
+    sparse: bool,
 }
 
 impl<'s> Shaper<'s> {
@@ -1711,6 +2179,7 @@ impl<'s> Shaper<'s> {
             len: 0,
             literal: 0,
             matched: 0,
+            sparse: false,
         }
     }
 
@@ -1722,14 +2191,18 @@ impl<'s> Shaper<'s> {
     ) -> Result<(), CopyError> {
         while let Some(chunk) = reader.next_chunk().await.map_err(CopyError::Source)? {
             for step in self.take(chunk) {
-                step.send(writer).await.map_err(CopyError::Dest)?;
+                step.send(writer, self.sparse)
+                    .await
+                    .map_err(CopyError::Dest)?;
             }
             if let Some(t) = &self.ticker {
                 t.progress.file_bytes(&t.path, self.len, t.size);
             }
         }
         for step in self.end() {
-            step.send(writer).await.map_err(CopyError::Dest)?;
+            step.send(writer, self.sparse)
+                .await
+                .map_err(CopyError::Dest)?;
         }
         Ok(())
     }
@@ -2096,6 +2569,31 @@ pub(crate) fn modes_differ(a: u32, b: u32) -> bool {
     a & 0o7777 != b & 0o7777
 }
 
+/// Whether a regular file's permissions are to be flagged `p`: any bit with `-p`; with `-E`
+/// alone, whether one side is executable and the other not.
+pub(crate) fn perms_differ(opts: &SyncOptions, src: u32, dest: u32) -> bool {
+    if opts.perms {
+        modes_differ(src, dest)
+    } else {
+        opts.executability && (src & 0o111 != 0) != (dest & 0o111 != 0)
+    }
+}
+
+/// The mode an existing regular file keeps without `-p`: its own, with `-E` made executable
+/// like the source (rsync's `dest_mode`): execute bits go when the source has none, and a
+/// file that has none gets them where it is readable.
+pub(crate) fn kept_mode(opts: &SyncOptions, src: u32, dest: u32) -> u32 {
+    if !opts.executability {
+        dest
+    } else if src & 0o111 == 0 {
+        dest & !0o111
+    } else if dest & 0o111 == 0 {
+        dest | (dest & 0o444) >> 2
+    } else {
+        dest
+    }
+}
+
 /// rsync orders a directory's files before its subdirectories, each by bytes.
 pub(crate) fn sort_rsync_by<T>(items: &mut [T], key: impl Fn(&T) -> (&Vec<u8>, Kind)) {
     items.sort_by(|a, b| {
@@ -2199,6 +2697,73 @@ async fn matches_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what a writer is asked to do: `W(n)` for n bytes written, `Z(n)` for zeros.
+    #[derive(Default)]
+    struct Recorder(Vec<(char, usize)>);
+
+    #[async_trait::async_trait]
+    impl FileWriter for Recorder {
+        async fn write(&mut self, data: Bytes) -> TreeResult<()> {
+            self.0.push(('W', data.len()));
+            Ok(())
+        }
+        async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+            self.0.push(('Z', len as usize));
+            Ok(())
+        }
+        async fn finish(self: Box<Self>, _: &SetMeta) -> TreeResult<()> {
+            Ok(())
+        }
+        async fn abandon(self: Box<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn sparse_writes_leave_only_long_zero_runs_out() {
+        let mut data = vec![1u8; 10];
+        data.extend([0u8; 1023]); // too short: written
+        data.extend([2u8; 5]);
+        data.extend([0u8; 5000]); // a hole
+        data.extend([3u8; 7]);
+        data.extend([0u8; 1024]); // a hole at the very end
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from(data)).await.unwrap();
+        assert_eq!(
+            w.0,
+            vec![('W', 10 + 1023 + 5), ('Z', 5000), ('W', 7), ('Z', 1024)]
+        );
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from(vec![0u8; 4096]))
+            .await
+            .unwrap();
+        assert_eq!(w.0, vec![('Z', 4096)]);
+        let mut w = Recorder::default();
+        write_sparse(&mut w, Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        assert_eq!(w.0, vec![('W', 3)]);
+    }
+
+    #[test]
+    fn executability_follows_rsyncs_dest_mode() {
+        let e = SyncOptions {
+            executability: true,
+            ..Default::default()
+        };
+        // Source executable, receiver not: x where readable.
+        assert_eq!(kept_mode(&e, 0o755, 0o640), 0o750);
+        assert_eq!(kept_mode(&e, 0o700, 0o604), 0o705);
+        // Receiver already executable somewhere: left as it is.
+        assert_eq!(kept_mode(&e, 0o755, 0o700), 0o700);
+        // Source not executable: every x goes.
+        assert_eq!(kept_mode(&e, 0o644, 0o751), 0o640);
+        assert!(perms_differ(&e, 0o755, 0o640));
+        assert!(!perms_differ(&e, 0o755, 0o700));
+        assert!(!perms_differ(&e, 0o644, 0o600));
+        let plain = SyncOptions::default();
+        assert_eq!(kept_mode(&plain, 0o755, 0o640), 0o640);
+        assert!(!perms_differ(&plain, 0o755, 0o640));
+    }
 
     #[test]
     fn umask_is_read_from_proc_status() {

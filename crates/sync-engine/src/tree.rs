@@ -38,6 +38,8 @@ pub struct Meta {
     pub size: u64,
     /// Seconds since the epoch; SFTP v3 carries whole seconds only.
     pub mtime: i64,
+    /// Last access, seconds since the epoch (0 where the side did not say).
+    pub atime: i64,
     /// Permission bits (07777).
     pub mode: u32,
     pub uid: Option<u32>,
@@ -45,6 +47,10 @@ pub struct Meta {
     /// Identity for hard-link detection, where the side can tell (local only).
     pub dev_ino: Option<(u64, u64)>,
     pub nlink: u64,
+    /// The file-type bits of the mode (`S_IFMT`) as the side reported them, 0 when it did
+    /// not: `kind` folds block and character devices together, and FIFOs with sockets, which
+    /// a listing (`ls -l` style) tells apart.
+    pub file_type: u32,
 }
 
 /// Attributes to apply; `None` leaves a field as it is.
@@ -52,13 +58,23 @@ pub struct Meta {
 pub struct SetMeta {
     pub mode: Option<u32>,
     pub mtime: Option<i64>,
+    /// The access time to set (`-U`).
+    pub atime: Option<i64>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The entry's (atime, mtime) as they are now, where the caller knows them: a side that
+    /// can only set both times together (SFTP v3) sends the one not being changed as this
+    /// says, and the current time where nothing does (a file just written). Not a change.
+    pub times_now: Option<(i64, i64)>,
 }
 
 impl SetMeta {
     pub fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.mtime.is_none() && self.uid.is_none() && self.gid.is_none()
+        self.mode.is_none()
+            && self.mtime.is_none()
+            && self.atime.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
     }
 }
 
@@ -331,6 +347,19 @@ pub trait FileWriter: Send {
             cause: "this file is not being rewritten in place".into(),
             kind: ErrorKind::Unsupported,
         })
+    }
+    /// Writes `len` zero bytes as a hole where the side can make one (`--sparse`): a seek
+    /// past them in a new file, a punched hole in one rewritten in place. `finish` then makes
+    /// the file end where the writing ended, even past the last byte written.
+    async fn write_zeros(&mut self, len: u64) -> TreeResult<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64);
+            self.write(Bytes::from_static(&ZEROS[..n as usize])).await?;
+            left -= n;
+        }
+        Ok(())
     }
     /// Applies attributes, flushes to stable storage and closes. Does not rename.
     async fn finish(self: Box<Self>, meta: &SetMeta) -> TreeResult<()>;

@@ -107,11 +107,13 @@ mod tests {
                 kind,
                 size: 0,
                 mtime: 0,
+                atime: 0,
                 mode: 0o644,
                 uid: None,
                 gid: None,
                 dev_ino: None,
                 nlink: 1,
+                file_type: 0,
             },
         }
     }

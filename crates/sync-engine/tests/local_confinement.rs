@@ -99,6 +99,7 @@ async fn every_operation_under_a_symlinked_parent_fails_and_changes_nothing_outs
             mtime: Some(1),
             uid: Some(4242),
             gid: Some(4242),
+            ..Default::default()
         };
         assert_parent_symlink("create small", mode, write_file(&tree, b"a/b/new", 0).await);
         assert_parent_symlink(
@@ -202,6 +203,7 @@ async fn set_meta_on_a_symlink_leaves_its_target_alone() {
                 mtime: Some(12345),
                 uid: Some(4242),
                 gid: Some(4242),
+                ..Default::default()
             };
             tree.set_meta(&b"link".to_vec(), kind, &meta)
                 .await

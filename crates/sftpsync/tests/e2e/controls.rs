@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 
 /// A program named `ssh` (so that it is taken for OpenSSH's) that notes its arguments in
 /// `log` and runs the real ssh with them.
-fn logging_ssh(dir: &Path, log: &Path) -> PathBuf {
+pub(super) fn logging_ssh(dir: &Path, log: &Path) -> PathBuf {
     let script = dir.join("ssh");
     std::fs::write(
         &script,
@@ -331,6 +331,12 @@ fn backups_are_kept_as_rsync_keeps_them() {
         &["-a", "--delete", "--backup-dir=bak"],
         &["-a", "--delete", "--backup-dir=bak", "--suffix=.1"],
         &["-a", "--delete", "--backup-dir=../outside"],
+        // Rewritten in place, the old file is copied to its backup name, not linked or
+        // renamed: a backup sharing the rewritten file's inode would hold the new bytes.
+        // A backup dir inside the destination is copied into with copy-data.
+        &["-a", "--inplace", "-b"],
+        &["-a", "--inplace", "--delete", "--backup-dir=bak"],
+        &["-a", "--append", "-b"],
     ]
     .iter()
     .enumerate()
@@ -347,6 +353,31 @@ fn backups_are_kept_as_rsync_keeps_them() {
             assert_trees_match_with(&outside(&oracle), &outside(&dst), &["-O"]);
         }
     }
+
+    // In place with a backup dir of its own (absolute: rsync 3.5 fails on `../` with
+    // --inplace), which the bytes are read and written into.
+    let case = tmp.path().join("absolute");
+    let (oracle, dst) = (case.join("oracle/d"), case.join("ours/d"));
+    backup_dest(&oracle);
+    backup_dest(&dst);
+    let outside = |d: &Path| d.parent().unwrap().join("outside");
+    let flags = |d: &Path| {
+        let dir = format!("--backup-dir={}", outside(d).display());
+        ["-a".to_string(), "--inplace".to_string(), dir]
+    };
+    let rsync = Command::new("rsync")
+        .args(flags(&oracle))
+        .arg(slash(&src))
+        .arg(slash(&oracle))
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    let ours = flags(&dst);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    ok(&pipe_push(&ours, &src, &dst));
+    assert_trees_match_with(&oracle, &dst, &["-O"]);
+    assert_trees_match_with(&outside(&oracle), &outside(&dst), &["-O"]);
+    assert_eq!(std::fs::read(outside(&dst).join("f")).unwrap(), b"old");
 }
 
 #[test]
@@ -614,11 +645,12 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
             std::fs::write(d.join(f), b"in the way").unwrap();
         }
     }
-    chown_tree(&base.join("new"), server.uid(), server.gid()).unwrap();
+    for d in [&base.join("new"), &oracle.join("new")] {
+        chown_tree(d, server.uid(), server.gid()).unwrap();
+    }
 
-    let flags = ["-a", "--link-dest=../prev"];
+    let flags = ["-ai", "--link-dest=../prev"];
     let out = ok(&push(server, &flags, &src, &format!("{remote}/new")));
-    assert!(!out.contains("error"), "{out}");
     let rsync = Command::new("rsync")
         .args(flags)
         .arg(slash(&src))
@@ -626,6 +658,10 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
         .output()
         .unwrap();
     assert!(rsync.status.success(), "{rsync:?}");
+    assert_eq!(
+        sorted_items(&out),
+        sorted_items(&String::from_utf8_lossy(&rsync.stdout))
+    );
     assert_trees_match(&src, &base.join("new"));
     let ours = link_counts(&base.join("new"));
     assert_eq!(ours, link_counts(&oracle.join("new")));
@@ -652,6 +688,142 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
     let third = link_counts(&base.join("third"));
     let linked = |c: &[(PathBuf, u64)]| c.iter().filter(|(_, n)| *n > 1).count();
     assert_eq!(linked(&third), linked(&ours), "{third:?}");
+}
+
+/// The `-i` lines of an output, `<` turned into rsync's local `>`, sorted: the walk's tasks
+/// may finish in another order than rsync's single receiver.
+fn sorted_items(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("created directory"))
+        .map(|l| l.replacen("<f", ">f", 1))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A backup pulled from the server next to yesterday's: unchanged files are hard links into
+/// it, as rsync makes them, and `-i` describes each entry against its twin there.
+#[test]
+fn link_dest_on_a_pull_links_unchanged_files_locally_as_rsync_does() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, served) = server.fresh_remote_dir("link-dest-pull");
+    owned_tree(server, &served, 78, 40);
+    let (backups, oracle) = (tmp.path().join("backups"), tmp.path().join("oracle"));
+    std::fs::create_dir(&backups).unwrap();
+    ok(&pull(server, &["-a"], &remote, &backups.join("prev")));
+    copy_tree(&backups.join("prev"), &oracle.join("prev"));
+    mutate_tree(&served, 6);
+    write_at(&served.join("brand-new"), b"new", 1_600_000_000);
+    chown_tree(&served, server.uid(), server.gid()).unwrap();
+
+    let flags = ["-ai", "--link-dest=../prev"];
+    let ours = ok(&pull(server, &flags, &remote, &backups.join("new")));
+    let rsync = Command::new("rsync")
+        .args(flags)
+        .arg(slash(&served))
+        .arg(slash(&oracle.join("new")))
+        .output()
+        .unwrap();
+    assert!(rsync.status.success(), "{rsync:?}");
+    assert_eq!(
+        sorted_items(&ours),
+        sorted_items(&String::from_utf8_lossy(&rsync.stdout))
+    );
+    assert_trees_match(&served, &backups.join("new"));
+    let counts = link_counts(&backups.join("new"));
+    assert_eq!(counts, link_counts(&oracle.join("new")));
+    assert!(
+        counts.iter().any(|(_, n)| *n == 2),
+        "nothing linked: {counts:?}"
+    );
+    assert!(
+        counts.iter().any(|(_, n)| *n == 1),
+        "all linked: {counts:?}"
+    );
+
+    // An absolute link-dest reached through a symlink, after one that does not exist.
+    let alias = tmp.path().join("alias");
+    std::os::unix::fs::symlink(&backups, &alias).unwrap();
+    let abs = format!("--link-dest={}", alias.join("prev").display());
+    let third = backups.join("third");
+    ok(&pull(
+        server,
+        &["-a", "--link-dest=../none", &abs],
+        &remote,
+        &third,
+    ));
+    let linked = |c: Vec<(PathBuf, u64)>| -> Vec<(PathBuf, bool)> {
+        c.into_iter().map(|(p, n)| (p, n > 1)).collect()
+    };
+    assert_eq!(linked(link_counts(&third)), linked(counts));
+}
+
+/// Every entry below `root` with its type, mode and link count: what `--copy-dest` and
+/// `--compare-dest` leave differs in which names exist and whether they are links.
+fn shape(root: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%n %m %y %P\\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `--copy-dest` and `--compare-dest` on a push and on a pull: the same entries copied,
+/// left out and itemized as rsync's.
+#[test]
+fn copy_dest_and_compare_dest_push_and_pull_as_rsync_does() {
+    let server = SftpOnlyServer::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    owned_tree(server, &src, 79, 30);
+    break_hard_links(&src);
+    let (remote, base) = server.fresh_remote_dir("alt-dest");
+    ok(&push(server, &["-a"], &src, &format!("{remote}/prev")));
+    let local = tmp.path().join("local");
+    copy_tree(&base.join("prev"), &local.join("prev"));
+    mutate_tree(&src, 7);
+    chown_tree(&src, server.uid(), server.gid()).unwrap();
+    copy_tree(&src, &base.join("src"));
+    chown_tree(&base.join("src"), server.uid(), server.gid()).unwrap();
+
+    for kind in ["--copy-dest=../prev", "--compare-dest=../prev"] {
+        let flags = ["-ai", kind];
+        let name = &kind[2..6];
+        let oracle = tmp.path().join(format!("oracle-{name}"));
+        copy_tree(&base.join("prev"), &oracle.join("prev"));
+        let rsync = Command::new("rsync")
+            .args(flags)
+            .arg(slash(&src))
+            .arg(slash(&oracle.join("new")))
+            .output()
+            .unwrap();
+        assert!(rsync.status.success(), "{rsync:?}");
+        let want = sorted_items(&String::from_utf8_lossy(&rsync.stdout));
+        assert!(want.iter().any(|l| l.starts_with("cf")), "{want:?}");
+
+        let pushed = format!("{remote}/pushed-{name}");
+        let out = ok(&push(server, &flags, &src, &pushed));
+        assert_eq!(sorted_items(&out), want, "push {kind}");
+        assert_eq!(
+            shape(&base.join(format!("pushed-{name}"))),
+            shape(&oracle.join("new")),
+            "push {kind}"
+        );
+
+        let pulled = local.join(format!("pulled-{name}"));
+        let out = ok(&pull(server, &flags, &format!("{remote}/src"), &pulled));
+        assert_eq!(sorted_items(&out), want, "pull {kind}");
+        assert_eq!(shape(&pulled), shape(&oracle.join("new")), "pull {kind}");
+    }
 }
 
 /// A tree with per-directory filter files (`.rsync-filter`, `.cvsignore`) at two levels, and

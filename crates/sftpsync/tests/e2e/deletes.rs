@@ -5,18 +5,18 @@ use super::*;
 
 /// A destination with extras: files, a directory with contents, and symlinks that lead to a
 /// directory outside it, one as an extra entry and one inside an extra directory. Fixed
-/// mtimes: what --max-delete leaves is compared with rsync's copy, made a moment later.
+/// mtimes: extras that --max-delete spares are compared between two copies made apart.
 fn destination_with_extras(dst: &Path, outside: &Path) {
     std::fs::create_dir_all(dst.join("gone/deeper")).unwrap();
     std::fs::create_dir_all(outside).unwrap();
     std::fs::write(outside.join("precious"), b"keep").unwrap();
     for i in 1..=5 {
-        write_at(&dst.join(format!("x{i}")), b"x", 1_000_000_000);
+        write_at(&dst.join(format!("x{i}")), b"x", 1_500_000_000);
     }
-    write_at(&dst.join("gone/deeper/file"), b"y", 1_000_000_000);
+    write_at(&dst.join("gone/deeper/file"), b"y", 1_500_000_000);
     for link in ["link-out", "gone/deeper/link-out"] {
         std::os::unix::fs::symlink(outside, dst.join(link)).unwrap();
-        testkit::set_mtime_nofollow(&dst.join(link), 1_000_000_000).unwrap();
+        testkit::set_mtime_nofollow(&dst.join(link), 1_500_000_000).unwrap();
     }
 }
 
