@@ -282,18 +282,8 @@ fn pipe_pull(extra: &[&str], src: &Path, dst: &Path) -> Output {
     sftpsync(&args)
 }
 
-/// Itemized lines, sorted, with a push's `<` written as rsync's local `>`.
 fn itemized(out: &Output) -> Vec<String> {
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            let b = l.as_bytes();
-            b.len() > 12 && b[11] == b' ' && b"<>ch.*".contains(&b[0])
-        })
-        .map(|l| l.replacen("<f", ">f", 1))
-        .collect();
-    lines.sort();
-    lines
+    sorted_items(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// A source tree and an older destination with one file to replace, one to create and one

@@ -51,21 +51,7 @@ fn rsync_lines(flags: &[&str], src: &Path, dst: &Path) -> Vec<String> {
         "rsync {flags:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    itemized(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// Itemized lines, sorted, with a push's `<` written as rsync's local `>`.
-fn itemized(stdout: &str) -> Vec<String> {
-    let mut lines: Vec<String> = stdout
-        .lines()
-        .filter(|l| {
-            let b = l.as_bytes();
-            b.len() > 12 && b[11] == b' ' && b"<>ch.*".contains(&b[0])
-        })
-        .map(|l| l.replacen("<f", ">f", 1))
-        .collect();
-    lines.sort();
-    lines
+    sorted_items(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -160,7 +146,7 @@ fn executability_follows_the_source_like_rsync_without_p() {
         );
         assert!(expected.contains(&">f.s.p..... sent-gets-x".to_string()));
         let out = ok(&ours(way, &["-rtEi"], &src, &mine));
-        assert_eq!(itemized(&out), expected, "{way:?}: {out}");
+        assert_eq!(sorted_items(&out), expected, "{way:?}: {out}");
         for name in names_in(&src) {
             assert_eq!(
                 format!("{:o}", mode_of(&mine.join(&name))),
@@ -172,13 +158,13 @@ fn executability_follows_the_source_like_rsync_without_p() {
         assert_eq!(mode_of(&mine.join("sent-gets-x")), 0o700);
         // Done: a second run has nothing to say.
         assert_eq!(
-            itemized(&ok(&ours(way, &["-rtEi"], &src, &mine))),
+            sorted_items(&ok(&ours(way, &["-rtEi"], &src, &mine))),
             Vec::<String>::new()
         );
         // Without -E the execute bits are the receiver's business.
         chmod(&mine.join("gets-x"), 0o600);
         assert_eq!(
-            itemized(&ok(&ours(way, &["-rti"], &src, &mine))),
+            sorted_items(&ok(&ours(way, &["-rti"], &src, &mine))),
             Vec::<String>::new()
         );
         assert_eq!(mode_of(&mine.join("gets-x")), 0o600);
@@ -245,7 +231,7 @@ fn atimes_are_kept_and_flagged_u_like_rsync() {
         // when the atime is older than the mtime): rsync's run just did.
         set_atime(&src.join("link"), ACCESSED);
         let out = ok(&ours(way, &flags, &src, &mine));
-        assert_eq!(itemized(&out), expected, "{way:?}: {out}");
+        assert_eq!(sorted_items(&out), expected, "{way:?}: {out}");
         for name in ["same", "older", "resized", "new", "sub/deep", "link"] {
             assert_eq!(
                 atime_of(&mine.join(name)),
@@ -264,7 +250,7 @@ fn atimes_are_kept_and_flagged_u_like_rsync() {
             // --open-noatime: reading the sources left their atimes, so nothing is due again.
             assert_eq!(atime_of(&src.join("older")), ACCESSED);
             assert_eq!(
-                itemized(&ok(&ours(way, &flags, &src, &mine))),
+                sorted_items(&ok(&ours(way, &flags, &src, &mine))),
                 Vec::<String>::new()
             );
         }
@@ -382,7 +368,7 @@ fn sparse_in_place_punches_holes_where_old_data_was() {
         write_at(&dst.join("holey"), &vec![0x55u8; content.len()], T - 60);
         let full = blocks_of(&dst.join("holey"));
         let out = ok(&ours(way, &["-rtSi", "--inplace"], &src, &dst));
-        let lines = itemized(&out);
+        let lines = sorted_items(&out);
         assert!(
             lines.contains(&">f..t...... holey".to_string()),
             "{way:?}: {out}"

@@ -690,18 +690,6 @@ fn link_dest_on_a_push_links_unchanged_files_on_the_server_as_rsync_does() {
     assert_eq!(linked(&third), linked(&ours), "{third:?}");
 }
 
-/// The `-i` lines of an output, `<` turned into rsync's local `>`, sorted: the walk's tasks
-/// may finish in another order than rsync's single receiver.
-fn sorted_items(out: &str) -> Vec<String> {
-    let mut lines: Vec<String> = out
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with("created directory"))
-        .map(|l| l.replacen("<f", ">f", 1))
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// A backup pulled from the server next to yesterday's: unchanged files are hard links into
 /// it, as rsync makes them, and `-i` describes each entry against its twin there.
 #[test]

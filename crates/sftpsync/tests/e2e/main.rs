@@ -427,6 +427,21 @@ fn push_through(server: &str, extra: &[&str], src: &Path, dst: &Path) -> Output 
     sftpsync(&args)
 }
 
+/// The itemized lines of an output, sorted, with a push's `<` written as rsync's local `>`:
+/// the walk's tasks may finish in another order than rsync's receiver prints.
+fn sorted_items(stdout: &str) -> Vec<String> {
+    let mut lines: Vec<String> = stdout
+        .lines()
+        .filter(|l| {
+            let b = l.as_bytes();
+            b.len() > 12 && b[11] == b' ' && b"<>ch.*".contains(&b[0])
+        })
+        .map(|l| l.replacen("<f", ">f", 1))
+        .collect();
+    lines.sort();
+    lines
+}
+
 fn write_at(path: &Path, data: &[u8], mtime: i64) {
     std::fs::write(path, data).unwrap();
     testkit::set_mtime_nofollow(path, mtime).unwrap();

@@ -57,19 +57,8 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Itemized lines, sorted, with our `<` of a push written as rsync's local `>`: rsync's order
-/// between its generator's and its receiver's lines is not ours to copy.
 fn itemized(out: &Output) -> Vec<String> {
-    let mut lines: Vec<String> = stdout_of(out)
-        .lines()
-        .filter(|l| {
-            let b = l.as_bytes();
-            b.len() > 12 && b[11] == b' ' && b"<>ch.*".contains(&b[0])
-        })
-        .map(|l| l.replacen("<f", ">f", 1))
-        .collect();
-    lines.sort();
-    lines
+    sorted_items(&stdout_of(out))
 }
 
 /// Every path below `root` with what it is (`/` for directories, `@` for symlinks).
