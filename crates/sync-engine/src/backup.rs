@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::path::{file_name, join, parent, RelPath};
+use crate::path::{join, parent, temp_beside, RelPath};
 use crate::tree::{ErrorKind, FileWriter, Kind, Meta, SetMeta, Tree, TreeResult};
 
 /// Where backups go.
@@ -82,12 +82,11 @@ impl Backup {
         let target = self.name(path);
         let tree: &dyn Tree = self.tree.as_deref().unwrap_or(dest);
         self.make_parents(tree, &target).await?;
-        let n = self.copies.fetch_add(1, Ordering::Relaxed);
-        let name = file_name(&target);
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(&name[..name.len().min(200)]);
-        temp_name.extend_from_slice(format!(".backup{n}").as_bytes());
-        let temp = join(parent(&target), &temp_name);
+        let temp = temp_beside(
+            &target,
+            "backup",
+            self.copies.fetch_add(1, Ordering::Relaxed),
+        );
         let attrs = SetMeta {
             mode: Some(meta.mode & 0o7777),
             mtime: Some(meta.mtime),
@@ -96,7 +95,7 @@ impl Backup {
         let made = if self.tree.is_none() && dest.copies_ranges() {
             let mut writer = dest.create_file_based_on(&temp, 0o600, path).await?;
             let copied = writer.copy_from_base(0, meta.size).await;
-            finish(writer, copied, &attrs).await
+            finish_or_abandon(writer, copied, &attrs).await
         } else {
             let mut reader = dest.open_read(path, 0, meta.size).await?;
             let mut writer = tree.create_file(&temp, 0o600, meta.size).await?;
@@ -117,7 +116,7 @@ impl Backup {
                 }
             }
             let _ = reader.close().await;
-            finish(writer, copied, &attrs).await
+            finish_or_abandon(writer, copied, &attrs).await
         };
         let placed = match made {
             Ok(()) => tree.rename_replace(&temp, &target).await,
@@ -168,7 +167,7 @@ impl Backup {
 }
 
 /// Completes a writer whose bytes went in as `copied` says, or abandons it.
-async fn finish(
+pub(crate) async fn finish_or_abandon(
     writer: Box<dyn FileWriter>,
     copied: TreeResult<()>,
     attrs: &SetMeta,

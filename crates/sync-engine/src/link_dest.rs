@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::backup::finish_or_abandon;
 use crate::mtime::mtimes_differ;
 use crate::options::SyncOptions;
-use crate::path::{file_name, join, parent, RelPath};
+use crate::path::{join, temp_beside, RelPath};
 use crate::report::UpdateType;
 use crate::task::modes_differ;
 use crate::tree::{ErrorKind, Kind, Meta, Tree};
@@ -96,10 +97,7 @@ impl LinkDest {
     /// A name beside `dest_path` to make its new version under, in the link-dest tree.
     fn temp_name(&self, dest_path: &RelPath, what: &str) -> RelPath {
         let n = self.temps.fetch_add(1, Ordering::Relaxed);
-        let mut name = b".".to_vec();
-        name.extend_from_slice(&file_name(dest_path)[..file_name(dest_path).len().min(200)]);
-        name.extend_from_slice(format!(".{what}{n}").as_bytes());
-        join(&self.dest, &join(parent(dest_path), &name))
+        join(&self.dest, &temp_beside(dest_path, what, n))
     }
 
     /// A new symlink at `dest_path` (nothing there yet) with an identical twin in the
@@ -166,13 +164,8 @@ impl LinkDest {
             .tree
             .create_file_based_on(&temp, 0o600, &basis.path)
             .await?;
-        let copied = match writer.copy_from_base(0, basis.meta.size).await {
-            Ok(()) => writer.finish(meta).await,
-            Err(e) => {
-                writer.abandon().await;
-                Err(e)
-            }
-        };
+        let copied = writer.copy_from_base(0, basis.meta.size).await;
+        let copied = finish_or_abandon(writer, copied, meta).await;
         let placed = match copied {
             Ok(()) => {
                 self.tree

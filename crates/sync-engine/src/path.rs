@@ -18,6 +18,16 @@ pub fn join(parent: &[u8], name: &[u8]) -> RelPath {
     }
 }
 
+/// A hidden name beside `path` to build its new version (or a copy of it) under:
+/// `.NAME.WHATN`, the name cut to 200 bytes so the result stays within NAME_MAX.
+pub fn temp_beside(path: &[u8], what: &str, n: u64) -> RelPath {
+    let name = file_name(path);
+    let mut temp = b".".to_vec();
+    temp.extend_from_slice(&name[..name.len().min(200)]);
+    temp.extend_from_slice(format!(".{what}{n}").as_bytes());
+    join(parent(path), &temp)
+}
+
 /// The last component of a path.
 pub fn file_name(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {
